@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs everything lorad needs to build and test on Debian 12: the build tools, the
+# libraries (OpenBLAS, HDF5, Open MPI, protobuf-c, jansson) and the test-only packages
+# (Debian's python3-torch and python3-numpy, hdf5-tools). Idempotent: it installs only
+# what is missing, so running it again costs one dpkg query.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config
+  libopenblas-dev
+  libhdf5-dev hdf5-tools
+  libopenmpi-dev openmpi-bin
+  libprotobuf-c-dev protobuf-c-compiler
+  libjansson-dev
+  python3 python3-torch python3-numpy python3-h5py
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO=sudo
+else
+  SUDO=
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

@@ -1,0 +1,32 @@
+/*
+ * hf_config.h: the Hugging Face config.json of a model directory, reduced to the
+ * numbers lorad's models need. Unknown keys are ignored; a missing required key, a
+ * value of the wrong type or an unsupported architecture or activation is a user error
+ * naming config.json and the key.
+ */
+#ifndef LORAD_HF_CONFIG_H
+#define LORAD_HF_CONFIG_H
+
+#include <stdint.h>
+
+enum model_arch {
+    MODEL_ARCH_GPT2,
+};
+
+struct model_config {
+    enum model_arch arch;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_embd;      /* C */
+    int32_t n_inner;     /* MLP hidden width; 4*C when config.json has null */
+    int32_t n_positions; /* maximum sequence length */
+    int32_t vocab_size;
+    float layer_norm_eps;
+};
+
+/* Reads DIR/config.json. Returns 0, or -1 with an error naming the file. */
+int hf_config_read(struct model_config *cfg, const char *dir);
+/* Writes CFG as a GPT-2 config.json into DIR (used by tests and init-model). */
+int hf_config_write(const struct model_config *cfg, const char *dir);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * tokens.h: token datasets. Two formats, told apart by their first bytes:
+ *   - llm.c / nanoGPT .bin shards: a header of 256 little-endian int32 (magic 20240520
+ *     with uint16 tokens, or 20240801 with uint32 tokens; header[1] the version,
+ *     header[2] the token count), then the tokens. The count must match the file size.
+ *   - HDF5 files with a 1-D integer dataset /tokens and an optional /loss_mask
+ *     (uint8, same length; nonzero = the token counts as a target).
+ *
+ * Sample i of a dataset with sequence length T is the window of T+1 tokens starting at
+ * token i*T: inputs are its first T tokens, targets its last T. A target counts in the
+ * loss when its own position's mask byte is nonzero (no mask: every target counts).
+ */
+#ifndef LORAD_TOKENS_H
+#define LORAD_TOKENS_H
+
+#include <stdint.h>
+
+#define TOKENS_MAGIC_U16 20240520
+#define TOKENS_MAGIC_U32 20240801
+
+enum tokens_format {
+    TOKENS_FORMAT_BIN,
+    TOKENS_FORMAT_HDF5,
+};
+
+struct tokens {
+    char *path;
+    enum tokens_format format;
+    int64_t n_tokens;
+    int32_t has_mask;
+    /* .bin: the mapping */
+    void *map;
+    uint64_t map_size;
+    int32_t token_bytes; /* 2 or 4 */
+    /* HDF5: open handles (hid_t, kept as int64_t so this header needs no hdf5.h) */
+    int64_t h5_file, h5_tokens, h5_mask;
+};
+
+/* Opens and validates PATH: format, header, size. Returns 0, or -1 with an error. */
+int tokens_open(struct tokens *ds, const char *path);
+void tokens_close(struct tokens *ds);
+/* Scans every token: -1 with an error naming the file and the first token >= VOCAB,
+ * or when fewer than T+1 tokens exist. */
+int tokens_validate(const struct tokens *ds, int32_t vocab, int32_t T);
+/* Number of samples for sequence length T: (n_tokens - 1) / T. */
+int64_t tokens_n_samples(const struct tokens *ds, int32_t T);
+/* Reads sample I: TOK gets T+1 tokens; MASK (may be NULL) gets T+1 bytes, all 1 when
+ * the dataset has no mask. Returns 0, or -1 with an error (I/O). */
+int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask);
+/* Writes an HDF5 dataset: /tokens (uint32, N) and, when MASK is not NULL, /loss_mask.
+ * Atomic (temporary name, fsync, rename). */
+int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask);
+
+#endif
