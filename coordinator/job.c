@@ -1,0 +1,101 @@
+/*
+ * job.c: JobSpec defaults, validation and the learning-rate schedule (job.h).
+ */
+#include "job.h"
+
+#include <math.h>
+#include <stdio.h>
+
+#include "error.h"
+
+static char *default_targets[] = {"c_attn"};
+
+void job_defaults(Lorad__JobSpec *job) {
+    lorad__job_spec__init(job);
+    job->n_targets = 1;
+    job->targets = default_targets;
+    job->rank = 8;
+    job->alpha = 8.0;
+    job->init = LORAD__INIT__INIT_KAIMING;
+    job->mode = LORAD__MODE__MODE_LORA;
+    job->steps = 1000;
+    job->batch = 8;
+    job->micro_batch = 0;
+    job->seq = 256;
+    job->lr = 2e-4;
+    job->schedule = LORAD__SCHEDULE__SCHEDULE_LINEAR;
+    job->warmup = 0;
+    job->weight_decay = 0.0;
+    job->beta1 = 0.9;
+    job->beta2 = 0.999;
+    job->eps = 1e-8;
+    job->clip = 1.0;
+    job->seed = 42;
+    job->shuffle = 1;
+    job->threads = 0;
+    job->log_every = 10;
+    job->eval_every = 0;
+    job->eval_batches = 0;
+}
+
+static int need(int ok, const char *flag, const char *fmt, double value) {
+    if (ok) return 0;
+    char problem[128];
+    snprintf(problem, sizeof problem, fmt, value);
+    return err_set(flag, "%s", problem);
+}
+
+static int need_path(const char *path, const char *flag) {
+    if (path && path[0]) return 0;
+    err_set(flag, "is required");
+    return err_hint("lorad train --help lists the flags");
+}
+
+int job_validate(const Lorad__JobSpec *job) {
+    if (need_path(job->model, "--model") || need_path(job->data, "--data") || need_path(job->out, "--out"))
+        return -1;
+    int full = job->mode == LORAD__MODE__MODE_FULL;
+    if (need(job->rank >= 1, "--rank", "must be at least 1 (got %g)", job->rank) ||
+        need(job->alpha > 0, "--alpha", "must be positive (got %g)", job->alpha) ||
+        need(job->dropout >= 0 && job->dropout < 1, "--dropout", "must be in [0, 1) (got %g)", job->dropout) ||
+        need(job->steps >= 1, "--steps", "must be at least 1 (got %g)", (double)job->steps) ||
+        need(job->batch >= 1, "--batch", "must be at least 1 (got %g)", job->batch) ||
+        need(job->micro_batch >= 0, "--micro-batch", "must be at least 1 (got %g)", job->micro_batch) ||
+        need(job->seq >= 1, "--seq", "must be at least 1 (got %g)", job->seq) ||
+        need(job->lr >= 0 && isfinite(job->lr), "--lr", "must be a non-negative number (got %g)", job->lr) ||
+        need(job->warmup >= 0, "--warmup", "must be non-negative (got %g)", (double)job->warmup) ||
+        need(job->weight_decay >= 0, "--weight-decay", "must be non-negative (got %g)", job->weight_decay) ||
+        need(job->beta1 >= 0 && job->beta1 < 1, "--beta1", "must be in [0, 1) (got %g)", job->beta1) ||
+        need(job->beta2 >= 0 && job->beta2 < 1, "--beta2", "must be in [0, 1) (got %g)", job->beta2) ||
+        need(job->eps > 0, "--eps", "must be positive (got %g)", job->eps) ||
+        need(job->clip >= 0, "--clip", "must be non-negative, 0 turns clipping off (got %g)", job->clip) ||
+        need(job->threads >= 0, "--threads", "must be non-negative, 0 uses every core (got %g)", job->threads) ||
+        need(job->log_every >= 1, "--log-every", "must be at least 1 (got %g)", (double)job->log_every) ||
+        need(job->eval_every >= 0, "--eval-every", "must be non-negative (got %g)", (double)job->eval_every) ||
+        need(job->eval_batches >= 0, "--eval-batches", "must be non-negative (got %g)", (double)job->eval_batches))
+        return -1;
+    if (job->batch % job_micro_batch(job)) {
+        err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);
+        return err_hint("choose a micro-batch that divides the batch");
+    }
+    if (full && job->init_adapter && job->init_adapter[0])
+        return err_set("--init-adapter", "has no meaning with --mode full");
+    if (!full && job->n_targets == 0) return err_set("--targets", "is empty");
+    return 0;
+}
+
+int32_t job_micro_batch(const Lorad__JobSpec *job) { return job->micro_batch ? job->micro_batch : job->batch; }
+
+double job_lr(const Lorad__JobSpec *job, int64_t step) {
+    const double warmup = (double)job->warmup, total = (double)job->steps, s = (double)step;
+    if (step < job->warmup) return job->lr * s / (warmup > 1 ? warmup : 1);
+    double rest = total - warmup > 1 ? total - warmup : 1;
+    switch (job->schedule) {
+    case LORAD__SCHEDULE__SCHEDULE_LINEAR:
+        return job->lr * fmax(0.0, (total - s) / rest);
+    case LORAD__SCHEDULE__SCHEDULE_COSINE:
+        return job->lr * fmax(0.0, 0.5 * (1.0 + cos(M_PI * (s - warmup) / rest)));
+    default:
+        return job->lr;
+    }
+}

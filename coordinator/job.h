@@ -1,0 +1,20 @@
+/*
+ * job.h: a training job's spec (the proto JobSpec): its defaults, and the checks that
+ * every value makes sense before any rank starts work. Errors name the flag.
+ */
+#ifndef LORAD_JOB_H
+#define LORAD_JOB_H
+
+#include "lorad.pb-c.h"
+
+/* Fills every field with lorad's default (PEFT's and HF Trainer's where they exist). */
+void job_defaults(Lorad__JobSpec *job);
+/* Checks ranges and combinations; -1 with an error naming the flag. */
+int job_validate(const Lorad__JobSpec *job);
+/* Sequences per forward: --micro-batch, or --batch when 0. */
+int32_t job_micro_batch(const Lorad__JobSpec *job);
+/* The learning rate of step STEP (0-based) under the job's schedule and warmup, with
+ * Hugging Face's formulas (get_{constant,linear,cosine}_schedule_with_warmup). */
+double job_lr(const Lorad__JobSpec *job, int64_t step);
+
+#endif

@@ -1,0 +1,88 @@
+/*
+ * metrics.c: metrics.jsonl rows (with jansson) and the stderr progress line (metrics.h).
+ */
+#include "metrics.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "fileio.h"
+
+int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every) {
+    char *path = path_join(out_dir, "metrics.jsonl");
+    mt->jsonl = fopen(path, "w");
+    if (!mt->jsonl) {
+        err_set(path, "cannot create");
+        free(path);
+        return err_hint("check that --out is writable");
+    }
+    free(path);
+    mt->tty = isatty(STDERR_FILENO);
+    mt->total_steps = total_steps;
+    mt->log_every = log_every;
+    mt->line_open = 0;
+    return 0;
+}
+
+static void row_write(FILE *f, const struct step_report *r) {
+    json_t *row = json_object();
+    json_object_set_new(row, "step", json_integer(r->step));
+    json_object_set_new(row, "loss", json_real(r->loss));
+    json_object_set_new(row, "lr", json_real(r->lr));
+    json_object_set_new(row, "grad_norm", json_real(r->grad_norm));
+    json_object_set_new(row, "tokens", json_integer(r->tokens));
+    json_object_set_new(row, "target_tokens", json_integer(r->target_tokens));
+    json_object_set_new(row, "tokens_per_s", json_real(r->step_s > 0 ? r->tokens / r->step_s : 0.0));
+    json_object_set_new(row, "elapsed_s", json_real(r->elapsed_s));
+    if (!isnan(r->val_loss)) json_object_set_new(row, "val_loss", json_real(r->val_loss));
+    json_dumpf(row, f, JSON_COMPACT | JSON_REAL_PRECISION(9));
+    fputc('\n', f);
+    fflush(f);
+    json_decref(row);
+}
+
+static void eta_format(char *buf, size_t n, double s) {
+    long t = (long)(s + 0.5);
+    if (t >= 3600)
+        snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else
+        snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+}
+
+void metrics_step(struct metrics *mt, const struct step_report *r) {
+    row_write(mt->jsonl, r);
+    int last = r->step == mt->total_steps;
+    if (!mt->tty && r->step % mt->log_every != 0 && !last && r->step != 1 && isnan(r->val_loss)) return;
+    char eta[32], val[48] = "";
+    eta_format(eta, sizeof eta, r->elapsed_s / r->step * (mt->total_steps - r->step));
+    if (!isnan(r->val_loss)) snprintf(val, sizeof val, " | val %.4f", r->val_loss);
+    fprintf(stderr, "%sstep %lld/%lld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
+            mt->tty ? "\r\033[K" : "", (long long)r->step, (long long)mt->total_steps, r->loss, val, r->lr,
+            r->grad_norm, r->step_s > 0 ? r->tokens / r->step_s : 0.0, eta, mt->tty ? "" : "\n");
+    mt->line_open = mt->tty;
+    if (mt->tty && (last || !isnan(r->val_loss))) {
+        fputc('\n', stderr);
+        mt->line_open = 0;
+    }
+}
+
+void metrics_say(struct metrics *mt, const char *fmt, ...) {
+    if (mt->line_open) fputc('\n', stderr);
+    mt->line_open = 0;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("lorad: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+void metrics_close(struct metrics *mt) {
+    if (mt->line_open) fputc('\n', stderr);
+    if (mt->jsonl) fclose(mt->jsonl);
+    mt->jsonl = NULL;
+}

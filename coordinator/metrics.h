@@ -1,0 +1,40 @@
+/*
+ * metrics.h: what a run reports: one JSON object per step in OUT/metrics.jsonl, and a
+ * progress line on stderr (one updating line on a terminal, plain periodic lines
+ * otherwise).
+ */
+#ifndef LORAD_METRICS_H
+#define LORAD_METRICS_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+struct step_report {
+    int64_t step;          /* 1-based */
+    double loss;           /* of this step's forward, before its update */
+    double lr;
+    double grad_norm;      /* before clipping */
+    int64_t tokens;        /* tokens processed in the step (G·T) */
+    int64_t target_tokens; /* targets counted in the loss */
+    double step_s;
+    double elapsed_s;
+    double val_loss;       /* NaN when the step ran no evaluation */
+};
+
+struct metrics {
+    FILE *jsonl;
+    int tty;
+    int64_t total_steps;
+    int64_t log_every;
+    int line_open; /* a terminal progress line awaits its newline */
+};
+
+/* Opens OUT/metrics.jsonl (truncated). -1 with an error naming the file. */
+int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every);
+/* Appends the row and updates the progress line. */
+void metrics_step(struct metrics *mt, const struct step_report *r);
+/* Prints a message line on stderr without breaking the progress line. */
+void metrics_say(struct metrics *mt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void metrics_close(struct metrics *mt);
+
+#endif

@@ -1,0 +1,285 @@
+/*
+ * tokens.c: token datasets (tokens.h). Opens llm.c .bin shards (mmapped) and HDF5 files
+ * (read through hyperslabs), validates their shape and every token against the
+ * vocabulary, hands out fixed-length samples, and writes HDF5 datasets atomically.
+ */
+#include "tokens.h"
+
+#include "error.h"
+#include "fileio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define BIN_HEADER_BYTES 1024
+#define VALIDATE_BLOCK (1 << 20) /* tokens per block when scanning a dataset */
+#define H5_CHUNK (1 << 20)       /* elements per chunk when writing */
+#define FORMAT_HINT "expected an llm.c .bin shard (magic 20240520 or 20240801) or an HDF5 file with /tokens"
+
+static const unsigned char h5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+
+/* HDF5 prints its own error stack by default; lorad reports one line instead. */
+static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static uint32_t le32(const unsigned char *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+/* ---- llm.c .bin shards ---- */
+
+/* Checks the header against the file size, then maps the file. */
+static int bin_open(struct tokens *ds, int fd, int64_t size) {
+    unsigned char h[BIN_HEADER_BYTES];
+    if (size < BIN_HEADER_BYTES) {
+        err_set(ds->path, "%lld bytes is shorter than a .bin header (%d bytes)", (long long)size, BIN_HEADER_BYTES);
+        return err_hint(FORMAT_HINT);
+    }
+    if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h)
+        return err_set(ds->path, "cannot read the .bin header: %s", strerror(errno));
+    uint32_t magic = le32(h);
+    if (magic != TOKENS_MAGIC_U16 && magic != TOKENS_MAGIC_U32) {
+        err_set(ds->path, "bad magic %u", magic);
+        return err_hint(FORMAT_HINT);
+    }
+    ds->token_bytes = magic == TOKENS_MAGIC_U16 ? 2 : 4;
+    int32_t count = (int32_t)le32(h + 8);
+    int64_t want = BIN_HEADER_BYTES + (int64_t)count * ds->token_bytes;
+    if (count < 0 || size != want) {
+        err_set(ds->path, "header says %d tokens (%lld bytes) but the file has %lld bytes", count,
+                (long long)want, (long long)size);
+        return err_hint("the shard is truncated or its header is wrong");
+    }
+    void *map = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED) return err_set(ds->path, "cannot map: %s", strerror(errno));
+    ds->map = map;
+    ds->map_size = (uint64_t)size;
+    ds->n_tokens = count;
+    ds->format = TOKENS_FORMAT_BIN;
+    return 0;
+}
+
+/* Tokens [start, start+n) of a mapped shard; uint32 values beyond int32 saturate. */
+static void bin_read(const struct tokens *ds, int64_t start, int64_t n, int32_t *tok) {
+    const unsigned char *p = (const unsigned char *)ds->map + BIN_HEADER_BYTES + start * ds->token_bytes;
+    for (int64_t j = 0; j < n; j++, p += ds->token_bytes) {
+        uint32_t v = ds->token_bytes == 2 ? (uint32_t)p[0] | (uint32_t)p[1] << 8 : le32(p);
+        tok[j] = v > INT32_MAX ? INT32_MAX : (int32_t)v;
+    }
+}
+
+/* ---- HDF5 ---- */
+
+/* Opens NAME as a 1-D integer dataset; its id goes to *ID (closed by tokens_close). */
+static int h5_open_1d(struct tokens *ds, const char *name, int64_t *id, int64_t *len) {
+    hid_t d = H5Dopen2(ds->h5_file, name, H5P_DEFAULT);
+    if (d < 0) return err_set(ds->path, "%s is not a readable dataset", name);
+    *id = d;
+    hid_t type = H5Dget_type(d);
+    H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    if (type >= 0) H5Tclose(type);
+    if (cls != H5T_INTEGER) {
+        err_set(ds->path, "%s does not hold integers", name);
+        return err_hint("store token ids and mask bytes as an integer type");
+    }
+    hid_t space = H5Dget_space(d);
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = space < 0 ? -1 : H5Sget_simple_extent_dims(space, dims, NULL);
+    if (space >= 0) H5Sclose(space);
+    if (rank != 1) return err_set(ds->path, "%s has %d dimensions, expected 1", name, rank);
+    if (dims[0] > INT64_MAX)
+        return err_set(ds->path, "%s is too long (%llu entries)", name, (unsigned long long)dims[0]);
+    *len = (int64_t)dims[0];
+    return 0;
+}
+
+/* Opens /tokens and, when present, /loss_mask (same length). */
+static int h5_open(struct tokens *ds) {
+    h5_quiet();
+    ds->format = TOKENS_FORMAT_HDF5;
+    ds->h5_file = H5Fopen(ds->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (ds->h5_file < 0) {
+        err_set(ds->path, "cannot open as HDF5");
+        return err_hint("the file is truncated or corrupt, or its filesystem has no file locks: then set "
+                        "HDF5_USE_FILE_LOCKING=FALSE");
+    }
+    if (H5Lexists(ds->h5_file, "tokens", H5P_DEFAULT) <= 0) {
+        err_set(ds->path, "no /tokens dataset");
+        return err_hint(FORMAT_HINT);
+    }
+    if (h5_open_1d(ds, "/tokens", &ds->h5_tokens, &ds->n_tokens)) return -1;
+    htri_t has_mask = H5Lexists(ds->h5_file, "loss_mask", H5P_DEFAULT);
+    if (has_mask < 0) return err_set(ds->path, "cannot look up /loss_mask");
+    if (!has_mask) return 0;
+    int64_t n_mask;
+    if (h5_open_1d(ds, "/loss_mask", &ds->h5_mask, &n_mask)) return -1;
+    if (n_mask != ds->n_tokens)
+        return err_set(ds->path, "/loss_mask has %lld entries but /tokens has %lld", (long long)n_mask,
+                       (long long)ds->n_tokens);
+    ds->has_mask = 1;
+    return 0;
+}
+
+/* Reads entries [start, start+n) of dataset D into OUT as MEM_TYPE. */
+static int h5_read(const struct tokens *ds, hid_t d, const char *name, int64_t start, int64_t n, hid_t mem_type,
+                   void *out) {
+    hsize_t off = (hsize_t)start, cnt = (hsize_t)n;
+    hid_t fspace = H5Dget_space(d);
+    hid_t mspace = H5Screate_simple(1, &cnt, NULL);
+    herr_t rc = -1;
+    if (fspace >= 0 && mspace >= 0 && H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &off, NULL, &cnt, NULL) >= 0)
+        rc = H5Dread(d, mem_type, mspace, fspace, H5P_DEFAULT, out);
+    if (mspace >= 0) H5Sclose(mspace);
+    if (fspace >= 0) H5Sclose(fspace);
+    if (rc < 0) {
+        err_set(ds->path, "cannot read %s [%lld, %lld)", name, (long long)start, (long long)(start + n));
+        return err_hint("the file may be corrupt");
+    }
+    return 0;
+}
+
+/* ---- both formats ---- */
+
+/* Tokens [start, start+n), which the caller has bounds-checked. */
+static int tokens_read_range(const struct tokens *ds, int64_t start, int64_t n, int32_t *tok) {
+    if (ds->format == TOKENS_FORMAT_BIN) {
+        bin_read(ds, start, n, tok);
+        return 0;
+    }
+    return h5_read(ds, ds->h5_tokens, "/tokens", start, n, H5T_NATIVE_INT32, tok);
+}
+
+/* Mask bytes [start, start+n) as 0/1; all 1 without /loss_mask. */
+static int tokens_read_mask(const struct tokens *ds, int64_t start, int64_t n, uint8_t *mask) {
+    if (!ds->has_mask) {
+        memset(mask, 1, (size_t)n);
+        return 0;
+    }
+    /* int8 keeps zero as zero and saturates any nonzero value of a wider type to nonzero. */
+    if (h5_read(ds, ds->h5_mask, "/loss_mask", start, n, H5T_NATIVE_INT8, mask)) return -1;
+    for (int64_t j = 0; j < n; j++) mask[j] = mask[j] != 0;
+    return 0;
+}
+
+/* Tells the format apart by the first bytes and opens DS->path accordingly. */
+static int tokens_open_file(struct tokens *ds) {
+    struct stat st;
+    if (stat(ds->path, &st)) return err_set(ds->path, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(st.st_mode)) return err_set(ds->path, "not a regular file");
+    int fd = open(ds->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return err_set(ds->path, "cannot open: %s", strerror(errno));
+    unsigned char sig[sizeof h5_signature];
+    int is_h5 = pread(fd, sig, sizeof sig, 0) == (ssize_t)sizeof sig && !memcmp(sig, h5_signature, sizeof sig);
+    int rc = is_h5 ? h5_open(ds) : bin_open(ds, fd, (int64_t)st.st_size);
+    close(fd);
+    return rc;
+}
+
+int tokens_open(struct tokens *ds, const char *path) {
+    memset(ds, 0, sizeof *ds);
+    ds->h5_file = ds->h5_tokens = ds->h5_mask = H5I_INVALID_HID;
+    ds->path = xstrdup(path);
+    int rc = tokens_open_file(ds);
+    if (rc) tokens_close(ds);
+    return rc;
+}
+
+void tokens_close(struct tokens *ds) {
+    if (ds->map) munmap(ds->map, (size_t)ds->map_size);
+    if (ds->h5_mask > 0) H5Dclose(ds->h5_mask);
+    if (ds->h5_tokens > 0) H5Dclose(ds->h5_tokens);
+    if (ds->h5_file > 0) H5Fclose(ds->h5_file);
+    free(ds->path);
+    memset(ds, 0, sizeof *ds);
+    ds->h5_file = ds->h5_tokens = ds->h5_mask = H5I_INVALID_HID;
+}
+
+int tokens_validate(const struct tokens *ds, int32_t vocab, int32_t T) {
+    CHECK(vocab > 0);
+    if (T < 1) return err_set(ds->path, "sequence length %d must be at least 1", T);
+    if (ds->n_tokens < (int64_t)T + 1) {
+        err_set(ds->path, "%lld tokens is shorter than one sample (seq %d needs %lld)", (long long)ds->n_tokens, T,
+                (long long)T + 1);
+        return err_hint("use a shorter sequence length or more data");
+    }
+    int32_t *buf = xmalloc(VALIDATE_BLOCK * sizeof *buf);
+    int rc = 0;
+    for (int64_t start = 0; start < ds->n_tokens && !rc; start += VALIDATE_BLOCK) {
+        int64_t n = ds->n_tokens - start < VALIDATE_BLOCK ? ds->n_tokens - start : VALIDATE_BLOCK;
+        rc = tokens_read_range(ds, start, n, buf);
+        for (int64_t j = 0; j < n && !rc; j++) {
+            if (buf[j] >= 0 && buf[j] < vocab) continue;
+            /* Reads saturate at int32, so INT32_MAX stands for any larger value. */
+            err_set(ds->path, "token %s%d at position %lld is outside the vocabulary (size %d)",
+                    buf[j] == INT32_MAX ? ">= " : "", buf[j], (long long)(start + j), vocab);
+            rc = err_hint("the data was tokenized for another model");
+        }
+    }
+    free(buf);
+    return rc;
+}
+
+int64_t tokens_n_samples(const struct tokens *ds, int32_t T) {
+    if (T < 1 || ds->n_tokens < 1) return 0;
+    return (ds->n_tokens - 1) / T;
+}
+
+int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask) {
+    int64_t n_samples = tokens_n_samples(ds, T);
+    if (i < 0 || i >= n_samples)
+        return err_set(ds->path, "sample %lld is out of range (%lld samples of seq %d)", (long long)i,
+                       (long long)n_samples, T);
+    int64_t start = i * T;
+    if (tokens_read_range(ds, start, (int64_t)T + 1, tok)) return -1;
+    return mask ? tokens_read_mask(ds, start, (int64_t)T + 1, mask) : 0;
+}
+
+/* ---- writing ---- */
+
+/* Writes a 1-D chunked dataset NAME of N elements. */
+static int h5_write_1d(hid_t file, const char *name, hid_t file_type, hid_t mem_type, const void *data, int64_t n) {
+    hsize_t dim = (hsize_t)n, chunk = (hsize_t)(n < H5_CHUNK ? n : H5_CHUNK);
+    hid_t space = H5Screate_simple(1, &dim, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t d = -1;
+    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0)
+        d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
+    if (d >= 0 && H5Dclose(d) < 0) rc = -1;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Creates TMP with /tokens and the optional /loss_mask, flushed and closed. */
+static int h5_write_file(const char *tmp, const uint32_t *tok, int64_t n, const uint8_t *mask) {
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return -1;
+    int rc = h5_write_1d(f, "/tokens", H5T_STD_U32LE, H5T_NATIVE_UINT32, tok, n);
+    if (!rc && mask) rc = h5_write_1d(f, "/loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, mask, n);
+    if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
+    if (H5Fclose(f) < 0) rc = -1;
+    return rc;
+}
+
+int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask) {
+    if (n < 1) return err_set(path, "no tokens to write");
+    h5_quiet();
+    struct file_atomic fa;
+    if (file_atomic_open(&fa, path)) return -1;
+    /* HDF5 writes the temporary file by name; the commit's fsync through fa.fd covers
+     * the same file. */
+    if (h5_write_file(fa.tmp, tok, n, mask)) {
+        err_set(path, "cannot write %s", fa.tmp);
+        err_hint("check that the disk has free space");
+        file_atomic_abort(&fa);
+        return -1;
+    }
+    return file_atomic_commit(&fa);
+}

@@ -1,0 +1,369 @@
+/*
+ * test_tokens.c: token datasets (storage/tokens.c). llm.c .bin shards and HDF5 files are
+ * read back sample by sample; HDF5 integer types other than uint32 are converted;
+ * validation finds out-of-vocabulary tokens and too-short data; corrupt files fail with
+ * one line naming the file. Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
+ */
+#include "error.h"
+#include "fileio.h"
+#include "tokens.h"
+
+#include <dirent.h>
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures;
+static char tmp_dir[4096];
+
+#define EXPECT(cond)                                                                    \
+    do {                                                                                \
+        if (!(cond)) {                                                                  \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
+            failures++;                                                                 \
+        }                                                                               \
+    } while (0)
+
+static void file_put(const char *path, const void *data, size_t n) {
+    FILE *f = fopen(path, "wb");
+    CHECK(f);
+    CHECK(n == 0 || fwrite(data, 1, n, f) == n);
+    CHECK(fclose(f) == 0);
+}
+
+static void put_le(unsigned char *p, uint32_t v, int bytes) {
+    for (int b = 0; b < bytes; b++) p[b] = (unsigned char)(v >> (8 * b));
+}
+
+/* A .bin shard whose header says COUNT tokens, followed by the N_TOK tokens TOK. */
+static void bin_put(const char *path, uint32_t magic, int32_t version, int32_t count, const uint32_t *tok,
+                    int64_t n_tok) {
+    int width = magic == TOKENS_MAGIC_U16 ? 2 : 4;
+    size_t n = 1024 + (size_t)n_tok * (size_t)width;
+    unsigned char *buf = xcalloc(n, 1);
+    put_le(buf, magic, 4);
+    put_le(buf + 4, (uint32_t)version, 4);
+    put_le(buf + 8, (uint32_t)count, 4);
+    for (int64_t k = 0; k < n_tok; k++) put_le(buf + 1024 + k * width, tok[k], width);
+    file_put(path, buf, n);
+    free(buf);
+}
+
+/* RC must be -1 with a one-line error naming PATH and containing WANT. */
+static void expect_error(int rc, const char *path, const char *want) {
+    const char *msg = err_msg();
+    if (rc == -1 && strstr(msg, path) && strstr(msg, want) && !strchr(msg, '\n')) return;
+    fprintf(stderr, "FAIL %s: rc %d, error \"%s\", wanted \"%s\"\n", path, rc, msg, want);
+    failures++;
+}
+
+static void expect_open_fails(const char *path, const char *want) {
+    struct tokens ds;
+    expect_error(tokens_open(&ds, path), path, want);
+    tokens_close(&ds); /* a failed open leaves DS closed; closing again is harmless */
+}
+
+/* Every sample of DS for seq T matches REF (tokens as int32) and REF_MASK (NULL: all 1). */
+static void expect_samples(const struct tokens *ds, int32_t T, const int32_t *ref, const uint8_t *ref_mask) {
+    int64_t n_samples = tokens_n_samples(ds, T);
+    EXPECT(n_samples == (ds->n_tokens - 1) / T);
+    int32_t *tok = xmalloc(((size_t)T + 1) * sizeof *tok);
+    uint8_t *mask = xmalloc((size_t)T + 1);
+    for (int64_t i = 0; i < n_samples; i++) {
+        EXPECT(tokens_read_sample(ds, i, T, tok, mask) == 0);
+        int bad = 0;
+        for (int32_t j = 0; j <= T; j++)
+            bad |= tok[j] != ref[i * T + j] || mask[j] != (ref_mask ? ref_mask[i * T + j] : 1);
+        if (bad) fprintf(stderr, "FAIL %s: sample %lld differs\n", ds->path, (long long)i);
+        failures += bad;
+        EXPECT(tokens_read_sample(ds, i, T, tok, NULL) == 0);
+    }
+    expect_error(tokens_read_sample(ds, n_samples, T, tok, mask), ds->path, "out of range");
+    expect_error(tokens_read_sample(ds, -1, T, tok, mask), ds->path, "out of range");
+    free(mask);
+    free(tok);
+}
+
+static void test_bin_u16(void) {
+    enum { N = 37, T = 4 };
+    uint32_t tok[N];
+    int32_t ref[N];
+    for (int k = 0; k < N; k++) ref[k] = (int32_t)(tok[k] = (uint32_t)(k * 1009 + 40000) % 65536);
+    char *path = path_join(tmp_dir, "u16.bin");
+    bin_put(path, TOKENS_MAGIC_U16, 1, N, tok, N);
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT(ds.format == TOKENS_FORMAT_BIN && ds.token_bytes == 2 && ds.n_tokens == N && !ds.has_mask);
+    EXPECT(tokens_n_samples(&ds, T) == 9);
+    expect_samples(&ds, T, ref, NULL);
+    EXPECT(tokens_validate(&ds, 65536, T) == 0);
+    int first = 0;
+    while (ref[first] < 50257) first++;
+    char want[128];
+    snprintf(want, sizeof want, "token %d at position %d is outside the vocabulary (size 50257)", ref[first], first);
+    expect_error(tokens_validate(&ds, 50257, T), path, want);
+    tokens_close(&ds);
+    tokens_close(&ds);
+    free(path);
+}
+
+static void test_bin_u32(void) {
+    enum { N = 50, T = 7 };
+    uint32_t tok[N];
+    int32_t ref[N];
+    for (int k = 0; k < N; k++) ref[k] = (int32_t)(tok[k] = 100000u + (uint32_t)k * 3);
+    tok[41] = 0xffffffffu; /* beyond int32: reads saturate */
+    ref[41] = INT32_MAX;
+    char *path = path_join(tmp_dir, "u32.bin");
+    bin_put(path, TOKENS_MAGIC_U32, 2, N, tok, N);
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT(ds.format == TOKENS_FORMAT_BIN && ds.token_bytes == 4 && ds.n_tokens == N);
+    expect_samples(&ds, T, ref, NULL);
+    expect_error(tokens_validate(&ds, 200000, T), path, "token >= 2147483647 at position 41");
+    tokens_close(&ds);
+    free(path);
+}
+
+/* The exact messages other layers and users see. */
+static void test_validate_messages(void) {
+    uint32_t tok[20] = {0};
+    tok[12] = 70000;
+    char *bin = path_join(tmp_dir, "data.bin");
+    bin_put(bin, TOKENS_MAGIC_U32, 2, 20, tok, 20);
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, bin) == 0);
+    expect_error(tokens_validate(&ds, 50257, 8), bin,
+                 "data.bin: token 70000 at position 12 is outside the vocabulary (size 50257)");
+    EXPECT(tokens_validate(&ds, 70001, 19) == 0);
+    expect_error(tokens_validate(&ds, 70001, 20), bin, "20 tokens is shorter than one sample (seq 20 needs 21)");
+    expect_error(tokens_validate(&ds, 70001, 0), bin, "sequence length 0");
+    tokens_close(&ds);
+
+    char *h5 = path_join(tmp_dir, "data.h5");
+    EXPECT(tokens_write_h5(h5, tok, 5, NULL) == 0);
+    EXPECT(tokens_open(&ds, h5) == 0);
+    expect_error(tokens_validate(&ds, 50257, 8), h5, "data.h5: 5 tokens is shorter than one sample (seq 8 needs 9)");
+    EXPECT(tokens_n_samples(&ds, 8) == 0);
+    tokens_close(&ds);
+    free(h5);
+    free(bin);
+}
+
+/* No PATH.tmp.* is left behind in the test directory. */
+static void expect_no_temporaries(void) {
+    DIR *d = opendir(tmp_dir);
+    CHECK(d);
+    for (struct dirent *e; (e = readdir(d));)
+        if (strstr(e->d_name, ".tmp.")) {
+            fprintf(stderr, "FAIL: temporary file %s left in %s\n", e->d_name, tmp_dir);
+            failures++;
+        }
+    closedir(d);
+}
+
+/* Round trip through tokens_write_h5, large enough for two chunks and two validate blocks. */
+static void test_h5_round_trip(void) {
+    const int64_t n = (1 << 20) + 77;
+    const int32_t T = 1000;
+    uint32_t *tok = xmalloc((size_t)n * sizeof *tok);
+    int32_t *ref = xmalloc((size_t)n * sizeof *ref);
+    uint8_t *mask = xmalloc((size_t)n), *ref_mask = xmalloc((size_t)n);
+    for (int64_t k = 0; k < n; k++) {
+        ref[k] = (int32_t)(tok[k] = (uint32_t)(k * 7919 % 50257));
+        mask[k] = (uint8_t)(k % 5 == 0 ? 0 : k % 5 * 60); /* 0, 60, 120, 180, 240 */
+        ref_mask[k] = mask[k] != 0;
+    }
+    char *path = path_join(tmp_dir, "round.h5");
+    struct tokens ds;
+    EXPECT(tokens_write_h5(path, tok, 10, NULL) == 0); /* replaced below */
+    EXPECT(tokens_write_h5(path, tok, n, NULL) == 0);
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT(ds.format == TOKENS_FORMAT_HDF5 && ds.n_tokens == n && !ds.has_mask);
+    expect_samples(&ds, T, ref, NULL);
+    EXPECT(tokens_validate(&ds, 50257, T) == 0);
+    tokens_close(&ds);
+
+    tok[(1 << 20) + 3] = 50257;
+    EXPECT(tokens_write_h5(path, tok, n, mask) == 0);
+    ref[(1 << 20) + 3] = 50257;
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT(ds.n_tokens == n && ds.has_mask);
+    expect_samples(&ds, T, ref, ref_mask);
+    expect_error(tokens_validate(&ds, 50257, T), path, "token 50257 at position 1048579 ");
+    tokens_close(&ds);
+    expect_no_temporaries();
+
+    char *nowhere = path_join(tmp_dir, "no/such/dir/x.h5");
+    expect_error(tokens_write_h5(nowhere, tok, n, NULL), nowhere, "cannot");
+    expect_error(tokens_write_h5(path, tok, 0, NULL), path, "no tokens");
+    free(nowhere);
+    free(path);
+    free(ref_mask);
+    free(mask);
+    free(ref);
+    free(tok);
+}
+
+/* Dataset NAME of TYPE (file and memory alike) and RANK dims (0: scalar) in file F. */
+static void h5_put(hid_t f, const char *name, hid_t type, int rank, const hsize_t *dims, const void *data) {
+    hid_t space = rank ? H5Screate_simple(rank, dims, NULL) : H5Screate(H5S_SCALAR);
+    CHECK(space >= 0);
+    hid_t d = H5Dcreate2(f, name, type, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(d >= 0);
+    CHECK(H5Dwrite(d, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0);
+    H5Dclose(d);
+    H5Sclose(space);
+}
+
+static hid_t h5_create(const char *path) {
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    CHECK(f >= 0);
+    return f;
+}
+
+/* /tokens as int16 and int64, /loss_mask as int32 and int64: converted on read. */
+static void test_h5_types(void) {
+    enum { N = 30, T = 4 };
+    int16_t t16[N];
+    int64_t t64[N], m64[N];
+    int32_t ref[N], m32[N];
+    uint8_t ref_mask[N];
+    for (int k = 0; k < N; k++) {
+        ref[k] = k * 1000;
+        t16[k] = (int16_t)ref[k];
+        t64[k] = ref[k];
+        m32[k] = k % 3 == 0 ? 0 : k % 3 == 1 ? -1 : 256; /* nonzero either side of a byte */
+        m64[k] = k % 3 == 0 ? 0 : (int64_t)1 << 40;
+        ref_mask[k] = k % 3 != 0;
+    }
+    hsize_t dim = N;
+    char *p16 = path_join(tmp_dir, "int16.h5"), *p64 = path_join(tmp_dir, "int64.h5");
+    hid_t f = h5_create(p16);
+    h5_put(f, "/tokens", H5T_NATIVE_INT16, 1, &dim, t16);
+    h5_put(f, "/loss_mask", H5T_NATIVE_INT32, 1, &dim, m32);
+    H5Fclose(f);
+    f = h5_create(p64);
+    h5_put(f, "/tokens", H5T_NATIVE_INT64, 1, &dim, t64);
+    h5_put(f, "/loss_mask", H5T_NATIVE_INT64, 1, &dim, m64);
+    H5Fclose(f);
+
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, p16) == 0);
+    expect_samples(&ds, T, ref, ref_mask);
+    EXPECT(tokens_validate(&ds, 30000, T) == 0);
+    tokens_close(&ds);
+    EXPECT(tokens_open(&ds, p64) == 0);
+    expect_samples(&ds, T, ref, ref_mask);
+    EXPECT(tokens_validate(&ds, 30000, T) == 0);
+    tokens_close(&ds);
+
+    t16[9] = -3;
+    f = h5_create(p16);
+    h5_put(f, "/tokens", H5T_NATIVE_INT16, 1, &dim, t16);
+    H5Fclose(f);
+    EXPECT(tokens_open(&ds, p16) == 0);
+    expect_error(tokens_validate(&ds, 30000, T), p16, "token -3 at position 9 ");
+    tokens_close(&ds);
+
+    t64[20] = 5000000000;
+    f = h5_create(p64);
+    h5_put(f, "/tokens", H5T_NATIVE_INT64, 1, &dim, t64);
+    H5Fclose(f);
+    EXPECT(tokens_open(&ds, p64) == 0);
+    expect_error(tokens_validate(&ds, 30000, T), p64, "token >= 2147483647 at position 20 ");
+    tokens_close(&ds);
+    free(p64);
+    free(p16);
+}
+
+static void test_bin_corrupt(void) {
+    uint32_t tok[10] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+    unsigned char junk[500] = "hello, not a token file";
+    char *path = path_join(tmp_dir, "bad.bin");
+    bin_put(path, 12345, 1, 10, tok, 10);
+    expect_open_fails(path, "bad magic 12345 (hint: expected an llm.c .bin shard");
+    bin_put(path, TOKENS_MAGIC_U16, 1, 10, tok, 9);
+    expect_open_fails(path, "header says 10 tokens (1044 bytes) but the file has 1042 bytes");
+    file_put(path, NULL, 0);
+    expect_open_fails(path, "0 bytes is shorter than a .bin header");
+    file_put(path, junk, sizeof junk);
+    expect_open_fails(path, "500 bytes is shorter than a .bin header");
+    bin_put(path, TOKENS_MAGIC_U32, 2, -1, tok, 0);
+    expect_open_fails(path, "header says -1 tokens");
+    bin_put(path, TOKENS_MAGIC_U32, 2, INT32_MAX, tok, 10);
+    expect_open_fails(path, "header says 2147483647 tokens");
+    memcpy(junk, "\x89HDF\r\n\x1a\n", 8); /* signature, then garbage */
+    file_put(path, junk, sizeof junk);
+    expect_open_fails(path, "cannot open as HDF5");
+    expect_open_fails(tmp_dir, "not a regular file");
+    char *missing = path_join(tmp_dir, "missing.bin");
+    expect_open_fails(missing, "cannot open");
+    free(missing);
+    free(path);
+}
+
+static void test_h5_corrupt(void) {
+    int32_t t[20] = {0};
+    float fl[10] = {0};
+    hsize_t d10 = 10, d9 = 9, d2x5[2] = {2, 5};
+    char *path = path_join(tmp_dir, "bad.h5");
+    hid_t f = h5_create(path);
+    h5_put(f, "/other", H5T_NATIVE_INT32, 1, &d10, t);
+    H5Fclose(f);
+    expect_open_fails(path, "no /tokens dataset");
+
+    f = h5_create(path);
+    h5_put(f, "/tokens", H5T_NATIVE_INT32, 2, d2x5, t);
+    H5Fclose(f);
+    expect_open_fails(path, "/tokens has 2 dimensions, expected 1");
+
+    f = h5_create(path);
+    h5_put(f, "/tokens", H5T_NATIVE_INT32, 0, NULL, t);
+    H5Fclose(f);
+    expect_open_fails(path, "/tokens has 0 dimensions, expected 1");
+
+    f = h5_create(path);
+    h5_put(f, "/tokens", H5T_NATIVE_FLOAT, 1, &d10, fl);
+    H5Fclose(f);
+    expect_open_fails(path, "/tokens does not hold integers");
+
+    f = h5_create(path);
+    H5Gclose(H5Gcreate2(f, "/tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT));
+    H5Fclose(f);
+    expect_open_fails(path, "/tokens is not a readable dataset");
+
+    f = h5_create(path);
+    h5_put(f, "/tokens", H5T_NATIVE_INT32, 1, &d10, t);
+    h5_put(f, "/loss_mask", H5T_NATIVE_UINT8, 1, &d9, t);
+    H5Fclose(f);
+    expect_open_fails(path, "/loss_mask has 9 entries but /tokens has 10");
+
+    f = h5_create(path);
+    h5_put(f, "/tokens", H5T_NATIVE_INT32, 1, &d10, t);
+    h5_put(f, "/loss_mask", H5T_NATIVE_FLOAT, 1, &d10, fl);
+    H5Fclose(f);
+    expect_open_fails(path, "/loss_mask does not hold integers");
+    free(path);
+}
+
+int main(void) {
+    const char *base = getenv("LORAD_TEST_TMP");
+    snprintf(tmp_dir, sizeof tmp_dir, "%s/tokens", base && *base ? base : "/tmp/lorad_test");
+    if (dir_make(tmp_dir)) {
+        fprintf(stderr, "FAIL: %s\n", err_msg());
+        return 1;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    test_bin_u16();
+    test_bin_u32();
+    test_validate_messages();
+    test_h5_round_trip();
+    test_h5_types();
+    test_bin_corrupt();
+    test_h5_corrupt();
+    if (failures) fprintf(stderr, "test_tokens: %d failures\n", failures);
+    else printf("test_tokens: ok\n");
+    return failures != 0;
+}

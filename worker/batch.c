@@ -1,0 +1,74 @@
+/*
+ * batch.c: loading samples into a batch and running the model over it (batch.h).
+ */
+#include "batch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+void batch_init(struct batch *b, int32_t cap, int32_t T) {
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+    b->T = T;
+    b->ids = xcalloc((size_t)cap, sizeof *b->ids);
+    b->inp = xcalloc((size_t)cap * T, sizeof *b->inp);
+    b->tgt = xcalloc((size_t)cap * T, sizeof *b->tgt);
+    b->mask = xcalloc((size_t)cap * T, sizeof *b->mask);
+    b->window = xcalloc((size_t)T + 1, sizeof *b->window);
+    b->wmask = xcalloc((size_t)T + 1, sizeof *b->wmask);
+}
+
+void batch_free(struct batch *b) {
+    free(b->ids);
+    free(b->inp);
+    free(b->tgt);
+    free(b->mask);
+    free(b->window);
+    free(b->wmask);
+    memset(b, 0, sizeof *b);
+}
+
+int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int32_t n) {
+    CHECK(n <= b->cap);
+    const size_t T = (size_t)b->T;
+    for (int32_t i = 0; i < n; i++) {
+        if (tokens_read_sample(ds, ids[i], b->T, b->window, b->wmask)) return -1;
+        b->ids[i] = ids[i];
+        memcpy(b->inp + i * T, b->window, T * sizeof *b->inp);
+        memcpy(b->tgt + i * T, b->window + 1, T * sizeof *b->tgt);
+        memcpy(b->mask + i * T, b->wmask + 1, T);
+    }
+    b->n = n;
+    return 0;
+}
+
+int64_t batch_targets(const struct batch *b) {
+    int64_t n = 0;
+    for (size_t i = 0; i < (size_t)b->n * b->T; i++) n += b->mask[i] != 0;
+    return n;
+}
+
+double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
+                   int64_t step) {
+    double sum = 0.0;
+    const size_t T = (size_t)b->T;
+    for (int32_t i = 0; i < b->n; i += M) {
+        int32_t k = b->n - i < M ? b->n - i : M;
+        struct dropout dp = {.p = p, .seed = seed, .step = step, .samples = b->ids + i, .T = b->T};
+        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, &dp);
+        model_backward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, scale, k, &dp);
+    }
+    return sum;
+}
+
+double batch_loss(struct model *m, const struct batch *b, int32_t M) {
+    double sum = 0.0;
+    const size_t T = (size_t)b->T;
+    for (int32_t i = 0; i < b->n; i += M) {
+        int32_t k = b->n - i < M ? b->n - i : M;
+        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, NULL);
+    }
+    return sum;
+}

@@ -1,0 +1,39 @@
+/*
+ * batch.h: a global batch of samples read from a token dataset, and the worker's two
+ * passes over it: gradients (forward + backward in micro-batches) and evaluation.
+ */
+#ifndef LORAD_BATCH_H
+#define LORAD_BATCH_H
+
+#include <stdint.h>
+
+#include "model.h"
+#include "tokens.h"
+
+struct batch {
+    int32_t cap, T;
+    int32_t n;        /* samples loaded */
+    int64_t *ids;     /* (cap) global sample index of each row */
+    int32_t *inp;     /* (cap,T) */
+    int32_t *tgt;     /* (cap,T) */
+    uint8_t *mask;    /* (cap,T) 1 = target counted */
+    int32_t *window;  /* (T+1) read buffer */
+    uint8_t *wmask;   /* (T+1) */
+};
+
+void batch_init(struct batch *b, int32_t cap, int32_t T);
+void batch_free(struct batch *b);
+/* Reads samples IDS[0..n) into the batch; -1 with an error on I/O failure. */
+int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int32_t n);
+/* Targets counted in the loss over the loaded samples. */
+int64_t batch_targets(const struct batch *b);
+
+/* Forward and backward over the loaded samples, M at a time, accumulating the gradient
+ * of SCALE · (sum of counted losses). Dropout P keyed by (SEED, STEP). Returns the sum
+ * of counted losses. */
+double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
+                   int64_t step);
+/* Forward only (no dropout), M at a time; returns the sum of counted losses. */
+double batch_loss(struct model *m, const struct batch *b, int32_t M);
+
+#endif

@@ -1,0 +1,208 @@
+/*
+ * kernels.c: the transformer-layer kernels declared in kernels.h. Plain loops; the
+ * matrix products live in linear.c on top of gemm().
+ */
+#include "kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T, int C) {
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            float *o = out + ((size_t)b * T + t) * C;
+            const float *te = wte + (size_t)inp[b * T + t] * C;
+            const float *pe = wpe + (size_t)t * C;
+            for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
+        }
+    }
+}
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T, int C) {
+    for (int b = 0; b < B; b++) {
+        for (int t = 0; t < T; t++) {
+            const float *d = dout + ((size_t)b * T + t) * C;
+            if (dwte) {
+                float *g = dwte + (size_t)inp[b * T + t] * C;
+                for (int i = 0; i < C; i++) g[i] += d[i];
+            }
+            if (dwpe) {
+                float *g = dwpe + (size_t)t * C;
+                for (int i = 0; i < C; i++) g[i] += d[i];
+            }
+        }
+    }
+}
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C, float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        double m = 0.0;
+        for (int i = 0; i < C; i++) m += x[i];
+        m /= C;
+        double v = 0.0;
+        for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
+        v /= C;
+        float s = (float)(1.0 / sqrt(v + eps));
+        for (int i = 0; i < C; i++) o[i] = (float)((x[i] - m) * s) * weight[i] + bias[i];
+        mean[n] = (float)m;
+        rstd[n] = s;
+    }
+}
+
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        const float *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        float m = mean[n], s = rstd[n];
+        double dnorm_mean = 0.0, dnorm_norm_mean = 0.0;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = weight[i] * d[i];
+            dnorm_mean += dnorm;
+            dnorm_norm_mean += dnorm * norm;
+        }
+        dnorm_mean /= C;
+        dnorm_norm_mean /= C;
+        for (int i = 0; i < C; i++) {
+            float norm = (x[i] - m) * s;
+            float dnorm = weight[i] * d[i];
+            if (dbias) dbias[i] += d[i];
+            if (dweight) dweight[i] += norm * d[i];
+            dx[i] += (float)((dnorm - dnorm_mean - norm * dnorm_norm_mean) * s);
+        }
+    }
+}
+
+void attention_forward(float *out, float *att, const float *inp, int B, int T, int C, int NH) {
+    const int C3 = 3 * C, hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float *q = inp + ((size_t)b * T + t) * C3 + h * hs;
+                float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                float maxv = -INFINITY;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *k = inp + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    float dot = 0.0f;
+                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    a[t2] = dot * scale;
+                    if (a[t2] > maxv) maxv = a[t2];
+                }
+                float sum = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    a[t2] = expf(a[t2] - maxv);
+                    sum += a[t2];
+                }
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 < T; t2++) a[t2] = t2 <= t ? a[t2] * inv : 0.0f;
+                float *o = out + ((size_t)b * T + t) * C + h * hs;
+                memset(o, 0, (size_t)hs * sizeof(float));
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = inp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    for (int i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+                }
+            }
+        }
+    }
+}
+
+void attention_backward(float *dinp, float *scratch, const float *dout, const float *inp, const float *att,
+                        int B, int T, int C, int NH) {
+    const int C3 = 3 * C, hs = C / NH;
+    const float scale = 1.0f / sqrtf((float)hs);
+    float *datt = scratch;
+    for (int b = 0; b < B; b++) {
+        for (int h = 0; h < NH; h++) {
+            for (int t = 0; t < T; t++) {
+                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
+                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                /* through out = att · v */
+                float weighted = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    const float *v = inp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float *dv = dinp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    float g = 0.0f;
+                    for (int i = 0; i < hs; i++) {
+                        g += v[i] * d[i];
+                        dv[i] += a[t2] * d[i];
+                    }
+                    datt[t2] = g;
+                    weighted += a[t2] * g;
+                }
+                /* through the softmax: dpre = att * (datt - sum(att * datt)), then q·k */
+                const float *q = inp + ((size_t)b * T + t) * C3 + h * hs;
+                float *dq = dinp + ((size_t)b * T + t) * C3 + h * hs;
+                for (int t2 = 0; t2 <= t; t2++) {
+                    float dpre = a[t2] * (datt[t2] - weighted) * scale;
+                    const float *k = inp + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    float *dk = dinp + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    for (int i = 0; i < hs; i++) {
+                        dq[i] += k[i] * dpre;
+                        dk[i] += q[i] * dpre;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
+
+void gelu_forward(float *out, const float *inp, int N) {
+    for (int i = 0; i < N; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, int N) {
+    for (int i = 0; i < N; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float sech2 = 1.0f - th * th;
+        float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
+        dinp[i] += local * dout[i];
+    }
+}
+
+void residual_forward(float *out, const float *inp1, const float *inp2, int N) {
+    for (int i = 0; i < N; i++) out[i] = inp1[i] + inp2[i];
+}
+
+double crossentropy_forward(float *probs, float *losses, const int32_t *targets, const uint8_t *mask, int N,
+                            int V) {
+    double total = 0.0;
+    for (int n = 0; n < N; n++) {
+        float *p = probs + (size_t)n * V;
+        float maxv = -INFINITY;
+        for (int i = 0; i < V; i++)
+            if (p[i] > maxv) maxv = p[i];
+        double sum = 0.0;
+        for (int i = 0; i < V; i++) sum += exp((double)p[i] - maxv);
+        float target_logit = p[targets[n]];
+        float inv = (float)(1.0 / sum);
+        for (int i = 0; i < V; i++) p[i] = expf(p[i] - maxv) * inv;
+        losses[n] = (float)(log(sum) + maxv - target_logit);
+        if (mask[n]) total += losses[n];
+    }
+    return total;
+}
+
+void crossentropy_backward(float *dlogits, const int32_t *targets, const uint8_t *mask, float scale, int N,
+                           int V) {
+    for (int n = 0; n < N; n++) {
+        float *d = dlogits + (size_t)n * V;
+        if (!mask[n]) {
+            memset(d, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        for (int i = 0; i < V; i++) d[i] *= scale;
+        d[targets[n]] -= scale;
+    }
+}

@@ -1,0 +1,50 @@
+/*
+ * kernels.h: the forward and backward kernels of a transformer layer, on raw float
+ * arrays in the style of llm.c. Each pair is checked against finite differences in
+ * tests/test_kernels.c. Backward kernels ACCUMULATE (+=) into their gradient outputs;
+ * a gradient output that is NULL is not computed (frozen weights).
+ * Shapes: B batch, T time, C channels, NH heads, V vocabulary, N = B*T rows.
+ */
+#ifndef LORAD_KERNELS_H
+#define LORAD_KERNELS_H
+
+#include <stdint.h>
+
+/* out (B,T,C) = wte[inp] + wpe[t]; inp (B,T), wte (V,C), wpe (maxT,C) */
+void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T, int C);
+/* dwte (V,C), dwpe (maxT,C) may be NULL; dout (B,T,C) */
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T, int C);
+
+/* out, inp (N,C); mean, rstd (N) saved for backward; weight, bias (C) */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                       const float *bias, int N, int C, float eps);
+/* dinp, dout, inp (N,C); dweight, dbias (C) may be NULL */
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C);
+
+/* Causal multi-head self-attention with scale 1/sqrt(C/NH). inp (B,T,3C) holds q,k,v;
+ * out (B,T,C); att (B,NH,T,T) the softmax weights, saved for backward. */
+void attention_forward(float *out, float *att, const float *inp, int B, int T, int C, int NH);
+/* dinp (B,T,3C); dout (B,T,C); inp, att as saved by the forward; scratch (T) */
+void attention_backward(float *dinp, float *scratch, const float *dout, const float *inp, const float *att,
+                        int B, int T, int C, int NH);
+
+/* GELU, tanh form. out, inp (N) */
+void gelu_forward(float *out, const float *inp, int N);
+/* dinp, inp, dout (N) */
+void gelu_backward(float *dinp, const float *inp, const float *dout, int N);
+
+/* out = inp1 + inp2, all (N) */
+void residual_forward(float *out, const float *inp1, const float *inp2, int N);
+
+/* Softmax cross-entropy. probs (N,V): logits in, probabilities out (in place);
+ * losses (N); targets (N); mask (N) bytes, 0 = not counted. Returns the sum of the
+ * counted losses (double). */
+double crossentropy_forward(float *probs, float *losses, const int32_t *targets, const uint8_t *mask, int N,
+                            int V);
+/* dlogits (N,V): probabilities in, gradients out (in place) for loss = SCALE * sum of
+ * counted losses; uncounted rows become zero. */
+void crossentropy_backward(float *dlogits, const int32_t *targets, const uint8_t *mask, float scale, int N,
+                           int V);
+
+#endif

@@ -1,0 +1,102 @@
+/*
+ * linear.c: forward and backward of a linear map with LoRA adapters (linear.h).
+ * The adapter path is ordered x·Aᵀ first, so B·A is never formed: two thin products.
+ */
+#include "linear.h"
+
+#include <string.h>
+
+#include "rng.h"
+
+uint64_t linear_scratch_size(const struct linear *l, int N) {
+    int32_t rmax = 0;
+    for (int i = 0; i < l->n_lora; i++)
+        if (l->lora[i]->r > rmax) rmax = l->lora[i]->r;
+    return l->n_lora ? (uint64_t)N * ((uint64_t)l->in + (uint64_t)rmax) : 0;
+}
+
+/* The key of one adapter's dropout mask for sequence B of the micro-batch. */
+static uint64_t dropout_key(const struct dropout *dp, const struct lora_adapter *ad, int b) {
+    return rng_key(dp->seed, (uint64_t)dp->step, (uint64_t)dp->samples[b],
+                   ((uint64_t)RNG_STREAM_DROPOUT << 32) | (uint32_t)ad->id);
+}
+
+/* out (N,in) = inp * mask/(1-p): the adapter's dropped input (or its gradient). */
+static void dropout_apply(float *out, const float *inp, const struct dropout *dp,
+                          const struct lora_adapter *ad, int N) {
+    const float keep_scale = 1.0f / (1.0f - dp->p);
+    for (int n = 0; n < N; n++) {
+        uint64_t key = dropout_key(dp, ad, n / dp->T);
+        uint64_t base = (uint64_t)(n % dp->T) * (uint64_t)ad->in;
+        for (int j = 0; j < ad->in; j++) {
+            size_t k = (size_t)n * ad->in + j;
+            out[k] = rng_uniform(key, base + (uint64_t)j) >= dp->p ? inp[k] * keep_scale : 0.0f;
+        }
+    }
+}
+
+static int dropout_on(const struct dropout *dp) { return dp && dp->p > 0.0f; }
+
+static void lora_forward(const struct lora_adapter *ad, float *out, int ldo, const float *inp, float *xd,
+                         const struct dropout *dp, int N) {
+    const float *x = inp;
+    if (dropout_on(dp)) {
+        dropout_apply(xd, inp, dp, ad, N);
+        x = xd;
+    }
+    /* u (N,r) = x (N,in) · Aᵀ;  out[:, col0:] += s · u · Bᵀ */
+    gemm(0, 1, N, ad->r, ad->in, 1.0f, x, ad->in, ad->A, ad->in, 0.0f, ad->u, ad->r);
+    gemm(0, 1, N, ad->out, ad->r, ad->scale, ad->u, ad->r, ad->B, ad->r, 1.0f, out + ad->col0, ldo);
+}
+
+static void lora_backward(const struct lora_adapter *ad, float *dinp, const float *dout, int ldo,
+                          const float *inp, float *scratch, const struct dropout *dp, int N) {
+    float *xd = scratch;                         /* (N,in) */
+    float *du = scratch + (size_t)N * ad->in;    /* (N,r) */
+    const float *dslice = dout + ad->col0;
+    /* dB (out,r) += s · doutᵀ · u;  du (N,r) = s · dout · B */
+    gemm(1, 0, ad->out, ad->r, N, ad->scale, dslice, ldo, ad->u, ad->r, 1.0f, ad->dB, ad->r);
+    gemm(0, 0, N, ad->r, ad->out, ad->scale, dslice, ldo, ad->B, ad->r, 0.0f, du, ad->r);
+    const float *x = inp;
+    if (dropout_on(dp)) {
+        dropout_apply(xd, inp, dp, ad, N);
+        x = xd;
+    }
+    /* dA (r,in) += duᵀ · x */
+    gemm(1, 0, ad->r, ad->in, N, 1.0f, du, ad->r, x, ad->in, 1.0f, ad->dA, ad->in);
+    if (!dropout_on(dp)) {
+        gemm(0, 0, N, ad->in, ad->r, 1.0f, du, ad->r, ad->A, ad->in, 1.0f, dinp, ad->in);
+        return;
+    }
+    /* dinp += mask/(1-p) ⊙ (du · A) */
+    gemm(0, 0, N, ad->in, ad->r, 1.0f, du, ad->r, ad->A, ad->in, 0.0f, xd, ad->in);
+    dropout_apply(xd, xd, dp, ad, N);
+    for (size_t k = 0; k < (size_t)N * ad->in; k++) dinp[k] += xd[k];
+}
+
+void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
+                    const struct dropout *dp, int N) {
+    if (l->layout == GEMM_LAYOUT_IN_OUT)
+        gemm(0, 0, N, l->out, l->in, 1.0f, inp, l->in, l->w, l->out, 0.0f, out, l->out);
+    else
+        gemm(0, 1, N, l->out, l->in, 1.0f, inp, l->in, l->w, l->in, 0.0f, out, l->out);
+    if (l->b)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < l->out; o++) out[(size_t)n * l->out + o] += l->b[o];
+    for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, dp, N);
+}
+
+void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
+                     const struct dropout *dp, int N) {
+    if (l->layout == GEMM_LAYOUT_IN_OUT) {
+        gemm(0, 1, N, l->in, l->out, 1.0f, dout, l->out, l->w, l->out, 1.0f, dinp, l->in);
+        if (l->dw) gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
+    } else {
+        gemm(0, 0, N, l->in, l->out, 1.0f, dout, l->out, l->w, l->in, 1.0f, dinp, l->in);
+        if (l->dw) gemm(1, 0, l->out, l->in, N, 1.0f, dout, l->out, inp, l->in, 1.0f, l->dw, l->in);
+    }
+    if (l->db)
+        for (int n = 0; n < N; n++)
+            for (int o = 0; o < l->out; o++) l->db[o] += dout[(size_t)n * l->out + o];
+    for (int i = 0; i < l->n_lora; i++) lora_backward(l->lora[i], dinp, dout, l->out, inp, scratch, dp, N);
+}

@@ -1,0 +1,58 @@
+/*
+ * linear.h: a linear map y = x·W + b with any number of LoRA adapters on slices of its
+ * output, y[:, col0:col0+out] += s · dropout(x)·Aᵀ·Bᵀ. The frozen path's backward
+ * computes only the input gradient; the weight gradient exists only when W trains.
+ */
+#ifndef LORAD_LINEAR_H
+#define LORAD_LINEAR_H
+
+#include <stdint.h>
+
+#include "gemm.h"
+
+#define LINEAR_MAX_LORA 3
+
+/* Dropout on adapter inputs. Each mask is a pure function of (seed, step, global
+ * sample index, adapter id), so it is the same on whichever rank runs the sample. */
+struct dropout {
+    float p;                 /* 0: off */
+    uint64_t seed;
+    int64_t step;
+    const int64_t *samples;  /* (B) global sample index of each sequence */
+    int32_t T;               /* rows per sequence */
+};
+
+struct lora_adapter {
+    char module[96];  /* PEFT module path, e.g. "transformer.h.0.attn.c_attn" */
+    int32_t slice;    /* -1: the whole output; 0, 1, 2: q, k, v of a fused c_attn */
+    int32_t id;       /* index among the model's adapters; keys the dropout stream */
+    int32_t r, in, out;
+    int32_t col0;     /* first output column of the base linear this adapter adds to */
+    float scale;      /* alpha/r or alpha/sqrt(r) */
+    float *A, *B;     /* A (r,in), B (out,r) in the trainable buffer */
+    float *dA, *dB;   /* their gradients */
+    float *u;         /* (N,r) dropout(x)·Aᵀ of the current micro-batch */
+};
+
+struct linear {
+    const float *w;   /* (in,out) or (out,in) as LAYOUT says */
+    float *dw;        /* NULL when W is frozen */
+    const float *b;   /* (out) or NULL */
+    float *db;        /* NULL when frozen or without bias */
+    int32_t in, out;
+    enum gemm_layout layout;
+    struct lora_adapter *lora[LINEAR_MAX_LORA];
+    int32_t n_lora;
+};
+
+/* Floats of scratch linear_forward/backward need for N rows. */
+uint64_t linear_scratch_size(const struct linear *l, int N);
+/* out (N,out) = inp (N,in) · W + b + adapters; scratch per linear_scratch_size */
+void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
+                    const struct dropout *dp, int N);
+/* dinp (N,in) += dout (N,out) · Wᵀ + adapters' input gradient; accumulates dW, db, dA, dB
+ * where they exist. inp (N,in) as given to the forward. */
+void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
+                     const struct dropout *dp, int N);
+
+#endif

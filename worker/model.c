@@ -1,0 +1,339 @@
+/*
+ * model.c: loading a GPT-2 model directory into frozen or trainable weights, attaching
+ * LoRA adapters, and sizing the activations (model.h). The passes are in gpt2.c.
+ */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+#include "fileio.h"
+#include "lora.h"
+
+/* One weight the model needs from the file, and where its pointers go. */
+struct weight_ref {
+    char name[64]; /* without the "transformer." prefix */
+    int32_t ndim;
+    int64_t shape[2];
+    const float **w;
+    float **g;
+};
+
+static void ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1,
+                    const float **w, float **g) {
+    struct weight_ref *r = &refs[(*n)++];
+    snprintf(r->name, sizeof r->name, "%s", name);
+    r->ndim = d1 ? 2 : 1;
+    r->shape[0] = d0;
+    r->shape[1] = d1;
+    r->w = w;
+    r->g = g;
+}
+
+static void linear_ref(struct weight_ref *refs, int32_t *n, int l, const char *mod, struct linear *lin,
+                       int32_t in, int32_t out) {
+    char name[64];
+    snprintf(name, sizeof name, "h.%d.%s.weight", l, mod);
+    ref_add(refs, n, name, in, out, &lin->w, &lin->dw);
+    snprintf(name, sizeof name, "h.%d.%s.bias", l, mod);
+    ref_add(refs, n, name, out, 0, &lin->b, &lin->db);
+    lin->in = in;
+    lin->out = out;
+    lin->layout = GEMM_LAYOUT_IN_OUT;
+}
+
+/* Lists every weight with its expected shape; returns the count. */
+static int32_t weights_plan(struct model *m, struct weight_ref *refs) {
+    const struct model_config *c = &m->cfg;
+    const int64_t C = c->n_embd, F = c->n_inner;
+    int32_t n = 0;
+    ref_add(refs, &n, "wte.weight", c->vocab_size, C, &m->wte, &m->dwte);
+    ref_add(refs, &n, "wpe.weight", c->n_positions, C, &m->wpe, &m->dwpe);
+    for (int l = 0; l < c->n_layer; l++) {
+        struct gpt2_layer *L = &m->layers[l];
+        char name[64];
+        snprintf(name, sizeof name, "h.%d.ln_1.weight", l);
+        ref_add(refs, &n, name, C, 0, &L->ln1_w, &L->dln1_w);
+        snprintf(name, sizeof name, "h.%d.ln_1.bias", l);
+        ref_add(refs, &n, name, C, 0, &L->ln1_b, &L->dln1_b);
+        linear_ref(refs, &n, l, "attn.c_attn", &L->attn, C, 3 * C);
+        linear_ref(refs, &n, l, "attn.c_proj", &L->proj, C, C);
+        snprintf(name, sizeof name, "h.%d.ln_2.weight", l);
+        ref_add(refs, &n, name, C, 0, &L->ln2_w, &L->dln2_w);
+        snprintf(name, sizeof name, "h.%d.ln_2.bias", l);
+        ref_add(refs, &n, name, C, 0, &L->ln2_b, &L->dln2_b);
+        linear_ref(refs, &n, l, "mlp.c_fc", &L->fc, C, F);
+        linear_ref(refs, &n, l, "mlp.c_proj", &L->fcproj, F, C);
+    }
+    ref_add(refs, &n, "ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
+    ref_add(refs, &n, "ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
+    return n;
+}
+
+/* Finds every weight in the file and checks its shape and dtype. */
+static int weights_find(struct model *m, const struct weight_ref *refs, int32_t n,
+                        const struct st_tensor **found) {
+    const char *prefix = safetensors_find(&m->st, "transformer.wte.weight") ? "transformer." : "";
+    for (int32_t i = 0; i < n; i++) {
+        char name[96];
+        snprintf(name, sizeof name, "%s%s", prefix, refs[i].name);
+        found[i] = safetensors_find(&m->st, name);
+        if (!found[i]) {
+            err_set(m->st.path, "missing tensor %s", name);
+            return err_hint("is this a GPT-2 model.safetensors?");
+        }
+        enum st_dtype d = found[i]->dtype;
+        if (d != ST_DTYPE_F32 && d != ST_DTYPE_F16 && d != ST_DTYPE_BF16)
+            return err_set(m->st.path, "tensor %s has dtype %s, expected F32, F16 or BF16", name,
+                           st_dtype_name(d));
+        if (st_tensor_expect_shape(&m->st, found[i], refs[i].ndim, refs[i].shape)) return -1;
+    }
+    return 0;
+}
+
+static int tensor_mappable(const struct st_tensor *t) {
+    return t->dtype == ST_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
+}
+
+/* Points every weight at its data: the trainable block (full mode), the mapping, or
+ * the converted frozen block. */
+static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t n,
+                         const struct st_tensor **found, const int32_t *entry) {
+    uint64_t frozen_n = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (entry[i] < 0 && !tensor_mappable(found[i])) frozen_n += (uint64_t)found[i]->numel;
+    if (frozen_n) m->frozen = xalloc_aligned(frozen_n * sizeof(float));
+    uint64_t at = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (entry[i] >= 0) {
+            float *w = trainable_w(&m->tr, entry[i]);
+            CHECK(st_tensor_to_f32(found[i], w) == 0);
+            *refs[i].w = w;
+            *refs[i].g = trainable_g(&m->tr, entry[i]);
+        } else if (tensor_mappable(found[i])) {
+            *refs[i].w = found[i]->data;
+        } else {
+            CHECK(st_tensor_to_f32(found[i], m->frozen + at) == 0);
+            *refs[i].w = m->frozen + at;
+            at += (uint64_t)found[i]->numel;
+        }
+    }
+}
+
+static void sites_list(struct model *m) {
+    m->n_sites = 4 * m->cfg.n_layer;
+    m->sites = xcalloc((size_t)m->n_sites, sizeof *m->sites);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        m->sites[4 * l + 0] = &m->layers[l].attn;
+        m->sites[4 * l + 1] = &m->layers[l].proj;
+        m->sites[4 * l + 2] = &m->layers[l].fc;
+        m->sites[4 * l + 3] = &m->layers[l].fcproj;
+    }
+}
+
+static const char *site_name(int s) {
+    static const char *const names[4] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+    return names[s % 4];
+}
+
+static void adapter_add(struct model *m, struct linear *lin, const char *module, int slice, int32_t out,
+                        int32_t col0) {
+    struct lora_adapter *ad = &m->adapters[m->n_adapters];
+    memset(ad, 0, sizeof *ad);
+    snprintf(ad->module, sizeof ad->module, "%s", module);
+    ad->slice = slice;
+    ad->id = m->n_adapters++;
+    ad->r = m->rank;
+    ad->in = lin->in;
+    ad->out = out;
+    ad->col0 = col0;
+    ad->scale = m->rslora ? m->alpha / sqrtf((float)m->rank) : m->alpha / (float)m->rank;
+    CHECK(lin->n_lora < LINEAR_MAX_LORA);
+    lin->lora[lin->n_lora++] = ad;
+}
+
+/* Matches the targets against every site and creates the adapters. */
+static int adapters_plan(struct model *m, const struct model_options *o) {
+    int32_t *hits = xcalloc((size_t)o->n_targets + 1, sizeof *hits);
+    m->adapters = xcalloc((size_t)m->n_sites * 3, sizeof *m->adapters);
+    int rc = 0;
+    for (int s = 0; s < m->n_sites && rc == 0; s++) {
+        char module[96];
+        snprintf(module, sizeof module, "transformer.h.%d.%s", s / 4, site_name(s));
+        struct linear *lin = m->sites[s];
+        int match = lora_match(o->targets, o->n_targets, module, s % 4 == 0, hits);
+        if ((match & LORA_MATCH_WHOLE) && (match & ~LORA_MATCH_WHOLE)) {
+            rc = err_set("--targets", "%s is targeted both whole and as q/k/v slices", module);
+            break;
+        }
+        if (match & LORA_MATCH_WHOLE) adapter_add(m, lin, module, -1, lin->out, 0);
+        for (int k = 0; k < 3; k++)
+            if (match & (1 << k)) adapter_add(m, lin, module, k, lin->out / 3, k * (lin->out / 3));
+    }
+    for (int32_t i = 0; i < o->n_targets && rc == 0; i++)
+        if (!hits[i]) {
+            err_set("--targets", "'%s' matches no module of this model", o->targets[i]);
+            rc = err_hint("GPT-2 modules: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj, q, k, v, all-linear");
+        }
+    free(hits);
+    return rc;
+}
+
+static void adapters_register(struct model *m, int32_t *entry_a) {
+    for (int32_t i = 0; i < m->n_adapters; i++) {
+        struct lora_adapter *ad = &m->adapters[i];
+        static const char *const slice_tag[3] = {"[q]", "[k]", "[v]"};
+        const char *tag = ad->slice >= 0 ? slice_tag[ad->slice] : "";
+        char name[160];
+        int64_t a_shape[2] = {ad->r, ad->in}, b_shape[2] = {ad->out, ad->r};
+        snprintf(name, sizeof name, "%s%s.lora_A", ad->module, tag);
+        entry_a[i] = trainable_add(&m->tr, name, 2, a_shape);
+        snprintf(name, sizeof name, "%s%s.lora_B", ad->module, tag);
+        trainable_add(&m->tr, name, 2, b_shape);
+    }
+}
+
+static void adapters_bind(struct model *m, const int32_t *entry_a, const struct model_options *o) {
+    for (int32_t i = 0; i < m->n_adapters; i++) {
+        struct lora_adapter *ad = &m->adapters[i];
+        ad->A = trainable_w(&m->tr, entry_a[i]);
+        ad->dA = trainable_g(&m->tr, entry_a[i]);
+        ad->B = trainable_w(&m->tr, entry_a[i] + 1);
+        ad->dB = trainable_g(&m->tr, entry_a[i] + 1);
+        lora_init(ad, o->init_gaussian, o->seed);
+    }
+}
+
+/* Lays out every activation and scratch tensor in one allocation. */
+static void acts_alloc(struct model *m) {
+    const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
+    const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
+    uint64_t u = 0, scratch = T;
+    for (int32_t i = 0; i < m->n_adapters; i++) u += N * (uint64_t)m->adapters[i].r;
+    for (int32_t s = 0; s < m->n_sites; s++) {
+        uint64_t need = linear_scratch_size(m->sites[s], (int)N);
+        if (need > scratch) scratch = need;
+    }
+    struct gpt2_acts *a = &m->a;
+    struct {
+        float **p;
+        uint64_t n;
+    } plan[] = {
+        {&a->encoded, N * C},   {&a->ln1, L * N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
+        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->att, L * B * NH * T * T},
+        {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
+        {&a->fch, L * N * F},   {&a->fch_gelu, L * N * F},  {&a->residual3, L * N * C},
+        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&a->logits, N * V},
+        {&a->losses, N},        {&a->lora_u, u},            {&a->dresid, N * C},     {&a->dln, N * C},
+        {&a->datty, N * C},     {&a->tmp, N * C},           {&a->dqkv, N * 3 * C},   {&a->dfch, N * F},
+        {&a->dfch_gelu, N * F}, {&a->scratch, scratch},
+    };
+    const int n_plan = (int)(sizeof plan / sizeof plan[0]);
+    uint64_t total = 0;
+    for (int i = 0; i < n_plan; i++) total += (plan[i].n + 15) / 16 * 16;
+    m->act_block = xalloc_aligned(total * sizeof(float));
+    float *p = m->act_block;
+    for (int i = 0; i < n_plan; i++) {
+        *plan[i].p = p;
+        p += (plan[i].n + 15) / 16 * 16;
+    }
+    for (int32_t i = 0; i < m->n_adapters; i++) {
+        m->adapters[i].u = a->lora_u;
+        a->lora_u += N * (uint64_t)m->adapters[i].r;
+    }
+    a->lora_u -= u;
+}
+
+static int weights_load(struct model *m, const struct model_options *o, int32_t *entry_a) {
+    struct weight_ref *refs = xcalloc(4 + 16 * (size_t)m->cfg.n_layer, sizeof *refs);
+    int32_t n = weights_plan(m, refs);
+    const struct st_tensor **found = xcalloc((size_t)n, sizeof *found);
+    int32_t *entry = xmalloc((size_t)n * sizeof *entry);
+    int rc = weights_find(m, refs, n, found);
+    if (rc == 0 && !o->full) rc = adapters_plan(m, o);
+    if (rc == 0) {
+        for (int32_t i = 0; i < n; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "transformer.%s", refs[i].name);
+            entry[i] = o->full ? trainable_add(&m->tr, name, refs[i].ndim, refs[i].shape) : -1;
+            m->n_params += found[i]->numel;
+        }
+        adapters_register(m, entry_a);
+        trainable_alloc(&m->tr);
+        weights_bind(m, refs, n, found, entry);
+    }
+    free(entry);
+    free(found);
+    free(refs);
+    return rc;
+}
+
+int model_init(struct model *m, const struct model_options *o) {
+    memset(m, 0, sizeof *m);
+    if (hf_config_read(&m->cfg, o->dir)) return -1;
+    if (o->seq > m->cfg.n_positions) {
+        err_set("--seq", "%d exceeds the model's n_positions %d", o->seq, m->cfg.n_positions);
+        return err_hint("use --seq %d or less", m->cfg.n_positions);
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", o->dir);
+    if (safetensors_open(&m->st, path)) return -1;
+    m->B = o->max_batch;
+    m->T = o->seq;
+    m->rank = o->rank;
+    m->alpha = o->alpha;
+    m->rslora = o->rslora;
+    m->layers = xcalloc((size_t)m->cfg.n_layer, sizeof *m->layers);
+    sites_list(m);
+    int32_t *entry_a = xcalloc((size_t)m->n_sites * 3 + 1, sizeof *entry_a);
+    int rc = weights_load(m, o, entry_a);
+    if (rc == 0) {
+        adapters_bind(m, entry_a, o);
+        m->lm_head = (struct linear){.w = m->wte, .dw = m->dwte, .in = m->cfg.n_embd,
+                                     .out = m->cfg.vocab_size, .layout = GEMM_LAYOUT_OUT_IN};
+        acts_alloc(m);
+    }
+    free(entry_a);
+    if (rc) model_free(m);
+    return rc;
+}
+
+void model_free(struct model *m) {
+    trainable_free(&m->tr);
+    safetensors_close(&m->st);
+    free(m->frozen);
+    free(m->layers);
+    free(m->sites);
+    free(m->adapters);
+    free(m->act_block);
+    memset(m, 0, sizeof *m);
+}
+
+int64_t model_n_trainable(const struct model *m) {
+    int64_t n = 0;
+    for (int32_t i = 0; i < m->tr.n_entries; i++) {
+        const struct trainable_entry *e = &m->tr.entries[i];
+        n += e->ndim == 2 ? e->shape[0] * e->shape[1] : e->shape[0];
+    }
+    return n;
+}
+
+int model_export(const struct model *m, const char *dir) {
+    CHECK(m->n_adapters == 0);
+    if (dir_make(dir) || hf_config_write(&m->cfg, dir)) return -1;
+    struct st_write_entry *e = xcalloc((size_t)m->tr.n_entries + 1, sizeof *e);
+    for (int32_t i = 0; i < m->tr.n_entries; i++) {
+        const struct trainable_entry *t = &m->tr.entries[i];
+        e[i] = (struct st_write_entry){.name = t->name, .data = trainable_w(&m->tr, i), .ndim = t->ndim,
+                                       .shape = {t->shape[0], t->shape[1]}, .dtype = ST_DTYPE_F32};
+    }
+    char *path = path_join(dir, "model.safetensors");
+    static const char *const meta[2] = {"format", "pt"};
+    int rc = safetensors_write(path, e, m->tr.n_entries, meta, 1);
+    free(path);
+    free(e);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/*
+ * model.h: a GPT-2-family transformer with LoRA adapters: loading from a Hugging Face
+ * model directory, the forward pass with its loss, and the backward pass into the
+ * trainable block. Frozen weights are read-only: mapped from the safetensors file when
+ * it holds aligned F32, converted once into one block otherwise; their backward
+ * computes only input gradients. In full mode every weight lives in the trainable block.
+ */
+#ifndef LORAD_MODEL_H
+#define LORAD_MODEL_H
+
+#include <stdint.h>
+
+#include "hf_config.h"
+#include "linear.h"
+#include "safetensors.h"
+#include "trainable.h"
+
+struct model_options {
+    const char *dir;              /* HF model directory */
+    int full;                     /* train every weight instead of adapters */
+    int32_t max_batch;            /* most sequences per forward */
+    int32_t seq;                  /* T */
+    const char *const *targets;   /* LoRA targets (ignored in full mode) */
+    int32_t n_targets;
+    int32_t rank;
+    float alpha;
+    int rslora;
+    int init_gaussian;
+    uint64_t seed;
+};
+
+struct gpt2_layer {
+    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* (C) */
+    float *dln1_w, *dln1_b, *dln2_w, *dln2_b;   /* NULL when frozen */
+    struct linear attn;   /* c_attn: C -> 3C */
+    struct linear proj;   /* attn.c_proj: C -> C */
+    struct linear fc;     /* mlp.c_fc: C -> F */
+    struct linear fcproj; /* mlp.c_proj: F -> C */
+};
+
+/* Activations of one forward pass (kept for backward), then the backward's scratch,
+ * all pointers into one allocation. Per-layer tensors are stacked over L. */
+struct gpt2_acts {
+    float *encoded;                      /* (B,T,C) */
+    float *ln1, *ln1_mean, *ln1_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *qkv;                          /* (L,B,T,3C) */
+    float *atty;                         /* (L,B,T,C) */
+    float *att;                          /* (L,B,NH,T,T) */
+    float *residual2;                    /* (L,B,T,C) */
+    float *ln2, *ln2_mean, *ln2_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *fch, *fch_gelu;               /* (L,B,T,F) */
+    float *residual3;                    /* (L,B,T,C) */
+    float *lnf, *lnf_mean, *lnf_rstd;    /* (B,T,C), (B,T), (B,T) */
+    float *logits;                       /* (B,T,V): logits, probabilities, then gradient */
+    float *losses;                       /* (B,T) */
+    float *lora_u;                       /* every adapter's (B,T,r) */
+    float *dresid, *dln, *datty, *tmp;   /* (B,T,C) */
+    float *dqkv;                         /* (B,T,3C) */
+    float *dfch, *dfch_gelu;             /* (B,T,F) */
+    float *scratch;                      /* linear and attention scratch */
+};
+
+struct model {
+    struct model_config cfg;
+    struct safetensors st;
+    float *frozen; /* converted frozen tensors, one allocation (NULL when all mapped) */
+    const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C), (C), (C) */
+    float *dwte, *dwpe, *dlnf_w, *dlnf_b;
+    struct gpt2_layer *layers;
+    struct linear lm_head; /* tied to wte */
+    struct linear **sites; /* the linears adapters may attach to, in file order */
+    int32_t n_sites;
+    struct lora_adapter *adapters;
+    int32_t n_adapters;
+    int32_t rank;
+    float alpha;
+    int rslora;
+    struct trainable tr;
+    int32_t B, T;
+    float *act_block;
+    struct gpt2_acts a;
+    int64_t n_params; /* every weight of the base model */
+};
+
+/* Loads DIR, attaches adapters and sizes activations. -1 with an error on bad input. */
+int model_init(struct model *m, const struct model_options *o);
+void model_free(struct model *m);
+
+/* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted.
+ * Returns the sum of the counted losses. DP may be NULL (no dropout). */
+double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                     const struct dropout *dp);
+/* Backward of SCALE * (sum of counted losses) of the last forward; accumulates into the
+ * trainable gradient. */
+void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
+                    int B, const struct dropout *dp);
+/* Trainable parameter count (without alignment padding). */
+int64_t model_n_trainable(const struct model *m);
+
+/* Writes the model's weights as a Hugging Face directory (config.json and
+ * model.safetensors, F32, "transformer." names): the result of full fine-tuning. */
+int model_export(const struct model *m, const char *dir);
+
+#endif

@@ -1,0 +1,80 @@
+/*
+ * trainable.c: the contiguous trainable block and the loops over it: AdamW, the global
+ * gradient norm and its scaling (trainable.h).
+ */
+#include "trainable.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "error.h"
+
+int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const int64_t *shape) {
+    CHECK(t->w == NULL && ndim >= 1 && ndim <= 2);
+    t->entries = xrealloc(t->entries, (size_t)(t->n_entries + 1) * sizeof *t->entries);
+    struct trainable_entry *e = &t->entries[t->n_entries];
+    memset(e, 0, sizeof *e);
+    CHECK(strlen(name) < sizeof e->name);
+    strcpy(e->name, name);
+    e->ndim = ndim;
+    uint64_t numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        e->shape[i] = shape[i];
+        numel *= (uint64_t)shape[i];
+    }
+    /* keep each tensor 16-float aligned inside the block */
+    e->offset = (t->n + 15) / 16 * 16;
+    t->n = e->offset + numel;
+    return t->n_entries++;
+}
+
+void trainable_alloc(struct trainable *t) {
+    t->n = (t->n + 15) / 16 * 16;
+    t->w = xalloc_aligned(4 * t->n * sizeof(float));
+    t->g = t->w + t->n;
+    t->m = t->g + t->n;
+    t->v = t->m + t->n;
+}
+
+float *trainable_w(const struct trainable *t, int32_t entry) { return t->w + t->entries[entry].offset; }
+float *trainable_g(const struct trainable *t, int32_t entry) { return t->g + t->entries[entry].offset; }
+
+int32_t trainable_find(const struct trainable *t, const char *name) {
+    for (int32_t i = 0; i < t->n_entries; i++)
+        if (strcmp(t->entries[i].name, name) == 0) return i;
+    return -1;
+}
+
+void trainable_free(struct trainable *t) {
+    free(t->w);
+    free(t->entries);
+    memset(t, 0, sizeof *t);
+}
+
+void trainable_adamw(struct trainable *t, float lr, float beta1, float beta2, float eps, float weight_decay,
+                     int64_t step) {
+    const float bc1 = 1.0f - powf(beta1, (float)step);
+    const float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)step));
+    const float step_size = lr / bc1;
+    const float decay = 1.0f - lr * weight_decay;
+    float *w = t->w, *g = t->g, *m = t->m, *v = t->v;
+    for (uint64_t i = 0; i < t->n; i++) {
+        w[i] *= decay;
+        m[i] = m[i] * beta1 + g[i] * (1.0f - beta1);
+        v[i] = v[i] * beta2 + g[i] * g[i] * (1.0f - beta2);
+        float denom = sqrtf(v[i]) / bc2_sqrt + eps;
+        w[i] -= step_size * (m[i] / denom);
+    }
+}
+
+double trainable_grad_norm(const struct trainable *t) {
+    double sum = 0.0;
+    for (uint64_t i = 0; i < t->n; i++) sum += (double)t->g[i] * t->g[i];
+    return sqrt(sum);
+}
+
+void trainable_grad_scale(struct trainable *t, float s) {
+    for (uint64_t i = 0; i < t->n; i++) t->g[i] *= s;
+}
