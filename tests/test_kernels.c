@@ -1,0 +1,343 @@
+/*
+ * test_kernels.c: every kernel's backward against central finite differences of its
+ * forward, then the whole GPT-2 model's gradient (LoRA with q/v slices, dropout and a
+ * loss mask; and full mode) the same way. The scalar checked is L = sum(out · R) for a
+ * random R, so dout = R. Exits non-zero on any mismatch.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "error.h"
+#include "fileio.h"
+#include "hf_config.h"
+#include "kernels.h"
+#include "linear.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+static int failures;
+static uint64_t draws;
+
+static void fill(float *x, size_t n, float scale) {
+    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(12345, draws++);
+}
+
+static float *rnd(size_t n, float scale) {
+    float *x = xcalloc(n, sizeof *x);
+    fill(x, n, scale);
+    return x;
+}
+
+static double dot(const float *a, const float *b, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+typedef double (*loss_fn)(void *ctx);
+
+/* Compares GRAD with central differences of F over up to 48 entries of X. */
+static void fd_check(const char *name, loss_fn f, void *ctx, float *x, const float *grad, size_t n) {
+    const float h = 1e-3f;
+    double diff2 = 0.0, ref2 = 0.0;
+    size_t stride = n > 48 ? n / 48 : 1;
+    for (size_t i = 0; i < n; i += stride) {
+        float saved = x[i];
+        x[i] = saved + h;
+        double lp = f(ctx);
+        x[i] = saved - h;
+        double lm = f(ctx);
+        x[i] = saved;
+        double num = (lp - lm) / (2.0 * h);
+        diff2 += (num - grad[i]) * (num - grad[i]);
+        ref2 += num * num;
+    }
+    double rel = sqrt(diff2) / (sqrt(ref2) + 1e-12);
+    int ok = rel < 1e-2 && ref2 > 0;
+    printf("%-34s rel err %.2e %s\n", name, rel, ok ? "ok" : "FAIL");
+    failures += !ok;
+}
+
+/* ---- layernorm ---- */
+struct ln_ctx {
+    int N, C;
+    float *x, *w, *b, *out, *mean, *rstd, *R;
+};
+
+static double ln_loss(void *p) {
+    struct ln_ctx *c = p;
+    layernorm_forward(c->out, c->mean, c->rstd, c->x, c->w, c->b, c->N, c->C, 1e-5f);
+    return dot(c->out, c->R, (size_t)c->N * c->C);
+}
+
+static void test_layernorm(void) {
+    struct ln_ctx c = {.N = 6, .C = 16};
+    size_t nc = (size_t)c.N * c.C;
+    c.x = rnd(nc, 1.0f), c.w = rnd(c.C, 1.0f), c.b = rnd(c.C, 1.0f), c.R = rnd(nc, 1.0f);
+    c.out = rnd(nc, 0), c.mean = rnd(c.N, 0), c.rstd = rnd(c.N, 0);
+    float *dx = xcalloc(nc, 4), *dw = xcalloc(c.C, 4), *db = xcalloc(c.C, 4);
+    ln_loss(&c);
+    layernorm_backward(dx, dw, db, c.R, c.x, c.w, c.mean, c.rstd, c.N, c.C);
+    fd_check("layernorm dinp", ln_loss, &c, c.x, dx, nc);
+    fd_check("layernorm dweight", ln_loss, &c, c.w, dw, c.C);
+    fd_check("layernorm dbias", ln_loss, &c, c.b, db, c.C);
+    free(c.x), free(c.w), free(c.b), free(c.R), free(c.out), free(c.mean), free(c.rstd);
+    free(dx), free(dw), free(db);
+}
+
+/* ---- attention ---- */
+struct att_ctx {
+    int B, T, C, NH;
+    float *inp, *out, *att, *R;
+};
+
+static double att_loss(void *p) {
+    struct att_ctx *c = p;
+    attention_forward(c->out, c->att, c->inp, c->B, c->T, c->C, c->NH);
+    return dot(c->out, c->R, (size_t)c->B * c->T * c->C);
+}
+
+static void test_attention(void) {
+    struct att_ctx c = {.B = 2, .T = 5, .C = 8, .NH = 2};
+    size_t n_in = (size_t)c.B * c.T * 3 * c.C, n_out = (size_t)c.B * c.T * c.C;
+    c.inp = rnd(n_in, 1.0f), c.R = rnd(n_out, 1.0f), c.out = rnd(n_out, 0);
+    c.att = rnd((size_t)c.B * c.NH * c.T * c.T, 0);
+    float *dinp = xcalloc(n_in, 4), *scratch = xcalloc(c.T, 4);
+    att_loss(&c);
+    attention_backward(dinp, scratch, c.R, c.inp, c.att, c.B, c.T, c.C, c.NH);
+    fd_check("attention dinp", att_loss, &c, c.inp, dinp, n_in);
+    free(c.inp), free(c.R), free(c.out), free(c.att), free(dinp), free(scratch);
+}
+
+/* ---- gelu ---- */
+struct gelu_ctx {
+    int N;
+    float *x, *out, *R;
+};
+
+static double gelu_loss(void *p) {
+    struct gelu_ctx *c = p;
+    gelu_forward(c->out, c->x, c->N);
+    return dot(c->out, c->R, (size_t)c->N);
+}
+
+static void test_gelu(void) {
+    struct gelu_ctx c = {.N = 64};
+    c.x = rnd(c.N, 2.0f), c.R = rnd(c.N, 1.0f), c.out = rnd(c.N, 0);
+    float *dx = xcalloc(c.N, 4);
+    gelu_backward(dx, c.x, c.R, c.N);
+    fd_check("gelu dinp", gelu_loss, &c, c.x, dx, c.N);
+    free(c.x), free(c.R), free(c.out), free(dx);
+}
+
+/* ---- encoder ---- */
+struct enc_ctx {
+    int B, T, C;
+    int32_t *inp;
+    float *wte, *wpe, *out, *R;
+};
+
+static double enc_loss(void *p) {
+    struct enc_ctx *c = p;
+    encoder_forward(c->out, c->inp, c->wte, c->wpe, c->B, c->T, c->C);
+    return dot(c->out, c->R, (size_t)c->B * c->T * c->C);
+}
+
+static void test_encoder(void) {
+    struct enc_ctx c = {.B = 2, .T = 4, .C = 8};
+    const int V = 5;
+    int32_t inp[8] = {0, 3, 3, 1, 4, 0, 2, 3};
+    c.inp = inp;
+    size_t n = (size_t)c.B * c.T * c.C;
+    c.wte = rnd((size_t)V * c.C, 1), c.wpe = rnd((size_t)c.T * c.C, 1), c.out = rnd(n, 0), c.R = rnd(n, 1);
+    float *dwte = xcalloc((size_t)V * c.C, 4), *dwpe = xcalloc((size_t)c.T * c.C, 4);
+    encoder_backward(dwte, dwpe, c.R, c.inp, c.B, c.T, c.C);
+    fd_check("encoder dwte", enc_loss, &c, c.wte, dwte, (size_t)V * c.C);
+    fd_check("encoder dwpe", enc_loss, &c, c.wpe, dwpe, (size_t)c.T * c.C);
+    free(c.wte), free(c.wpe), free(c.out), free(c.R), free(dwte), free(dwpe);
+}
+
+/* ---- cross-entropy ---- */
+struct ce_ctx {
+    int N, V;
+    float *logits, *work, *losses;
+    int32_t *tgt;
+    uint8_t *mask;
+    float scale;
+};
+
+static double ce_loss(void *p) {
+    struct ce_ctx *c = p;
+    memcpy(c->work, c->logits, (size_t)c->N * c->V * sizeof(float));
+    return c->scale * crossentropy_forward(c->work, c->losses, c->tgt, c->mask, c->N, c->V);
+}
+
+static void test_crossentropy(void) {
+    struct ce_ctx c = {.N = 6, .V = 11, .scale = 0.25f};
+    int32_t tgt[6] = {0, 10, 3, 3, 7, 1};
+    uint8_t mask[6] = {1, 1, 0, 1, 1, 0};
+    c.tgt = tgt, c.mask = mask;
+    size_t n = (size_t)c.N * c.V;
+    c.logits = rnd(n, 2), c.work = rnd(n, 0), c.losses = rnd(c.N, 0);
+    ce_loss(&c);
+    crossentropy_backward(c.work, c.tgt, c.mask, c.scale, c.N, c.V);
+    float *grad = xcalloc(n, 4);
+    memcpy(grad, c.work, n * sizeof(float));
+    fd_check("crossentropy dlogits", ce_loss, &c, c.logits, grad, n);
+    free(c.logits), free(c.work), free(c.losses), free(grad);
+}
+
+/* ---- linear with LoRA adapters and dropout ---- */
+struct lin_ctx {
+    struct linear *l;
+    int N;
+    float *x, *out, *R, *scratch;
+    struct dropout *dp;
+};
+
+static double lin_loss(void *p) {
+    struct lin_ctx *c = p;
+    linear_forward(c->l, c->out, c->x, c->scratch, c->dp, c->N);
+    return dot(c->out, c->R, (size_t)c->N * c->l->out);
+}
+
+static void test_linear(enum gemm_layout layout, float p_drop, const char *label) {
+    const int N = 6, in = 10, out = 12, r = 3, T = 3;
+    struct lora_adapter ad[2] = {
+        {.id = 0, .slice = 0, .r = r, .in = in, .out = 4, .col0 = 0, .scale = 1.5f},
+        {.id = 1, .slice = 2, .r = r, .in = in, .out = 4, .col0 = 8, .scale = 0.5f},
+    };
+    for (int k = 0; k < 2; k++) {
+        ad[k].A = rnd((size_t)r * in, 1), ad[k].B = rnd((size_t)4 * r, 1);
+        ad[k].dA = xcalloc((size_t)r * in, 4), ad[k].dB = xcalloc((size_t)4 * r, 4);
+        ad[k].u = xcalloc((size_t)N * r, 4);
+    }
+    struct linear l = {.in = in, .out = out, .layout = layout, .lora = {&ad[0], &ad[1]}, .n_lora = 2};
+    float *w = rnd((size_t)in * out, 1), *b = rnd(out, 1);
+    l.w = w, l.b = b, l.dw = xcalloc((size_t)in * out, 4), l.db = xcalloc(out, 4);
+    int64_t samples[2] = {7, 99};
+    struct dropout dp = {.p = p_drop, .seed = 5, .step = 3, .samples = samples, .T = T};
+    struct lin_ctx c = {.l = &l, .N = N, .x = rnd((size_t)N * in, 1), .out = rnd((size_t)N * out, 0),
+                        .R = rnd((size_t)N * out, 1), .dp = &dp};
+    c.scratch = xcalloc(linear_scratch_size(&l, N), 4);
+    float *dx = xcalloc((size_t)N * in, 4);
+    lin_loss(&c);
+    linear_backward(&l, dx, c.R, c.x, c.scratch, &dp, N);
+    char name[64];
+    snprintf(name, sizeof name, "linear %s dinp", label);
+    fd_check(name, lin_loss, &c, c.x, dx, (size_t)N * in);
+    snprintf(name, sizeof name, "linear %s dweight", label);
+    fd_check(name, lin_loss, &c, w, l.dw, (size_t)in * out);
+    snprintf(name, sizeof name, "linear %s dbias", label);
+    fd_check(name, lin_loss, &c, b, l.db, out);
+    for (int k = 0; k < 2; k++) {
+        snprintf(name, sizeof name, "linear %s lora%d dA", label, k);
+        fd_check(name, lin_loss, &c, ad[k].A, ad[k].dA, (size_t)r * in);
+        snprintf(name, sizeof name, "linear %s lora%d dB", label, k);
+        fd_check(name, lin_loss, &c, ad[k].B, ad[k].dB, (size_t)4 * r);
+    }
+    for (int k = 0; k < 2; k++) free(ad[k].A), free(ad[k].B), free(ad[k].dA), free(ad[k].dB), free(ad[k].u);
+    free(w), free(b), free(l.dw), free(l.db), free(c.x), free(c.out), free(c.R), free(c.scratch), free(dx);
+}
+
+/* ---- the whole model ---- */
+static void model_write(const char *dir, const struct model_config *cfg) {
+    CHECK(dir_make(dir) == 0 && hf_config_write(cfg, dir) == 0);
+    const int64_t C = cfg->n_embd, F = cfg->n_inner;
+    char names[64][64];
+    struct st_write_entry e[64];
+    int n = 0;
+#define T2(nm, a, b) (snprintf(names[n], 64, "%s", nm), e[n] = (struct st_write_entry){names[n], rnd((a) * (b), 0.3f), 2, {a, b}, ST_DTYPE_F32}, n++)
+#define T1(nm, a, s) (snprintf(names[n], 64, "%s", nm), e[n] = (struct st_write_entry){names[n], rnd(a, s), 1, {a}, ST_DTYPE_F32}, n++)
+    T2("wte.weight", (int64_t)cfg->vocab_size, C);
+    T2("wpe.weight", (int64_t)cfg->n_positions, C);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        char p[64];
+#define NM(s) (snprintf(p, sizeof p, "h.%d.%s", l, s), p)
+        T1(NM("ln_1.weight"), C, 1.0f);
+        T1(NM("ln_1.bias"), C, 0.3f);
+        T2(NM("attn.c_attn.weight"), C, 3 * C);
+        T1(NM("attn.c_attn.bias"), 3 * C, 0.3f);
+        T2(NM("attn.c_proj.weight"), C, C);
+        T1(NM("attn.c_proj.bias"), C, 0.3f);
+        T1(NM("ln_2.weight"), C, 1.0f);
+        T1(NM("ln_2.bias"), C, 0.3f);
+        T2(NM("mlp.c_fc.weight"), C, F);
+        T1(NM("mlp.c_fc.bias"), F, 0.3f);
+        T2(NM("mlp.c_proj.weight"), F, C);
+        T1(NM("mlp.c_proj.bias"), C, 0.3f);
+    }
+    T1("ln_f.weight", C, 1.0f);
+    T1("ln_f.bias", C, 0.3f);
+    char *path = path_join(dir, "model.safetensors");
+    CHECK(safetensors_write(path, e, n, NULL, 0) == 0);
+    free(path);
+    for (int i = 0; i < n; i++) free((void *)e[i].data);
+}
+
+struct model_ctx {
+    struct model *m;
+    int32_t *inp, *tgt;
+    uint8_t *mask;
+    int B;
+    struct dropout *dp;
+};
+
+static double model_loss(void *p) {
+    struct model_ctx *c = p;
+    return 0.1 * model_forward(c->m, c->inp, c->tgt, c->mask, c->B, c->dp);
+}
+
+static void test_model(const char *dir, int full) {
+    static const char *const targets[] = {"q", "v", "mlp.c_fc"};
+    struct model_options o = {.dir = dir, .full = full, .max_batch = 2, .seq = 5, .targets = targets,
+                              .n_targets = 3, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9};
+    struct model m;
+    if (model_init(&m, &o)) {
+        printf("model_init: %s FAIL\n", err_msg());
+        failures++;
+        return;
+    }
+    /* B starts at zero: give it values so every path carries gradient */
+    for (int32_t i = 0; i < m.n_adapters; i++) fill(m.adapters[i].B, (size_t)m.adapters[i].out * m.adapters[i].r, 0.5f);
+    int32_t inp[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1}, tgt[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
+    uint8_t mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
+    int64_t samples[2] = {3, 11};
+    struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .samples = samples, .T = 5};
+    struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .mask = mask, .B = 2, .dp = &dp};
+    memset(m.tr.g, 0, m.tr.n * sizeof(float));
+    model_loss(&c);
+    model_backward(&m, inp, tgt, mask, 0.1f, 2, &dp);
+    for (int32_t i = 0; i < m.tr.n_entries; i++) {
+        const struct trainable_entry *e = &m.tr.entries[i];
+        size_t n = (size_t)e->shape[0] * (e->ndim == 2 ? (size_t)e->shape[1] : 1);
+        char name[64];
+        snprintf(name, sizeof name, "%s %.26s", full ? "full" : "lora", e->name + (strlen(e->name) > 26 ? strlen(e->name) - 26 : 0));
+        fd_check(name, model_loss, &c, trainable_w(&m.tr, i), trainable_g(&m.tr, i), n);
+    }
+    model_free(&m);
+}
+
+int main(void) {
+    test_layernorm();
+    test_attention();
+    test_gelu();
+    test_encoder();
+    test_crossentropy();
+    test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");
+    test_linear(GEMM_LAYOUT_OUT_IN, 0.3f, "out_in+dropout");
+    const char *tmp = getenv("LORAD_TEST_TMP");
+    char *dir = path_join(tmp ? tmp : "/tmp", "kernels_model");
+    struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 8, .n_inner = 12,
+                               .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};
+    model_write(dir, &cfg);
+    test_model(dir, 0);
+    test_model(dir, 1);
+    free(dir);
+    printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
+    return failures ? 1 : 0;
+}
