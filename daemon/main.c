@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "error.h"
+#include "init_model.h"
 #include "job.h"
 #include "prep.h"
 #include "train.h"
@@ -20,6 +21,7 @@ static void usage(FILE *out) {
             "usage:\n"
             "  lorad train --model DIR --data FILE --out DIR [flags]   fine-tune (--help for flags)\n"
             "  lorad prep --text FILE --out FILE.h5                    text -> byte-level tokens\n"
+            "  lorad init-model --out DIR [--layers --dim --heads ...] a random GPT-2 to pretrain\n"
             "  lorad --version\n",
             LORAD_VERSION);
 }
@@ -78,6 +80,16 @@ static int cmd_prep(int argc, char **argv) {
     return 0;
 }
 
+static int cmd_init_model(int argc, char **argv) {
+    Lorad__InitModelSpec defaults;
+    init_model_defaults(&defaults);
+    Lorad__InitModelSpec *spec = (Lorad__InitModelSpec *)spec_parse(&defaults.base, "init-model", argc, argv);
+    int rc = init_model_run(spec);
+    lorad__init_model_spec__free_unpacked(spec, NULL);
+    if (rc) err_exit();
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -89,6 +101,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "prep")) return cmd_prep(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 2, argv + 2);
     err_set(argv[1], "unknown command");
     err_hint("lorad --help lists the commands");
     err_exit();

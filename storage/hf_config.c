@@ -122,9 +122,9 @@ static double float_as_decimal(float f) {
 
 int hf_config_write(const struct model_config *cfg, const char *dir) {
     CHECK(cfg->arch == MODEL_ARCH_GPT2);
-    json_t *root = json_pack("{s:s, s:[s], s:s, s:f, s:i, s:i, s:i, s:i, s:i, s:b, s:i}",
+    json_t *root = json_pack("{s:s, s:[s], s:f, s:s, s:i, s:i, s:i, s:i, s:i, s:b, s:i}",
                              "activation_function", "gelu_new", "architectures", "GPT2LMHeadModel",
-                             "model_type", "gpt2", "layer_norm_epsilon", float_as_decimal(cfg->layer_norm_eps),
+                             "layer_norm_epsilon", float_as_decimal(cfg->layer_norm_eps), "model_type", "gpt2",
                              "n_embd", cfg->n_embd, "n_head", cfg->n_head, "n_inner", cfg->n_inner,
                              "n_layer", cfg->n_layer, "n_positions", cfg->n_positions,
                              "tie_word_embeddings", 1, "vocab_size", cfg->vocab_size);

@@ -232,6 +232,7 @@ def step_rows(fails: Failures, out: str, n_steps: int, label: str):
 
 
 def check_metrics(fails: Failures, rows, ref, label: str) -> None:
+    worst = {"loss": 0.0, "grad_norm": 0.0, "lr": 0.0}
     for s, row in enumerate(rows):
         for key, want, tol in (("loss", ref.losses[s], TOL_LOSS),
                                ("grad_norm", ref.grad_norms[s], TOL_GRAD_NORM),
@@ -240,9 +241,12 @@ def check_metrics(fails: Failures, rows, ref, label: str) -> None:
             if not isinstance(got, (int, float)):
                 continue  # already reported
             err = abs(got - want) / abs(want) if want != 0 else abs(got)
+            worst[key] = max(worst[key], err)
             fails.check(err <= tol or (want == 0 and abs(got) <= 1e-12),
                         f"{label}: step {s + 1}: {key} lorad={got!r} ref={want!r} "
                         f"rel err {err:.3g} > {tol:g}")
+    print(f"{label}: worst rel err " + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()),
+          flush=True)
 
 
 def check_adapter_config(fails: Failures, case: Case, config: dict, modules) -> None:

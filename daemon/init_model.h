@@ -1,0 +1,14 @@
+/*
+ * init_model.h: `lorad init-model`: writes a randomly initialised GPT-2 model directory
+ * (config.json and model.safetensors) to pretrain from with --mode full.
+ */
+#ifndef LORAD_INIT_MODEL_H
+#define LORAD_INIT_MODEL_H
+
+#include "lorad.pb-c.h"
+
+void init_model_defaults(Lorad__InitModelSpec *spec);
+/* Returns 0, or -1 with an error naming the flag or the directory. */
+int init_model_run(const Lorad__InitModelSpec *spec);
+
+#endif

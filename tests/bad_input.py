@@ -1,0 +1,291 @@
+"""bad_input.py: lorad must reject bad files and flags cleanly.
+
+It writes one valid tiny GPT-2 model, datasets and a PEFT init adapter, checks that
+valid one-step runs succeed, then runs `lorad train` once per defect (corrupt
+safetensors, bad config.json, bad datasets, bad flags, bad init adapters). Each bad run
+must:
+  - exit with a code > 0 that is not a signal (no negative code, no 128+signal) and not
+    3 (error.h's exit code for an internal CHECK failure: bad input is a user error);
+  - print exactly one non-empty line on stderr, starting with "lorad: " and containing
+    one of the case's distinctive words (a flag name or a file's basename);
+  - show no sanitizer report ("AddressSanitizer", "runtime error", ...).
+Every case runs; the script then exits 1 listing all failures, or 0.
+Usage: bad_input.py --lorad PATH --workdir DIR
+"""
+
+import argparse
+import json
+import os
+import shutil
+import struct
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gpt2_ref import (  # noqa: E402
+    Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, fresh_dir,
+    random_adapters, random_gpt2_weights, read_metrics, require_lorad, resolve_targets,
+    run_lorad, safetensors_bytes, write_bin, write_h5, write_model_dir, write_peft_dir)
+
+CFG = GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
+RANK, ALPHA, SEQ = 4, 8.0, 16
+SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                   "runtime error", "Segmentation fault", "internal error")
+EXIT_INTERNAL = 3
+
+
+class Inputs:
+    """The valid files every case starts from, and helpers to derive broken copies."""
+
+    def __init__(self, wd: str):
+        self.wd = wd
+        rng = np.random.default_rng(11)
+        self.weights = random_gpt2_weights(CFG, rng)
+        self.model = os.path.join(wd, "model")
+        write_model_dir(self.model, CFG, self.weights, "F32", prefix=True)
+        self.tokens = rng.integers(0, CFG.vocab_size, 300)
+        self.data = self.path("train.bin")
+        write_bin(self.data, self.tokens)
+        self.h5 = self.path("train.h5")
+        write_h5(self.h5, self.tokens, (rng.random(300) > 0.3).astype(np.uint8))
+        specs = resolve_targets(CFG, ["c_attn"])
+        params = random_adapters(specs, RANK, ALPHA / RANK, rng)
+        self.adapter_config, self.adapter_tensors = export_adapters(
+            specs, params, CFG, ["c_attn"], RANK, ALPHA, False, base_model=self.model)
+        self.adapter = self.adapter_dir("adapter")
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.wd, name)
+
+    # ---- model variants ----
+    def entries(self, drop=(), override: Optional[Dict[str, tuple]] = None) -> list:
+        """safetensors entries (name, dtype, shape, bytes) of the valid model, minus DROP,
+        with OVERRIDE[name] = (dtype, shape, bytes) replacing single entries."""
+        out = []
+        for short, arr in self.weights.items():
+            name = "transformer." + short
+            if short in drop:
+                continue
+            if override and short in override:
+                out.append((name,) + override[short])
+            else:
+                out.append((name, "F32", list(arr.shape), encode_tensor(arr, "F32")))
+        return out
+
+    def st_bytes(self, **kw) -> bytes:
+        return safetensors_bytes(self.entries(**kw), {"format": "pt"})
+
+    def model_dir(self, name: str, st: Optional[bytes] = None,
+                  config: Optional[str] = None) -> str:
+        """A copy of the valid model dir with model.safetensors and/or config.json replaced."""
+        d = self.path(name)
+        shutil.copytree(self.model, d)
+        if st is not None:
+            with open(os.path.join(d, "model.safetensors"), "wb") as f:
+                f.write(st)
+        if config is not None:
+            with open(os.path.join(d, "config.json"), "w") as f:
+                f.write(config)
+        return d
+
+    # ---- dataset and adapter variants ----
+    def bin_file(self, name: str, tokens=None, **overrides) -> str:
+        p = self.path(name)
+        write_bin(p, self.tokens if tokens is None else tokens, **overrides)
+        return p
+
+    def adapter_dir(self, name: str, config_changes=None, tensor_changes=None) -> str:
+        config = dict(self.adapter_config, **(config_changes or {}))
+        tensors = dict(self.adapter_tensors, **(tensor_changes or {}))
+        d = self.path(name)
+        write_peft_dir(d, config, tensors, "F32")
+        return d
+
+
+def split_st(blob: bytes):
+    """(header length, header dict, data) of a safetensors blob."""
+    (n,) = struct.unpack("<Q", blob[:8])
+    return n, json.loads(blob[8:8 + n]), blob[8 + n:]
+
+
+def join_st(header: dict, data: bytes) -> bytes:
+    hj = json.dumps(header).encode()
+    hj += b" " * (-len(hj) % 8)
+    return struct.pack("<Q", len(hj)) + hj + data
+
+
+def gap_st(blob: bytes) -> bytes:
+    """Moves the last tensor 4 bytes later, leaving a hole: every size still matches its
+    shape and the data still ends at the end of the file, but the offsets do not tile."""
+    _, header, data = split_st(blob)
+    name = max((k for k in header if k != "__metadata__"),
+               key=lambda k: header[k]["data_offsets"][0])
+    a, b = header[name]["data_offsets"]
+    header[name]["data_offsets"] = [a + 4, b + 4]
+    return join_st(header, data[:a] + b"\0" * 4 + data[a:])
+
+
+def train_args(inp: Inputs, out: str, **over) -> List[str]:
+    """A valid one-step command line; OVER replaces flag values (None drops a flag)."""
+    flags = {"--model": inp.model, "--data": inp.data, "--out": out, "--targets": "c_attn",
+             "--rank": RANK, "--alpha": ALPHA, "--dropout": 0.0, "--init": "kaiming",
+             "--init-adapter": inp.adapter, "--mode": "lora", "--steps": 1, "--batch": 2,
+             "--micro-batch": 2, "--seq": SEQ, "--lr": 1e-3, "--schedule": "constant",
+             "--warmup": 0, "--weight-decay": 0.0, "--beta1": 0.9, "--beta2": 0.999,
+             "--eps": 1e-8, "--clip": 1.0, "--seed": 1, "--shuffle": "off", "--threads": 1,
+             "--log-every": 1, "--eval-every": 0}
+    flags.update({k.replace("_", "-"): v for k, v in over.items()})
+    args = ["train"]
+    for flag, val in flags.items():
+        if val is not None:
+            args += [flag, val if isinstance(val, str) else fmt_num(val)]
+    return args
+
+
+def bad_cases(inp: Inputs):
+    """(name, extra args or replaced flags, distinctive words: any one must appear)."""
+    C = CFG.n_embd
+    good = inp.st_bytes()
+    hlen, _, data = split_st(good)
+    cases = [
+        ("safetensors cut in the data section",
+         {"model": inp.model_dir("m_trunc_data", good[:len(good) - len(data) // 2])},
+         ["model.safetensors"]),
+        ("safetensors cut in the header",
+         {"model": inp.model_dir("m_trunc_header", good[:8 + hlen // 2])}, ["model.safetensors"]),
+        ("safetensors header length 2^40",
+         {"model": inp.model_dir("m_hlen_big", struct.pack("<Q", 1 << 40) + good[8:])},
+         ["model.safetensors"]),
+        ("safetensors header length 2^64-8 (8+n wraps to 0)",
+         {"model": inp.model_dir("m_hlen_wrap", struct.pack("<Q", (1 << 64) - 8) + good[8:])},
+         ["model.safetensors"]),
+        ("safetensors header not JSON",
+         {"model": inp.model_dir("m_garbage_json", good[:8] + b"#not json!" +
+                                 b"@" * (hlen - 10) + data)}, ["model.safetensors"]),
+        ("safetensors offsets do not tile", {"model": inp.model_dir("m_gap", gap_st(good))},
+         ["model.safetensors"]),
+        ("missing tensor h.1.mlp.c_fc.weight",
+         {"model": inp.model_dir("m_missing", inp.st_bytes(drop=("h.1.mlp.c_fc.weight",)))},
+         ["h.1.mlp.c_fc.weight", "model.safetensors"]),
+        ("c_attn weight transposed",
+         {"model": inp.model_dir("m_shape", inp.st_bytes(override={"h.0.attn.c_attn.weight": (
+             "F32", [3 * C, C], encode_tensor(inp.weights["h.0.attn.c_attn.weight"].T, "F32"))}))},
+         ["h.0.attn.c_attn.weight", "model.safetensors"]),
+        ("tensor of dtype I32",
+         {"model": inp.model_dir("m_i32", inp.st_bytes(override={"ln_f.weight": (
+             "I32", [C], encode_tensor(np.arange(C), "I32"))}))},
+         ["ln_f.weight", "I32", "model.safetensors"]),
+        ("config.json without n_embd",
+         {"model": inp.model_dir("m_no_embd", config=json.dumps(
+             {k: v for k, v in CFG.to_json().items() if k != "n_embd"}))},
+         ["n_embd", "config.json"]),
+        ("config.json not JSON",
+         {"model": inp.model_dir("m_config_text", config="this is { not json")}, ["config.json"]),
+        ("token out of vocabulary",
+         {"data": inp.bin_file("oov.bin", np.where(np.arange(300) == 123, CFG.vocab_size,
+                                                   inp.tokens))}, ["oov.bin"]),
+        ("corrupt .bin magic", {"data": inp.bin_file("badmagic.bin", magic=12345678)},
+         ["badmagic.bin"]),
+        (".bin count does not match the size",
+         {"data": inp.bin_file("badcount.bin", count=len(inp.tokens) + 7)}, ["badcount.bin"]),
+        ("HDF5 without /tokens", {"data": h5_without_tokens(inp)}, ["no_ds.h5"]),
+        ("dataset shorter than one sample",
+         {"data": inp.bin_file("short.bin", inp.tokens[:SEQ])}, ["short.bin", "--seq"]),
+        ("unknown flag", {"frobnicate": "1"}, ["--frobnicate"]),
+        ("--rank 0", {"rank": 0}, ["--rank"]),
+        ("--lr -1", {"lr": -1.0}, ["--lr"]),
+        ("--batch 6 --micro-batch 4", {"batch": 6, "micro_batch": 4},
+         ["--batch", "--micro-batch"]),
+        ("--seq larger than n_positions", {"seq": CFG.n_positions + 1}, ["--seq"]),
+        ("--steps abc", {"steps": "abc"}, ["--steps"]),
+        ("--mode bogus", {"mode": "bogus"}, ["--mode"]),
+        ("--targets matching no module", {"targets": "nonexistent_module"}, ["--targets"]),
+        ("--model missing", {"model": inp.path("no_such_model")}, ["no_such_model"]),
+        ("--init-adapter with a transposed lora_A",
+         {"init_adapter": inp.adapter_dir("adapter_badshape", tensor_changes={
+             "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight":
+                 inp.adapter_tensors["base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"].T})},
+         ["adapter_badshape", "lora_A", "adapter_model.safetensors"]),
+        ("--init-adapter with use_dora",
+         {"init_adapter": inp.adapter_dir("adapter_dora", config_changes={"use_dora": True})},
+         ["use_dora", "adapter_dora", "adapter_config.json"]),
+    ]
+    return cases
+
+
+def h5_without_tokens(inp: Inputs) -> str:
+    p = inp.path("no_ds.h5")
+    write_h5(p, inp.tokens, tokens_name="input_ids")
+    return p
+
+
+def judge(fails: Failures, name: str, res, words: List[str]) -> None:
+    """The rules every rejection must follow."""
+    rc, err = res.returncode, res.stderr
+    lines = err.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    problems = []
+    if rc is None:
+        problems.append("timed out")
+    elif rc <= 0 or 128 < rc <= 128 + 64:
+        problems.append(f"exit code {rc} (want > 0 and not a signal)")
+    elif rc == EXIT_INTERNAL:
+        problems.append(f"exit code {rc}: an internal CHECK failed on user input")
+    if len(lines) != 1 or not lines[0].strip():
+        problems.append(f"stderr has {len(lines)} lines, want exactly one non-empty line")
+    elif not lines[0].startswith("lorad: "):
+        problems.append("stderr does not start with 'lorad: '")
+    elif not any(w.lower() in lines[0].lower() for w in words):
+        problems.append(f"message names none of {words}")
+    marks = [m for m in SANITIZER_MARKS if m in err]
+    if marks:
+        problems.append(f"stderr shows {marks}")
+    if problems:
+        fails.add(f"{name}: " + "; ".join(problems) + f"; stderr: {err.strip()[:600]!r}")
+    else:
+        print(f"ok: {name}: {lines[0]}", flush=True)
+
+
+def check_valid(fails: Failures, lorad: str, inp: Inputs, label: str, **over) -> None:
+    """A valid one-step run succeeds and writes one metrics row and the adapter."""
+    out = inp.path("out_" + label)
+    res = run_lorad(lorad, train_args(inp, out, **over), timeout=120)
+    if res.returncode != 0:
+        fails.abort(f"valid run ({label}) failed with exit code {res.returncode}: "
+                    f"{res.stderr.strip()[:1000]}")
+    rows = [r for r in read_metrics(os.path.join(out, "metrics.jsonl")) if "grad_norm" in r]
+    fails.check(len(rows) == 1 and rows[0].get("step") == 1,
+                f"valid run ({label}): metrics rows {rows}")
+    for f in ("adapter_config.json", "adapter_model.safetensors"):
+        fails.check(os.path.isfile(os.path.join(out, "adapter", f)),
+                    f"valid run ({label}): adapter/{f} missing")
+    print(f"ok: valid run ({label})", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--lorad", required=True)
+    ap.add_argument("--workdir", required=True)
+    args = ap.parse_args()
+    fails = Failures("bad_input")
+    inp = Inputs(fresh_dir(os.path.abspath(args.workdir)))
+    cases = bad_cases(inp)
+    lorad = os.path.abspath(args.lorad)
+    require_lorad(lorad, fails)
+    check_valid(fails, lorad, inp, "bin")
+    check_valid(fails, lorad, inp, "h5", data=inp.h5)
+    for i, (name, over, words) in enumerate(cases):
+        out = inp.path(f"out_bad{i:02d}")
+        extra = []
+        if "frobnicate" in over:
+            extra = ["--frobnicate", over.pop("frobnicate")]
+        res = run_lorad(lorad, train_args(inp, out, **over) + extra, timeout=60)
+        judge(fails, name, res, words)
+    fails.finish()
+
+
+if __name__ == "__main__":
+    main()
