@@ -353,7 +353,7 @@ def check_full_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
     fails.check(sorted(got) == sorted(want),
                 f"model tensors differ: extra {sorted(set(got) - set(want))}, "
                 f"missing {sorted(set(want) - set(got))}")
-    worst, moved = 0.0, []
+    worst = 0.0
     for name in sorted(set(got) & set(want)):
         fails.check(dtypes[name] == "F32", f"{name}: dtype {dtypes[name]}, expected F32")
         if not fails.check(got[name].shape == want[name].shape,
@@ -365,7 +365,8 @@ def check_full_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
     print(f"model: {len(got)} tensors, worst rel err {worst:.3g}", flush=True)
     if sorted(got) == sorted(want) and all(got[k].shape == want[k].shape for k in got):
         idx = torch.tensor(sample_inputs(case, s))
-        check_logits(fails, gpt2_logits(cfg, to_torch({k[len("transformer."):]: v for k, v in got.items()}), idx),
+        written = {k[len("transformer."):]: v for k, v in got.items()}
+        check_logits(fails, gpt2_logits(cfg, to_torch(written), idx),
                      gpt2_logits(cfg, to_torch(ref.params), idx), "written model")
 
 

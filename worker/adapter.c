@@ -67,6 +67,12 @@ static int module_blocks_only(const struct peft_module *pm) {
     return 1;
 }
 
+static void target_add(struct peft_config *cfg, const char *t) {
+    for (int32_t i = 0; i < cfg->n_targets; i++)
+        if (strcmp(cfg->target_modules[i], t) == 0) return;
+    cfg->target_modules[cfg->n_targets++] = xstrdup(t);
+}
+
 static double module_scale(const struct model *m) {
     return m->rslora ? m->alpha / sqrt((double)m->rank) : (double)m->alpha / m->rank;
 }
@@ -82,16 +88,21 @@ static void config_build(const struct model *m, struct peft_config *cfg, const c
     cfg->fan_in_fan_out = 1;
     cfg->lora_dropout = dropout;
     cfg->base_model = base ? xstrdup(base) : NULL;
-    cfg->target_modules = xcalloc((size_t)n_targets + 1, sizeof(char *));
+    cfg->target_modules = xcalloc((size_t)n_targets + 5, sizeof(char *));
     int sliced = 0;
     for (int32_t i = 0; i < n_mods; i++) sliced |= mods[i].sliced;
     for (int32_t i = 0; i < n_targets; i++) {
         const char *t = targets[i];
         if (!strcmp(t, "q") || !strcmp(t, "k") || !strcmp(t, "v")) continue;
-        cfg->target_modules[cfg->n_targets++] = xstrdup(t);
+        if (strcmp(t, "all-linear") == 0) {
+            /* PEFT reads "all-linear" only as the whole value: name the modules */
+            for (int s = 0; s < 4; s++) target_add(cfg, model_site_name(s));
+            continue;
+        }
+        target_add(cfg, t);
     }
     if (!sliced) return;
-    cfg->target_modules[cfg->n_targets++] = xstrdup("c_attn");
+    target_add(cfg, "c_attn");
     int32_t rp = 0;
     for (int32_t i = 0; i < n_mods; i++)
         if (mods[i].sliced) rp = mods[i].r;

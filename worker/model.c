@@ -134,7 +134,7 @@ static void sites_list(struct model *m) {
     }
 }
 
-static const char *site_name(int s) {
+const char *model_site_name(int32_t s) {
     static const char *const names[4] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
     return names[s % 4];
 }
@@ -162,7 +162,7 @@ static int adapters_plan(struct model *m, const struct model_options *o) {
     int rc = 0;
     for (int s = 0; s < m->n_sites && rc == 0; s++) {
         char module[96];
-        snprintf(module, sizeof module, "transformer.h.%d.%s", s / 4, site_name(s));
+        snprintf(module, sizeof module, "transformer.h.%d.%s", s / 4, model_site_name(s));
         struct linear *lin = m->sites[s];
         int match = lora_match(o->targets, o->n_targets, module, s % 4 == 0, hits);
         if ((match & LORA_MATCH_WHOLE) && (match & ~LORA_MATCH_WHOLE)) {

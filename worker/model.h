@@ -94,6 +94,8 @@ double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, co
  * trainable gradient. */
 void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
                     int B, const struct dropout *dp);
+/* Module name of site S within its layer ("attn.c_attn", ...); a layer has 4 sites. */
+const char *model_site_name(int32_t s);
 /* Trainable parameter count (without alignment padding). */
 int64_t model_n_trainable(const struct model *m);
 
