@@ -23,6 +23,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
     Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, fresh_dir,
@@ -128,11 +129,12 @@ def gap_st(blob: bytes) -> bytes:
 
 
 def train_args(inp: Inputs, out: str, **over) -> List[str]:
-    """A valid one-step command line; OVER replaces flag values or adds flags (model=...
-    is --model, micro_batch=... is --micro-batch)."""
+    """A valid one-step command line (random A, zero B: no --init-adapter, so that only the
+    adapter cases depend on one); OVER replaces flag values or adds flags (model=... is
+    --model, micro_batch=... is --micro-batch)."""
     flags = {"--model": inp.model, "--data": inp.data, "--out": out, "--targets": "c_attn",
              "--rank": RANK, "--alpha": ALPHA, "--dropout": 0.0, "--init": "kaiming",
-             "--init-adapter": inp.adapter, "--mode": "lora", "--steps": 1, "--batch": 2,
+             "--mode": "lora", "--steps": 1, "--batch": 2,
              "--micro-batch": 2, "--seq": SEQ, "--lr": 1e-3, "--schedule": "constant",
              "--warmup": 0, "--weight-decay": 0.0, "--beta1": 0.9, "--beta2": 0.999,
              "--eps": 1e-8, "--clip": 1.0, "--seed": 1, "--shuffle": "off", "--threads": 1,
@@ -278,6 +280,7 @@ def main() -> None:
     require_lorad(lorad, fails)
     check_valid(fails, lorad, inp, "bin")
     check_valid(fails, lorad, inp, "h5", data=inp.h5)
+    check_valid(fails, lorad, inp, "init-adapter", init_adapter=inp.adapter)
     for i, (name, over, words) in enumerate(cases):
         out = inp.path(f"out_bad{i:02d}")
         res = run_lorad(lorad, train_args(inp, out, **over), timeout=60)

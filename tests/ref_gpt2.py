@@ -28,6 +28,7 @@ from typing import Optional, Tuple
 import numpy as np
 import torch
 
+sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
     Failures, GPT2Config, TrainSpec, export_adapters, fmt_num, fresh_dir, gpt2_logits,
