@@ -158,6 +158,9 @@ static void train_free(struct train *t) {
 int train_run(const Lorad__JobSpec *job) {
     struct train t;
     int rc = train_setup(&t, job);
+    double base_val;
+    if (rc == 0 && t.has_val && (rc = train_eval(&t, &base_val)) == 0)
+        metrics_say(&t.metrics, "validation loss before training: %.4f", base_val);
     t.t0 = now_s();
     for (int64_t s = 0; s < job->steps && rc == 0; s++) {
         struct step_report r;
