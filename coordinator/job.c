@@ -36,6 +36,7 @@ void job_defaults(Lorad__JobSpec *job) {
     job->log_every = 10;
     job->eval_every = 0;
     job->eval_batches = 0;
+    job->replica_check_every = 100;
 }
 
 static int need(int ok, const char *flag, const char *fmt, double value) {
@@ -72,7 +73,9 @@ int job_validate(const Lorad__JobSpec *job) {
         need(job->threads >= 0, "--threads", "must be non-negative, 0 uses every core (got %g)", job->threads) ||
         need(job->log_every >= 1, "--log-every", "must be at least 1 (got %g)", (double)job->log_every) ||
         need(job->eval_every >= 0, "--eval-every", "must be non-negative (got %g)", (double)job->eval_every) ||
-        need(job->eval_batches >= 0, "--eval-batches", "must be non-negative (got %g)", (double)job->eval_batches))
+        need(job->eval_batches >= 0, "--eval-batches", "must be non-negative (got %g)", (double)job->eval_batches) ||
+        need(job->replica_check_every >= 0, "--replica-check-every", "must be non-negative (got %g)",
+             (double)job->replica_check_every))
         return -1;
     if (job->batch % job_micro_batch(job)) {
         err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);

@@ -36,6 +36,8 @@ static void row_write(FILE *f, const struct step_report *r) {
     json_object_set_new(row, "grad_norm", json_real(r->grad_norm));
     json_object_set_new(row, "tokens", json_integer(r->tokens));
     json_object_set_new(row, "target_tokens", json_integer(r->target_tokens));
+    json_object_set_new(row, "allreduce_bytes", json_integer(r->allreduce_bytes));
+    json_object_set_new(row, "comm_s", json_real(r->comm_s));
     json_object_set_new(row, "tokens_per_s", json_real(r->step_s > 0 ? r->tokens / r->step_s : 0.0));
     json_object_set_new(row, "elapsed_s", json_real(r->elapsed_s));
     if (!isnan(r->val_loss)) json_object_set_new(row, "val_loss", json_real(r->val_loss));

@@ -16,6 +16,8 @@ struct step_report {
     double grad_norm;      /* before clipping */
     int64_t tokens;        /* tokens processed in the step (G·T) */
     int64_t target_tokens; /* targets counted in the loss */
+    int64_t allreduce_bytes; /* bytes each rank all-reduced this step (0 alone) */
+    double comm_s;         /* seconds in the all-reduce */
     double step_s;
     double elapsed_s;
     double val_loss;       /* NaN when the step ran no evaluation */

@@ -1,7 +1,9 @@
 /*
- * train.c: the training loop. Each step: plan the global batch from the sample order,
- * count its targets, run the worker's micro-batches, normalise by the global target
- * count, clip, apply AdamW, report; evaluate and export at the end.
+ * train.c: the training loop, run by every rank. Each step: take the step's G samples
+ * from the sample order, keep this rank's contiguous part, run the worker's
+ * micro-batches, then ONE all-reduce of the gradient block with the step's loss sum,
+ * target count and fault flag packed behind it. Every rank then divides by the global
+ * target count, clips, and applies the identical AdamW update. Rank 0 reports.
  */
 #include "train.h"
 
@@ -14,6 +16,7 @@
 #include "adapter.h"
 #include "batch.h"
 #include "error.h"
+#include "fault.h"
 #include "fileio.h"
 #include "gemm.h"
 #include "job.h"
@@ -22,8 +25,16 @@
 #include "order.h"
 #include "tokens.h"
 
+/* The floats sent behind the gradient in the step's all-reduce. */
+enum step_hdr {
+    STEP_HDR_LOSS,   /* sum of counted losses */
+    STEP_HDR_COUNT,  /* counted targets */
+    STEP_HDR_FAULTS, /* ranks that failed this step */
+};
+
 struct train {
     const Lorad__JobSpec *job;
+    struct comm *comm;
     struct model model;
     struct tokens data, val;
     int has_val;
@@ -31,6 +42,7 @@ struct train {
     struct batch batch;
     int64_t *ids; /* (G) */
     struct metrics metrics;
+    struct fault fault;
     double t0;
 };
 
@@ -38,6 +50,12 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* This rank's contiguous part [lo, hi) of N items. */
+static void part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = n * c->rank / c->size;
+    *hi = n * (c->rank + 1) / c->size;
 }
 
 static int dataset_open(struct tokens *ds, const char *path, const struct model *m, int32_t T) {
@@ -65,75 +83,119 @@ static int model_load(struct train *t) {
     return 0;
 }
 
-static int train_setup(struct train *t, const Lorad__JobSpec *job) {
-    memset(t, 0, sizeof *t);
-    t->job = job;
+/* BLAS threads: --threads, or the node's cores shared among the node's ranks. */
+static int threads_default(const struct comm *c) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    gemm_set_threads(job->threads ? job->threads : (int)(cores > 0 ? cores : 1));
-    if (model_load(t)) return -1;
+    long per_rank = (cores > 0 ? cores : 1) / c->local_size;
+    return per_rank > 0 ? (int)per_rank : 1;
+}
+
+static int setup_local(struct train *t) {
+    const Lorad__JobSpec *job = t->job;
+    gemm_set_threads(job->threads ? job->threads : threads_default(t->comm));
+    if (fault_from_env(&t->fault) || model_load(t)) return -1;
     if (dataset_open(&t->data, job->data, &t->model, job->seq)) return -1;
     t->has_val = job->val && job->val[0];
     if (t->has_val && dataset_open(&t->val, job->val, &t->model, job->seq)) return -1;
-    if (dir_make(job->out)) return -1;
-    if (metrics_open(&t->metrics, job->out, job->steps, job->log_every)) return -1;
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
     batch_init(&t->batch, job->batch, job->seq);
     t->ids = xcalloc((size_t)job->batch, sizeof *t->ids);
+    if (t->comm->rank != 0) return 0;
+    if (dir_make(job->out) || metrics_open(&t->metrics, job->out, job->steps, job->log_every)) return -1;
     int64_t n = model_n_trainable(&t->model);
-    metrics_say(&t->metrics, "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens",
+    metrics_say(&t->metrics, "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens, %d rank%s",
                 (long long)n, 100.0 * (double)n / (double)t->model.n_params, (long long)t->model.n_params,
-                (long long)t->order.n, job->seq);
+                (long long)t->order.n, job->seq, t->comm->size, t->comm->size > 1 ? "s" : "");
     return 0;
 }
 
-/* Mean loss over the validation set (or its first --eval-batches micro-batches). */
+static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *comm) {
+    memset(t, 0, sizeof *t);
+    t->job = job;
+    t->comm = comm;
+    return comm_agree(comm, setup_local(t) != 0);
+}
+
+/* Mean loss over the validation set (or its first --eval-batches micro-batches),
+ * each rank taking a contiguous part. */
 static int train_eval(struct train *t, double *val_loss) {
     const Lorad__JobSpec *job = t->job;
     const int32_t M = job_micro_batch(job);
-    int64_t n = tokens_n_samples(&t->val, job->seq);
+    int64_t n = tokens_n_samples(&t->val, job->seq), lo, hi;
     if (job->eval_batches && job->eval_batches * M < n) n = job->eval_batches * M;
-    double sum = 0.0;
-    int64_t count = 0;
-    for (int64_t i = 0; i < n; i += M) {
-        int32_t k = (int32_t)(n - i < M ? n - i : M);
+    part(t->comm, n, &lo, &hi);
+    double sums[2] = {0.0, 0.0};
+    int failed = 0;
+    for (int64_t i = lo; i < hi && !failed; i += job->batch) {
+        int32_t k = (int32_t)(hi - i < job->batch ? hi - i : job->batch);
         for (int32_t j = 0; j < k; j++) t->ids[j] = i + j;
-        if (batch_load(&t->batch, &t->val, t->ids, k)) return -1;
-        count += batch_targets(&t->batch);
-        sum += batch_loss(&t->model, &t->batch, M);
+        failed = batch_load(&t->batch, &t->val, t->ids, k) != 0;
+        if (!failed) {
+            sums[0] += batch_loss(&t->model, &t->batch, M);
+            sums[1] += (double)batch_targets(&t->batch);
+        }
     }
-    *val_loss = count ? sum / (double)count : NAN;
+    if (comm_agree(t->comm, failed)) return -1;
+    comm_allreduce_doubles(t->comm, sums, 2);
+    *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    return 0;
+}
+
+/* This rank's part of step S: gradient sum, loss sum and count into the block. */
+static int step_local(struct train *t, int64_t s, int32_t n) {
+    const Lorad__JobSpec *job = t->job;
+    float *hdr = t->model.tr.hdr;
+    if (batch_load(&t->batch, &t->data, t->ids, n)) return -1;
+    double sum = batch_grads(&t->model, &t->batch, job_micro_batch(job), 1.0f, (float)job->dropout, job->seed, s);
+    if (fault_due(&t->fault, t->comm->rank, s + 1) == FAULT_KIND_NAN) sum = NAN;
+    if (!isfinite(sum)) {
+        err_set("training", "loss is %g at step %lld", sum, (long long)s + 1);
+        return err_hint("lower --lr or check the data");
+    }
+    hdr[STEP_HDR_LOSS] = (float)sum;
+    hdr[STEP_HDR_COUNT] = (float)batch_targets(&t->batch);
     return 0;
 }
 
 static int train_step(struct train *t, int64_t s, struct step_report *r) {
     const Lorad__JobSpec *job = t->job;
+    struct trainable *tr = &t->model.tr;
     const int32_t G = job->batch;
     double t_start = now_s();
-    for (int32_t g = 0; g < G; g++) t->ids[g] = order_sample(&t->order, s * G + g);
-    if (batch_load(&t->batch, &t->data, t->ids, G)) return -1;
-    int64_t count = batch_targets(&t->batch);
-    struct trainable *tr = &t->model.tr;
-    memset(tr->g, 0, tr->n * sizeof(float));
-    double sum = batch_grads(&t->model, &t->batch, job_micro_batch(job), 1.0f / (float)(count ? count : 1),
-                             (float)job->dropout, job->seed, s);
-    double loss = count ? sum / (double)count : 0.0;
-    if (!isfinite(loss)) {
-        err_set("training", "loss is %g at step %lld", loss, (long long)s + 1);
-        return err_hint("lower --lr or check the data");
-    }
+    int64_t lo, hi;
+    part(t->comm, G, &lo, &hi);
+    for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, s * G + g);
+    memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
+    int failed = step_local(t, s, (int32_t)(hi - lo)) != 0;
+    tr->hdr[STEP_HDR_FAULTS] = (float)failed;
+    t->comm->comm_s = 0.0;
+    comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
+    if (tr->hdr[STEP_HDR_FAULTS] > 0) return comm_agree(t->comm, failed);
+    double count = tr->hdr[STEP_HDR_COUNT];
+    double loss = count > 0 ? tr->hdr[STEP_HDR_LOSS] / count : 0.0;
+    if (count > 0) trainable_grad_scale(tr, (float)(1.0 / count));
     double norm = trainable_grad_norm(tr);
     if (job->clip > 0 && norm > job->clip) trainable_grad_scale(tr, (float)(job->clip / (norm + 1e-6)));
     double lr = job_lr(job, s);
     trainable_adamw(tr, (float)lr, (float)job->beta1, (float)job->beta2, (float)job->eps,
                     (float)job->weight_decay, s + 1);
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
-                              .tokens = (int64_t)G * job->seq, .target_tokens = count,
-                              .step_s = now_s() - t_start, .val_loss = NAN};
+                              .tokens = (int64_t)G * job->seq, .target_tokens = (int64_t)count,
+                              .allreduce_bytes = t->comm->mpi ? (int64_t)(tr->n + TRAINABLE_HDR) * 4 : 0,
+                              .comm_s = t->comm->comm_s, .step_s = now_s() - t_start, .val_loss = NAN};
     return 0;
+}
+
+/* Every rank must hold the same parameters; -1 on every rank when they differ. */
+static int replicas_check(struct train *t, int64_t step) {
+    if (comm_all_equal(t->comm, trainable_checksum(&t->model.tr))) return 0;
+    err_set("replicas", "trainable parameters differ across ranks after step %lld", (long long)step);
+    return err_hint("a rank computed differently; check that every node runs the same lorad and libraries");
 }
 
 static int train_export(struct train *t) {
     const Lorad__JobSpec *job = t->job;
+    if (t->comm->rank != 0) return comm_agree(t->comm, 0);
     const char *name = job->mode == LORAD__MODE__MODE_FULL ? "model" : "adapter";
     char *dir = path_join(job->out, name);
     int rc = job->mode == LORAD__MODE__MODE_FULL
@@ -142,7 +204,7 @@ static int train_export(struct train *t) {
                                   job->model, (float)job->dropout);
     if (rc == 0) metrics_say(&t->metrics, "wrote %s", dir);
     free(dir);
-    return rc;
+    return comm_agree(t->comm, rc != 0);
 }
 
 static void train_free(struct train *t) {
@@ -155,22 +217,32 @@ static void train_free(struct train *t) {
     model_free(&t->model);
 }
 
-int train_run(const Lorad__JobSpec *job) {
-    struct train t;
-    int rc = train_setup(&t, job);
+static int train_loop(struct train *t) {
+    const Lorad__JobSpec *job = t->job;
     double base_val;
-    if (rc == 0 && t.has_val && (rc = train_eval(&t, &base_val)) == 0)
-        metrics_say(&t.metrics, "validation loss before training: %.4f", base_val);
-    t.t0 = now_s();
-    for (int64_t s = 0; s < job->steps && rc == 0; s++) {
-        struct step_report r;
-        rc = train_step(&t, s, &r);
-        int eval_now = t.has_val && ((job->eval_every && (s + 1) % job->eval_every == 0) || s + 1 == job->steps);
-        if (rc == 0 && eval_now) rc = train_eval(&t, &r.val_loss);
-        r.elapsed_s = now_s() - t.t0;
-        if (rc == 0) metrics_step(&t.metrics, &r);
+    if (t->has_val) {
+        if (train_eval(t, &base_val)) return -1;
+        if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.4f", base_val);
     }
-    if (rc == 0) rc = train_export(&t);
+    t->t0 = now_s();
+    for (int64_t s = 0; s < job->steps; s++) {
+        struct step_report r;
+        if (train_step(t, s, &r)) return -1;
+        int last = s + 1 == job->steps;
+        int eval_now = t->has_val && ((job->eval_every && (s + 1) % job->eval_every == 0) || last);
+        if (eval_now && train_eval(t, &r.val_loss)) return -1;
+        int check_now = (job->replica_check_every && (s + 1) % job->replica_check_every == 0) || last;
+        if (check_now && replicas_check(t, s + 1)) return -1;
+        r.elapsed_s = now_s() - t->t0;
+        if (t->comm->rank == 0) metrics_step(&t->metrics, &r);
+    }
+    return train_export(t);
+}
+
+int train_run(const Lorad__JobSpec *job, struct comm *comm) {
+    struct train t;
+    int rc = train_setup(&t, job, comm);
+    if (rc == 0) rc = train_loop(&t);
     train_free(&t);
     return rc;
 }

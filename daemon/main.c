@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "comm.h"
 #include "error.h"
 #include "init_model.h"
 #include "job.h"
@@ -43,51 +44,79 @@ static ProtobufCMessage *spec_own(const ProtobufCMessage *msg) {
     return owned;
 }
 
-/* Parses ARGV into the defaults in MSG; prints the flags and exits on --help. */
-static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int argc, char **argv) {
+/* Parses ARGV into the defaults in MSG. Returns the owned spec, or NULL with an error.
+ * On --help prints the flags (rank 0) and ends every rank. */
+static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int argc, char **argv,
+                                    struct comm *comm) {
     if (wants_help(argc, argv)) {
-        printf("usage: lorad %s [flags]; flags and defaults:\n", cmd);
-        cli_usage(msg, stdout);
+        if (comm->rank == 0) {
+            printf("usage: lorad %s [flags]; flags and defaults:\n", cmd);
+            cli_usage(msg, stdout);
+        }
+        comm_finalize(comm);
         exit(0);
     }
     struct cli_arena arena = {0};
-    if (cli_parse(msg, argc, argv, &arena)) {
-        cli_arena_free(&arena);
-        err_exit();
-    }
-    ProtobufCMessage *owned = spec_own(msg);
+    ProtobufCMessage *owned = cli_parse(msg, argc, argv, &arena) == 0 ? spec_own(msg) : NULL;
     cli_arena_free(&arena);
     return owned;
 }
 
+/* Ends a command: rank 0 prints the error line when RC failed; every rank exits. */
+static int leave(struct comm *comm, int rc) {
+    if (rc && comm->rank == 0) fprintf(stderr, "lorad: %s\n", err_msg());
+    comm_finalize(comm);
+    return rc ? LORAD_EXIT_USER : 0;
+}
+
+/* Rank 0 parses and validates the job and broadcasts it as protobuf bytes; every rank
+ * trains from those bytes. All ranks leave together on an error, which rank 0 prints. */
 static int cmd_train(int argc, char **argv) {
-    Lorad__JobSpec defaults;
-    job_defaults(&defaults);
-    Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv);
-    int rc = job_validate(job);
-    if (rc == 0) rc = train_run(job);
-    lorad__job_spec__free_unpacked(job, NULL);
-    if (rc) err_exit();
-    return 0;
+    struct comm comm;
+    comm_init(&comm, &argc, &argv);
+    uint8_t *bytes = NULL;
+    size_t n = 0;
+    if (comm.rank == 0) {
+        Lorad__JobSpec defaults;
+        job_defaults(&defaults);
+        Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
+        if (job && job_validate(job) == 0) {
+            n = lorad__job_spec__get_packed_size(job);
+            bytes = xmalloc(n + 1);
+            lorad__job_spec__pack(job, bytes);
+        }
+        if (job) lorad__job_spec__free_unpacked(job, NULL);
+    }
+    comm_bcast_bytes(&comm, &bytes, &n);
+    int rc = -1;
+    if (n) {
+        Lorad__JobSpec *job = lorad__job_spec__unpack(NULL, n, bytes);
+        CHECK(job != NULL);
+        rc = train_run(job, &comm);
+        lorad__job_spec__free_unpacked(job, NULL);
+    }
+    free(bytes);
+    return leave(&comm, rc);
 }
 
 static int cmd_prep(int argc, char **argv) {
+    struct comm alone = {.size = 1, .local_size = 1};
     Lorad__PrepSpec defaults = LORAD__PREP_SPEC__INIT;
-    Lorad__PrepSpec *spec = (Lorad__PrepSpec *)spec_parse(&defaults.base, "prep", argc, argv);
-    int rc = prep_run(spec);
-    lorad__prep_spec__free_unpacked(spec, NULL);
-    if (rc) err_exit();
-    return 0;
+    Lorad__PrepSpec *spec = (Lorad__PrepSpec *)spec_parse(&defaults.base, "prep", argc, argv, &alone);
+    int rc = spec ? prep_run(spec) : -1;
+    if (spec) lorad__prep_spec__free_unpacked(spec, NULL);
+    return leave(&alone, rc);
 }
 
 static int cmd_init_model(int argc, char **argv) {
+    struct comm alone = {.size = 1, .local_size = 1};
     Lorad__InitModelSpec defaults;
     init_model_defaults(&defaults);
-    Lorad__InitModelSpec *spec = (Lorad__InitModelSpec *)spec_parse(&defaults.base, "init-model", argc, argv);
-    int rc = init_model_run(spec);
-    lorad__init_model_spec__free_unpacked(spec, NULL);
-    if (rc) err_exit();
-    return 0;
+    Lorad__InitModelSpec *spec =
+        (Lorad__InitModelSpec *)spec_parse(&defaults.base, "init-model", argc, argv, &alone);
+    int rc = spec ? init_model_run(spec) : -1;
+    if (spec) lorad__init_model_spec__free_unpacked(spec, NULL);
+    return leave(&alone, rc);
 }
 
 int main(int argc, char **argv) {

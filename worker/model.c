@@ -312,14 +312,7 @@ void model_free(struct model *m) {
     memset(m, 0, sizeof *m);
 }
 
-int64_t model_n_trainable(const struct model *m) {
-    int64_t n = 0;
-    for (int32_t i = 0; i < m->tr.n_entries; i++) {
-        const struct trainable_entry *e = &m->tr.entries[i];
-        n += e->ndim == 2 ? e->shape[0] * e->shape[1] : e->shape[0];
-    }
-    return n;
-}
+int64_t model_n_trainable(const struct model *m) { return (int64_t)m->tr.n; }
 
 int model_export(const struct model *m, const char *dir) {
     CHECK(m->n_adapters == 0);

@@ -24,17 +24,16 @@ int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const
         e->shape[i] = shape[i];
         numel *= (uint64_t)shape[i];
     }
-    /* keep each tensor 16-float aligned inside the block */
-    e->offset = (t->n + 15) / 16 * 16;
-    t->n = e->offset + numel;
+    e->offset = t->n;
+    t->n += numel;
     return t->n_entries++;
 }
 
 void trainable_alloc(struct trainable *t) {
-    t->n = (t->n + 15) / 16 * 16;
-    t->w = xalloc_aligned(4 * t->n * sizeof(float));
+    t->w = xalloc_aligned((4 * t->n + TRAINABLE_HDR) * sizeof(float));
     t->g = t->w + t->n;
-    t->m = t->g + t->n;
+    t->hdr = t->g + t->n;
+    t->m = t->hdr + TRAINABLE_HDR;
     t->v = t->m + t->n;
 }
 
@@ -77,4 +76,11 @@ double trainable_grad_norm(const struct trainable *t) {
 
 void trainable_grad_scale(struct trainable *t, float s) {
     for (uint64_t i = 0; i < t->n; i++) t->g[i] *= s;
+}
+
+uint64_t trainable_checksum(const struct trainable *t) {
+    const unsigned char *p = (const unsigned char *)t->w;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (uint64_t i = 0; i < t->n * sizeof(float); i++) h = (h ^ p[i]) * 0x100000001b3ULL;
+    return h;
 }

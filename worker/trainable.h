@@ -3,7 +3,9 @@
  * B (LoRA mode) or every weight (full mode) lives in W; the gradient G and AdamW's
  * moments M and V mirror it one-to-one, in the same allocation. A table of
  * {name, offset, shape} entries maps tensor names into the block, so one all-reduce,
- * one memset, one AdamW loop and one norm loop cover everything.
+ * one memset, one AdamW loop and one norm loop cover everything. TRAINABLE_HDR floats
+ * follow the gradient directly, so the coordinator can send per-step scalars (loss,
+ * counts, flags) in the same all-reduce as the gradient.
  */
 #ifndef LORAD_TRAINABLE_H
 #define LORAD_TRAINABLE_H
@@ -17,8 +19,11 @@ struct trainable_entry {
     int64_t shape[2];
 };
 
+#define TRAINABLE_HDR 16
+
 struct trainable {
-    float *w, *g, *m, *v; /* each n floats, one allocation */
+    float *w, *g, *m, *v; /* each n floats, one allocation, tensors packed without gaps */
+    float *hdr;           /* TRAINABLE_HDR floats right after g */
     uint64_t n;
     struct trainable_entry *entries;
     int32_t n_entries;
@@ -26,7 +31,7 @@ struct trainable {
 
 /* Registers a tensor before trainable_alloc; returns its entry index. */
 int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const int64_t *shape);
-/* Allocates W, G, M, V (zeroed, 64-byte aligned) for every registered tensor. */
+/* Allocates W, G (+ HDR), M, V, zeroed, for every registered tensor. */
 void trainable_alloc(struct trainable *t);
 float *trainable_w(const struct trainable *t, int32_t entry);
 float *trainable_g(const struct trainable *t, int32_t entry);
@@ -42,5 +47,7 @@ void trainable_adamw(struct trainable *t, float lr, float beta1, float beta2, fl
 double trainable_grad_norm(const struct trainable *t);
 /* G *= s. */
 void trainable_grad_scale(struct trainable *t, float s);
+/* FNV-1a hash of W's bytes: equal on every rank while the replicas agree. */
+uint64_t trainable_checksum(const struct trainable *t);
 
 #endif

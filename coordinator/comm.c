@@ -1,0 +1,109 @@
+/*
+ * comm.c: the MPI layer (comm.h).
+ */
+#include "comm.h"
+
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "error.h"
+
+#define COMM_ERR_LEN 512
+
+static int launched_by_mpi(void) {
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+
+#define MPI_CHECK(call) CHECK((call) == MPI_SUCCESS)
+
+void comm_init(struct comm *c, int *argc, char ***argv) {
+    memset(c, 0, sizeof *c);
+    c->size = c->local_size = 1;
+    if (!launched_by_mpi()) return;
+    MPI_CHECK(MPI_Init(argc, argv));
+    c->mpi = 1;
+    MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
+    MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &c->size));
+    MPI_Comm node;
+    MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
+    MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
+    MPI_CHECK(MPI_Comm_size(node, &c->local_size));
+    MPI_CHECK(MPI_Comm_free(&node));
+}
+
+void comm_finalize(struct comm *c) {
+    if (c->mpi) MPI_Finalize();
+    c->mpi = 0;
+}
+
+void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n) {
+    if (!c->mpi) return;
+    uint64_t len = *n;
+    MPI_CHECK(MPI_Bcast(&len, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    CHECK(len < (1u << 30));
+    if (c->rank != 0) {
+        *buf = xmalloc(len ? len : 1);
+        *n = len;
+    }
+    if (len) MPI_CHECK(MPI_Bcast(*buf, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD));
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+void comm_allreduce_floats(struct comm *c, float *buf, size_t n) {
+    if (!c->mpi) return;
+    double t = now_s();
+    /* MPI counts are int: reduce in pieces below 2^30 elements */
+    for (size_t at = 0; at < n; at += (size_t)1 << 30) {
+        size_t k = n - at < ((size_t)1 << 30) ? n - at : (size_t)1 << 30;
+        MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
+    }
+    c->comm_s += now_s() - t;
+}
+
+void comm_allreduce_doubles(struct comm *c, double *buf, size_t n) {
+    if (!c->mpi) return;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD));
+}
+
+int comm_all_equal(struct comm *c, uint64_t v) {
+    if (!c->mpi) return 1;
+    uint64_t lo = v, hi = v;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD));
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD));
+    return lo == hi;
+}
+
+int comm_agree(struct comm *c, int failed) {
+    if (!c->mpi) return failed ? -1 : 0;
+    int any = failed;
+    MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD));
+    if (!any) return 0;
+    char mine[COMM_ERR_LEN] = "";
+    if (failed) snprintf(mine, sizeof mine, "%s", err_msg());
+    char *all = c->rank == 0 ? xcalloc((size_t)c->size, COMM_ERR_LEN) : NULL;
+    MPI_CHECK(MPI_Gather(mine, COMM_ERR_LEN, MPI_CHAR, all, COMM_ERR_LEN, MPI_CHAR, 0, MPI_COMM_WORLD));
+    if (c->rank == 0 && !failed) {
+        for (int r = 1; r < c->size; r++) {
+            const char *msg = all + (size_t)r * COMM_ERR_LEN;
+            if (msg[0]) {
+                char thing[32];
+                snprintf(thing, sizeof thing, "rank %d", r);
+                err_set(thing, "%.*s", COMM_ERR_LEN - 1, msg);
+                break;
+            }
+        }
+    }
+    free(all);
+    return -1;
+}

@@ -1,0 +1,38 @@
+/*
+ * comm.h: every MPI call lorad makes. A process started by mpirun (or srun) initialises
+ * MPI; a process started on its own runs as a world of one without touching MPI, so a
+ * plain `lorad train` needs no MPI runtime at all. Workers never call MPI; the
+ * coordinator goes through these functions.
+ */
+#ifndef LORAD_COMM_H
+#define LORAD_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct comm {
+    int mpi;                    /* MPI was initialised */
+    int rank, size;             /* in the world */
+    int local_rank, local_size; /* on this node */
+    double comm_s;              /* seconds spent in comm_allreduce since the last read */
+};
+
+/* Initialises MPI when launched by mpirun/srun; a world of one otherwise. */
+void comm_init(struct comm *c, int *argc, char ***argv);
+void comm_finalize(struct comm *c);
+/* Broadcasts rank 0's BUF (*N bytes, malloc'd) to every rank; other ranks receive a
+ * new malloc'd buffer. *N = 0 carries "nothing" (rank 0 failed). */
+void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n);
+/* In-place sum over ranks of N floats; adds its time to c->comm_s. */
+void comm_allreduce_floats(struct comm *c, float *buf, size_t n);
+/* In-place sum over ranks of N doubles. */
+void comm_allreduce_doubles(struct comm *c, double *buf, size_t n);
+/* Collective: whether every rank's 64-bit value V is the same. */
+int comm_all_equal(struct comm *c, uint64_t v);
+/* Collective agreement on failure. FAILED says whether this rank failed (its error in
+ * err_msg()). Returns 0 when no rank failed. Otherwise returns -1 on every rank, and
+ * on rank 0 the current error names the first failing rank and its cause ("rank 2:
+ * ..."), or is rank 0's own error when rank 0 failed. */
+int comm_agree(struct comm *c, int failed);
+
+#endif

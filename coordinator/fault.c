@@ -1,0 +1,38 @@
+/*
+ * fault.c: the LORAD_FAULT switch (fault.h).
+ */
+#include "fault.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+
+int fault_from_env(struct fault *f) {
+    memset(f, 0, sizeof *f);
+    const char *v = getenv("LORAD_FAULT");
+    if (!v || !v[0]) return 0;
+    char kind[16];
+    long long step;
+    if (sscanf(v, "rank:%d:step:%lld:%15s", &f->rank, &step, kind) != 3 || step < 1) {
+        err_set("LORAD_FAULT", "'%s' is malformed", v);
+        return err_hint("use rank:R:step:S:exit or rank:R:step:S:nan");
+    }
+    f->step = step;
+    if (!strcmp(kind, "exit")) f->kind = FAULT_KIND_EXIT;
+    else if (!strcmp(kind, "nan")) f->kind = FAULT_KIND_NAN;
+    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit or nan)", kind);
+    return 0;
+}
+
+enum fault_kind fault_due(const struct fault *f, int rank, int64_t step) {
+    if (f->kind == FAULT_KIND_NONE || f->rank != rank || f->step != step) return FAULT_KIND_NONE;
+    if (f->kind == FAULT_KIND_EXIT) {
+        fprintf(stderr, "lorad: rank %d: injected fault at step %lld: exiting (LORAD_FAULT)\n", rank,
+                (long long)step);
+        _exit(1);
+    }
+    return f->kind;
+}

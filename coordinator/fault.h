@@ -1,0 +1,29 @@
+/*
+ * fault.h: fault injection for tests. LORAD_FAULT=rank:R:step:S:KIND makes rank R fail
+ * at step S (1-based): KIND "exit" ends the process at once, as a crash would; "nan"
+ * poisons its loss, as a numerical blow-up would.
+ */
+#ifndef LORAD_FAULT_H
+#define LORAD_FAULT_H
+
+#include <stdint.h>
+
+enum fault_kind {
+    FAULT_KIND_NONE,
+    FAULT_KIND_EXIT,
+    FAULT_KIND_NAN,
+};
+
+struct fault {
+    enum fault_kind kind;
+    int rank;
+    int64_t step;
+};
+
+/* Reads LORAD_FAULT; -1 with an error naming it when malformed. */
+int fault_from_env(struct fault *f);
+/* The fault due on RANK at STEP (1-based), FAULT_KIND_NONE otherwise. An exit fault
+ * prints one line naming the rank and ends the process here. */
+enum fault_kind fault_due(const struct fault *f, int rank, int64_t step);
+
+#endif

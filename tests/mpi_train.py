@@ -1,0 +1,165 @@
+"""mpi_train.py: data-parallel training under real `mpirun --oversubscribe` ranks.
+
+Cases (--case):
+  equiv_c_attn, equiv_qv_mlp, equiv_full
+      the same job on 1, 2, 3 and 4 ranks (G = 5, so every split but one is uneven)
+      against one process without mpirun: per-step loss within 1e-5 relative, final
+      adapter (or model) tensors within 1e-4 norm-wise.
+  mask
+      HDF5 data whose loss mask is zero on most targets of some samples only, so the
+      ranks' parts hold very different target counts: 3 ranks match one process.
+  fault_exit, fault_nan
+      LORAD_FAULT makes rank 1 exit, or produce a NaN loss, at step 3: mpirun must end
+      non-zero within 30 s and the output must name rank 1.
+  bytes
+      allreduce_bytes of every step is 4 x (trainable parameters) + the fixed 64-byte
+      header; the trainable count comes from the model's shapes, not from lorad.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpt2_ref as ref  # noqa: E402
+
+HEADER_BYTES = 64
+CFG = ref.GPT2Config(vocab_size=53, n_positions=24, n_embd=24, n_head=4, n_layer=2)
+T, G, STEPS = 12, 5, 6
+
+
+def mpirun(nprocs, lorad, args, env=None, timeout=120):
+    cmd = ["mpirun", "--oversubscribe", "-np", str(nprocs), lorad] + [str(a) for a in args]
+    full_env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+                    OMPI_MCA_rmaps_base_oversubscribe="1", **(env or {}))
+    print("+ " + " ".join(cmd), flush=True)
+    start = time.monotonic()
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=full_env)
+    return p, time.monotonic() - start
+
+
+def make_inputs(work, rng, masked=False):
+    model = os.path.join(work, "model")
+    ref.write_model_dir(model, CFG, ref.random_gpt2_weights(CFG, rng))
+    tokens = rng.integers(0, CFG.vocab_size, 20 * T + 1)
+    if not masked:
+        data = os.path.join(work, "train.bin")
+        ref.write_bin(data, tokens)
+        return model, data
+    mask = np.ones(len(tokens), np.uint8)
+    for i in range(0, 20, 3):  # every third sample keeps only 2 of its T targets
+        mask[i * T + 1:(i + 1) * T + 1] = 0
+        mask[i * T + 1 + rng.integers(0, T, 2)] = 1
+    data = os.path.join(work, "train.h5")
+    ref.write_h5(data, tokens, mask)
+    return model, data
+
+
+def train_args(model, data, out, extra):
+    return ["train", "--model", model, "--data", data, "--out", out, "--steps", STEPS, "--batch", G,
+            "--micro-batch", 1, "--seq", T, "--lr", 0.02, "--schedule", "cosine", "--warmup", 1,
+            "--clip", 1.0, "--seed", 7, "--shuffle", "on", "--threads", 1, "--log-every", 1] + extra
+
+
+def outputs(out):
+    """Per-step losses and the trained tensors of a finished run."""
+    rows = [r for r in ref.read_metrics(os.path.join(out, "metrics.jsonl")) if "grad_norm" in r]
+    adapter = os.path.join(out, "adapter", "adapter_model.safetensors")
+    tensors_path = adapter if os.path.exists(adapter) else os.path.join(out, "model", "model.safetensors")
+    tensors, _ = ref.read_safetensors(tensors_path)
+    return rows, tensors
+
+
+def compare(fails, label, base, other):
+    (rows0, t0), (rows1, t1) = base, other
+    fails.check(len(rows1) == len(rows0), f"{label}: {len(rows1)} metric rows, expected {len(rows0)}")
+    worst_loss = max(ref.rel_err(a["loss"], b["loss"]) for a, b in zip(rows1, rows0))
+    worst_t = max(ref.rel_err(t1[k], t0[k]) for k in t0)
+    fails.check(set(t1) == set(t0), f"{label}: tensor names differ")
+    print(f"{label}: worst loss rel err {worst_loss:.2e}, worst tensor rel err {worst_t:.2e}", flush=True)
+    fails.check(worst_loss <= 1e-5, f"{label}: loss differs from one process by {worst_loss:.2e}")
+    fails.check(worst_t <= 1e-4, f"{label}: trained tensors differ from one process by {worst_t:.2e}")
+
+
+def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4)):
+    model, data = make_inputs(work, np.random.default_rng(3), masked)
+    single = os.path.join(work, "single")
+    p = ref.run_lorad(lorad, train_args(model, data, single, extra))
+    if not fails.check(p.returncode == 0, f"single process failed: {p.stderr.strip()}"):
+        return
+    base = outputs(single)
+    moved = max(ref.rel_err(r["loss"], base[0][0]["loss"]) for r in base[0])
+    fails.check(moved > 1e-3, "training did not change the loss: the comparison could not fail")
+    for n in ranks:
+        out = os.path.join(work, f"np{n}")
+        p, _ = mpirun(n, lorad, train_args(model, data, out, extra))
+        if fails.check(p.returncode == 0, f"{n} ranks failed: {p.stderr.strip()}"):
+            compare(fails, f"{n} ranks", base, outputs(out))
+
+
+def case_fault(fails, lorad, work, kind):
+    model, data = make_inputs(work, np.random.default_rng(4))
+    out = os.path.join(work, "out")
+    p, secs = mpirun(2, lorad, train_args(model, data, out, ["--steps", 20]),
+                     env={"LORAD_FAULT": f"rank:1:step:3:{kind}"}, timeout=60)
+    text = p.stdout + p.stderr
+    print(text.strip(), flush=True)
+    fails.check(p.returncode != 0, f"mpirun exited 0 after an injected {kind} fault")
+    fails.check(secs < 30, f"the job took {secs:.1f} s to end after the fault")
+    fails.check("rank 1" in text, f"no message names rank 1 after the {kind} fault")
+    if kind == "nan":
+        fails.check("lorad: rank 1: training: loss is nan at step 3" in text,
+                    "the NaN fault's message does not say what happened")
+
+
+def case_bytes(fails, lorad, work):
+    model, data = make_inputs(work, np.random.default_rng(5))
+    targets, r = ["q", "v", "mlp.c_proj"], 3
+    C, H = CFG.n_embd, CFG.hidden
+    per_layer = 2 * r * (C + C) + r * (H + C)  # q and v: A r x C, B C x r; mlp.c_proj: A r x H, B C x r
+    trainable = CFG.n_layer * per_layer
+    for n in (2, 3):
+        out = os.path.join(work, f"np{n}")
+        p, _ = mpirun(n, lorad, train_args(model, data, out, ["--targets", ",".join(targets), "--rank", r]))
+        if not fails.check(p.returncode == 0, f"{n} ranks failed: {p.stderr.strip()}"):
+            continue
+        rows, _ = outputs(out)
+        got = {row["allreduce_bytes"] for row in rows}
+        want = 4 * trainable + HEADER_BYTES
+        print(f"{n} ranks: allreduce_bytes {sorted(got)}, expected {want} (4 x {trainable} + {HEADER_BYTES})")
+        fails.check(got == {want}, f"{n} ranks: allreduce_bytes {sorted(got)} != {want}")
+        fails.check(all(row["comm_s"] >= 0 for row in rows), "comm_s missing or negative")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lorad", required=True)
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--workdir", required=True)
+    a = ap.parse_args()
+    fails = ref.Failures(f"mpi_train {a.case}")
+    ref.require_lorad(a.lorad, fails)
+    work = ref.fresh_dir(a.workdir)
+    cases = {
+        "equiv_c_attn": lambda: case_equiv(fails, a.lorad, work, ["--targets", "c_attn", "--rank", 4]),
+        "equiv_qv_mlp": lambda: case_equiv(fails, a.lorad, work,
+                                           ["--targets", "q,v,mlp.c_proj", "--rank", 2, "--dropout", 0.1]),
+        # eps 1e-6: the key third of c_attn.bias has an exactly zero true gradient (softmax
+        # ignores it), so with eps 1e-8 AdamW would turn float rounding into lr-sized steps
+        "equiv_full": lambda: case_equiv(fails, a.lorad, work, ["--mode", "full", "--lr", 0.002, "--eps", 1e-6]),
+        "mask": lambda: case_equiv(fails, a.lorad, work, ["--targets", "all-linear"], masked=True, ranks=(3,)),
+        "fault_exit": lambda: case_fault(fails, a.lorad, work, "exit"),
+        "fault_nan": lambda: case_fault(fails, a.lorad, work, "nan"),
+        "bytes": lambda: case_bytes(fails, a.lorad, work),
+    }
+    if a.case not in cases:
+        fails.abort(f"unknown case {a.case}")
+    cases[a.case]()
+    fails.finish()
+
+
+if __name__ == "__main__":
+    main()
