@@ -18,7 +18,7 @@ void order_init(struct order *o, int64_t n, uint64_t seed, int shuffle) {
 }
 
 static void order_shuffle(struct order *o, int64_t epoch) {
-    uint64_t key = rng_key(o->seed, RNG_STREAM_SHUFFLE, (uint64_t)epoch, 0);
+    uint64_t key = rng_key(RNG_STREAM_SHUFFLE, o->seed, (uint64_t)epoch, 0);
     for (int64_t i = 0; i < o->n; i++) o->perm[i] = i;
     for (int64_t i = o->n - 1; i > 0; i--) {
         int64_t j = (int64_t)(rng_bits(key, (uint64_t)i) % (uint64_t)(i + 1));

@@ -141,12 +141,14 @@ static int train_eval(struct train *t, double *val_loss) {
     return 0;
 }
 
-/* This rank's part of step S: gradient sum, loss sum and count into the block. */
-static int step_local(struct train *t, int64_t s, int32_t n) {
+/* This rank's part of step S, the N sequences from position FIRST of the global batch:
+ * gradient sum, loss sum and count into the block. */
+static int step_local(struct train *t, int64_t s, int64_t first, int32_t n) {
     const Lorad__JobSpec *job = t->job;
     float *hdr = t->model.tr.hdr;
     if (batch_load(&t->batch, &t->data, t->ids, n)) return -1;
-    double sum = batch_grads(&t->model, &t->batch, job_micro_batch(job), 1.0f, (float)job->dropout, job->seed, s);
+    double sum =
+        batch_grads(&t->model, &t->batch, job_micro_batch(job), 1.0f, (float)job->dropout, job->seed, s, first);
     if (fault_due(&t->fault, t->comm->rank, s + 1) == FAULT_KIND_NAN) sum = NAN;
     if (!isfinite(sum)) {
         err_set("training", "loss is %g at step %lld", sum, (long long)s + 1);
@@ -166,7 +168,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     part(t->comm, G, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, s * G + g);
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
-    int failed = step_local(t, s, (int32_t)(hi - lo)) != 0;
+    int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
     t->comm->comm_s = 0.0;
     comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
@@ -222,7 +224,7 @@ static int train_loop(struct train *t) {
     double base_val;
     if (t->has_val) {
         if (train_eval(t, &base_val)) return -1;
-        if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.4f", base_val);
+        if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.6f", base_val);
     }
     t->t0 = now_s();
     for (int64_t s = 0; s < job->steps; s++) {

@@ -35,7 +35,7 @@ struct init_plan {
 static void tensor_add(struct init_plan *p, const char *name, int64_t d0, int64_t d1, float std, float value) {
     int64_t numel = d0 * (d1 ? d1 : 1);
     float *x = xmalloc((size_t)numel * sizeof *x);
-    uint64_t key = rng_key(p->seed, RNG_STREAM_INIT, (uint64_t)p->n, 1);
+    uint64_t key = rng_key(RNG_STREAM_INIT, p->seed, (uint64_t)p->n, 1);
     for (int64_t i = 0; i < numel; i++) x[i] = std > 0 ? std * rng_normal(key, (uint64_t)i) : value;
     snprintf(p->names[p->n], sizeof p->names[0], "%s", name);
     p->e[p->n] = (struct st_write_entry){.name = p->names[p->n], .data = x, .ndim = d1 ? 2 : 1,

@@ -6,11 +6,13 @@ specific to one of them:
   - safetensors: a writer and a validating reader (F32, F16, BF16, I32, ...), written here
     from the published format because no safetensors package is available;
   - Hugging Face GPT-2 model directories (config.json + model.safetensors) with random
-    weights, and token datasets (llm.c .bin with uint16/uint32 tokens, HDF5);
+    weights, and token datasets (llm.c .bin with uint16/uint32 tokens, HDF5), their sample
+    windows, and samples made independent of each other so that they can be reordered;
   - a tiny GPT-2 in PyTorch (float64 by default) with LoRA adapters, including lorad's
     sliced q/k/v adapters on c_attn;
   - the reference trainer: torch.optim.AdamW, clip_grad_norm_, LambdaLR with the HF
-    schedules, loss = sum of counted cross-entropies / number of counted targets;
+    schedules, loss = sum of counted cross-entropies / number of counted targets, and the
+    validation loss of a whole dataset after every step;
   - PEFT adapter directories: lorad's export format (sliced targets exported as one
     block-diagonal c_attn adapter) and an independent applier with PEFT semantics
     (rank/alpha patterns, rsLoRA, fan_in_fan_out) that merges an adapter into the base;
@@ -18,7 +20,8 @@ specific to one of them:
 
 Run `python3 tests/gpt2_ref.py` to self-test this module (no lorad needed): safetensors
 round trips, the model against torch's built-in layers, autograd against finite
-differences, the PEFT applier against the unmerged model, schedules and data windows.
+differences, the PEFT applier against the unmerged model, schedules, data windows and
+the validation loss.
 """
 
 import json
@@ -28,7 +31,7 @@ import shutil
 import struct
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -302,20 +305,47 @@ def write_h5(path: str, tokens: np.ndarray, mask: Optional[np.ndarray] = None,
             f.create_dataset("loss_mask", data=np.asarray(mask, dtype=np.uint8))
 
 
-def step_batch(tokens: np.ndarray, mask: Optional[np.ndarray], T: int, G: int, step: int):
-    """The batch of STEP (0-based) with shuffle off: samples (step*G + g) mod N.
+def n_samples(tokens: np.ndarray, T: int) -> int:
+    """Samples of a dataset: sample i is the window of T+1 tokens starting at i*T."""
+    return (len(tokens) - 1) // T
 
-    Returns inputs [G,T], targets [G,T] (int64) and the 0/1 loss weights [G,T] of the
-    targets (target j of sample i is token i*T+1+j; it counts iff its mask byte != 0).
-    """
-    N = (len(tokens) - 1) // T
-    idx = [(step * G + g) % N for g in range(G)]
+
+def sample_windows(tokens: np.ndarray, mask: Optional[np.ndarray], T: int, idx: List[int]):
+    """Samples IDX as inputs [n,T], targets [n,T] (int64) and the 0/1 loss weights [n,T] of
+    the targets (target j of sample i is token i*T+1+j; it counts iff its mask byte != 0)."""
     win = np.stack([tokens[i * T:i * T + T + 1] for i in idx]).astype(np.int64)
     if mask is None:
-        w = np.ones((G, T))
+        w = np.ones((len(idx), T))
     else:
         w = np.stack([(mask[i * T + 1:i * T + T + 1] != 0) for i in idx]).astype(np.float64)
     return win[:, :-1], win[:, 1:], w
+
+
+def step_batch(tokens: np.ndarray, mask: Optional[np.ndarray], T: int, G: int, step: int):
+    """The batch of STEP (0-based) with shuffle off: samples (step*G + g) mod N."""
+    N = n_samples(tokens, T)
+    return sample_windows(tokens, mask, T, [(step * G + g) % N for g in range(G)])
+
+
+def isolate_samples(mask: np.ndarray, T: int) -> np.ndarray:
+    """A copy of MASK with the last target of every sample (tokens T, 2T, ...) uncounted, so
+    that each sample's counted loss depends on its own T tokens only. Token 0, never a
+    target, is cleared too, so that the property survives permute_samples."""
+    out = np.array(mask, dtype=np.uint8)
+    out[::T] = 0
+    return out
+
+
+def permute_samples(tokens: np.ndarray, mask: np.ndarray, T: int,
+                    perm) -> Tuple[np.ndarray, np.ndarray]:
+    """Reorders the T-token blocks of samples so that new sample j is old sample PERM[j]
+    (tokens past the last whole block stay put). With an isolate_samples mask, every
+    sample keeps exactly its inputs and counted targets."""
+    N = n_samples(tokens, T)
+    assert sorted(perm) == list(range(N)), "not a permutation of the samples"
+    blocks = np.asarray(perm)[:, None] * T + np.arange(T)
+    idx = np.concatenate([blocks.reshape(-1), np.arange(N * T, len(tokens))])
+    return tokens[idx].copy(), mask[idx].copy()
 
 
 # --------------------------------------------------------------------------------------
@@ -564,11 +594,16 @@ def gpt2_logits(cfg: GPT2Config, W: Dict[str, torch.Tensor], idx: torch.Tensor,
     return x @ W["wte.weight"].t()
 
 
-def masked_ce_sum(logits, targets, weights):
-    """Sum of the cross-entropies of the counted targets."""
+def masked_ce(logits, targets, weights):
+    """Cross-entropy of every target [B,T], times its 0/1 loss weight."""
     ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                          reduction="none")
-    return (ce * weights.reshape(-1)).sum()
+    return ce.reshape(targets.shape) * weights
+
+
+def masked_ce_sum(logits, targets, weights):
+    """Sum of the cross-entropies of the counted targets."""
+    return masked_ce(logits, targets, weights).sum()
 
 
 def to_torch(weights: Dict[str, np.ndarray], dtype=torch.float64, grad=False):
@@ -600,6 +635,7 @@ class TrainSpec:
     eps: float = 1e-8
     clip: float = 0.0
     seed: int = 1234
+    eval_every: int = 0  # --eval-every (lorad's flag; the reference evaluates every step)
 
     @property
     def scale(self) -> float:
@@ -622,22 +658,60 @@ def lr_lambda(schedule: str, warmup: int, n_steps: int):
     return f
 
 
+def eval_steps(eval_every: int, n_steps: int) -> List[int]:
+    """The 1-based steps after whose update lorad evaluates: the multiples of EVAL_EVERY
+    (0: none) and the last step."""
+    return sorted({s for s in range(1, n_steps + 1) if eval_every and s % eval_every == 0}
+                  | {n_steps})
+
+
+def sample_losses(cfg: GPT2Config, W: Dict[str, torch.Tensor], tokens: np.ndarray,
+                  mask: Optional[np.ndarray], T: int, micro: int,
+                  lora: Optional[Lora] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """(sum of counted cross-entropies, counted targets) of every sample of a dataset:
+    samples 0..N-1 in order, forward only, MICRO samples at a time."""
+    N = n_samples(tokens, T)
+    sums, counts = [], []
+    with torch.no_grad():
+        for lo in range(0, N, micro):
+            inp, tgt, w = sample_windows(tokens, mask, T, list(range(lo, min(lo + micro, N))))
+            logits = gpt2_logits(cfg, W, torch.tensor(inp), lora)
+            ce = masked_ce(logits, torch.tensor(tgt), torch.tensor(w, dtype=logits.dtype))
+            sums += ce.sum(-1).tolist()
+            counts += w.sum(-1).tolist()
+    return np.array(sums), np.array(counts)
+
+
+def dataset_loss(cfg: GPT2Config, W: Dict[str, torch.Tensor], tokens: np.ndarray,
+                 mask: Optional[np.ndarray], T: int, micro: int,
+                 lora: Optional[Lora] = None) -> float:
+    """lorad's validation loss: the counted cross-entropies of the whole dataset summed,
+    over the number of counted targets of the whole dataset."""
+    sums, counts = sample_losses(cfg, W, tokens, mask, T, micro, lora)
+    return float(sums.sum() / counts.sum())
+
+
 @dataclass
 class TrainResult:
     losses: List[float]
     lrs: List[float]
     grad_norms: List[float]
     params: Dict[str, object]  # lora: key -> (A, B); full: name -> array (numpy)
+    # with a validation set: step -> validation loss after its update (0: initial), every step
+    val_losses: Dict[int, float] = field(default_factory=dict)
 
 
 def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.ndarray,
                     mask: Optional[np.ndarray], ts: TrainSpec,
                     init: Optional[Dict[str, tuple]] = None,
                     specs: Optional[List[AdapterSpec]] = None,
-                    dtype=torch.float64) -> TrainResult:
+                    dtype=torch.float64,
+                    val: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None) -> TrainResult:
     """Runs TS.steps steps exactly as the contract says and records loss, lr and the
     pre-clip gradient norm of each step. LoRA mode trains the adapters INIT (by spec key);
-    full mode trains every tensor of BASE."""
+    full mode trains every tensor of BASE. VAL (tokens, mask) adds the validation loss at
+    the initial parameters and after every step's update (lorad reports it only after the
+    steps of eval_steps(); the others tell a test whether it could see a wrong step)."""
     full = ts.mode == "full"
     W = to_torch(base, dtype, grad=full)
     if full:
@@ -652,6 +726,12 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
                             weight_decay=ts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(ts.schedule, ts.warmup, ts.steps))
     res = TrainResult([], [], [], {})
+
+    def evaluate(step: int) -> None:
+        res.val_losses[step] = dataset_loss(cfg, W, val[0], val[1], ts.seq, ts.micro_batch, lora)
+
+    if val is not None:
+        evaluate(0)
     for s in range(ts.steps):
         inp, tgt, w = step_batch(tokens, mask, ts.seq, ts.batch, s)
         count = w.sum()
@@ -671,6 +751,8 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
         res.grad_norms.append(gnorm)
         opt.step()
         sched.step()
+        if val is not None:
+            evaluate(s + 1)
     if full:
         res.params = {k: v.detach().double().numpy().copy() for k, v in W.items()}
     else:
@@ -894,6 +976,18 @@ def _selftest_schedules_and_data() -> None:
     inp, tgt, w = step_batch(tokens, mask, 16, 5, 1)  # samples 5, 6, 0, 1, 2
     assert inp[0, 0] == 80 and tgt[0, 0] == 81 and inp[2, 0] == 0 and tgt[1, 15] == 16 * 7
     assert w.sum() == 1 and w[1, 3] == 1
+    assert eval_steps(5, 10) == [5, 10] and eval_steps(0, 7) == [7] and eval_steps(4, 10) == [4, 8, 10]
+    # Isolated samples keep their inputs and counted targets when reordered.
+    rng = np.random.default_rng(5)
+    tokens, T = rng.integers(0, 50, 118), 16
+    iso = isolate_samples(np.ones(118, np.uint8), T)
+    assert iso[0] == 0 and iso[T] == 0 and iso[T + 1] == 1 and iso.sum() == 118 - 8
+    perm = [3, 0, 6, 1, 5, 2, 4]
+    tokens2, iso2 = permute_samples(tokens, iso, T, perm)
+    inp, tgt, w = sample_windows(tokens, iso, T, perm)
+    inp2, tgt2, w2 = sample_windows(tokens2, iso2, T, list(range(7)))
+    assert np.array_equal(inp, inp2) and np.array_equal(w, w2) and np.array_equal(tgt * w, tgt2 * w2)
+    assert np.array_equal(tokens2[7 * T:], tokens[7 * T:]) and w.sum() == 7 * (T - 1)
 
 
 def _selftest_bin_h5(tmp: str) -> None:
@@ -922,13 +1016,25 @@ def _selftest_training(cfg, base, rng) -> None:
     init = random_adapters(specs, 2, ts.scale, rng)
     tokens = rng.integers(0, cfg.vocab_size, 60)
     mask = (rng.random(60) > 0.4).astype(np.uint8)
-    a = reference_train(cfg, base, tokens, mask, ts, init, specs)
+    val = (rng.integers(0, cfg.vocab_size, 7 * 8 + 3), (rng.random(59) > 0.5).astype(np.uint8))
+    a = reference_train(cfg, base, tokens, mask, ts, init, specs, val=val)
     ts.micro_batch = 1
-    b = reference_train(cfg, base, tokens, mask, ts, init, specs)
+    b = reference_train(cfg, base, tokens, mask, ts, init, specs, val=val)
     assert max(abs(x - y) for x, y in zip(a.losses, b.losses)) < 1e-12
     assert all(rel_err(a.params[k][1], b.params[k][1]) < 1e-10 for k in a.params)
     assert all(rel_err(a.params[k][1], init[k][1]) > 0.05 for k in a.params)
     assert a.lrs[0] == 0.0 and a.lrs[1] == 1e-2
+    # Validation: at the initial and the final parameters, whatever the micro-batching;
+    # the loss of the whole set is the step loss of a batch holding every sample once.
+    assert sorted(a.val_losses) == [0, 1, 2, 3, 4] == sorted(b.val_losses)
+    assert all(abs(a.val_losses[k] - b.val_losses[k]) < 1e-12 for k in a.val_losses)
+    for params, step in ((init, 0), (a.params, 4)):
+        lora = make_lora(specs, to_torch_pairs(params), ts.scale)
+        inp, tgt, w = step_batch(val[0], val[1], ts.seq, 7, 0)
+        whole = masked_ce_sum(gpt2_logits(cfg, to_torch(base), torch.tensor(inp), lora),
+                              torch.tensor(tgt), torch.tensor(w)).item() / w.sum()
+        assert abs(a.val_losses[step] - whole) < 1e-12 * whole, step
+    assert abs(a.val_losses[4] - a.val_losses[0]) > 1e-3
 
 
 def self_test() -> None:

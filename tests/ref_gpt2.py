@@ -10,8 +10,18 @@ trainer from gpt2_ref.py for 10 steps, runs lorad with the same settings, and co
     way gives the reference model's logits (max abs diff < 1e-4 of the logits' scale);
   - full: every tensor of OUT/model/model.safetensors (rel 1e-3), its config.json, and
     the logits of the written model;
-  - lora_all_linear_micro also reruns lorad with other micro-batch sizes and requires the
-    same per-step losses (rel 1e-5).
+  - metrics.jsonl has one row per step, and val_loss only on the evaluation steps;
+  - lora_mlp_mask also passes --val (its own loss_mask, a sample count that is not a
+    multiple of the micro-batch) and --eval-every 5: val_loss at steps 5 and 10 and the
+    "validation loss before training" on stderr against the reference (rel 1e-4);
+  - cases with micro_variants rerun lorad with other micro-batch sizes and require the
+    same per-step losses (rel 1e-5) and trained tensors (rel 1e-4);
+  - dropout runs lorad with --dropout 0.2 --shuffle on, where the reference cannot follow,
+    and checks what the contract promises instead: micro-batch 1, 2 and 4 agree, a rerun is
+    bit-identical, another --seed and --dropout 0 change the trajectory, shuffling changes
+    the first batch (the data make any batch but the first clearly easier), and with the
+    parameters frozen (--lr 0) the masks change with the step and the seed; its
+    validation loss before training must not see dropout.
 
 Exits 0 on pass, 1 with one line per difference otherwise. A missing lorad binary fails.
 Usage: ref_gpt2.py --lorad PATH --case CASE --workdir DIR
@@ -21,9 +31,10 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -31,18 +42,25 @@ import torch
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
-    Failures, GPT2Config, TrainSpec, export_adapters, fmt_num, fresh_dir, gpt2_logits,
-    import_adapters, layer_linears, make_lora, module_path, param_shapes, peft_merge,
-    peft_module_scale, peft_targeted, random_adapters, random_gpt2_weights, read_metrics,
-    read_model_dir, read_peft_dir, read_safetensors, reference_train, rel_err,
-    require_lorad, resolve_targets, run_lorad, to_torch, to_torch_pairs, write_bin,
-    write_h5, write_model_dir, write_peft_dir)
+    Failures, GPT2Config, TrainSpec, eval_steps, export_adapters, fmt_num, fresh_dir,
+    gpt2_logits, import_adapters, isolate_samples, layer_linears, make_lora, module_path,
+    n_samples, param_shapes, peft_merge, peft_module_scale, peft_targeted, permute_samples,
+    random_adapters, random_gpt2_weights, read_metrics, read_model_dir, read_peft_dir,
+    read_safetensors, reference_train, rel_err, require_lorad, resolve_targets, run_lorad,
+    sample_losses, to_torch, to_torch_pairs, write_bin, write_h5, write_model_dir,
+    write_peft_dir)
 
 TOL_LOSS, TOL_GRAD_NORM, TOL_LR, TOL_PARAM = 1e-4, 1e-3, 1e-6, 1e-3
-TOL_LOGITS = 1e-4    # max |diff| relative to max |logit|
-TOL_MICRO = 1e-5     # losses of other micro-batch sizes against the main run
-MIN_MOVE = 0.05      # LoRA: every trained tensor must move at least this much (relative)
+TOL_VAL = 1e-4         # val_loss and the loss before training
+TOL_LOGITS = 1e-4      # max |diff| relative to max |logit|
+TOL_MICRO = 1e-5       # losses of other micro-batch sizes against the case's run
+TOL_MICRO_PARAM = 1e-4  # trained tensors of other micro-batch sizes (norm-wise)
+MIN_DIFFER = 1e-6      # trajectories that must differ do so by more than this somewhere
+MIN_MOVE = 0.05        # LoRA: every trained tensor must move at least this much (relative)
 METRIC_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s")
+# The metrics a rerun must reproduce bit for bit (the others are timings).
+EXACT_KEYS = ("step", "loss", "lr", "grad_norm", "tokens", "target_tokens", "val_loss")
+VAL_BEFORE = re.compile(r"validation loss before training: (\S+)")
 
 
 @dataclass
@@ -57,8 +75,11 @@ class Case:
     seed: int
     buffers: bool = False           # include h.{i}.attn.bias / attn.masked_bias
     mask_zero_frac: float = 0.0     # h5 only: fraction of loss_mask zeros
-    micro_variants: Tuple[int, ...] = ()
+    micro_variants: Tuple[int, ...] = ()  # other micro-batch sizes that must agree
     clip_must_trigger: bool = False
+    val_samples: int = 0            # h5 only: --val with this many samples (own loss_mask)
+    hardest_first: bool = False     # h5 only: isolated samples, highest initial loss first
+    dropout: float = 0.0            # > 0: the dropout determinism checks at this rate
 
 
 def _cfg(vocab, n_inner=None, eps=1e-5):
@@ -85,11 +106,11 @@ CASES = {
         micro_variants=(1, 4), clip_must_trigger=True),
     "lora_mlp_mask": Case(
         _cfg(71, n_inner=96),
-        TrainSpec(targets=("mlp.c_fc", "attn.c_proj"), rank=4, alpha=4, batch=5,
-                  micro_batch=1, seq=16, lr=1e-2, schedule="constant", warmup=3,
-                  weight_decay=0.0, clip=0.5),
+        TrainSpec(targets=("mlp.c_fc", "attn.c_proj"), rank=4, alpha=4, batch=6,
+                  micro_batch=3, seq=16, lr=1e-2, schedule="constant", warmup=3,
+                  weight_decay=0.0, clip=0.5, eval_every=5),
         dtype="BF16", prefix=True, data="h5", n_tokens=7 * 16 + 1 + 6, seed=404,
-        mask_zero_frac=0.3),
+        mask_zero_frac=0.3, val_samples=7),  # 7 = 3+3+1: a partial eval micro-batch
     # eps 1e-6: the key bias of c_attn has an exactly zero gradient (softmax is invariant
     # to it), so AdamW's update there is float32 noise / (noise + eps); a larger eps keeps
     # that noise far below the 1e-3 tolerance.
@@ -98,6 +119,16 @@ CASES = {
                             lr=1e-3, schedule="linear", warmup=2, weight_decay=0.1,
                             clip=1.0, eps=1e-6),
         dtype="F32", prefix=True, data="bin16", n_tokens=250, seed=505),
+    # Dropout on the q and v slices (which share c_attn's input) and on mlp.c_fc. 16
+    # samples: 10 steps of 4 cross two reshuffles. micro_variants apply to the dropout runs.
+    # The validation set (evaluated before training and after the last step) checks that
+    # evaluation runs without dropout.
+    "dropout": Case(
+        _cfg(67), TrainSpec(targets=("q", "v", "mlp.c_fc"), rank=4, alpha=8, batch=4,
+                            micro_batch=4, seq=16, lr=1e-2, schedule="linear", warmup=2,
+                            weight_decay=0.01, clip=1.0, seed=77),
+        dtype="F32", prefix=True, data="h5", n_tokens=16 * 16 + 1, seed=606,
+        hardest_first=True, dropout=0.2, micro_variants=(1, 2), val_samples=5),
 }
 
 
@@ -116,6 +147,41 @@ class Setup:
     mask: Optional[np.ndarray]
     specs: list                # LoRA adapters (empty in full mode)
     init: Optional[dict]       # key -> (A, B), as stored in the init adapter (F32)
+    val_path: Optional[str] = None
+    val: Optional[tuple] = None              # (tokens, mask) of the validation set
+    init_losses: Optional[np.ndarray] = None  # hardest_first: initial loss of each sample
+
+
+def random_mask(rng: np.random.Generator, n: int, zero_frac: float) -> np.ndarray:
+    """A loss_mask: zeros with probability ZERO_FRAC, else assorted nonzero bytes."""
+    return np.where(rng.random(n) < zero_frac, 0, rng.choice([1, 7, 255], n)).astype(np.uint8)
+
+
+def init_lora(case: Case, specs, init):
+    return make_lora(specs, to_torch_pairs(init), case.ts.scale) if specs else None
+
+
+def hardest_first(case: Case, base, tokens, mask, specs, init):
+    """Isolates the samples and reorders them by decreasing loss under the initial
+    parameters, so that every batch but samples 0..G-1 has a clearly lower loss at step 1
+    (check_reference_sanity measures how clearly). Returns tokens, mask and the samples'
+    initial losses in the new order."""
+    T = case.ts.seq
+    mask = isolate_samples(mask, T)
+    sums, counts = sample_losses(case.cfg, to_torch(base), tokens, mask, T,
+                                 n_samples(tokens, T), init_lora(case, specs, init))
+    assert np.all(counts == counts[0]), "test defect: samples count unequal targets"
+    order = np.argsort(-sums / counts, kind="stable")
+    tokens, mask = permute_samples(tokens, mask, T, order.tolist())
+    return tokens, mask, (sums / counts)[order]
+
+
+def write_tokens(case: Case, path_stem: str, tokens, mask) -> str:
+    if case.data == "h5":
+        write_h5(path_stem + ".h5", tokens, mask, tokens_dtype="int32")
+        return path_stem + ".h5"
+    write_bin(path_stem + ".bin", tokens, u32=case.data == "bin32")
+    return path_stem + ".bin"
 
 
 def prepare(case: Case, wd: str) -> Setup:
@@ -128,15 +194,7 @@ def prepare(case: Case, wd: str) -> Setup:
     assert cfg_back == cfg and set(base) == set(param_shapes(cfg))
 
     tokens = rng.integers(0, cfg.vocab_size, case.n_tokens)
-    mask = None
-    if case.data == "h5":
-        data_path = os.path.join(wd, "train.h5")
-        mask = np.where(rng.random(case.n_tokens) < case.mask_zero_frac, 0,
-                        rng.choice([1, 7, 255], case.n_tokens)).astype(np.uint8)
-        write_h5(data_path, tokens, mask, tokens_dtype="int32")
-    else:
-        data_path = os.path.join(wd, "train.bin")
-        write_bin(data_path, tokens, u32=case.data == "bin32")
+    mask = random_mask(rng, case.n_tokens, case.mask_zero_frac) if case.data == "h5" else None
 
     specs, init, init_dir = [], None, None
     if ts.mode == "lora":
@@ -149,7 +207,18 @@ def prepare(case: Case, wd: str) -> Setup:
         write_peft_dir(init_dir, config, tensors, "F32")
         _, stored = read_peft_dir(init_dir)
         init = import_adapters(specs, stored, ts.rank)
-    return Setup(model_dir, data_path, init_dir, base, tokens, mask, specs, init)
+
+    init_losses = None
+    if case.hardest_first:
+        tokens, mask, init_losses = hardest_first(case, base, tokens, mask, specs, init)
+    data_path = write_tokens(case, os.path.join(wd, "train"), tokens, mask)
+    val_path, val = None, None
+    if case.val_samples:
+        n = case.val_samples * ts.seq + 1 + 5  # a tail too short for another sample
+        val = (rng.integers(0, cfg.vocab_size, n), random_mask(rng, n, case.mask_zero_frac))
+        val_path = write_tokens(case, os.path.join(wd, "val"), *val)
+    return Setup(model_dir, data_path, init_dir, base, tokens, mask, specs, init,
+                 val_path, val, init_losses)
 
 
 def check_own_export(case: Case, s: Setup) -> None:
@@ -160,8 +229,7 @@ def check_own_export(case: Case, s: Setup) -> None:
     config, tensors = read_peft_dir(s.init_dir)
     idx = torch.tensor(sample_inputs(case, s))
     merged = gpt2_logits(case.cfg, to_torch(peft_merge(case.cfg, s.base, config, tensors)), idx)
-    unmerged = gpt2_logits(case.cfg, to_torch(s.base), idx,
-                           make_lora(s.specs, to_torch_pairs(s.init), case.ts.scale))
+    unmerged = gpt2_logits(case.cfg, to_torch(s.base), idx, init_lora(case, s.specs, s.init))
     err = (merged - unmerged).abs().max().item()
     assert err < 1e-9, f"test defect: own PEFT export/merge disagree by {err}"
 
@@ -172,22 +240,49 @@ def sample_inputs(case: Case, s: Setup) -> np.ndarray:
     return np.stack([s.tokens[i * T:i * T + T] for i in range(2)]).astype(np.int64)
 
 
-def lorad_args(case: Case, s: Setup, out: str, micro: int):
+@dataclass(frozen=True)
+class Variant:
+    """How a lorad run departs from the case's own flags (the ones the reference follows)."""
+    micro: Optional[int] = None  # --micro-batch; None: the case's
+    dropout: float = 0.0
+    shuffle: bool = False
+    seed: Optional[int] = None   # --seed; None: the case's
+    lr: Optional[float] = None   # --lr; None: the case's
+
+    def label(self) -> str:
+        parts = [f"micro-batch {self.micro}"] if self.micro is not None else []
+        if self.lr is not None:
+            parts.append(f"lr {self.lr:g}")
+        if self.dropout:
+            parts.append(f"dropout {self.dropout:g}")
+        if self.shuffle:
+            parts.append("shuffle on")
+        if self.seed is not None:
+            parts.append(f"seed {self.seed}")
+        return ", ".join(parts) or "main run"
+
+
+def lorad_args(case: Case, s: Setup, out: str, v: Variant = Variant()):
     """The full `lorad train` command line of CASE: every numeric flag explicit."""
     ts = case.ts
     args = ["train", "--model", s.model_dir, "--data", s.data_path, "--out", out]
+    if s.val_path:
+        args += ["--val", s.val_path]
     if ts.mode == "lora":
         args += ["--targets", ",".join(ts.targets)]
         if ts.rslora:
             args.append("--rslora")
         args += ["--init", "kaiming", "--init-adapter", s.init_dir]
-    flags = [("--rank", ts.rank), ("--alpha", float(ts.alpha)), ("--dropout", 0.0),
-             ("--steps", ts.steps), ("--batch", ts.batch), ("--micro-batch", micro),
-             ("--seq", ts.seq), ("--lr", ts.lr), ("--warmup", ts.warmup),
+    flags = [("--rank", ts.rank), ("--alpha", float(ts.alpha)), ("--dropout", v.dropout),
+             ("--steps", ts.steps), ("--batch", ts.batch),
+             ("--micro-batch", ts.micro_batch if v.micro is None else v.micro),
+             ("--seq", ts.seq), ("--lr", ts.lr if v.lr is None else v.lr), ("--warmup", ts.warmup),
              ("--weight-decay", ts.weight_decay), ("--beta1", ts.beta1),
              ("--beta2", ts.beta2), ("--eps", ts.eps), ("--clip", ts.clip),
-             ("--seed", ts.seed), ("--threads", 1), ("--log-every", 1), ("--eval-every", 0)]
-    args += ["--mode", ts.mode, "--schedule", ts.schedule, "--shuffle", "off"]
+             ("--seed", ts.seed if v.seed is None else v.seed), ("--threads", 1),
+             ("--log-every", 1), ("--eval-every", ts.eval_every), ("--eval-batches", 0)]
+    args += ["--mode", ts.mode, "--schedule", ts.schedule,
+             "--shuffle", "on" if v.shuffle else "off"]
     for flag, val in flags:
         args += [flag, fmt_num(val)]
     return args
@@ -197,16 +292,36 @@ def lorad_args(case: Case, s: Setup, out: str, micro: int):
 # Checks of lorad's output
 # --------------------------------------------------------------------------------------
 
-def run_ok(fails: Failures, lorad: str, args, label: str) -> bool:
-    res = run_lorad(lorad, args)
+@dataclass
+class Run:
+    """A finished lorad run whose metrics are usable."""
+    label: str
+    variant: Variant
+    out: str
+    stderr: str
+    rows: list  # the row of each step 1..steps
+
+    def losses(self) -> List[float]:
+        return [row["loss"] for row in self.rows]
+
+
+def launch(fails: Failures, lorad: str, case: Case, s: Setup, wd: str, v: Variant = Variant(),
+           label: Optional[str] = None) -> Optional[Run]:
+    """Runs lorad with variant V into its own directory under WD; None (reported) when it
+    fails or its metrics are unusable."""
+    label = label or v.label()
+    out = os.path.join(wd, "out_" + re.sub(r"[^A-Za-z0-9.]+", "_", label))
+    res = run_lorad(lorad, lorad_args(case, s, out, v))
     if res.returncode != 0:
         fails.add(f"{label}: lorad exited with {res.returncode}; stderr: {res.stderr.strip()[-2000:]}")
-        return False
-    return True
+        return None
+    rows = step_rows(fails, out, case.ts.steps, label)
+    return None if rows is None else Run(label, v, out, res.stderr, rows)
 
 
 def step_rows(fails: Failures, out: str, n_steps: int, label: str):
-    """The training row of each step 1..n_steps from OUT/metrics.jsonl, or None."""
+    """The rows of OUT/metrics.jsonl, exactly one per step 1..n_steps, in step order; or
+    None (reported)."""
     path = os.path.join(out, "metrics.jsonl")
     if not fails.check(os.path.isfile(path), f"{label}: {path} missing"):
         return None
@@ -217,19 +332,32 @@ def step_rows(fails: Failures, out: str, n_steps: int, label: str):
         return None
     by_step = {}
     for row in rows:
-        if "grad_norm" in row:  # eval rows (val_loss only) are not step rows
-            if row.get("step") in by_step:
-                fails.add(f"{label}: two step rows for step {row.get('step')}")
-            by_step[row.get("step")] = row
-    if not fails.check(set(by_step) == set(range(1, n_steps + 1)),
-                       f"{label}: step rows are {sorted(by_step, key=str)}, "
-                       f"expected 1..{n_steps}"):
+        if row.get("step") in by_step:
+            fails.add(f"{label}: two rows for step {row.get('step')}")
+        by_step[row.get("step")] = row
+    if not fails.check(set(by_step) == set(range(1, n_steps + 1)) and len(rows) == n_steps,
+                       f"{label}: {len(rows)} rows for steps {sorted(by_step, key=str)}, "
+                       f"expected one per step 1..{n_steps}"):
         return None
     ordered = [by_step[s] for s in range(1, n_steps + 1)]
     for row in ordered:
         missing = [k for k in METRIC_KEYS if not isinstance(row.get(k), (int, float))]
         fails.check(not missing, f"{label}: step {row['step']}: missing/non-numeric {missing}")
-    return ordered
+    return ordered if all(isinstance(r.get("loss"), (int, float)) for r in ordered) else None
+
+
+def rel_close(fails: Failures, got, want, tol: float, what: str) -> float:
+    """Checks GOT against WANT: relative error (norm-wise for arrays) at most TOL, or
+    |GOT| <= 1e-12 where WANT is zero. Returns the error."""
+    if np.any(want):
+        err = rel_err(got, want)
+        ok = err <= tol
+    else:
+        err = float(np.max(np.abs(got)))
+        ok = err <= 1e-12
+    detail = f"{got!r}, expected {want!r}, " if np.ndim(want) == 0 else ""
+    fails.check(ok, f"{what}: {detail}rel err {err:.3g} > {tol:g}")
+    return err
 
 
 def check_metrics(fails: Failures, rows, ref, label: str) -> None:
@@ -239,15 +367,43 @@ def check_metrics(fails: Failures, rows, ref, label: str) -> None:
                                ("grad_norm", ref.grad_norms[s], TOL_GRAD_NORM),
                                ("lr", ref.lrs[s], TOL_LR)):
             got = row.get(key)
-            if not isinstance(got, (int, float)):
-                continue  # already reported
-            err = abs(got - want) / abs(want) if want != 0 else abs(got)
-            worst[key] = max(worst[key], err)
-            fails.check(err <= tol or (want == 0 and abs(got) <= 1e-12),
-                        f"{label}: step {s + 1}: {key} lorad={got!r} ref={want!r} "
-                        f"rel err {err:.3g} > {tol:g}")
+            if isinstance(got, (int, float)):  # else already reported
+                err = rel_close(fails, got, want, tol, f"{label}: step {s + 1}: {key}")
+                worst[key] = max(worst[key], err)
     print(f"{label}: worst rel err " + ", ".join(f"{k} {v:.3g}" for k, v in worst.items()),
           flush=True)
+
+
+def check_val(fails: Failures, case: Case, run: Run, ref, follows_ref=True) -> None:
+    """val_loss on exactly the evaluation steps, equal to the reference's after that
+    step's update (when the run FOLLOWS_REF), and the validation loss before training
+    (at the initial parameters whatever the flags) on stderr."""
+    evals = set(eval_steps(case.ts.eval_every, case.ts.steps)) if ref.val_losses else set()
+    for row in run.rows:
+        step, got = row["step"], row.get("val_loss")
+        if step not in evals:
+            fails.check(got is None, f"{run.label}: step {step}: val_loss {got!r} on a step "
+                        f"that does not evaluate (evaluation steps: {sorted(evals)})")
+        elif fails.check(isinstance(got, (int, float)), f"{run.label}: step {step}: "
+                         f"val_loss missing or non-numeric ({got!r})") and follows_ref:
+            want = ref.val_losses[step]
+            rel_close(fails, got, want, TOL_VAL, f"{run.label}: step {step}: val_loss")
+            print(f"{run.label}: step {step}: val_loss {got!r}, reference {want!r}")
+    found = VAL_BEFORE.findall(run.stderr)
+    if not ref.val_losses:
+        fails.check(not found, f"{run.label}: reports a validation loss without --val")
+        return
+    if not fails.check(len(found) == 1, f"{run.label}: stderr has {len(found)} "
+                       f"'validation loss before training' lines, expected 1"):
+        return
+    try:
+        before = float(found[0])
+    except ValueError:
+        fails.add(f"{run.label}: validation loss before training {found[0]!r} is not a number")
+        return
+    what = f"{run.label}: validation loss before training"
+    rel_close(fails, before, ref.val_losses[0], TOL_VAL, what)
+    print(f"{what} {found[0]}, reference {ref.val_losses[0]!r}")
 
 
 def check_adapter_config(fails: Failures, case: Case, config: dict, modules) -> None:
@@ -301,9 +457,7 @@ def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
         if not fails.check(got[key].shape == want[key].shape,
                            f"{key}: shape {got[key].shape}, expected {want[key].shape}"):
             continue
-        err = rel_err(got[key], want[key])
-        worst = max(worst, err)
-        fails.check(err <= TOL_PARAM, f"{key}: rel err {err:.3g} > {TOL_PARAM:g}")
+        worst = max(worst, rel_close(fails, got[key], want[key], TOL_PARAM, key))
         if key.endswith("lora_B.weight") and any(sp.slice for sp in s.specs):
             off = np.abs(got[key][want[key] == 0]).max(initial=0.0)
             fails.check(off == 0.0, f"{key}: nonzero ({off:.3g}) outside the slices' blocks")
@@ -360,9 +514,7 @@ def check_full_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
         if not fails.check(got[name].shape == want[name].shape,
                            f"{name}: shape {got[name].shape}, expected {want[name].shape}"):
             continue
-        err = rel_err(got[name], want[name])
-        worst = max(worst, err)
-        fails.check(err <= TOL_PARAM, f"{name}: rel err {err:.3g} > {TOL_PARAM:g}")
+        worst = max(worst, rel_close(fails, got[name], want[name], TOL_PARAM, name))
     print(f"model: {len(got)} tensors, worst rel err {worst:.3g}", flush=True)
     if sorted(got) == sorted(want) and all(got[k].shape == want[k].shape for k in got):
         idx = torch.tensor(sample_inputs(case, s))
@@ -372,8 +524,10 @@ def check_full_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
 
 
 def check_reference_sanity(case: Case, s: Setup, ref) -> None:
-    """The case must be able to fail: parameters move well beyond the tolerance, and
-    clipping triggers where the case says so. A violation is a defect of the test."""
+    """The case must be able to fail: parameters move well beyond the tolerance, clipping
+    triggers where the case says so, a validation loss reported one step early or late
+    would be off, and shuffling cannot leave the first batch's loss unchanged. A
+    violation is a defect of the test."""
     if case.ts.mode == "lora":
         for key, (a, b) in ref.params.items():
             a0, b0 = s.init[key]
@@ -386,6 +540,156 @@ def check_reference_sanity(case: Case, s: Setup, ref) -> None:
     if case.clip_must_trigger:
         assert max(ref.grad_norms) > case.ts.clip, "test defect: clipping never triggers"
     assert all(math.isfinite(x) for x in ref.losses)
+    if ref.val_losses:
+        for step in eval_steps(case.ts.eval_every, case.ts.steps):
+            v, prev = ref.val_losses[step], ref.val_losses[step - 1]
+            assert abs(v - prev) > 10 * TOL_VAL * v, \
+                f"test defect: val loss barely changes at step {step} ({prev} -> {v})"
+    if s.init_losses is not None:
+        G = case.ts.batch
+        assert abs(ref.losses[0] - s.init_losses[:G].mean()) < 1e-9 * ref.losses[0], \
+            "test defect: step 1 is not the mean of samples 0..G-1"
+        margin = shuffle_margin(case, s)
+        assert margin > 1e-3 * ref.losses[0], \
+            f"test defect: step-1 losses of other batches are too close ({margin:.3g})"
+    if case.dropout:
+        period = repeat_period(case, s)
+        N = n_samples(s.tokens, case.ts.seq)
+        assert period * case.ts.batch == N and period < case.ts.steps, \
+            "test defect: no two steps with the same samples"
+
+
+def shuffle_margin(case: Case, s: Setup) -> float:
+    """hardest_first data: every batch of G samples but 0..G-1 has an initial loss at least
+    this much lower (swapping sample G-1 for sample G is the smallest change)."""
+    G = case.ts.batch
+    return float(s.init_losses[G - 1] - s.init_losses[G]) / G
+
+
+# --------------------------------------------------------------------------------------
+# Runs against runs
+# --------------------------------------------------------------------------------------
+
+def trained_path(case: Case, run: Run) -> str:
+    if case.ts.mode == "lora":
+        return os.path.join(run.out, "adapter", "adapter_model.safetensors")
+    return os.path.join(run.out, "model", "model.safetensors")
+
+
+def check_same_trajectory(fails: Failures, case: Case, run: Run, base: Run) -> None:
+    """RUN (another micro-batch size) against BASE: the losses and validation losses of
+    every step and the trained tensors."""
+    worst = 0.0
+    for a, b in zip(run.rows, base.rows):
+        for key in ("loss", "val_loss"):
+            if isinstance(a.get(key), (int, float)) and isinstance(b.get(key), (int, float)):
+                worst = max(worst, rel_close(fails, a[key], b[key], TOL_MICRO,
+                                             f"{run.label}: step {a['step']}: {key} against "
+                                             f"{base.label}"))
+    try:
+        got, want = (read_safetensors(trained_path(case, r))[0] for r in (run, base))
+    except (OSError, ValueError, KeyError) as e:
+        fails.add(f"{run.label}: cannot read the trained tensors: {e}")
+        return
+    fails.check(sorted(got) == sorted(want), f"{run.label}: tensors differ from {base.label}'s")
+    worst_t = max((rel_close(fails, got[k], want[k], TOL_MICRO_PARAM, f"{run.label}: {k}")
+                   for k in sorted(set(got) & set(want)) if got[k].shape == want[k].shape),
+                  default=0.0)
+    print(f"{run.label} vs {base.label}: worst rel err loss {worst:.3g}, tensors {worst_t:.3g}",
+          flush=True)
+
+
+def check_differs(fails: Failures, what: str, losses, others, why: str) -> None:
+    """Two loss sequences must differ somewhere by more than MIN_DIFFER (relative)."""
+    diff = max(rel_err(a, b) for a, b in zip(losses, others))
+    print(f"{what}: max rel loss difference {diff:.3g}", flush=True)
+    fails.check(diff > MIN_DIFFER, f"{what}: the same losses (max rel diff {diff:.3g} <= "
+                f"{MIN_DIFFER:g}): {why}")
+
+
+def check_rerun(fails: Failures, case: Case, run: Run, base: Run) -> None:
+    """A rerun with identical flags: identical metrics (but timings) and output files."""
+    for a, b in zip(run.rows, base.rows):
+        same_a, same_b = ({k: r.get(k) for k in EXACT_KEYS} for r in (a, b))
+        if not fails.check(same_a == same_b, f"{run.label}: step {a['step']}: metrics "
+                           f"{same_a} differ from {same_b}"):
+            break
+    dirs = [os.path.dirname(trained_path(case, r)) for r in (base, run)]
+    try:
+        names = [sorted(os.listdir(d)) for d in dirs]
+        if not fails.check(names[0] == names[1], f"{run.label}: writes {names[1]}, "
+                           f"not {names[0]}"):
+            return
+        for name in names[0]:
+            with open(os.path.join(dirs[0], name), "rb") as f1, \
+                    open(os.path.join(dirs[1], name), "rb") as f2:
+                fails.check(f1.read() == f2.read(), f"{run.label}: {name} is not bit-identical")
+    except OSError as e:
+        fails.add(f"{run.label}: cannot compare the outputs: {e}")
+
+
+def check_dropout(fails: Failures, lorad: str, case: Case, s: Setup, wd: str, main: Run,
+                  drop: Run) -> None:
+    """What the contract promises for --dropout and --shuffle on, where the reference
+    cannot follow: DROP (dropout and shuffle on) is reproducible and depends on the seed
+    and the rate; shuffling changes the first batch (MAIN has shuffle off, no dropout);
+    with frozen parameters (--lr 0, shuffle off) the masks change with the step and the
+    seed."""
+    rerun = launch(fails, lorad, case, s, wd, drop.variant, "rerun of " + drop.label)
+    if rerun:
+        check_rerun(fails, case, rerun, drop)
+    other_seed = launch(fails, lorad, case, s, wd, replace(drop.variant, seed=case.ts.seed + 1))
+    if other_seed:
+        check_differs(fails, f"{other_seed.label} vs {drop.label}", other_seed.losses(),
+                      drop.losses(), "the seed keys the dropout masks and the order")
+    no_drop = launch(fails, lorad, case, s, wd, replace(drop.variant, dropout=0.0))
+    if no_drop:
+        check_differs(fails, f"{no_drop.label} vs {drop.label}", no_drop.losses(),
+                      drop.losses(), "dropout must change the trajectory")
+        off, on, margin = main.rows[0]["loss"], no_drop.rows[0]["loss"], shuffle_margin(case, s)
+        print(f"step-1 loss: shuffle off {off!r}, on {on!r}; other batches are at least "
+              f"{margin:.3g} lower", flush=True)
+        fails.check(off - on >= margin / 2, f"{no_drop.label}: step-1 loss {on!r} is not "
+                    f"clearly below {off!r} with --shuffle off: the first batch is unshuffled")
+    frozen = launch(fails, lorad, case, s, wd, Variant(dropout=case.dropout, lr=0.0))
+    if frozen:
+        check_frozen(fails, case, s, frozen)
+        period = repeat_period(case, s)
+        losses = frozen.losses()
+        check_differs(fails, f"{frozen.label}: steps 1.. vs {1 + period}..", losses,
+                      losses[period:], "the same samples must get new masks at another step")
+        frozen_seed = launch(fails, lorad, case, s, wd,
+                             replace(frozen.variant, seed=case.ts.seed + 1))
+        if frozen_seed:
+            check_differs(fails, f"{frozen_seed.label} vs {frozen.label}", frozen_seed.losses(),
+                          losses, "the seed must change the dropout masks")
+    try:
+        with open(os.path.join(drop.out, "adapter", "adapter_config.json")) as f:
+            got = json.load(f).get("lora_dropout")
+    except (OSError, ValueError) as e:
+        fails.add(f"{drop.label}: cannot read adapter_config.json: {e}")
+        return
+    fails.check(isinstance(got, (int, float)) and abs(got - case.dropout) < 1e-6,
+                f"{drop.label}: adapter_config.json lora_dropout = {got!r}, "
+                f"expected {case.dropout}")
+
+
+def check_frozen(fails: Failures, case: Case, s: Setup, run: Run) -> None:
+    """With --lr 0 the adapter written is the init adapter: the parameters never moved."""
+    try:
+        got = read_safetensors(trained_path(case, run))[0]
+    except (OSError, ValueError, KeyError) as e:
+        fails.add(f"{run.label}: cannot read the adapter: {e}")
+        return
+    _, want = read_peft_dir(s.init_dir)
+    fails.check(sorted(got) == sorted(want), f"{run.label}: adapter keys differ from the init's")
+    for key in sorted(set(got) & set(want)):
+        rel_close(fails, got[key], want[key], 1e-7, f"{run.label}: {key} against the init adapter")
+
+
+def repeat_period(case: Case, s: Setup) -> int:
+    """With --shuffle off, step s and step s + this use the same samples."""
+    return n_samples(s.tokens, case.ts.seq) // case.ts.batch
 
 
 # --------------------------------------------------------------------------------------
@@ -403,37 +707,37 @@ def main() -> None:
 
     s = prepare(case, wd)
     check_own_export(case, s)
-    ref = reference_train(case.cfg, s.base, s.tokens, s.mask, case.ts, s.init, s.specs)
+    ref = reference_train(case.cfg, s.base, s.tokens, s.mask, case.ts, s.init, s.specs,
+                          val=s.val)
     check_reference_sanity(case, s, ref)
     print("reference losses: " + " ".join(f"{x:.6f}" for x in ref.losses), flush=True)
     print("reference grad norms: " + " ".join(f"{x:.4g}" for x in ref.grad_norms), flush=True)
 
     lorad = os.path.abspath(args.lorad)
     require_lorad(lorad, fails)
-    out = os.path.join(wd, "out")
-    if not run_ok(fails, lorad, lorad_args(case, s, out, case.ts.micro_batch), "main run"):
+    main_run = launch(fails, lorad, case, s, wd)
+    if main_run is None:
         fails.finish()
-    rows = step_rows(fails, out, case.ts.steps, "main run")
-    if rows is not None:
-        check_metrics(fails, rows, ref, "main run")
+    check_metrics(fails, main_run.rows, ref, main_run.label)
+    check_val(fails, case, main_run, ref)
     if case.ts.mode == "lora":
-        check_lora_output(fails, case, s, ref, out)
+        check_lora_output(fails, case, s, ref, main_run.out)
     else:
-        check_full_output(fails, case, s, ref, out)
+        check_full_output(fails, case, s, ref, main_run.out)
 
-    for micro in case.micro_variants:
-        label = f"micro-batch {micro}"
-        out_m = os.path.join(wd, f"out_micro{micro}")
-        if not run_ok(fails, lorad, lorad_args(case, s, out_m, micro), label):
-            continue
-        rows_m = step_rows(fails, out_m, case.ts.steps, label)
-        if rows_m is None or rows is None:
-            continue
-        for a, b in zip(rows_m, rows):
-            err = abs(a["loss"] - b["loss"]) / abs(b["loss"])
-            fails.check(err <= TOL_MICRO, f"{label}: step {a['step']}: loss {a['loss']!r} vs "
-                        f"{b['loss']!r} with micro-batch {case.ts.micro_batch} "
-                        f"(rel err {err:.3g} > {TOL_MICRO:g})")
+    # Micro-batch invariance: of the main run, or of the dropout runs in a dropout case.
+    subject = main_run
+    if case.dropout:
+        subject = launch(fails, lorad, case, s, wd, Variant(dropout=case.dropout, shuffle=True))
+    if subject is not None:
+        if subject is not main_run:
+            check_val(fails, case, subject, ref, follows_ref=False)
+        for micro in case.micro_variants:
+            other = launch(fails, lorad, case, s, wd, replace(subject.variant, micro=micro))
+            if other:
+                check_same_trajectory(fails, case, other, subject)
+        if case.dropout:
+            check_dropout(fails, lorad, case, s, wd, main_run, subject)
     fails.finish()
 
 

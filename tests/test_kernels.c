@@ -219,8 +219,7 @@ static void test_linear(enum gemm_layout layout, float p_drop, const char *label
     struct linear l = {.in = in, .out = out, .layout = layout, .lora = {&ad[0], &ad[1]}, .n_lora = 2};
     float *w = rnd((size_t)in * out, 1), *b = rnd(out, 1);
     l.w = w, l.b = b, l.dw = xcalloc((size_t)in * out, 4), l.db = xcalloc(out, 4);
-    int64_t samples[2] = {7, 99};
-    struct dropout dp = {.p = p_drop, .seed = 5, .step = 3, .samples = samples, .T = T};
+    struct dropout dp = {.p = p_drop, .seed = 5, .step = 3, .first = 7, .T = T};
     struct lin_ctx c = {.l = &l, .N = N, .x = rnd((size_t)N * in, 1), .out = rnd((size_t)N * out, 0),
                         .R = rnd((size_t)N * out, 1), .dp = &dp};
     c.scratch = xcalloc(linear_scratch_size(&l, N), 4);
@@ -306,8 +305,7 @@ static void test_model(const char *dir, int full) {
     for (int32_t i = 0; i < m.n_adapters; i++) fill(m.adapters[i].B, (size_t)m.adapters[i].out * m.adapters[i].r, 0.5f);
     int32_t inp[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1}, tgt[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
     uint8_t mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
-    int64_t samples[2] = {3, 11};
-    struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .samples = samples, .T = 5};
+    struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5};
     struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .mask = mask, .B = 2, .dp = &dp};
     memset(m.tr.g, 0, m.tr.n * sizeof(float));
     model_loss(&c);

@@ -98,8 +98,7 @@ static void test_order(void) {
 static void test_dropout_rate(void) {
     /* one adapter, identity-like check: with B = I-ish the kept fraction shows in u */
     const int T = 64, in = 256, r = 1, N = 2 * T;
-    int64_t samples[2] = {0, 1};
-    struct dropout dp = {.p = 0.3f, .seed = 3, .step = 0, .samples = samples, .T = T};
+    struct dropout dp = {.p = 0.3f, .seed = 3, .step = 0, .first = 0, .T = T};
     struct lora_adapter ad = {.id = 0, .r = r, .in = in, .out = 1, .scale = 1.0f};
     ad.A = xcalloc(in, 4);
     ad.B = xcalloc(1, 4);

@@ -51,12 +51,12 @@ int64_t batch_targets(const struct batch *b) {
 }
 
 double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
-                   int64_t step) {
+                   int64_t step, int64_t first) {
     double sum = 0.0;
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
-        struct dropout dp = {.p = p, .seed = seed, .step = step, .samples = b->ids + i, .T = b->T};
+        struct dropout dp = {.p = p, .seed = seed, .step = step, .first = first + i, .T = b->T};
         sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, &dp);
         model_backward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, scale, k, &dp);
     }

@@ -29,10 +29,11 @@ int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int
 int64_t batch_targets(const struct batch *b);
 
 /* Forward and backward over the loaded samples, M at a time, accumulating the gradient
- * of SCALE · (sum of counted losses). Dropout P keyed by (SEED, STEP). Returns the sum
- * of counted losses. */
+ * of SCALE · (sum of counted losses). Dropout P keyed by (SEED, STEP) and each row's
+ * position in the step's global batch, FIRST being the position of row 0. Returns the
+ * sum of counted losses. */
 double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
-                   int64_t step);
+                   int64_t step, int64_t first);
 /* Forward only (no dropout), M at a time; returns the sum of counted losses. */
 double batch_loss(struct model *m, const struct batch *b, int32_t M);
 

@@ -12,14 +12,15 @@
 
 #define LINEAR_MAX_LORA 3
 
-/* Dropout on adapter inputs. Each mask is a pure function of (seed, step, global
- * sample index, adapter id), so it is the same on whichever rank runs the sample. */
+/* Dropout on adapter inputs. Each mask is a pure function of (seed, step, the
+ * sequence's position in the step's global batch, adapter id), so it is the same on
+ * whichever rank and in whichever micro-batch the sequence runs. */
 struct dropout {
-    float p;                 /* 0: off */
+    float p;         /* 0: off */
     uint64_t seed;
     int64_t step;
-    const int64_t *samples;  /* (B) global sample index of each sequence */
-    int32_t T;               /* rows per sequence */
+    int64_t first;   /* position in the global batch of the micro-batch's first sequence */
+    int32_t T;       /* rows per sequence */
 };
 
 struct lora_adapter {

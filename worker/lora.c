@@ -30,7 +30,7 @@ int lora_match(const char *const *targets, int32_t n_targets, const char *module
 }
 
 void lora_init(struct lora_adapter *ad, int gaussian, uint64_t seed) {
-    uint64_t key = rng_key(seed, RNG_STREAM_INIT, (uint64_t)ad->id, 0);
+    uint64_t key = rng_key(RNG_STREAM_INIT, seed, (uint64_t)ad->id, 0);
     size_t n = (size_t)ad->r * ad->in;
     float bound = 1.0f / sqrtf((float)ad->in);
     float std = 1.0f / (float)ad->r;

@@ -17,7 +17,7 @@ float rng_uniform(uint64_t key, uint64_t counter);
 /* Standard normal (Box-Muller on two draws of the counter's stream). */
 float rng_normal(uint64_t key, uint64_t counter);
 
-/* Stream names: the first word of every key, so that uses never collide. */
+/* Stream names: the first word of every key, so that the uses never collide. */
 enum rng_stream {
     RNG_STREAM_INIT = 1,
     RNG_STREAM_DROPOUT = 2,
