@@ -54,6 +54,14 @@ void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n) {
     if (len) MPI_CHECK(MPI_Bcast(*buf, (int)len, MPI_BYTE, 0, MPI_COMM_WORLD));
 }
 
+void comm_bcast(struct comm *c, void *buf, size_t n) {
+    if (!c->mpi) return;
+    for (size_t at = 0; at < n; at += (size_t)1 << 30) {
+        size_t k = n - at < ((size_t)1 << 30) ? n - at : (size_t)1 << 30;
+        MPI_CHECK(MPI_Bcast((char *)buf + at, (int)k, MPI_BYTE, 0, MPI_COMM_WORLD));
+    }
+}
+
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -3,6 +3,7 @@
  */
 #include "fault.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,12 +19,13 @@ int fault_from_env(struct fault *f) {
     long long step;
     if (sscanf(v, "rank:%d:step:%lld:%15s", &f->rank, &step, kind) != 3 || step < 1) {
         err_set("LORAD_FAULT", "'%s' is malformed", v);
-        return err_hint("use rank:R:step:S:exit or rank:R:step:S:nan");
+        return err_hint("use rank:R:step:S:exit, :nan or :stop");
     }
     f->step = step;
     if (!strcmp(kind, "exit")) f->kind = FAULT_KIND_EXIT;
     else if (!strcmp(kind, "nan")) f->kind = FAULT_KIND_NAN;
-    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit or nan)", kind);
+    else if (!strcmp(kind, "stop")) f->kind = FAULT_KIND_STOP;
+    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit, nan or stop)", kind);
     return 0;
 }
 
@@ -34,5 +36,6 @@ enum fault_kind fault_due(const struct fault *f, int rank, int64_t step) {
                 (long long)step);
         _exit(1);
     }
+    if (f->kind == FAULT_KIND_STOP) raise(SIGUSR1);
     return f->kind;
 }

@@ -37,6 +37,8 @@ void job_defaults(Lorad__JobSpec *job) {
     job->eval_every = 0;
     job->eval_batches = 0;
     job->replica_check_every = 100;
+    job->ckpt_every = 500;
+    job->keep = 3;
 }
 
 static int need(int ok, const char *flag, const char *fmt, double value) {
@@ -75,7 +77,11 @@ int job_validate(const Lorad__JobSpec *job) {
         need(job->eval_every >= 0, "--eval-every", "must be non-negative (got %g)", (double)job->eval_every) ||
         need(job->eval_batches >= 0, "--eval-batches", "must be non-negative (got %g)", (double)job->eval_batches) ||
         need(job->replica_check_every >= 0, "--replica-check-every", "must be non-negative (got %g)",
-             (double)job->replica_check_every))
+             (double)job->replica_check_every) ||
+        need(job->ckpt_every >= 0, "--ckpt-every", "must be non-negative (got %g)", (double)job->ckpt_every) ||
+        need(job->ckpt_every_seconds >= 0, "--ckpt-every-seconds", "must be non-negative (got %g)",
+             job->ckpt_every_seconds) ||
+        need(job->keep >= 0, "--keep", "must be non-negative, 0 keeps all (got %g)", job->keep))
         return -1;
     if (job->batch % job_micro_batch(job)) {
         err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);

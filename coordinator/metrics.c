@@ -7,14 +7,42 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
 
-int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every) {
+/* Rewrites PATH (atomically) with only its rows of steps up to STEP. */
+static int rows_keep(const char *path, int64_t step) {
+    size_t len;
+    char *text = file_read_all(path, &len);
+    if (!text) return -1;
+    size_t kept = 0;
+    for (char *line = text, *next; line < text + len; line = next) {
+        next = strchr(line, '\n');
+        next = next ? next + 1 : text + len;
+        json_t *row = json_loadb(line, (size_t)(next - line), 0, NULL);
+        json_t *s = row ? json_object_get(row, "step") : NULL;
+        int keep = s && json_is_integer(s) && json_integer_value(s) <= step;
+        json_decref(row);
+        if (!keep) continue;
+        memmove(text + kept, line, (size_t)(next - line));
+        kept += (size_t)(next - line);
+    }
+    int rc = file_write_atomic(path, text, kept);
+    free(text);
+    return rc;
+}
+
+int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every,
+                 int64_t resume_step) {
     char *path = path_join(out_dir, "metrics.jsonl");
-    mt->jsonl = fopen(path, "w");
+    if (resume_step > 0 && access(path, F_OK) == 0 && rows_keep(path, resume_step)) {
+        free(path);
+        return -1;
+    }
+    mt->jsonl = fopen(path, resume_step > 0 ? "a" : "w");
     if (!mt->jsonl) {
         err_set(path, "cannot create");
         free(path);

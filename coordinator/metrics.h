@@ -31,8 +31,11 @@ struct metrics {
     int line_open; /* a terminal progress line awaits its newline */
 };
 
-/* Opens OUT/metrics.jsonl (truncated). -1 with an error naming the file. */
-int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every);
+/* Opens OUT/metrics.jsonl: a fresh file, or when resuming after step RESUME_STEP the
+ * existing one cut back to its rows of steps up to RESUME_STEP (a crash may have left
+ * later rows). -1 with an error naming the file. */
+int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every,
+                 int64_t resume_step);
 /* Appends the row and updates the progress line. */
 void metrics_step(struct metrics *mt, const struct step_report *r);
 /* Prints a message line on stderr without breaking the progress line. */

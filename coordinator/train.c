@@ -3,7 +3,8 @@
  * from the sample order, keep this rank's contiguous part, run the worker's
  * micro-batches, then ONE all-reduce of the gradient block with the step's loss sum,
  * target count and fault flag packed behind it. Every rank then divides by the global
- * target count, clips, and applies the identical AdamW update. Rank 0 reports.
+ * target count, clips, and applies the identical AdamW update. Rank 0 reports and
+ * checkpoints; a stop request (a signal on any rank) travels in the same all-reduce.
  */
 #include "train.h"
 
@@ -13,9 +14,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "adapter.h"
 #include "batch.h"
+#include "checkpoint.h"
 #include "error.h"
+#include "export.h"
 #include "fault.h"
 #include "fileio.h"
 #include "gemm.h"
@@ -23,6 +25,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "order.h"
+#include "signals.h"
 #include "tokens.h"
 
 /* The floats sent behind the gradient in the step's all-reduce. */
@@ -30,6 +33,8 @@ enum step_hdr {
     STEP_HDR_LOSS,   /* sum of counted losses */
     STEP_HDR_COUNT,  /* counted targets */
     STEP_HDR_FAULTS, /* ranks that failed this step */
+    STEP_HDR_STOP,   /* ranks asked to stop (a signal) */
+    STEP_HDR_CKPT,   /* rank 0's clock says: checkpoint now */
 };
 
 struct train {
@@ -43,7 +48,10 @@ struct train {
     int64_t *ids; /* (G) */
     struct metrics metrics;
     struct fault fault;
+    struct export_meta meta;
+    struct run_state rs;
     double t0;
+    double last_ckpt; /* rank 0: when the last checkpoint was written */
 };
 
 static double now_s(void) {
@@ -83,6 +91,22 @@ static int model_load(struct train *t) {
     return 0;
 }
 
+/* Rank 0: loads the checkpoint --resume names, if any, into the model and T->rs. */
+static int resume_local(struct train *t) {
+    if (!t->job->resume[0]) return 0;
+    struct ckpt c;
+    char *path;
+    int found, rc = checkpoint_find(t->job, &c, &path, &found);
+    if (rc == 0 && found) rc = checkpoint_restore(t->job, &t->model, &c, &t->rs);
+    if (rc == 0 && found)
+        fprintf(stderr, "lorad: resuming from %s at step %lld (saved with %d rank%s)\n", path, (long long)t->rs.step,
+                c.world_size, c.world_size > 1 ? "s" : "");
+    if (rc == 0 && !found) fprintf(stderr, "lorad: no checkpoint to resume from; starting afresh\n");
+    ckpt_free(&c);
+    free(path);
+    return rc;
+}
+
 /* BLAS threads: --threads, or the node's cores shared among the node's ranks. */
 static int threads_default(const struct comm *c) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -100,8 +124,11 @@ static int setup_local(struct train *t) {
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
     batch_init(&t->batch, job->batch, job->seq);
     t->ids = xcalloc((size_t)job->batch, sizeof *t->ids);
+    t->meta = (struct export_meta){.targets = (const char *const *)job->targets, .n_targets = (int32_t)job->n_targets,
+                                   .base = job->model, .dropout = (float)job->dropout};
     if (t->comm->rank != 0) return 0;
-    if (dir_make(job->out) || metrics_open(&t->metrics, job->out, job->steps, job->log_every)) return -1;
+    if (dir_make(job->out) || resume_local(t)) return -1;
+    if (metrics_open(&t->metrics, job->out, job->steps, job->log_every, t->rs.step)) return -1;
     int64_t n = model_n_trainable(&t->model);
     metrics_say(&t->metrics, "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens, %d rank%s",
                 (long long)n, 100.0 * (double)n / (double)t->model.n_params, (long long)t->model.n_params,
@@ -113,7 +140,13 @@ static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *
     memset(t, 0, sizeof *t);
     t->job = job;
     t->comm = comm;
-    return comm_agree(comm, setup_local(t) != 0);
+    if (comm_agree(comm, setup_local(t) != 0)) return -1;
+    /* rank 0 may have resumed: every rank takes its parameters, moments and position */
+    struct trainable *tr = &t->model.tr;
+    comm_bcast(comm, &t->rs, sizeof t->rs);
+    comm_bcast(comm, tr->w, (4 * tr->n + TRAINABLE_HDR) * sizeof(float));
+    signals_install();
+    return 0;
 }
 
 /* Mean loss over the validation set (or its first --eval-batches micro-batches),
@@ -166,10 +199,13 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     double t_start = now_s();
     int64_t lo, hi;
     part(t->comm, G, &lo, &hi);
-    for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, s * G + g);
+    for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, t->rs.samples + g);
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
     int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
+    tr->hdr[STEP_HDR_STOP] = (float)signals_stop_requested(NULL);
+    tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
+                                     now_s() - t->last_ckpt >= job->ckpt_every_seconds);
     t->comm->comm_s = 0.0;
     comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
     if (tr->hdr[STEP_HDR_FAULTS] > 0) return comm_agree(t->comm, failed);
@@ -181,6 +217,8 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     double lr = job_lr(job, s);
     trainable_adamw(tr, (float)lr, (float)job->beta1, (float)job->beta2, (float)job->eps,
                     (float)job->weight_decay, s + 1);
+    t->rs = (struct run_state){.step = s + 1, .samples = t->rs.samples + G, .tokens = t->rs.tokens + (int64_t)G * job->seq,
+                               .loss = loss, .lr = lr};
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
                               .tokens = (int64_t)G * job->seq, .target_tokens = (int64_t)count,
                               .allreduce_bytes = t->comm->mpi ? (int64_t)(tr->n + TRAINABLE_HDR) * 4 : 0,
@@ -196,17 +234,25 @@ static int replicas_check(struct train *t, int64_t step) {
 }
 
 static int train_export(struct train *t) {
-    const Lorad__JobSpec *job = t->job;
     if (t->comm->rank != 0) return comm_agree(t->comm, 0);
-    const char *name = job->mode == LORAD__MODE__MODE_FULL ? "model" : "adapter";
-    char *dir = path_join(job->out, name);
-    int rc = job->mode == LORAD__MODE__MODE_FULL
-                 ? model_export(&t->model, dir)
-                 : adapter_export(&t->model, dir, (const char *const *)job->targets, (int32_t)job->n_targets,
-                                  job->model, (float)job->dropout);
+    struct export_set x;
+    int rc = export_collect(&t->model, &t->meta, &x);
+    char *dir = path_join(t->job->out, x.full ? "model" : "adapter");
+    if (rc == 0) rc = export_write_dir(dir, x.full, x.config, x.e, x.n);
     if (rc == 0) metrics_say(&t->metrics, "wrote %s", dir);
     free(dir);
+    export_free(&x);
     return comm_agree(t->comm, rc != 0);
+}
+
+/* Rank 0 writes the checkpoint of the current step; every rank learns the outcome. */
+static int train_checkpoint(struct train *t) {
+    if (t->comm->rank != 0) return comm_agree(t->comm, 0);
+    char *path = checkpoint_save(t->job, &t->model, &t->meta, &t->rs, t->comm->size, t->order.n);
+    if (path) metrics_say(&t->metrics, "checkpoint %s", path);
+    t->last_ckpt = now_s();
+    free(path);
+    return comm_agree(t->comm, path == NULL);
 }
 
 static void train_free(struct train *t) {
@@ -219,15 +265,24 @@ static void train_free(struct train *t) {
     model_free(&t->model);
 }
 
+/* Whether step S (0-based, just done) ends with a checkpoint. */
+static int checkpoint_due(const struct train *t, int64_t s) {
+    const Lorad__JobSpec *job = t->job;
+    const float *hdr = t->model.tr.hdr;
+    return s + 1 == job->steps || (job->ckpt_every && (s + 1) % job->ckpt_every == 0) ||
+           hdr[STEP_HDR_CKPT] > 0 || hdr[STEP_HDR_STOP] > 0;
+}
+
+/* Runs the steps from the current position; TRAIN_STOPPED when a signal stopped it. */
 static int train_loop(struct train *t) {
     const Lorad__JobSpec *job = t->job;
     double base_val;
-    if (t->has_val) {
+    if (t->has_val && t->rs.step == 0) {
         if (train_eval(t, &base_val)) return -1;
         if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.6f", base_val);
     }
-    t->t0 = now_s();
-    for (int64_t s = 0; s < job->steps; s++) {
+    t->t0 = t->last_ckpt = now_s();
+    for (int64_t s = t->rs.step; s < job->steps; s++) {
         struct step_report r;
         if (train_step(t, s, &r)) return -1;
         int last = s + 1 == job->steps;
@@ -237,6 +292,14 @@ static int train_loop(struct train *t) {
         if (check_now && replicas_check(t, s + 1)) return -1;
         r.elapsed_s = now_s() - t->t0;
         if (t->comm->rank == 0) metrics_step(&t->metrics, &r);
+        if (checkpoint_due(t, s) && train_checkpoint(t)) return -1;
+        if (t->model.tr.hdr[STEP_HDR_STOP] > 0) {
+            const char *sig;
+            if (t->comm->rank == 0)
+                metrics_say(&t->metrics, "stopped at step %lld on %s; resume with --resume auto", (long long)s + 1,
+                            signals_stop_requested(&sig) ? sig : "a signal on another rank");
+            return TRAIN_STOPPED;
+        }
     }
     return train_export(t);
 }

@@ -9,8 +9,11 @@
 #include "comm.h"
 #include "lorad.pb-c.h"
 
-/* Runs JOB (validated) on every rank of COMM. Returns 0, or -1 on every rank when any
- * rank failed, with rank 0's error naming the failing rank. */
+/* train_run's result when a signal stopped the run after a checkpoint. */
+#define TRAIN_STOPPED 1
+
+/* Runs JOB (validated) on every rank of COMM. Returns 0, TRAIN_STOPPED, or -1 on every
+ * rank when any rank failed, with rank 0's error naming the failing rank. */
 int train_run(const Lorad__JobSpec *job, struct comm *comm);
 
 #endif

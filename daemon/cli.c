@@ -3,13 +3,13 @@
  */
 #include "cli.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "protojson.h"
 
 static void *arena_keep(struct cli_arena *a, void *p) {
     a->p = xrealloc(a->p, (size_t)(a->n + 1) * sizeof *a->p);
@@ -40,19 +40,11 @@ static const ProtobufCFieldDescriptor *field_find(const ProtobufCMessageDescript
     return NULL;
 }
 
-/* "MODE_FULL" -> "full" */
-static const char *enum_short(const char *name, char *buf, size_t n) {
-    const char *u = strchr(name, '_');
-    snprintf(buf, n, "%s", u ? u + 1 : name);
-    for (char *c = buf; *c; c++) *c = (char)tolower((unsigned char)*c);
-    return buf;
-}
-
 static int enum_parse(const ProtobufCFieldDescriptor *f, const char *flag, const char *v, int *out) {
     const ProtobufCEnumDescriptor *e = f->descriptor;
     char buf[64], list[256] = "";
     for (unsigned i = 0; i < e->n_values; i++) {
-        enum_short(e->values[i].name, buf, sizeof buf);
+        proto_enum_short(e->values[i].name, buf, sizeof buf);
         if (strcmp(buf, v) == 0) {
             *out = e->values[i].value;
             return 0;
@@ -154,39 +146,31 @@ int cli_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *ar
     return 0;
 }
 
-static void value_print(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, FILE *out) {
-    const void *p = (const char *)msg + f->offset;
-    char buf[64];
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING:
-        if (f->label == PROTOBUF_C_LABEL_REPEATED) {
-            size_t n = *(const size_t *)((const char *)msg + f->quantifier_offset);
-            for (size_t i = 0; i < n; i++) fprintf(out, "%s%s", i ? "," : "", (*(char *const *const *)p)[i]);
-        } else {
-            fputs(*(const char *const *)p, out);
-        }
-        break;
-    case PROTOBUF_C_TYPE_INT32: fprintf(out, "%d", *(const int32_t *)p); break;
-    case PROTOBUF_C_TYPE_INT64: fprintf(out, "%lld", (long long)*(const int64_t *)p); break;
-    case PROTOBUF_C_TYPE_UINT64: fprintf(out, "%llu", (unsigned long long)*(const uint64_t *)p); break;
-    case PROTOBUF_C_TYPE_DOUBLE: fprintf(out, "%g", *(const double *)p); break;
-    case PROTOBUF_C_TYPE_BOOL: fputs(*(const protobuf_c_boolean *)p ? "on" : "off", out); break;
-    case PROTOBUF_C_TYPE_ENUM: {
-        const ProtobufCEnumValue *e = protobuf_c_enum_descriptor_get_value(f->descriptor, *(const int *)p);
-        fputs(e ? enum_short(e->name, buf, sizeof buf) : "?", out);
-        break;
-    }
-    default: break;
+/* A flag's value as typed on the command line: strings bare, lists comma-joined. */
+static void value_print(const json_t *v, FILE *out) {
+    if (json_is_string(v)) {
+        fputs(json_string_value(v), out);
+    } else if (json_is_array(v)) {
+        for (size_t i = 0; i < json_array_size(v); i++)
+            fprintf(out, "%s%s", i ? "," : "", json_string_value(json_array_get(v, i)));
+    } else if (json_is_boolean(v)) {
+        fputs(json_is_true(v) ? "on" : "off", out);
+    } else {
+        char *text = json_dumps(v, JSON_ENCODE_ANY);
+        fputs(text, out);
+        free(text);
     }
 }
 
 void cli_usage(const ProtobufCMessage *msg, FILE *out) {
     const ProtobufCMessageDescriptor *d = msg->descriptor;
+    json_t *values = proto_to_json(msg);
     for (unsigned i = 0; i < d->n_fields; i++) {
         char name[64];
         flag_name(name, sizeof name, d->fields[i].name);
-        fprintf(out, "  --%-16s ", name);
-        value_print(msg, &d->fields[i], out);
+        fprintf(out, "  --%-20s ", name);
+        value_print(json_object_get(values, d->fields[i].name), out);
         fputc('\n', out);
     }
+    json_decref(values);
 }

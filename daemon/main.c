@@ -6,12 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt_cmd.h"
 #include "cli.h"
 #include "comm.h"
 #include "error.h"
 #include "init_model.h"
 #include "job.h"
 #include "prep.h"
+#include "signals.h"
 #include "train.h"
 
 #define LORAD_VERSION "0.1.0"
@@ -23,6 +25,8 @@ static void usage(FILE *out) {
             "  lorad train --model DIR --data FILE --out DIR [flags]   fine-tune (--help for flags)\n"
             "  lorad prep --text FILE --out FILE.h5                    text -> byte-level tokens\n"
             "  lorad init-model --out DIR [--layers --dim --heads ...] a random GPT-2 to pretrain\n"
+            "  lorad inspect CKPT                                      what a checkpoint holds\n"
+            "  lorad export CKPT --out DIR                             a checkpoint's PEFT adapter\n"
             "  lorad --version\n",
             LORAD_VERSION);
 }
@@ -64,8 +68,9 @@ static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int 
 
 /* Ends a command: rank 0 prints the error line when RC failed; every rank exits. */
 static int leave(struct comm *comm, int rc) {
-    if (rc && comm->rank == 0) fprintf(stderr, "lorad: %s\n", err_msg());
+    if (rc < 0 && comm->rank == 0) fprintf(stderr, "lorad: %s\n", err_msg());
     comm_finalize(comm);
+    if (rc == TRAIN_STOPPED) return TRAIN_EXIT_REQUEUE;
     return rc ? LORAD_EXIT_USER : 0;
 }
 
@@ -119,6 +124,19 @@ static int cmd_init_model(int argc, char **argv) {
     return leave(&alone, rc);
 }
 
+/* inspect and export: the first argument, when not a flag, is the checkpoint. */
+static int cmd_checkpoint(int argc, char **argv, int (*run)(const Lorad__CheckpointSpec *), const char *cmd) {
+    struct comm alone = {.size = 1, .local_size = 1};
+    Lorad__CheckpointSpec defaults = LORAD__CHECKPOINT_SPEC__INIT;
+    int positional = argc > 0 && strncmp(argv[0], "--", 2) != 0;
+    if (positional) defaults.checkpoint = argv[0];
+    Lorad__CheckpointSpec *spec = (Lorad__CheckpointSpec *)spec_parse(&defaults.base, cmd, argc - positional,
+                                                                      argv + positional, &alone);
+    int rc = spec ? run(spec) : -1;
+    if (spec) lorad__checkpoint_spec__free_unpacked(spec, NULL);
+    return leave(&alone, rc);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -131,6 +149,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "inspect")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_inspect, "inspect");
+    if (!strcmp(argv[1], "export")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_export, "export");
     err_set(argv[1], "unknown command");
     err_hint("lorad --help lists the commands");
     err_exit();

@@ -120,7 +120,7 @@ static double float_as_decimal(float f) {
     }
 }
 
-int hf_config_write(const struct model_config *cfg, const char *dir) {
+char *hf_config_text(const struct model_config *cfg) {
     CHECK(cfg->arch == MODEL_ARCH_GPT2);
     json_t *root = json_pack("{s:s, s:[s], s:f, s:s, s:i, s:i, s:i, s:i, s:i, s:b, s:i}",
                              "activation_function", "gelu_new", "architectures", "GPT2LMHeadModel",
@@ -129,9 +129,16 @@ int hf_config_write(const struct model_config *cfg, const char *dir) {
                              "n_layer", cfg->n_layer, "n_positions", cfg->n_positions,
                              "tie_word_embeddings", 1, "vocab_size", cfg->vocab_size);
     CHECK(root);
-    char *file = path_join(dir, "config.json");
-    int rc = jsonio_write(file, root);
+    char *text = jsonio_text(root);
     json_decref(root);
+    return text;
+}
+
+int hf_config_write(const struct model_config *cfg, const char *dir) {
+    char *file = path_join(dir, "config.json");
+    char *text = hf_config_text(cfg);
+    int rc = file_write_atomic(file, text, strlen(text));
+    free(text);
     free(file);
     return rc;
 }

@@ -26,7 +26,9 @@ struct model_config {
 
 /* Reads DIR/config.json. Returns 0, or -1 with an error naming the file. */
 int hf_config_read(struct model_config *cfg, const char *dir);
-/* Writes CFG as a GPT-2 config.json into DIR (used by tests and init-model). */
+/* CFG as the text of a GPT-2 config.json; the caller frees. */
+char *hf_config_text(const struct model_config *cfg);
+/* Writes CFG as a GPT-2 config.json into DIR. */
 int hf_config_write(const struct model_config *cfg, const char *dir);
 
 #endif

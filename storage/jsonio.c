@@ -34,7 +34,7 @@ static char *jsonio_dump(const json_t *root, int digits) {
     return text;
 }
 
-int jsonio_write(const char *path, const json_t *root) {
+char *jsonio_text(const json_t *root) {
     char *text = jsonio_dump(root, 15);
     json_t *back = json_loads(text, 0, NULL);
     int exact = json_equal(root, back);
@@ -46,7 +46,13 @@ int jsonio_write(const char *path, const json_t *root) {
     size_t n = strlen(text);
     text = xrealloc(text, n + 2);
     text[n] = '\n';
-    int rc = file_write_atomic(path, text, n + 1);
+    text[n + 1] = '\0';
+    return text;
+}
+
+int jsonio_write(const char *path, const json_t *root) {
+    char *text = jsonio_text(root);
+    int rc = file_write_atomic(path, text, strlen(text));
     free(text);
     return rc;
 }

@@ -12,6 +12,8 @@
 /* Reads PATH, which must hold one JSON object (duplicate keys are refused). Returns the
  * object (the caller json_decref()s it), or NULL with an error naming PATH. */
 json_t *jsonio_read(const char *path);
+/* ROOT as the text jsonio_write writes, ending in a newline; the caller frees. */
+char *jsonio_text(const json_t *root);
 /* Writes ROOT to PATH atomically, indented, keys in insertion order. Reals get 15
  * significant digits when that prints them exactly, else 17. */
 int jsonio_write(const char *path, const json_t *root);

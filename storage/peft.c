@@ -172,14 +172,15 @@ static json_t *peft_config_json(const struct peft_config *cfg) {
     return NULL;
 }
 
-int peft_config_write(const struct peft_config *cfg, const char *dir) {
-    char *file = path_join(dir, "adapter_config.json");
+char *peft_config_text(const struct peft_config *cfg) {
     json_t *root = peft_config_json(cfg);
-    int rc = root ? jsonio_write(file, root)
-                  : err_set(file, "base_model_name_or_path or a module name is not valid UTF-8");
+    if (!root) {
+        err_set("adapter_config.json", "base_model_name_or_path or a module name is not valid UTF-8");
+        return NULL;
+    }
+    char *text = jsonio_text(root);
     json_decref(root);
-    free(file);
-    return rc;
+    return text;
 }
 
 void peft_config_free(struct peft_config *cfg) {

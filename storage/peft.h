@@ -36,9 +36,10 @@ struct peft_config {
  * lorad cannot represent: peft_type other than LORA, use_dora, bias other than "none",
  * target_modules given as a regex string. */
 int peft_config_read(struct peft_config *cfg, const char *dir);
-/* Writes DIR/adapter_config.json atomically, with PEFT's keys (peft_type "LORA",
- * task_type "CAUSAL_LM", bias "none", rank_pattern and alpha_pattern). */
-int peft_config_write(const struct peft_config *cfg, const char *dir);
+/* CFG as the text of an adapter_config.json, with PEFT's keys (peft_type "LORA",
+ * task_type "CAUSAL_LM", bias "none", rank_pattern and alpha_pattern); the caller frees.
+ * NULL with an error when a string is not valid UTF-8. */
+char *peft_config_text(const struct peft_config *cfg);
 void peft_config_free(struct peft_config *cfg);
 /* Rank and alpha that apply to MODULE (full path), after rank/alpha patterns. */
 void peft_module_rank_alpha(const struct peft_config *cfg, const char *module, int32_t *r,

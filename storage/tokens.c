@@ -7,6 +7,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "h5io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,13 +21,9 @@
 
 #define BIN_HEADER_BYTES 1024
 #define VALIDATE_BLOCK (1 << 20) /* tokens per block when scanning a dataset */
-#define H5_CHUNK (1 << 20)       /* elements per chunk when writing */
 #define FORMAT_HINT "expected an llm.c .bin shard (magic 20240520 or 20240801) or an HDF5 file with /tokens"
 
 static const unsigned char h5_signature[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
-
-/* HDF5 prints its own error stack by default; lorad reports one line instead. */
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
 static uint32_t le32(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
@@ -242,44 +239,25 @@ int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *t
 
 /* ---- writing ---- */
 
-/* Writes a 1-D chunked dataset NAME of N elements. */
-static int h5_write_1d(hid_t file, const char *name, hid_t file_type, hid_t mem_type, const void *data, int64_t n) {
-    hsize_t dim = (hsize_t)n, chunk = (hsize_t)(n < H5_CHUNK ? n : H5_CHUNK);
-    hid_t space = H5Screate_simple(1, &dim, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hid_t d = -1;
-    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, 1, &chunk) >= 0)
-        d = H5Dcreate2(file, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data);
-    if (d >= 0 && H5Dclose(d) < 0) rc = -1;
-    if (dcpl >= 0) H5Pclose(dcpl);
-    if (space >= 0) H5Sclose(space);
-    return rc < 0 ? -1 : 0;
-}
+struct tokens_h5 {
+    const uint32_t *tok;
+    const uint8_t *mask;
+    int64_t n;
+};
 
-/* Creates TMP with /tokens and the optional /loss_mask, flushed and closed. */
-static int h5_write_file(const char *tmp, const uint32_t *tok, int64_t n, const uint8_t *mask) {
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return -1;
-    int rc = h5_write_1d(f, "/tokens", H5T_STD_U32LE, H5T_NATIVE_UINT32, tok, n);
-    if (!rc && mask) rc = h5_write_1d(f, "/loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, mask, n);
-    if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = -1;
-    if (H5Fclose(f) < 0) rc = -1;
-    return rc;
+/* Writes /tokens and the optional /loss_mask into a new HDF5 file (h5_fill_fn). */
+static int tokens_fill_h5(hid_t file, const char *path, const void *arg) {
+    const struct tokens_h5 *t = arg;
+    hsize_t dim = (hsize_t)t->n;
+    if (h5_put_array(file, "/tokens", H5T_STD_U32LE, H5T_NATIVE_UINT32, 1, &dim, t->tok))
+        return h5_write_error(path, "/tokens");
+    if (t->mask && h5_put_array(file, "/loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, t->mask))
+        return h5_write_error(path, "/loss_mask");
+    return 0;
 }
 
 int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask) {
     if (n < 1) return err_set(path, "no tokens to write");
-    h5_quiet();
-    struct file_atomic fa;
-    if (file_atomic_open(&fa, path)) return -1;
-    /* HDF5 writes the temporary file by name; the commit's fsync through fa.fd covers
-     * the same file. */
-    if (h5_write_file(fa.tmp, tok, n, mask)) {
-        err_set(path, "cannot write %s", fa.tmp);
-        err_hint("check that the disk has free space");
-        file_atomic_abort(&fa);
-        return -1;
-    }
-    return file_atomic_commit(&fa);
+    struct tokens_h5 t = {tok, mask, n};
+    return h5_write_atomic(path, tokens_fill_h5, &t);
 }

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "hash.h"
 #include "lora.h"
 
 /* One weight the model needs from the file, and where its pointers go. */
@@ -271,6 +272,31 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     return rc;
 }
 
+/* Hash of DIR/config.json, the safetensors header (names, dtypes, shapes, offsets) and
+ * a sample of every tensor's bytes (its ends and 64 bytes of each MiB), so that two
+ * models of one shape tell apart without reading gigabytes. */
+static int fingerprint_compute(struct model *m, const char *dir) {
+    char *path = path_join(dir, "config.json");
+    size_t len;
+    char *config = file_read_all(path, &len);
+    free(path);
+    if (!config) return -1;
+    const unsigned char *map = m->st.map;
+    uint64_t header_len = (uint64_t)map[0] | (uint64_t)map[1] << 8 | (uint64_t)map[2] << 16 |
+                          (uint64_t)map[3] << 24 | (uint64_t)map[4] << 32 | (uint64_t)map[5] << 40 |
+                          (uint64_t)map[6] << 48 | (uint64_t)map[7] << 56; /* validated by safetensors_open */
+    uint64_t h = hash_bytes(hash_bytes(HASH_INIT, config, len), map, 8 + header_len);
+    for (int32_t i = 0; i < m->st.n_tensors; i++) {
+        const unsigned char *d = m->st.tensors[i].data;
+        size_t n = m->st.tensors[i].nbytes, edge = n < 256 ? n : 256;
+        h = hash_bytes(hash_bytes(h, d, edge), d + n - edge, edge);
+        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
+    }
+    m->fingerprint = h;
+    free(config);
+    return 0;
+}
+
 int model_init(struct model *m, const struct model_options *o) {
     memset(m, 0, sizeof *m);
     if (hf_config_read(&m->cfg, o->dir)) return -1;
@@ -280,7 +306,10 @@ int model_init(struct model *m, const struct model_options *o) {
     }
     char path[4096];
     snprintf(path, sizeof path, "%s/model.safetensors", o->dir);
-    if (safetensors_open(&m->st, path)) return -1;
+    if (safetensors_open(&m->st, path) || fingerprint_compute(m, o->dir)) {
+        model_free(m);
+        return -1;
+    }
     m->B = o->max_batch;
     m->T = o->seq;
     m->rank = o->rank;
@@ -313,20 +342,3 @@ void model_free(struct model *m) {
 }
 
 int64_t model_n_trainable(const struct model *m) { return (int64_t)m->tr.n; }
-
-int model_export(const struct model *m, const char *dir) {
-    CHECK(m->n_adapters == 0);
-    if (dir_make(dir) || hf_config_write(&m->cfg, dir)) return -1;
-    struct st_write_entry *e = xcalloc((size_t)m->tr.n_entries + 1, sizeof *e);
-    for (int32_t i = 0; i < m->tr.n_entries; i++) {
-        const struct trainable_entry *t = &m->tr.entries[i];
-        e[i] = (struct st_write_entry){.name = t->name, .data = trainable_w(&m->tr, i), .ndim = t->ndim,
-                                       .shape = {t->shape[0], t->shape[1]}, .dtype = ST_DTYPE_F32};
-    }
-    char *path = path_join(dir, "model.safetensors");
-    static const char *const meta[2] = {"format", "pt"};
-    int rc = safetensors_write(path, e, m->tr.n_entries, meta, 1);
-    free(path);
-    free(e);
-    return rc;
-}

@@ -80,6 +80,7 @@ struct model {
     float *act_block;
     struct gpt2_acts a;
     int64_t n_params; /* every weight of the base model */
+    uint64_t fingerprint; /* of config.json and the safetensors header: which base this is */
 };
 
 /* Loads DIR, attaches adapters and sizes activations. -1 with an error on bad input. */
@@ -98,9 +99,5 @@ void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, con
 const char *model_site_name(int32_t s);
 /* Trainable parameter count (without alignment padding). */
 int64_t model_n_trainable(const struct model *m);
-
-/* Writes the model's weights as a Hugging Face directory (config.json and
- * model.safetensors, F32, "transformer." names): the result of full fine-tuning. */
-int model_export(const struct model *m, const char *dir);
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "hash.h"
 
 int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const int64_t *shape) {
     CHECK(t->w == NULL && ndim >= 1 && ndim <= 2);
@@ -78,9 +79,4 @@ void trainable_grad_scale(struct trainable *t, float s) {
     for (uint64_t i = 0; i < t->n; i++) t->g[i] *= s;
 }
 
-uint64_t trainable_checksum(const struct trainable *t) {
-    const unsigned char *p = (const unsigned char *)t->w;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (uint64_t i = 0; i < t->n * sizeof(float); i++) h = (h ^ p[i]) * 0x100000001b3ULL;
-    return h;
-}
+uint64_t trainable_checksum(const struct trainable *t) { return hash_bytes(HASH_INIT, t->w, t->n * sizeof(float)); }

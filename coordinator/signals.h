@@ -1,0 +1,16 @@
+/*
+ * signals.h: SIGTERM, SIGUSR1 and SIGINT ask the run to stop at the next step boundary:
+ * every rank folds the request into the step's all-reduce, so all ranks agree, write a
+ * checkpoint and exit with TRAIN_EXIT_REQUEUE. A second SIGINT exits at once.
+ */
+#ifndef LORAD_SIGNALS_H
+#define LORAD_SIGNALS_H
+
+/* The exit code of a run that checkpointed on a signal: "please requeue" (EX_TEMPFAIL). */
+#define TRAIN_EXIT_REQUEUE 75
+
+void signals_install(void);
+/* Whether a stop was requested; the name of the first signal in *NAME. */
+int signals_stop_requested(const char **name);
+
+#endif

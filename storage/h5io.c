@@ -1,0 +1,109 @@
+/*
+ * h5io.c: HDF5 helpers shared by the storage formats (h5io.h): quiet errors and a
+ * look into the error stack, atomic file creation on top of file_atomic_*, and
+ * chunked, checksummed array datasets.
+ */
+#include "h5io.h"
+
+#include "error.h"
+#include "fileio.h"
+
+#define H5_CHUNK ((hsize_t)1 << 20) /* elements per chunk */
+
+void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+struct h5_error_query {
+    hid_t code;
+    int found;
+};
+
+static herr_t h5_error_match(unsigned n, const H5E_error2_t *e, void *arg) {
+    (void)n;
+    struct h5_error_query *q = arg;
+    q->found |= e->maj_num == q->code || e->min_num == q->code;
+    return 0;
+}
+
+int h5_error_is(hid_t code) {
+    struct h5_error_query q = {code, 0};
+    return H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, h5_error_match, &q) >= 0 && q.found;
+}
+
+int h5_write_error(const char *path, const char *what) {
+    err_set(path, "cannot write %s", what);
+    return err_hint("check that the disk has free space");
+}
+
+/* Creates TMP, fills it and closes it; errors name PATH. */
+static int h5_write_file(const char *tmp, const char *path, h5_fill_fn fill, const void *arg) {
+    /* With "semi" close, H5Fclose fails when FILL left an object open instead of
+     * silently deferring the close until after the rename. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    hid_t f = fapl < 0 || H5Pset_fclose_degree(fapl, H5F_CLOSE_SEMI) < 0
+                  ? H5I_INVALID_HID
+                  : H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
+    if (f < 0) {
+        err_set(path, "cannot create %s as HDF5", tmp);
+        return err_hint("if its filesystem has no file locks, set HDF5_USE_FILE_LOCKING=FALSE");
+    }
+    int rc = fill(f, path, arg);
+    if (!rc && H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) rc = h5_write_error(path, tmp);
+    /* A failed FILL keeps its own, more specific, error. */
+    if (H5Fclose(f) < 0 && !rc) rc = h5_write_error(path, tmp);
+    return rc;
+}
+
+int h5_write_atomic(const char *path, h5_fill_fn fill, const void *arg) {
+    h5_quiet();
+    struct file_atomic fa;
+    if (file_atomic_open(&fa, path)) return -1;
+    /* HDF5 writes the temporary file by name; the commit's fsync through fa.fd covers
+     * the same file. */
+    if (h5_write_file(fa.tmp, path, fill, arg)) {
+        file_atomic_abort(&fa);
+        return -1;
+    }
+    return file_atomic_commit(&fa);
+}
+
+/* Chunk dimensions for DIMS: whole trailing dimensions while they fit in H5_CHUNK
+ * elements, then as many rows of the next one as fit (at least one). */
+static void h5_chunk_dims(int rank, const hsize_t *dims, hsize_t *chunk) {
+    hsize_t room = H5_CHUNK;
+    for (int i = rank - 1; i >= 0; i--) {
+        chunk[i] = dims[i] < room ? dims[i] : room;
+        room /= chunk[i];
+        if (room == 0) room = 1;
+    }
+}
+
+/* A dataset creation list: chunked with Fletcher32, or the default when DIMS has a
+ * zero (HDF5 needs chunks of at least one element per dimension). */
+static hid_t h5_array_dcpl(int rank, const hsize_t *dims) {
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[H5S_MAX_RANK];
+    int empty = 0;
+    for (int i = 0; i < rank; i++) empty |= dims[i] == 0;
+    if (dcpl < 0 || empty) return dcpl;
+    h5_chunk_dims(rank, dims, chunk);
+    if (H5Pset_chunk(dcpl, rank, chunk) >= 0 && H5Pset_fletcher32(dcpl) >= 0) return dcpl;
+    H5Pclose(dcpl);
+    return H5I_INVALID_HID;
+}
+
+int h5_put_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank, const hsize_t *dims,
+                 const void *data) {
+    CHECK(rank >= 1 && rank <= H5S_MAX_RANK);
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = h5_array_dcpl(rank, dims);
+    hid_t d = space < 0 || dcpl < 0 ? H5I_INVALID_HID
+                                    : H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int rc = d < 0 ? -1 : 0;
+    if (!rc && H5Sget_simple_extent_npoints(space) > 0)
+        rc = H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0 ? -1 : 0;
+    if (d >= 0 && H5Dclose(d) < 0) rc = -1;
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return rc;
+}

@@ -1,0 +1,288 @@
+"""ckpt_resume.py: checkpoints, resume, preemption signals and crash safety.
+
+Cases (--case):
+  exact_1, exact_2   stop after k steps (LORAD_FAULT ...:stop raises SIGUSR1 in the step),
+                     resume with --resume auto for the rest: every metrics row but timings
+                     and the final adapter bytes equal an uninterrupted run (1 and 2 ranks)
+  elastic            saved with 2 ranks, resumed on 1 and on 3: losses within 1e-5 relative
+  refuse             another base model (fingerprint), another --rank, another --targets,
+                     an unreadable --resume PATH: each a one-line error naming it
+  corrupt            newest checkpoint truncated, the next one with flipped bytes:
+                     --resume auto falls back to the newest valid one and says so
+  signals            SIGUSR1 to mpirun and SIGTERM to one rank of a running 2-rank job:
+                     checkpoint, exit 75, and the resumed run ends with the uninterrupted
+                     run's adapter
+  kill9              at least 10 kill -9 of the job at random moments (checkpointing every
+                     step), each followed by --resume auto: every checkpoint present is valid
+                     or reported invalid, and the final adapter equals an uninterrupted run's
+  inspect_export     `lorad inspect` shows the layout, `lorad export` equals the run's own
+                     adapter, and h5ls shows the groups
+"""
+import argparse
+import glob
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import gpt2_ref as ref  # noqa: E402
+
+CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
+T, G = 16, 4
+TIMING = {"tokens_per_s", "elapsed_s", "comm_s"}
+REQUEUE = 75
+# Open MPI never frees some of its own allocations: LeakSanitizer is off under mpirun only.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0"}
+
+
+class Run:
+    """Builds the inputs once and runs lorad on them, alone or under mpirun."""
+
+    def __init__(self, lorad, work, seed=1):
+        self.lorad, self.work = lorad, work
+        rng = np.random.default_rng(seed)
+        self.model = os.path.join(work, "model")
+        ref.write_model_dir(self.model, CFG, ref.random_gpt2_weights(CFG, rng))
+        self.data = os.path.join(work, "train.bin")
+        ref.write_bin(self.data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
+
+    def args(self, out, steps, extra=()):
+        return ["train", "--model", self.model, "--data", self.data, "--out", out, "--steps", steps,
+                "--batch", G, "--micro-batch", 2, "--seq", T, "--lr", 0.01, "--schedule", "cosine",
+                "--warmup", 2, "--targets", "q,v,mlp.c_fc", "--rank", 4, "--alpha", 8, "--dropout", 0.1,
+                "--seed", 3, "--threads", 1, "--log-every", 1] + [str(a) for a in extra]
+
+    def cmd(self, ranks, args):
+        base = [self.lorad] + [str(a) for a in args]
+        return base if ranks == 0 else ["mpirun", "--oversubscribe", "-np", str(ranks)] + base
+
+    def env(self, ranks, extra=None):
+        return dict(os.environ, **(MPI_ENV if ranks else {}), **(extra or {}))
+
+    def run(self, ranks, args, env=None, timeout=300):
+        """RANKS = 0: one process without mpirun."""
+        cmd = self.cmd(ranks, args)
+        print("+ " + " ".join(cmd), flush=True)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=self.env(ranks, env))
+
+    def popen(self, ranks, args):
+        cmd = self.cmd(ranks, args)
+        print("+ " + " ".join(cmd), flush=True)
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=self.env(ranks), start_new_session=True)
+
+
+def rows(out):
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in ref.read_metrics(os.path.join(out, "metrics.jsonl"))]
+
+
+def adapter_bytes(out):
+    with open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb") as f:
+        return f.read()
+
+
+def expect_ok(fails, p, what):
+    return fails.check(p.returncode == 0, f"{what} exited {p.returncode}: {p.stderr.strip()[-600:]}")
+
+
+def straight(fails, r, ranks, steps, extra=()):
+    out = os.path.join(r.work, f"straight_{ranks}")
+    expect_ok(fails, r.run(ranks, r.args(out, steps, extra)), "the uninterrupted run")
+    return out
+
+
+def stop_then_resume(fails, r, ranks, steps, k, resume_ranks=None, name="split"):
+    """Runs STEPS steps stopped after step K, then resumes on RESUME_RANKS ranks."""
+    out = os.path.join(r.work, f"{name}_{ranks}")
+    p = r.run(ranks, r.args(out, steps), env={"LORAD_FAULT": f"rank:0:step:{k}:stop"})
+    fails.check(p.returncode == REQUEUE, f"the stopped run exited {p.returncode}, expected {REQUEUE}: {p.stderr[-400:]}")
+    fails.check(f"stopped at step {k}" in p.stderr, "the stopped run did not say where it stopped")
+    latest = os.path.join(out, "checkpoints", "latest")
+    fails.check(os.path.realpath(latest).endswith(f"step-{k:08d}.h5"), f"latest does not point at step {k}")
+    p = r.run(ranks if resume_ranks is None else resume_ranks, r.args(out, steps, ["--resume", "auto"]))
+    expect_ok(fails, p, "the resumed run")
+    fails.check(f"resuming from" in p.stderr and f"at step {k}" in p.stderr, "the resumed run did not say where it resumed")
+    return out
+
+
+def case_exact(fails, r, ranks):
+    steps, k = 12, 5
+    base = straight(fails, r, ranks, steps)
+    out = stop_then_resume(fails, r, ranks, steps, k)
+    a, b = rows(base), rows(out)
+    fails.check(len(a) == steps and a == b, f"metrics differ after resume:\n{a}\n{b}")
+    fails.check(adapter_bytes(base) == adapter_bytes(out), "final adapter bytes differ after resume")
+
+
+def case_elastic(fails, r):
+    steps, k = 10, 4
+    base = rows(straight(fails, r, 2, steps))
+    for n in (1, 3):
+        out = stop_then_resume(fails, r, 2, steps, k, resume_ranks=n, name=f"elastic{n}")
+        got = rows(out)
+        worst = max(ref.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
+        print(f"2 -> {n} ranks: worst loss rel err {worst:.2e}")
+        fails.check(len(got) == steps and worst <= 1e-5, f"2 -> {n} ranks: losses differ by {worst:.2e}")
+
+
+def one_line_error(fails, p, words, what):
+    lines = [l for l in p.stderr.splitlines() if l.startswith("lorad: ") and "resuming" not in l]
+    ok = p.returncode == 2 and lines and any(w in lines[-1] for w in words)
+    fails.check(ok, f"{what}: expected exit 2 and an error naming {words}, got {p.returncode}: {p.stderr.strip()}")
+
+
+def case_refuse(fails, r):
+    out = os.path.join(r.work, "saved")
+    expect_ok(fails, r.run(0, r.args(out, 3)), "the run that saves")
+    other = Run(r.lorad, os.path.join(r.work, "other"), seed=2)
+    p = r.run(0, ["train", "--model", other.model] + r.args(out, 6, ["--resume", "auto"])[3:])
+    one_line_error(fails, p, ["base model", "fingerprint"], "another base model")
+    p = r.run(0, r.args(out, 6, ["--resume", "auto", "--rank", 8]))
+    one_line_error(fails, p, ["--rank"], "another rank")
+    p = r.run(0, r.args(out, 6, ["--resume", "auto", "--targets", "c_attn"]))
+    one_line_error(fails, p, ["--targets"], "other targets")
+    bogus = os.path.join(r.work, "bogus.h5")
+    with open(bogus, "wb") as f:
+        f.write(b"not a checkpoint")
+    p = r.run(0, r.args(out, 6, ["--resume", bogus]))
+    one_line_error(fails, p, ["bogus.h5"], "an unreadable checkpoint")
+    p = r.run(0, r.args(out, 6, ["--resume", "auto", "--lr", 0.02, "--threads", 2, "--ckpt-every", 2]))
+    expect_ok(fails, p, "a resume that changes only safe flags")
+
+
+def case_corrupt(fails, r):
+    out = os.path.join(r.work, "c")
+    expect_ok(fails, r.run(0, r.args(out, 6, ["--ckpt-every", 2, "--keep", 0])), "the run that saves")
+    files = sorted(glob.glob(os.path.join(out, "checkpoints", "step-*.h5")))
+    fails.check(len(files) == 3, f"expected checkpoints at steps 2, 4, 6, found {files}")
+    newest, middle = files[-1], files[-2]
+    os.truncate(newest, os.path.getsize(newest) // 2)
+    with open(middle, "r+b") as f:  # flip bytes in the data of the middle checkpoint
+        data = bytearray(f.read())
+        for at in range(len(data) // 3, len(data) // 3 + 64 * 40, 40):
+            data[at] ^= 0xFF
+        f.seek(0)
+        f.write(data)
+    p = r.run(0, r.args(out, 8, ["--resume", "auto"]))
+    expect_ok(fails, p, "--resume auto past corrupt checkpoints")
+    fails.check("skipping invalid checkpoint" in p.stderr, "no message about the invalid checkpoints")
+    fails.check("step-00000002.h5 at step 2" in p.stderr, f"did not resume from step 2: {p.stderr[-500:]}")
+    p = r.run(0, r.args(os.path.join(r.work, "d"), 8, ["--resume", newest]))
+    one_line_error(fails, p, [os.path.basename(newest)], "--resume PATH of a truncated checkpoint")
+
+
+def wait_for_step(out, step, proc, timeout=60):
+    path = os.path.join(out, "metrics.jsonl")
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None:
+        if os.path.exists(path) and sum(1 for _ in open(path)) >= step:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def case_signals(fails, r):
+    steps = 400
+    base = straight(fails, r, 2, steps)
+    for how in ("usr1_mpirun", "term_rank"):
+        out = os.path.join(r.work, how)
+        proc = r.popen(2, r.args(out, steps))
+        if not fails.check(wait_for_step(out, 3, proc), f"{how}: the job did not start"):
+            proc.kill()
+            continue
+        if how == "usr1_mpirun":
+            os.kill(proc.pid, signal.SIGUSR1)
+        else:
+            ranks = subprocess.run(["pgrep", "-f", "-s", str(os.getpgid(proc.pid)), "lorad train"],
+                                   capture_output=True, text=True).stdout.split()
+            ranks = [int(x) for x in ranks if int(x) != proc.pid]
+            fails.check(len(ranks) == 2, f"expected 2 rank processes, found {ranks}")
+            os.kill(max(ranks), signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        print(err.strip()[-800:], flush=True)
+        fails.check(proc.returncode != 0, f"{how}: mpirun exited 0 after a stop")
+        fails.check("lorad: stopped at step" in err, f"{how}: no stop message")
+        fails.check(os.path.exists(os.path.join(out, "checkpoints", "latest")), f"{how}: no checkpoint")
+        p = r.run(2, r.args(out, steps, ["--resume", "auto"]))
+        expect_ok(fails, p, f"{how}: the resumed run")
+        fails.check(adapter_bytes(out) == adapter_bytes(base), f"{how}: final adapter differs from the uninterrupted run")
+
+
+def case_kill9(fails, r):
+    steps = 2500
+    base = straight(fails, r, 0, steps, ["--ckpt-every", 1, "--keep", 2])
+    out = os.path.join(r.work, "k")
+    rng = random.Random(9)
+    kills = 0
+    while kills < 12:
+        proc = r.popen(0, r.args(out, steps, ["--resume", "auto", "--ckpt-every", 1, "--keep", 2]))
+        time.sleep(rng.uniform(0.05, 0.6))
+        if proc.poll() is not None:
+            break
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        for f in glob.glob(os.path.join(out, "checkpoints", "*")):
+            p = subprocess.run([r.lorad, "inspect", f], capture_output=True, text=True)
+            fails.check(p.returncode in (0, 2) and "AddressSanitizer" not in p.stderr,
+                        f"inspect {f} after kill -9 exited {p.returncode}: {p.stderr.strip()}")
+    print(f"{kills} kill -9s", flush=True)
+    fails.check(kills >= 10, f"only {kills} kills happened before the run finished: make it longer")
+    p = r.run(0, r.args(out, steps, ["--resume", "auto", "--ckpt-every", 1, "--keep", 2]))
+    expect_ok(fails, p, "the final resume")
+    fails.check(adapter_bytes(out) == adapter_bytes(base), "the adapter after kill -9s differs from the uninterrupted run")
+    fails.check(rows(out) == rows(base), "metrics after kill -9s differ from the uninterrupted run")
+
+
+def case_inspect_export(fails, r):
+    out = os.path.join(r.work, "ie")
+    expect_ok(fails, r.run(0, r.args(out, 4)), "the run")
+    ckpt = os.path.join(out, "checkpoints", "latest")
+    p = subprocess.run([r.lorad, "inspect", ckpt], capture_output=True, text=True)
+    expect_ok(fails, p, "inspect")
+    for want in ("step         4", "world size   1", "lora_A.weight", "[8, 32]", '"targets"'):
+        fails.check(want in p.stdout, f"inspect does not show {want!r}:\n{p.stdout}")
+    exp = os.path.join(r.work, "exported")
+    p = subprocess.run([r.lorad, "export", ckpt, "--out", exp], capture_output=True, text=True)
+    expect_ok(fails, p, "export")
+    for name in ("adapter_model.safetensors", "adapter_config.json"):
+        with open(os.path.join(exp, name), "rb") as a, open(os.path.join(out, "adapter", name), "rb") as b:
+            fails.check(a.read() == b.read(), f"exported {name} differs from the run's own")
+    p = subprocess.run(["h5ls", "-r", ckpt], capture_output=True, text=True)
+    for group in ("/adapter", "/optimizer/m", "/optimizer/v", "/rng", "/data", "/job/spec", "/job/json"):
+        fails.check(group in p.stdout, f"h5ls does not show {group}:\n{p.stdout}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--lorad", required=True)
+    ap.add_argument("--case", required=True)
+    ap.add_argument("--workdir", required=True)
+    a = ap.parse_args()
+    fails = ref.Failures(f"ckpt_resume {a.case}")
+    ref.require_lorad(a.lorad, fails)
+    r = Run(a.lorad, ref.fresh_dir(a.workdir))
+    cases = {
+        "exact_1": lambda: case_exact(fails, r, 0),
+        "exact_2": lambda: case_exact(fails, r, 2),
+        "elastic": lambda: case_elastic(fails, r),
+        "refuse": lambda: case_refuse(fails, r),
+        "corrupt": lambda: case_corrupt(fails, r),
+        "signals": lambda: case_signals(fails, r),
+        "kill9": lambda: case_kill9(fails, r),
+        "inspect_export": lambda: case_inspect_export(fails, r),
+    }
+    if a.case not in cases:
+        fails.abort(f"unknown case {a.case}")
+    cases[a.case]()
+    fails.finish()
+
+
+if __name__ == "__main__":
+    main()
