@@ -32,7 +32,6 @@ void comm_init(struct comm *c, int *argc, char ***argv) {
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &c->size));
     MPI_Comm node;
     MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &node));
-    MPI_CHECK(MPI_Comm_rank(node, &c->local_rank));
     MPI_CHECK(MPI_Comm_size(node, &c->local_size));
     MPI_CHECK(MPI_Comm_free(&node));
 }
@@ -62,7 +61,7 @@ void comm_bcast(struct comm *c, void *buf, size_t n) {
     }
 }
 
-static double now_s(void) {
+double comm_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -70,13 +69,13 @@ static double now_s(void) {
 
 void comm_allreduce_floats(struct comm *c, float *buf, size_t n) {
     if (!c->mpi) return;
-    double t = now_s();
+    double t = comm_time();
     /* MPI counts are int: reduce in pieces below 2^30 elements */
     for (size_t at = 0; at < n; at += (size_t)1 << 30) {
         size_t k = n - at < ((size_t)1 << 30) ? n - at : (size_t)1 << 30;
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     }
-    c->comm_s += now_s() - t;
+    c->comm_s += comm_time() - t;
 }
 
 void comm_allreduce_doubles(struct comm *c, double *buf, size_t n) {

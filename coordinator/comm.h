@@ -13,7 +13,7 @@
 struct comm {
     int mpi;                    /* MPI was initialised */
     int rank, size;             /* in the world */
-    int local_rank, local_size; /* on this node */
+    int local_size;             /* ranks on this node */
     double comm_s;              /* seconds spent in comm_allreduce since the last read */
 };
 
@@ -23,6 +23,8 @@ void comm_finalize(struct comm *c);
 /* Broadcasts rank 0's BUF (*N bytes, malloc'd) to every rank; other ranks receive a
  * new malloc'd buffer. *N = 0 carries "nothing" (rank 0 failed). */
 void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n);
+/* Seconds on a monotonic clock. */
+double comm_time(void);
 /* Broadcasts N bytes at BUF from rank 0 into every rank's BUF. */
 void comm_bcast(struct comm *c, void *buf, size_t n);
 /* In-place sum over ranks of N floats; adds its time to c->comm_s. */

@@ -3,6 +3,7 @@
  */
 #include "job.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 
@@ -59,18 +60,19 @@ int job_validate(const Lorad__JobSpec *job) {
         return -1;
     int full = job->mode == LORAD__MODE__MODE_FULL;
     if (need(job->rank >= 1, "--rank", "must be at least 1 (got %g)", job->rank) ||
-        need(job->alpha > 0, "--alpha", "must be positive (got %g)", job->alpha) ||
+        need(job->alpha > 0 && job->alpha < FLT_MAX, "--alpha", "must be a positive float (got %g)", job->alpha) ||
         need(job->dropout >= 0 && job->dropout < 1, "--dropout", "must be in [0, 1) (got %g)", job->dropout) ||
         need(job->steps >= 1, "--steps", "must be at least 1 (got %g)", (double)job->steps) ||
         need(job->batch >= 1, "--batch", "must be at least 1 (got %g)", job->batch) ||
         need(job->micro_batch >= 0, "--micro-batch", "must be at least 1 (got %g)", job->micro_batch) ||
         need(job->seq >= 1, "--seq", "must be at least 1 (got %g)", job->seq) ||
-        need(job->lr >= 0 && isfinite(job->lr), "--lr", "must be a non-negative number (got %g)", job->lr) ||
+        need(job->lr >= 0 && job->lr < FLT_MAX, "--lr", "must be a non-negative float (got %g)", job->lr) ||
         need(job->warmup >= 0, "--warmup", "must be non-negative (got %g)", (double)job->warmup) ||
-        need(job->weight_decay >= 0, "--weight-decay", "must be non-negative (got %g)", job->weight_decay) ||
+        need(job->weight_decay >= 0 && job->weight_decay < FLT_MAX, "--weight-decay",
+             "must be a non-negative float (got %g)", job->weight_decay) ||
         need(job->beta1 >= 0 && job->beta1 < 1, "--beta1", "must be in [0, 1) (got %g)", job->beta1) ||
         need(job->beta2 >= 0 && job->beta2 < 1, "--beta2", "must be in [0, 1) (got %g)", job->beta2) ||
-        need(job->eps > 0, "--eps", "must be positive (got %g)", job->eps) ||
+        need(job->eps >= FLT_MIN && job->eps < FLT_MAX, "--eps", "must be a positive float (got %g)", job->eps) ||
         need(job->clip >= 0, "--clip", "must be non-negative, 0 turns clipping off (got %g)", job->clip) ||
         need(job->threads >= 0, "--threads", "must be non-negative, 0 uses every core (got %g)", job->threads) ||
         need(job->log_every >= 1, "--log-every", "must be at least 1 (got %g)", (double)job->log_every) ||
@@ -87,8 +89,9 @@ int job_validate(const Lorad__JobSpec *job) {
         err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);
         return err_hint("choose a micro-batch that divides the batch");
     }
-    if (full && job->init_adapter && job->init_adapter[0])
-        return err_set("--init-adapter", "has no meaning with --mode full");
+    if (full && job->init_adapter[0]) return err_set("--init-adapter", "has no meaning with --mode full");
+    if (full && (job->dropout > 0 || job->rslora))
+        return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
     if (!full && job->n_targets == 0) return err_set("--targets", "is empty");
     return 0;
 }

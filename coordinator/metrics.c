@@ -56,19 +56,22 @@ int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, i
     return 0;
 }
 
+/* A real, or null when not finite (JSON has no NaN). */
+static json_t *json_number(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
 static void row_write(FILE *f, const struct step_report *r) {
     json_t *row = json_object();
     json_object_set_new(row, "step", json_integer(r->step));
-    json_object_set_new(row, "loss", json_real(r->loss));
-    json_object_set_new(row, "lr", json_real(r->lr));
-    json_object_set_new(row, "grad_norm", json_real(r->grad_norm));
+    json_object_set_new(row, "loss", json_number(r->loss));
+    json_object_set_new(row, "lr", json_number(r->lr));
+    json_object_set_new(row, "grad_norm", json_number(r->grad_norm));
     json_object_set_new(row, "tokens", json_integer(r->tokens));
     json_object_set_new(row, "target_tokens", json_integer(r->target_tokens));
     json_object_set_new(row, "allreduce_bytes", json_integer(r->allreduce_bytes));
-    json_object_set_new(row, "comm_s", json_real(r->comm_s));
-    json_object_set_new(row, "tokens_per_s", json_real(r->step_s > 0 ? r->tokens / r->step_s : 0.0));
-    json_object_set_new(row, "elapsed_s", json_real(r->elapsed_s));
-    if (!isnan(r->val_loss)) json_object_set_new(row, "val_loss", json_real(r->val_loss));
+    json_object_set_new(row, "comm_s", json_number(r->comm_s));
+    json_object_set_new(row, "tokens_per_s", json_number(r->step_s > 0 ? r->tokens / r->step_s : 0.0));
+    json_object_set_new(row, "elapsed_s", json_number(r->elapsed_s));
+    if (!isnan(r->val_loss)) json_object_set_new(row, "val_loss", json_number(r->val_loss));
     json_dumpf(row, f, JSON_COMPACT | JSON_REAL_PRECISION(9));
     fputc('\n', f);
     fflush(f);

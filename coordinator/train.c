@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "batch.h"
@@ -54,12 +53,6 @@ struct train {
     double last_ckpt; /* rank 0: when the last checkpoint was written */
 };
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 /* This rank's contiguous part [lo, hi) of N items. */
 static void part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi) {
     *lo = n * c->rank / c->size;
@@ -71,7 +64,7 @@ static int dataset_open(struct tokens *ds, const char *path, const struct model 
     return tokens_validate(ds, m->cfg.vocab_size, T);
 }
 
-static int model_load(struct train *t) {
+static int train_model_load(struct train *t) {
     const Lorad__JobSpec *job = t->job;
     struct model_options o = {
         .dir = job->model,
@@ -117,13 +110,15 @@ static int threads_default(const struct comm *c) {
 static int setup_local(struct train *t) {
     const Lorad__JobSpec *job = t->job;
     gemm_set_threads(job->threads ? job->threads : threads_default(t->comm));
-    if (fault_from_env(&t->fault) || model_load(t)) return -1;
+    if (fault_from_env(&t->fault) || train_model_load(t)) return -1;
     if (dataset_open(&t->data, job->data, &t->model, job->seq)) return -1;
     t->has_val = job->val && job->val[0];
     if (t->has_val && dataset_open(&t->val, job->val, &t->model, job->seq)) return -1;
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
-    batch_init(&t->batch, job->batch, job->seq);
-    t->ids = xcalloc((size_t)job->batch, sizeof *t->ids);
+    /* this rank's largest part of a step */
+    int32_t cap = (int32_t)(((int64_t)job->batch + t->comm->size - 1) / t->comm->size);
+    batch_init(&t->batch, cap, job->seq);
+    t->ids = xcalloc((size_t)cap, sizeof *t->ids);
     t->meta = (struct export_meta){.targets = (const char *const *)job->targets, .n_targets = (int32_t)job->n_targets,
                                    .base = job->model, .dropout = (float)job->dropout};
     if (t->comm->rank != 0) return 0;
@@ -155,12 +150,12 @@ static int train_eval(struct train *t, double *val_loss) {
     const Lorad__JobSpec *job = t->job;
     const int32_t M = job_micro_batch(job);
     int64_t n = tokens_n_samples(&t->val, job->seq), lo, hi;
-    if (job->eval_batches && job->eval_batches * M < n) n = job->eval_batches * M;
+    if (job->eval_batches && job->eval_batches < (n + M - 1) / M) n = job->eval_batches * M;
     part(t->comm, n, &lo, &hi);
     double sums[2] = {0.0, 0.0};
     int failed = 0;
-    for (int64_t i = lo; i < hi && !failed; i += job->batch) {
-        int32_t k = (int32_t)(hi - i < job->batch ? hi - i : job->batch);
+    for (int64_t i = lo; i < hi && !failed; i += t->batch.cap) {
+        int32_t k = (int32_t)(hi - i < t->batch.cap ? hi - i : t->batch.cap);
         for (int32_t j = 0; j < k; j++) t->ids[j] = i + j;
         failed = batch_load(&t->batch, &t->val, t->ids, k) != 0;
         if (!failed) {
@@ -196,7 +191,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     const Lorad__JobSpec *job = t->job;
     struct trainable *tr = &t->model.tr;
     const int32_t G = job->batch;
-    double t_start = now_s();
+    double t_start = comm_time();
     int64_t lo, hi;
     part(t->comm, G, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, t->rs.samples + g);
@@ -205,24 +200,24 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
     tr->hdr[STEP_HDR_STOP] = (float)signals_stop_requested(NULL);
     tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
-                                     now_s() - t->last_ckpt >= job->ckpt_every_seconds);
+                                     comm_time() - t->last_ckpt >= job->ckpt_every_seconds);
     t->comm->comm_s = 0.0;
     comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
     if (tr->hdr[STEP_HDR_FAULTS] > 0) return comm_agree(t->comm, failed);
-    double count = tr->hdr[STEP_HDR_COUNT];
-    double loss = count > 0 ? tr->hdr[STEP_HDR_LOSS] / count : 0.0;
-    if (count > 0) trainable_grad_scale(tr, (float)(1.0 / count));
-    double norm = trainable_grad_norm(tr);
-    if (job->clip > 0 && norm > job->clip) trainable_grad_scale(tr, (float)(job->clip / (norm + 1e-6)));
+    /* the block holds gradient sums: one pass divides by the count and clips */
+    double count = tr->hdr[STEP_HDR_COUNT], per = count > 0 ? 1.0 / count : 1.0;
+    double loss = tr->hdr[STEP_HDR_LOSS] * per;
+    double norm = trainable_grad_norm(tr) * per;
+    double clip = job->clip > 0 && norm > job->clip ? job->clip / (norm + 1e-6) : 1.0;
+    trainable_grad_scale(tr, (float)(per * clip));
     double lr = job_lr(job, s);
-    trainable_adamw(tr, (float)lr, (float)job->beta1, (float)job->beta2, (float)job->eps,
-                    (float)job->weight_decay, s + 1);
+    trainable_adamw(tr, lr, job->beta1, job->beta2, (float)job->eps, job->weight_decay, s + 1);
     t->rs = (struct run_state){.step = s + 1, .samples = t->rs.samples + G, .tokens = t->rs.tokens + (int64_t)G * job->seq,
                                .loss = loss, .lr = lr};
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
                               .tokens = (int64_t)G * job->seq, .target_tokens = (int64_t)count,
                               .allreduce_bytes = t->comm->mpi ? (int64_t)(tr->n + TRAINABLE_HDR) * 4 : 0,
-                              .comm_s = t->comm->comm_s, .step_s = now_s() - t_start, .val_loss = NAN};
+                              .comm_s = t->comm->comm_s, .step_s = comm_time() - t_start, .val_loss = NAN};
     return 0;
 }
 
@@ -250,7 +245,7 @@ static int train_checkpoint(struct train *t) {
     if (t->comm->rank != 0) return comm_agree(t->comm, 0);
     char *path = checkpoint_save(t->job, &t->model, &t->meta, &t->rs, t->comm->size, t->order.n);
     if (path) metrics_say(&t->metrics, "checkpoint %s", path);
-    t->last_ckpt = now_s();
+    t->last_ckpt = comm_time();
     free(path);
     return comm_agree(t->comm, path == NULL);
 }
@@ -281,7 +276,7 @@ static int train_loop(struct train *t) {
         if (train_eval(t, &base_val)) return -1;
         if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.6f", base_val);
     }
-    t->t0 = t->last_ckpt = now_s();
+    t->t0 = t->last_ckpt = comm_time();
     for (int64_t s = t->rs.step; s < job->steps; s++) {
         struct step_report r;
         if (train_step(t, s, &r)) return -1;
@@ -290,7 +285,7 @@ static int train_loop(struct train *t) {
         if (eval_now && train_eval(t, &r.val_loss)) return -1;
         int check_now = (job->replica_check_every && (s + 1) % job->replica_check_every == 0) || last;
         if (check_now && replicas_check(t, s + 1)) return -1;
-        r.elapsed_s = now_s() - t->t0;
+        r.elapsed_s = comm_time() - t->t0;
         if (t->comm->rank == 0) metrics_step(&t->metrics, &r);
         if (checkpoint_due(t, s) && train_checkpoint(t)) return -1;
         if (t->model.tr.hdr[STEP_HDR_STOP] > 0) {

@@ -122,26 +122,39 @@ static int field_set(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, c
     return -1;
 }
 
+/* One flag: "--name value", "--name=value", or a bool switch "--name [on|off]".
+ * Returns the arguments it used, or -1 with an error. */
+static int flag_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *arena) {
+    char flag[64];
+    const char *eq = strchr(argv[0], '=');
+    size_t len = eq ? (size_t)(eq - argv[0]) : strlen(argv[0]);
+    snprintf(flag, sizeof flag, "%.*s", (int)(len < sizeof flag - 1 ? len : sizeof flag - 1), argv[0]);
+    if (strncmp(flag, "--", 2) != 0) {
+        err_set(argv[0], "unexpected argument");
+        return err_hint("flags start with --");
+    }
+    const ProtobufCFieldDescriptor *f = field_find(msg->descriptor, flag + 2);
+    if (!f) {
+        err_set(flag, "unknown flag");
+        return err_hint("--help lists the flags");
+    }
+    if (f->type == PROTOBUF_C_TYPE_BOOL) {
+        int value = 1, used = 1;
+        if (eq && bool_parse(eq + 1, &value)) return err_set(flag, "'%s' is not on or off", eq + 1);
+        if (!eq && argc > 1 && bool_parse(argv[1], &value) == 0) used = 2;
+        *(protobuf_c_boolean *)((char *)msg + f->offset) = value;
+        return used;
+    }
+    if (eq) return field_set(msg, f, flag, eq + 1, arena) ? -1 : 1;
+    if (argc < 2) return err_set(flag, "missing value");
+    return field_set(msg, f, flag, argv[1], arena) ? -1 : 2;
+}
+
 int cli_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *arena) {
-    for (int i = 0; i < argc; i++) {
-        const char *arg = argv[i];
-        if (strncmp(arg, "--", 2) != 0) {
-            err_set(arg, "unexpected argument");
-            return err_hint("flags start with --");
-        }
-        const ProtobufCFieldDescriptor *f = field_find(msg->descriptor, arg + 2);
-        if (!f) {
-            err_set(arg, "unknown flag");
-            return err_hint("--help lists the flags");
-        }
-        if (f->type == PROTOBUF_C_TYPE_BOOL) {
-            int value = 1;
-            if (i + 1 < argc && bool_parse(argv[i + 1], &value) == 0) i++;
-            *(protobuf_c_boolean *)((char *)msg + f->offset) = value;
-            continue;
-        }
-        if (i + 1 >= argc) return err_set(arg, "missing value");
-        if (field_set(msg, f, arg, argv[++i], arena)) return -1;
+    for (int i = 0; i < argc;) {
+        int used = flag_parse(msg, argc - i, argv + i, arena);
+        if (used < 0) return -1;
+        i += used;
     }
     return 0;
 }

@@ -81,9 +81,9 @@ static int cmd_train(int argc, char **argv) {
     comm_init(&comm, &argc, &argv);
     uint8_t *bytes = NULL;
     size_t n = 0;
-    if (comm.rank == 0) {
-        Lorad__JobSpec defaults;
-        job_defaults(&defaults);
+    Lorad__JobSpec defaults;
+    job_defaults(&defaults);
+    if (comm.rank == 0 || wants_help(argc, argv)) { /* --help ends every rank */
         Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
         if (job && job_validate(job) == 0) {
             n = lorad__job_spec__get_packed_size(job);

@@ -45,16 +45,6 @@ _Noreturn void err_exit(void) {
     exit(LORAD_EXIT_USER);
 }
 
-_Noreturn void err_fail(const char *thing, const char *fmt, ...) {
-    int n = snprintf(err_line, sizeof err_line, "%s: ", thing);
-    if (n < 0 || (size_t)n >= sizeof err_line) n = 0;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err_line + n, sizeof err_line - (size_t)n, fmt, ap);
-    va_end(ap);
-    err_exit();
-}
-
 _Noreturn void check_fail(const char *file, int line, const char *what) {
     fprintf(stderr, "lorad: internal error at %s:%d: %s\n", file, line, what);
     exit(LORAD_EXIT_INTERNAL);

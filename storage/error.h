@@ -28,9 +28,7 @@ int err_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 const char *err_msg(void);
 /* Prints "lorad: <current error>" to stderr and exits LORAD_EXIT_USER. */
 _Noreturn void err_exit(void);
-/* Records an error and exits at once: for process-entry code only (daemon/). */
-_Noreturn void err_fail(const char *thing, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
+/* What CHECK calls on failure: prints the place and exits LORAD_EXIT_INTERNAL. */
 _Noreturn void check_fail(const char *file, int line, const char *what);
 
 /* Internal invariant: on failure prints "lorad: internal error at FILE:LINE: expr". */

@@ -192,8 +192,7 @@ void peft_config_free(struct peft_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
 }
 
-/* PEFT's rule: KEY names MODULE itself or a dotted suffix of it. */
-static int peft_key_matches(const char *module, const char *key) {
+int peft_module_matches(const char *module, const char *key) {
     size_t m = strlen(module), k = strlen(key);
     if (k > m || strcmp(module + m - k, key) != 0) return 0;
     return k == m || module[m - k - 1] == '.';
@@ -203,7 +202,7 @@ static int peft_key_matches(const char *module, const char *key) {
 static const struct peft_pattern *peft_pattern_find(const struct peft_config *cfg, const char *module, int is_rank) {
     for (int32_t i = 0; i < cfg->n_patterns; i++) {
         const struct peft_pattern *p = &cfg->patterns[i];
-        if ((is_rank ? p->r != 0 : p->alpha != 0) && peft_key_matches(module, p->key)) return p;
+        if ((is_rank ? p->r != 0 : p->alpha != 0) && peft_module_matches(module, p->key)) return p;
     }
     return NULL;
 }
@@ -218,8 +217,10 @@ double peft_module_scale(const struct peft_config *cfg, const char *module) {
     int32_t r;
     double alpha;
     peft_module_rank_alpha(cfg, module, &r, &alpha);
-    return cfg->use_rslora ? alpha / sqrt((double)r) : alpha / r;
+    return peft_scale(alpha, r, cfg->use_rslora);
 }
+
+double peft_scale(double alpha, int32_t r, int rslora) { return rslora ? alpha / sqrt((double)r) : alpha / r; }
 
 void peft_key(char *buf, int32_t n, const char *module, char which) {
     CHECK(which == 'A' || which == 'B');

@@ -44,6 +44,10 @@ void peft_config_free(struct peft_config *cfg);
 /* Rank and alpha that apply to MODULE (full path), after rank/alpha patterns. */
 void peft_module_rank_alpha(const struct peft_config *cfg, const char *module, int32_t *r,
                             double *alpha);
+/* LoRA's scale: ALPHA/R, or ALPHA/sqrt(R) with rsLoRA. */
+double peft_scale(double alpha, int32_t r, int rslora);
+/* PEFT's matching rule: KEY names MODULE itself or a dotted suffix of it. */
+int peft_module_matches(const char *module, const char *key);
 /* The scale s of MODULE: alpha/r, or alpha/sqrt(r) with rsLoRA. */
 double peft_module_scale(const struct peft_config *cfg, const char *module);
 /* Writes the key of MODULE's A ("A") or B ("B") into BUF. */

@@ -32,7 +32,8 @@ static const struct {
     [ST_DTYPE_F32] = {"F32", 4}, [ST_DTYPE_F16] = {"F16", 2}, [ST_DTYPE_BF16] = {"BF16", 2},
     [ST_DTYPE_F64] = {"F64", 8}, [ST_DTYPE_I64] = {"I64", 8}, [ST_DTYPE_I32] = {"I32", 4},
     [ST_DTYPE_I16] = {"I16", 2}, [ST_DTYPE_I8] = {"I8", 1},   [ST_DTYPE_U8] = {"U8", 1},
-    [ST_DTYPE_BOOL] = {"BOOL", 1},
+    [ST_DTYPE_BOOL] = {"BOOL", 1}, [ST_DTYPE_U16] = {"U16", 2}, [ST_DTYPE_U32] = {"U32", 4},
+    [ST_DTYPE_U64] = {"U64", 8},   [ST_DTYPE_F8_E4M3] = {"F8_E4M3", 1}, [ST_DTYPE_F8_E5M2] = {"F8_E5M2", 1},
 };
 #define ST_N_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
 

@@ -29,6 +29,11 @@ enum st_dtype {
     ST_DTYPE_I8,
     ST_DTYPE_U8,
     ST_DTYPE_BOOL,
+    ST_DTYPE_U16,
+    ST_DTYPE_U32,
+    ST_DTYPE_U64,
+    ST_DTYPE_F8_E4M3,
+    ST_DTYPE_F8_E5M2,
 };
 
 struct st_tensor {

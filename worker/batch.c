@@ -12,7 +12,6 @@ void batch_init(struct batch *b, int32_t cap, int32_t T) {
     memset(b, 0, sizeof *b);
     b->cap = cap;
     b->T = T;
-    b->ids = xcalloc((size_t)cap, sizeof *b->ids);
     b->inp = xcalloc((size_t)cap * T, sizeof *b->inp);
     b->tgt = xcalloc((size_t)cap * T, sizeof *b->tgt);
     b->mask = xcalloc((size_t)cap * T, sizeof *b->mask);
@@ -21,7 +20,6 @@ void batch_init(struct batch *b, int32_t cap, int32_t T) {
 }
 
 void batch_free(struct batch *b) {
-    free(b->ids);
     free(b->inp);
     free(b->tgt);
     free(b->mask);
@@ -35,7 +33,6 @@ int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < n; i++) {
         if (tokens_read_sample(ds, ids[i], b->T, b->window, b->wmask)) return -1;
-        b->ids[i] = ids[i];
         memcpy(b->inp + i * T, b->window, T * sizeof *b->inp);
         memcpy(b->tgt + i * T, b->window + 1, T * sizeof *b->tgt);
         memcpy(b->mask + i * T, b->wmask + 1, T);

@@ -13,7 +13,6 @@
 struct batch {
     int32_t cap, T;
     int32_t n;        /* samples loaded */
-    int64_t *ids;     /* (cap) global sample index of each row */
     int32_t *inp;     /* (cap,T) */
     int32_t *tgt;     /* (cap,T) */
     uint8_t *mask;    /* (cap,T) 1 = target counted */
@@ -21,6 +20,7 @@ struct batch {
     uint8_t *wmask;   /* (T+1) */
 };
 
+/* Allocates room for CAP samples of T tokens; batch_free releases it. */
 void batch_init(struct batch *b, int32_t cap, int32_t T);
 void batch_free(struct batch *b);
 /* Reads samples IDS[0..n) into the batch; -1 with an error on I/O failure. */

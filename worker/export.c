@@ -80,9 +80,7 @@ static int module_blocks_only(const struct peft_module *pm) {
     return 1;
 }
 
-static double model_scale(const struct model *m) {
-    return m->rslora ? m->alpha / sqrt((double)m->rank) : (double)m->alpha / m->rank;
-}
+static double model_scale(const struct model *m) { return peft_scale(m->alpha, m->rank, m->rslora); }
 
 static void target_add(struct peft_config *cfg, const char *t) {
     for (int32_t i = 0; i < cfg->n_targets; i++)
@@ -158,7 +156,7 @@ static void collect_full(const struct model *m, struct export_set *x) {
                                           .shape = {t->shape[0], t->shape[1]}, .dtype = ST_DTYPE_F32};
     }
     x->n = m->tr.n_entries;
-    x->config = hf_config_text(&m->cfg);
+    x->config = xstrdup(m->config_text); /* training changed the weights, not the config */
 }
 
 int export_collect(const struct model *m, const struct export_meta *meta, struct export_set *x) {

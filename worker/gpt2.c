@@ -15,12 +15,11 @@ struct layer_acts {
     const float *residual; /* the layer's input */
 };
 
-static struct layer_acts layer_acts(const struct model *m, int l, int B) {
+static struct layer_acts layer_acts(const struct model *m, int l) {
     const struct gpt2_acts *a = &m->a;
     const size_t T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
     /* strides use the allocated batch m->B so a smaller B reuses the same slots */
     const size_t N = (size_t)m->B * T;
-    (void)B;
     struct layer_acts s = {
         .ln1 = a->ln1 + l * N * C,
         .ln1_mean = a->ln1_mean + l * N,
@@ -48,7 +47,7 @@ double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, co
     encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const struct gpt2_layer *L = &m->layers[l];
-        struct layer_acts s = layer_acts(m, l, B);
+        struct layer_acts s = layer_acts(m, l);
         layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->ln1_w, L->ln1_b, N, C, eps);
         linear_forward(&L->attn, s.qkv, s.ln1, a->scratch, dp, N);
         attention_forward(s.atty, s.att, s.qkv, B, T, C, NH);
@@ -60,7 +59,7 @@ double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, co
         linear_forward(&L->fcproj, a->tmp, s.fch_gelu, a->scratch, dp, N);
         residual_forward(s.residual3, s.residual2, a->tmp, N * C);
     }
-    const float *last = layer_acts(m, m->cfg.n_layer - 1, B).residual3;
+    const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
     linear_forward(&m->lm_head, a->logits, a->lnf, a->scratch, NULL, N);
     return crossentropy_forward(a->logits, a->losses, tgt, mask, N, m->cfg.vocab_size);
@@ -76,11 +75,11 @@ void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, con
     zero(a->dln, (size_t)N * C);
     linear_backward(&m->lm_head, a->dln, a->logits, a->lnf, a->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
-    const float *last = layer_acts(m, m->cfg.n_layer - 1, B).residual3;
+    const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dln, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
         const struct gpt2_layer *L = &m->layers[l];
-        struct layer_acts s = layer_acts(m, l, B);
+        struct layer_acts s = layer_acts(m, l);
         /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
         zero(a->dfch_gelu, (size_t)N * F);
         linear_backward(&L->fcproj, a->dfch_gelu, a->dresid, s.fch_gelu, a->scratch, dp, N);

@@ -18,7 +18,7 @@ uint64_t linear_scratch_size(const struct linear *l, int N) {
 /* The key of one adapter's dropout mask for sequence B of the micro-batch. */
 static uint64_t dropout_key(const struct dropout *dp, const struct lora_adapter *ad, int b) {
     return rng_key(RNG_STREAM_DROPOUT, dp->seed, (uint64_t)dp->step,
-                   ((uint64_t)(dp->first + b) << 20) ^ (uint64_t)(uint32_t)ad->id);
+                   ((uint64_t)(dp->first + b) << 20) ^ (uint64_t)(uint32_t)ad->site);
 }
 
 /* out (N,in) = inp * mask/(1-p): the adapter's dropped input (or its gradient). */

@@ -13,8 +13,9 @@
 #define LINEAR_MAX_LORA 3
 
 /* Dropout on adapter inputs. Each mask is a pure function of (seed, step, the
- * sequence's position in the step's global batch, adapter id), so it is the same on
- * whichever rank and in whichever micro-batch the sequence runs. */
+ * sequence's position in the step's global batch, the linear it feeds), so it is the
+ * same on whichever rank and in whichever micro-batch the sequence runs, and the q/k/v
+ * slices of one c_attn share it, as loralib's MergedLinear and PEFT's c_attn do. */
 struct dropout {
     float p;         /* 0: off */
     uint64_t seed;
@@ -26,7 +27,8 @@ struct dropout {
 struct lora_adapter {
     char module[96];  /* PEFT module path, e.g. "transformer.h.0.attn.c_attn" */
     int32_t slice;    /* -1: the whole output; 0, 1, 2: q, k, v of a fused c_attn */
-    int32_t id;       /* index among the model's adapters; keys the dropout stream */
+    int32_t id;       /* index among the model's adapters; keys A's initial values */
+    int32_t site;     /* index of the linear it adapts; keys the dropout mask */
     int32_t r, in, out;
     int32_t col0;     /* first output column of the base linear this adapter adds to */
     float scale;      /* alpha/r or alpha/sqrt(r) */

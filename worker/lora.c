@@ -6,13 +6,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "peft.h"
 #include "rng.h"
-
-static int path_matches(const char *module, const char *target) {
-    size_t m = strlen(module), t = strlen(target);
-    if (m == t) return strcmp(module, target) == 0;
-    return m > t && module[m - t - 1] == '.' && strcmp(module + m - t, target) == 0;
-}
 
 int lora_match(const char *const *targets, int32_t n_targets, const char *module, int fused_qkv,
                int32_t *hits) {
@@ -20,7 +15,7 @@ int lora_match(const char *const *targets, int32_t n_targets, const char *module
     int match = LORA_MATCH_NONE;
     for (int32_t i = 0; i < n_targets; i++) {
         int got = LORA_MATCH_NONE;
-        if (strcmp(targets[i], "all-linear") == 0 || path_matches(module, targets[i])) got = LORA_MATCH_WHOLE;
+        if (strcmp(targets[i], "all-linear") == 0 || peft_module_matches(module, targets[i])) got = LORA_MATCH_WHOLE;
         for (int s = 0; s < 3 && fused_qkv; s++)
             if (strcmp(targets[i], slices[s]) == 0) got = 1 << s;
         if (got) hits[i]++;

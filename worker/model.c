@@ -13,6 +13,8 @@
 #include "fileio.h"
 #include "hash.h"
 #include "lora.h"
+#include "peft.h"
+#include "rng.h"
 
 /* One weight the model needs from the file, and where its pointers go. */
 struct weight_ref {
@@ -140,18 +142,19 @@ const char *model_site_name(int32_t s) {
     return names[s % 4];
 }
 
-static void adapter_add(struct model *m, struct linear *lin, const char *module, int slice, int32_t out,
-                        int32_t col0) {
+static void adapter_add(struct model *m, int32_t site, const char *module, int slice, int32_t out, int32_t col0) {
+    struct linear *lin = m->sites[site];
     struct lora_adapter *ad = &m->adapters[m->n_adapters];
     memset(ad, 0, sizeof *ad);
     snprintf(ad->module, sizeof ad->module, "%s", module);
     ad->slice = slice;
     ad->id = m->n_adapters++;
+    ad->site = site;
     ad->r = m->rank;
     ad->in = lin->in;
     ad->out = out;
     ad->col0 = col0;
-    ad->scale = m->rslora ? m->alpha / sqrtf((float)m->rank) : m->alpha / (float)m->rank;
+    ad->scale = (float)peft_scale(m->alpha, m->rank, m->rslora);
     CHECK(lin->n_lora < LINEAR_MAX_LORA);
     lin->lora[lin->n_lora++] = ad;
 }
@@ -170,9 +173,9 @@ static int adapters_plan(struct model *m, const struct model_options *o) {
             rc = err_set("--targets", "%s is targeted both whole and as q/k/v slices", module);
             break;
         }
-        if (match & LORA_MATCH_WHOLE) adapter_add(m, lin, module, -1, lin->out, 0);
+        if (match & LORA_MATCH_WHOLE) adapter_add(m, s, module, -1, lin->out, 0);
         for (int k = 0; k < 3; k++)
-            if (match & (1 << k)) adapter_add(m, lin, module, k, lin->out / 3, k * (lin->out / 3));
+            if (match & (1 << k)) adapter_add(m, s, module, k, lin->out / 3, k * (lin->out / 3));
     }
     for (int32_t i = 0; i < o->n_targets && rc == 0; i++)
         if (!hits[i]) {
@@ -293,7 +296,7 @@ static int fingerprint_compute(struct model *m, const char *dir) {
         for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
     }
     m->fingerprint = h;
-    free(config);
+    m->config_text = config;
     return 0;
 }
 
@@ -309,6 +312,12 @@ int model_init(struct model *m, const struct model_options *o) {
     if (safetensors_open(&m->st, path) || fingerprint_compute(m, o->dir)) {
         model_free(m);
         return -1;
+    }
+    if ((int64_t)12 * m->cfg.n_layer + 4 > m->st.n_tensors) {
+        err_set(path, "holds %d tensors, too few for the %d layers config.json declares", m->st.n_tensors,
+                m->cfg.n_layer);
+        model_free(m);
+        return err_hint("config.json and model.safetensors must come from the same model");
     }
     m->B = o->max_batch;
     m->T = o->seq;
@@ -338,7 +347,46 @@ void model_free(struct model *m) {
     free(m->sites);
     free(m->adapters);
     free(m->act_block);
+    free(m->config_text);
     memset(m, 0, sizeof *m);
 }
 
 int64_t model_n_trainable(const struct model *m) { return (int64_t)m->tr.n; }
+
+/* GPT-2's initial value of weight NAME: layernorm gains 1, biases 0, residual
+ * projections N(0, 0.02/sqrt(2L)), position embeddings N(0, 0.01), the rest N(0, 0.02). */
+static void random_fill(float *x, int64_t n, const char *name, int32_t n_layer, uint64_t key) {
+    int ln = strstr(name, "ln_") != NULL, bias = strstr(name, ".bias") != NULL;
+    float std = strstr(name, "c_proj.weight") ? 0.02f / sqrtf(2.0f * n_layer)
+                : strstr(name, "wpe") ? 0.01f
+                                      : 0.02f;
+    for (int64_t i = 0; i < n; i++) x[i] = bias ? 0.0f : ln ? 1.0f : std * rng_normal(key, (uint64_t)i);
+}
+
+int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir) {
+    struct model m = {.cfg = *cfg};
+    m.layers = xcalloc((size_t)cfg->n_layer, sizeof *m.layers);
+    struct weight_ref *refs = xcalloc(4 + 16 * (size_t)cfg->n_layer, sizeof *refs);
+    int32_t n = weights_plan(&m, refs);
+    struct st_write_entry *e = xcalloc((size_t)n, sizeof *e);
+    char (*names)[96] = xcalloc((size_t)n, sizeof *names);
+    for (int32_t i = 0; i < n; i++) {
+        int64_t numel = refs[i].shape[0] * (refs[i].ndim == 2 ? refs[i].shape[1] : 1);
+        float *x = xmalloc((size_t)numel * sizeof *x);
+        random_fill(x, numel, refs[i].name, cfg->n_layer, rng_key(RNG_STREAM_INIT, seed, (uint64_t)i, 1));
+        snprintf(names[i], sizeof names[0], "transformer.%s", refs[i].name);
+        e[i] = (struct st_write_entry){.name = names[i], .data = x, .ndim = refs[i].ndim,
+                                       .shape = {refs[i].shape[0], refs[i].shape[1]}, .dtype = ST_DTYPE_F32};
+    }
+    char *path = path_join(dir, "model.safetensors");
+    int rc = dir_make(dir);
+    if (rc == 0) rc = hf_config_write(cfg, dir);
+    if (rc == 0) rc = safetensors_write(path, e, n, NULL, 0);
+    for (int32_t i = 0; i < n; i++) free((void *)e[i].data);
+    free(path);
+    free(names);
+    free(e);
+    free(refs);
+    free(m.layers);
+    return rc;
+}

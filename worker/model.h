@@ -80,7 +80,8 @@ struct model {
     float *act_block;
     struct gpt2_acts a;
     int64_t n_params; /* every weight of the base model */
-    uint64_t fingerprint; /* of config.json and the safetensors header: which base this is */
+    uint64_t fingerprint; /* of config.json and the safetensors file: which base this is */
+    char *config_text;    /* config.json as read */
 };
 
 /* Loads DIR, attaches adapters and sizes activations. -1 with an error on bad input. */
@@ -97,6 +98,9 @@ void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, con
                     int B, const struct dropout *dp);
 /* Module name of site S within its layer ("attn.c_attn", ...); a layer has 4 sites. */
 const char *model_site_name(int32_t s);
+/* Writes a GPT-2 of shape CFG with GPT-2's random initialisation (from SEED) as a
+ * Hugging Face directory DIR: a base to pretrain with --mode full. */
+int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir);
 /* Trainable parameter count (without alignment padding). */
 int64_t model_n_trainable(const struct model *m);
 

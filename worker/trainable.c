@@ -41,29 +41,24 @@ void trainable_alloc(struct trainable *t) {
 float *trainable_w(const struct trainable *t, int32_t entry) { return t->w + t->entries[entry].offset; }
 float *trainable_g(const struct trainable *t, int32_t entry) { return t->g + t->entries[entry].offset; }
 
-int32_t trainable_find(const struct trainable *t, const char *name) {
-    for (int32_t i = 0; i < t->n_entries; i++)
-        if (strcmp(t->entries[i].name, name) == 0) return i;
-    return -1;
-}
-
 void trainable_free(struct trainable *t) {
     free(t->w);
     free(t->entries);
     memset(t, 0, sizeof *t);
 }
 
-void trainable_adamw(struct trainable *t, float lr, float beta1, float beta2, float eps, float weight_decay,
+void trainable_adamw(struct trainable *t, double lr, double beta1, double beta2, float eps, double weight_decay,
                      int64_t step) {
-    const float bc1 = 1.0f - powf(beta1, (float)step);
-    const float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)step));
-    const float step_size = lr / bc1;
-    const float decay = 1.0f - lr * weight_decay;
+    /* the scalars in double, as torch computes them in Python */
+    const float bc2_sqrt = (float)sqrt(1.0 - pow(beta2, (double)step));
+    const float step_size = (float)(lr / (1.0 - pow(beta1, (double)step)));
+    const float decay = (float)(1.0 - lr * weight_decay);
+    const float b1 = (float)beta1, b2 = (float)beta2;
     float *w = t->w, *g = t->g, *m = t->m, *v = t->v;
     for (uint64_t i = 0; i < t->n; i++) {
         w[i] *= decay;
-        m[i] = m[i] * beta1 + g[i] * (1.0f - beta1);
-        v[i] = v[i] * beta2 + g[i] * g[i] * (1.0f - beta2);
+        m[i] = m[i] * b1 + g[i] * (1.0f - b1);
+        v[i] = v[i] * b2 + g[i] * g[i] * (1.0f - b2);
         float denom = sqrtf(v[i]) / bc2_sqrt + eps;
         w[i] -= step_size * (m[i] / denom);
     }

@@ -33,15 +33,14 @@ struct trainable {
 int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const int64_t *shape);
 /* Allocates W, G (+ HDR), M, V, zeroed, for every registered tensor. */
 void trainable_alloc(struct trainable *t);
+/* Entry ENTRY's parameters and gradient inside the block. */
 float *trainable_w(const struct trainable *t, int32_t entry);
 float *trainable_g(const struct trainable *t, int32_t entry);
-/* Index of the entry called NAME, or -1. */
-int32_t trainable_find(const struct trainable *t, const char *name);
 void trainable_free(struct trainable *t);
 
 /* AdamW exactly as torch.optim.AdamW (decoupled decay p -= lr·wd·p, bias correction)
  * for step T (1-based) over all n parameters. */
-void trainable_adamw(struct trainable *t, float lr, float beta1, float beta2, float eps, float weight_decay,
+void trainable_adamw(struct trainable *t, double lr, double beta1, double beta2, float eps, double weight_decay,
                      int64_t step);
 /* Global L2 norm of the gradient, accumulated in double. */
 double trainable_grad_norm(const struct trainable *t);
