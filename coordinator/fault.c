@@ -19,13 +19,14 @@ int fault_from_env(struct fault *f) {
     long long step;
     if (sscanf(v, "rank:%d:step:%lld:%15s", &f->rank, &step, kind) != 3 || step < 1) {
         err_set("LORAD_FAULT", "'%s' is malformed", v);
-        return err_hint("use rank:R:step:S:exit, :nan or :stop");
+        return err_hint("use rank:R:step:S:exit, :nan, :stop or :skew");
     }
     f->step = step;
     if (!strcmp(kind, "exit")) f->kind = FAULT_KIND_EXIT;
     else if (!strcmp(kind, "nan")) f->kind = FAULT_KIND_NAN;
     else if (!strcmp(kind, "stop")) f->kind = FAULT_KIND_STOP;
-    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit, nan or stop)", kind);
+    else if (!strcmp(kind, "skew")) f->kind = FAULT_KIND_SKEW;
+    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit, nan, stop or skew)", kind);
     return 0;
 }
 

@@ -2,7 +2,8 @@
  * fault.h: fault injection for tests. LORAD_FAULT=rank:R:step:S:KIND makes rank R fail
  * at step S (1-based): KIND "exit" ends the process at once, as a crash would; "nan"
  * poisons its loss, as a numerical blow-up would; "stop" sends the rank SIGUSR1 during
- * the step, as a preemption would, at a step the test chooses.
+ * the step, as a preemption would, at a step the test chooses; "skew" nudges one of its
+ * parameters after the step, as a rank that computes differently would.
  */
 #ifndef LORAD_FAULT_H
 #define LORAD_FAULT_H
@@ -14,6 +15,7 @@ enum fault_kind {
     FAULT_KIND_EXIT,
     FAULT_KIND_NAN,
     FAULT_KIND_STOP,
+    FAULT_KIND_SKEW,
 };
 
 struct fault {

@@ -177,7 +177,7 @@ static int step_local(struct train *t, int64_t s, int64_t first, int32_t n) {
     if (batch_load(&t->batch, &t->data, t->ids, n)) return -1;
     double sum =
         batch_grads(&t->model, &t->batch, job_micro_batch(job), 1.0f, (float)job->dropout, job->seed, s, first);
-    if (fault_due(&t->fault, t->comm->rank, s + 1) == FAULT_KIND_NAN) sum = NAN;
+    if (t->fault.kind != FAULT_KIND_SKEW && fault_due(&t->fault, t->comm->rank, s + 1) == FAULT_KIND_NAN) sum = NAN;
     if (!isfinite(sum)) {
         err_set("training", "loss is %g at step %lld", sum, (long long)s + 1);
         return err_hint("lower --lr or check the data");
@@ -212,6 +212,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     trainable_grad_scale(tr, (float)(per * clip));
     double lr = job_lr(job, s);
     trainable_adamw(tr, lr, job->beta1, job->beta2, (float)job->eps, job->weight_decay, s + 1);
+    if (t->fault.kind == FAULT_KIND_SKEW && fault_due(&t->fault, t->comm->rank, s + 1)) tr->w[0] += 1e-3f;
     t->rs = (struct run_state){.step = s + 1, .samples = t->rs.samples + G, .tokens = t->rs.tokens + (int64_t)G * job->seq,
                                .loss = loss, .lr = lr};
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,

@@ -15,6 +15,8 @@ Cases (--case):
   kill9              at least 10 kill -9 of the job at random moments (checkpointing every
                      step), each followed by --resume auto: every checkpoint present is valid
                      or reported invalid, and the final adapter equals an uninterrupted run's
+  cadence            --ckpt-every-seconds alone saves after every step when due, and
+                     --keep 2 leaves the two newest files
   inspect_export     `lorad inspect` shows the layout, `lorad export` equals the run's own
                      adapter, and h5ls shows the groups
 """
@@ -240,6 +242,15 @@ def case_kill9(fails, r):
     fails.check(rows(out) == rows(base), "metrics after kill -9s differ from the uninterrupted run")
 
 
+def case_cadence(fails, r):
+    out = os.path.join(r.work, "cad")
+    p = r.run(0, r.args(out, 5, ["--ckpt-every", 0, "--ckpt-every-seconds", 1e-9, "--keep", 2]))
+    expect_ok(fails, p, "the run")
+    fails.check(p.stderr.count("lorad: checkpoint ") == 5, f"expected 5 checkpoints:\n{p.stderr}")
+    names = sorted(os.path.basename(f) for f in glob.glob(os.path.join(out, "checkpoints", "step-*.h5")))
+    fails.check(names == ["step-00000004.h5", "step-00000005.h5"], f"--keep 2 left {names}")
+
+
 def case_inspect_export(fails, r):
     out = os.path.join(r.work, "ie")
     expect_ok(fails, r.run(0, r.args(out, 4)), "the run")
@@ -276,6 +287,7 @@ def main():
         "corrupt": lambda: case_corrupt(fails, r),
         "signals": lambda: case_signals(fails, r),
         "kill9": lambda: case_kill9(fails, r),
+        "cadence": lambda: case_cadence(fails, r),
         "inspect_export": lambda: case_inspect_export(fails, r),
     }
     if a.case not in cases:

@@ -11,6 +11,9 @@ Cases (--case):
   fault_exit, fault_nan
       LORAD_FAULT makes rank 1 exit, or produce a NaN loss, at step 3: mpirun must end
       non-zero within 30 s and the output must name rank 1.
+  replica
+      LORAD_FAULT skews one parameter of rank 1 after step 2: the replica check (every
+      step here) stops the job with a message, exit non-zero
   bytes
       allreduce_bytes of every step is 4 x (trainable parameters) + the fixed 64-byte
       header; the trainable count comes from the model's shapes, not from lorad.
@@ -115,6 +118,16 @@ def case_fault(fails, lorad, work, kind):
                     "the NaN fault's message does not say what happened")
 
 
+def case_replica(fails, lorad, work):
+    model, data = make_inputs(work, np.random.default_rng(6))
+    p, secs = mpirun(2, lorad, train_args(model, data, os.path.join(work, "out"), ["--replica-check-every", 1]),
+                     env={"LORAD_FAULT": "rank:1:step:2:skew"}, timeout=60)
+    print(p.stderr.strip()[-600:], flush=True)
+    fails.check(p.returncode != 0, "mpirun exited 0 although rank 1's parameters diverged")
+    fails.check("replicas: trainable parameters differ across ranks after step 2" in p.stderr,
+                "the replica check did not report the divergence at step 2")
+
+
 def case_bytes(fails, lorad, work):
     model, data = make_inputs(work, np.random.default_rng(5))
     targets, r = ["q", "v", "mlp.c_proj"], 3
@@ -154,6 +167,7 @@ def main():
         "fault_exit": lambda: case_fault(fails, a.lorad, work, "exit"),
         "fault_nan": lambda: case_fault(fails, a.lorad, work, "nan"),
         "bytes": lambda: case_bytes(fails, a.lorad, work),
+        "replica": lambda: case_replica(fails, a.lorad, work),
     }
     if a.case not in cases:
         fails.abort(f"unknown case {a.case}")
