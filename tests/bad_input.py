@@ -13,7 +13,6 @@ Every case runs; the script then exits 1 listing all failures, or 0.
 Usage: bad_input.py --lorad PATH --workdir DIR
 """
 
-import argparse
 import json
 import os
 import shutil
@@ -26,9 +25,9 @@ import numpy as np
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
-    Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, fresh_dir,
-    random_adapters, random_gpt2_weights, read_metrics, require_lorad, resolve_targets,
-    run_lorad, safetensors_bytes, write_bin, write_h5, write_model_dir, write_peft_dir)
+    Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, random_adapters,
+    random_gpt2_weights, read_metrics, resolve_targets, run_driver, run_lorad, safetensors_bytes,
+    write_bin, write_h5, write_model_dir, write_peft_dir)
 
 CFG = GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
 RANK, ALPHA, SEQ = 4, 8.0, 16
@@ -268,16 +267,10 @@ def check_valid(fails: Failures, lorad: str, inp: Inputs, label: str, **over) ->
     print(f"ok: valid run ({label})", flush=True)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lorad", required=True)
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
-    fails = Failures("bad_input")
-    inp = Inputs(fresh_dir(os.path.abspath(args.workdir)))
+def check_all(fails: Failures, lorad: str, work: str) -> None:
+    """The valid runs, then every bad case, all judged before the driver reports."""
+    inp = Inputs(work)
     cases = bad_cases(inp)
-    lorad = os.path.abspath(args.lorad)
-    require_lorad(lorad, fails)
     check_valid(fails, lorad, inp, "bin")
     check_valid(fails, lorad, inp, "h5", data=inp.h5)
     check_valid(fails, lorad, inp, "init-adapter", init_adapter=inp.adapter)
@@ -285,8 +278,7 @@ def main() -> None:
         out = inp.path(f"out_bad{i:02d}")
         res = run_lorad(lorad, train_args(inp, out, **over), timeout=60)
         judge(fails, name, res, words)
-    fails.finish()
 
 
 if __name__ == "__main__":
-    main()
+    run_driver("bad_input", check_all)

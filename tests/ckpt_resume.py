@@ -20,7 +20,6 @@ Cases (--case):
   inspect_export     `lorad inspect` shows the layout, `lorad export` equals the run's own
                      adapter, and h5ls shows the groups
 """
-import argparse
 import glob
 import os
 import random
@@ -109,7 +108,7 @@ def stop_then_resume(fails, r, ranks, steps, k, resume_ranks=None, name="split")
     fails.check(os.path.realpath(latest).endswith(f"step-{k:08d}.h5"), f"latest does not point at step {k}")
     p = r.run(ranks if resume_ranks is None else resume_ranks, r.args(out, steps, ["--resume", "auto"]))
     expect_ok(fails, p, "the resumed run")
-    fails.check(f"resuming from" in p.stderr and f"at step {k}" in p.stderr, "the resumed run did not say where it resumed")
+    fails.check("resuming from" in p.stderr and f"at step {k}" in p.stderr, "the resumed run did not say where it resumed")
     return out
 
 
@@ -270,31 +269,23 @@ def case_inspect_export(fails, r):
         fails.check(group in p.stdout, f"h5ls does not show {group}:\n{p.stdout}")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lorad", required=True)
-    ap.add_argument("--case", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    fails = ref.Failures(f"ckpt_resume {a.case}")
-    ref.require_lorad(a.lorad, fails)
-    r = Run(a.lorad, ref.fresh_dir(a.workdir))
-    cases = {
-        "exact_1": lambda: case_exact(fails, r, 0),
-        "exact_2": lambda: case_exact(fails, r, 2),
-        "elastic": lambda: case_elastic(fails, r),
-        "refuse": lambda: case_refuse(fails, r),
-        "corrupt": lambda: case_corrupt(fails, r),
-        "signals": lambda: case_signals(fails, r),
-        "kill9": lambda: case_kill9(fails, r),
-        "cadence": lambda: case_cadence(fails, r),
-        "inspect_export": lambda: case_inspect_export(fails, r),
-    }
-    if a.case not in cases:
-        fails.abort(f"unknown case {a.case}")
-    cases[a.case]()
-    fails.finish()
+def on_inputs(case, *args):
+    """CASE(fails, r, *ARGS) as a driver case, r running lorad on inputs built in the work directory."""
+    return lambda fails, lorad, work: case(fails, Run(lorad, work), *args)
+
+
+CASES = {
+    "exact_1": on_inputs(case_exact, 0),
+    "exact_2": on_inputs(case_exact, 2),
+    "elastic": on_inputs(case_elastic),
+    "refuse": on_inputs(case_refuse),
+    "corrupt": on_inputs(case_corrupt),
+    "signals": on_inputs(case_signals),
+    "kill9": on_inputs(case_kill9),
+    "cadence": on_inputs(case_cadence),
+    "inspect_export": on_inputs(case_inspect_export),
+}
 
 
 if __name__ == "__main__":
-    main()
+    ref.run_driver("ckpt_resume", CASES)

@@ -1,7 +1,7 @@
 """gpt2_ref.py: the shared machinery of lorad's Python reference tests.
 
-It holds everything the drivers (ref_gpt2.py, bad_input.py) need and nothing that is
-specific to one of them:
+It holds everything the drivers (ref_gpt2.py, bad_input.py, mpi_train.py, ckpt_resume.py)
+need and nothing that is specific to one of them:
 
   - safetensors: a writer and a validating reader (F32, F16, BF16, I32, ...), written here
     from the published format because no safetensors package is available;
@@ -16,7 +16,8 @@ specific to one of them:
   - PEFT adapter directories: lorad's export format (sliced targets exported as one
     block-diagonal c_attn adapter) and an independent applier with PEFT semantics
     (rank/alpha patterns, rsLoRA, fan_in_fan_out) that merges an adapter into the base;
-  - running the lorad binary and collecting failures.
+  - running the lorad binary, collecting failures, and the main() every driver shares
+    (run_driver: --lorad, --workdir and --case).
 
 Run `python3 tests/gpt2_ref.py` to self-test this module (no lorad needed): safetensors
 round trips, the model against torch's built-in layers, autograd against finite
@@ -24,6 +25,7 @@ differences, the PEFT applier against the unmerged model, schedules, data window
 the validation loss.
 """
 
+import argparse
 import json
 import math
 import os
@@ -32,7 +34,7 @@ import struct
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -835,6 +837,30 @@ def fresh_dir(path: str) -> str:
         shutil.rmtree(path)
     os.makedirs(path)
     return path
+
+
+DriverCase = Callable[[Failures, str, str], None]
+
+
+def run_driver(title: str, cases: Union[Dict[str, DriverCase], DriverCase]) -> None:
+    """The main() of every driver script, run as `DRIVER --lorad PATH --workdir DIR
+    [--case NAME]`. CASES maps each case name to a function (fails, lorad, work) and adds
+    --case to pick one; a lone function is a driver without cases. A missing lorad binary
+    is a failure, never a skip; the work directory starts empty; the run ends through
+    Failures.finish (exit 1 listing every failure, or 0), reported as "TITLE [NAME]"."""
+    ap = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--lorad", required=True, help="the lorad binary")
+    if isinstance(cases, dict):
+        ap.add_argument("--case", required=True, choices=sorted(cases))
+    ap.add_argument("--workdir", required=True, help="emptied first, then holds every file of the run")
+    args = ap.parse_args()
+    run = cases[args.case] if isinstance(cases, dict) else cases
+    fails = Failures(f"{title} {args.case}" if isinstance(cases, dict) else title)
+    lorad = os.path.abspath(args.lorad)
+    require_lorad(lorad, fails)
+    run(fails, lorad, fresh_dir(os.path.abspath(args.workdir)))
+    fails.finish()
 
 
 # --------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ and with --mode full, and compares the peak resident memory of the two processes
 for every parameter; LoRA holds only the mapped weights and the tiny adapter block, so
 its peak must be well under half of full mode's. Exits non-zero otherwise.
 """
+# Standalone on purpose: gpt2_ref (and its run_driver) imports torch, and a parent that
+# big inflates the children's ru_maxrss (Linux carries the pre-exec high-water mark).
 import argparse
 import os
 import subprocess

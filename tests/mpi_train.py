@@ -18,11 +18,11 @@ Cases (--case):
       allreduce_bytes of every step is 4 x (trainable parameters) + the fixed 64-byte
       header; the trainable count comes from the model's shapes, not from lorad.
 """
-import argparse
 import os
 import subprocess
 import sys
 import time
+from functools import partial
 
 import numpy as np
 
@@ -147,33 +147,19 @@ def case_bytes(fails, lorad, work):
         fails.check(all(row["comm_s"] >= 0 for row in rows), "comm_s missing or negative")
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--lorad", required=True)
-    ap.add_argument("--case", required=True)
-    ap.add_argument("--workdir", required=True)
-    a = ap.parse_args()
-    fails = ref.Failures(f"mpi_train {a.case}")
-    ref.require_lorad(a.lorad, fails)
-    work = ref.fresh_dir(a.workdir)
-    cases = {
-        "equiv_c_attn": lambda: case_equiv(fails, a.lorad, work, ["--targets", "c_attn", "--rank", 4]),
-        "equiv_qv_mlp": lambda: case_equiv(fails, a.lorad, work,
-                                           ["--targets", "q,v,mlp.c_proj", "--rank", 2, "--dropout", 0.1]),
-        # eps 1e-6: the key third of c_attn.bias has an exactly zero true gradient (softmax
-        # ignores it), so with eps 1e-8 AdamW would turn float rounding into lr-sized steps
-        "equiv_full": lambda: case_equiv(fails, a.lorad, work, ["--mode", "full", "--lr", 0.002, "--eps", 1e-6]),
-        "mask": lambda: case_equiv(fails, a.lorad, work, ["--targets", "all-linear"], masked=True, ranks=(3,)),
-        "fault_exit": lambda: case_fault(fails, a.lorad, work, "exit"),
-        "fault_nan": lambda: case_fault(fails, a.lorad, work, "nan"),
-        "bytes": lambda: case_bytes(fails, a.lorad, work),
-        "replica": lambda: case_replica(fails, a.lorad, work),
-    }
-    if a.case not in cases:
-        fails.abort(f"unknown case {a.case}")
-    cases[a.case]()
-    fails.finish()
+CASES = {
+    "equiv_c_attn": partial(case_equiv, extra=["--targets", "c_attn", "--rank", 4]),
+    "equiv_qv_mlp": partial(case_equiv, extra=["--targets", "q,v,mlp.c_proj", "--rank", 2, "--dropout", 0.1]),
+    # eps 1e-6: the key third of c_attn.bias has an exactly zero true gradient (softmax
+    # ignores it), so with eps 1e-8 AdamW would turn float rounding into lr-sized steps
+    "equiv_full": partial(case_equiv, extra=["--mode", "full", "--lr", 0.002, "--eps", 1e-6]),
+    "mask": partial(case_equiv, extra=["--targets", "all-linear"], masked=True, ranks=(3,)),
+    "fault_exit": partial(case_fault, kind="exit"),
+    "fault_nan": partial(case_fault, kind="nan"),
+    "bytes": case_bytes,
+    "replica": case_replica,
+}
 
 
 if __name__ == "__main__":
-    main()
+    ref.run_driver("mpi_train", CASES)

@@ -27,13 +27,13 @@ Exits 0 on pass, 1 with one line per difference otherwise. A missing lorad binar
 Usage: ref_gpt2.py --lorad PATH --case CASE --workdir DIR
 """
 
-import argparse
 import json
 import math
 import os
 import re
 import sys
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -42,11 +42,11 @@ import torch
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
-    Failures, GPT2Config, TrainSpec, eval_steps, export_adapters, fmt_num, fresh_dir,
+    Failures, GPT2Config, TrainSpec, eval_steps, export_adapters, fmt_num,
     gpt2_logits, import_adapters, isolate_samples, layer_linears, make_lora, module_path,
     n_samples, param_shapes, peft_merge, peft_module_scale, peft_targeted, permute_samples,
     random_adapters, random_gpt2_weights, read_metrics, read_model_dir, read_peft_dir,
-    read_safetensors, reference_train, rel_err, require_lorad, resolve_targets, run_lorad,
+    read_safetensors, reference_train, rel_err, resolve_targets, run_driver, run_lorad,
     sample_losses, to_torch, to_torch_pairs, write_bin, write_h5, write_model_dir,
     write_peft_dir)
 
@@ -694,17 +694,9 @@ def repeat_period(case: Case, s: Setup) -> int:
 
 # --------------------------------------------------------------------------------------
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lorad", required=True)
-    ap.add_argument("--case", required=True, choices=sorted(CASES))
-    ap.add_argument("--workdir", required=True)
-    args = ap.parse_args()
+def run_case(case: Case, fails: Failures, lorad: str, wd: str) -> None:
+    """CASE: the PyTorch reference trained in WD, then lorad's runs checked against it."""
     torch.set_num_threads(1)
-    case = CASES[args.case]
-    fails = Failures(f"ref_gpt2 {args.case}")
-    wd = fresh_dir(os.path.abspath(args.workdir))
-
     s = prepare(case, wd)
     check_own_export(case, s)
     ref = reference_train(case.cfg, s.base, s.tokens, s.mask, case.ts, s.init, s.specs,
@@ -713,11 +705,9 @@ def main() -> None:
     print("reference losses: " + " ".join(f"{x:.6f}" for x in ref.losses), flush=True)
     print("reference grad norms: " + " ".join(f"{x:.4g}" for x in ref.grad_norms), flush=True)
 
-    lorad = os.path.abspath(args.lorad)
-    require_lorad(lorad, fails)
     main_run = launch(fails, lorad, case, s, wd)
     if main_run is None:
-        fails.finish()
+        return
     check_metrics(fails, main_run.rows, ref, main_run.label)
     check_val(fails, case, main_run, ref)
     if case.ts.mode == "lora":
@@ -738,8 +728,7 @@ def main() -> None:
                 check_same_trajectory(fails, case, other, subject)
         if case.dropout:
             check_dropout(fails, lorad, case, s, wd, main_run, subject)
-    fails.finish()
 
 
 if __name__ == "__main__":
-    main()
+    run_driver("ref_gpt2", {name: partial(run_case, case) for name, case in CASES.items()})

@@ -6,11 +6,11 @@
  * disk) leaves neither a temporary file nor a changed checkpoint behind, and no
  * HDF5 object stays open. Files go to $LORAD_TEST_TMP/ckpt. Exits 1 on any failure.
  */
+#include "check.h"
 #include "ckpt.h"
 #include "error.h"
 #include "fileio.h"
 
-#include <dirent.h>
 #include <hdf5.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,16 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int failures;
-static char tmp_dir[4096];
-
-#define EXPECT(cond)                                                                    \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
+static const char *tmp_dir; /* scratch_dir("ckpt") */
 
 /* Tensor names out of alphabetical order, to see the creation order kept. */
 static const char *const tensor_names[] = {
@@ -44,43 +35,16 @@ static const int64_t tensor_shapes[][2] = {{8, 64}, {192, 8}, {8, 64}, {192, 8},
 #define N_MOMENTS 3000
 #define JOB_BYTES 300
 
-static void file_put(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f);
-    CHECK(n == 0 || fwrite(data, 1, n, f) == n);
-    CHECK(fclose(f) == 0);
-}
-
-/* RC must be -1 with a one-line error naming PATH and containing WANT. */
-static void expect_error(int rc, const char *path, const char *want) {
-    const char *msg = err_msg();
-    if (rc == -1 && strstr(msg, path) && strstr(msg, want) && !strchr(msg, '\n')) return;
-    fprintf(stderr, "FAIL %s: rc %d, error \"%s\", wanted \"%s\"\n", path, rc, msg, want);
-    failures++;
-}
-
 static void expect_read_fails(const char *path, const char *want) {
     struct ckpt c;
     memset(&c, 0xab, sizeof c); /* ckpt_read must not trust what was there */
-    expect_error(ckpt_read(path, &c), path, want);
+    EXPECT_ERROR(ckpt_read(path, &c), path, want);
     EXPECT(c.tensors == NULL && c.m == NULL && c.job == NULL && c.group == NULL); /* released */
     ckpt_free(&c);
 }
 
 /* No HDF5 object (file, group, dataset, attribute, type...) is left open. */
 static void expect_h5_closed(void) { EXPECT(H5Fget_obj_count(H5F_OBJ_ALL, H5F_OBJ_ALL) == 0); }
-
-/* No PATH.tmp.* file is left in the test directory. */
-static void expect_no_tmp(void) {
-    DIR *d = opendir(tmp_dir);
-    CHECK(d);
-    for (struct dirent *e; (e = readdir(d));) {
-        if (!strstr(e->d_name, ".tmp.")) continue;
-        fprintf(stderr, "FAIL: temporary file %s/%s left behind\n", tmp_dir, e->d_name);
-        failures++;
-    }
-    closedir(d);
-}
 
 static float *floats_make(size_t n, float scale, float shift) {
     float *p = xmalloc(n * sizeof *p);
@@ -196,7 +160,7 @@ static void test_round_trip(const char *path) {
     ckpt_free(&back);
     ckpt_free(&c);
     free(full);
-    expect_no_tmp();
+    EXPECT_NO_TEMPORARIES(tmp_dir);
     expect_h5_closed();
 }
 
@@ -223,10 +187,10 @@ static void test_truncated(const char *good) {
     char *path = path_join(tmp_dir, "cut.h5");
     size_t cuts[] = {0, 7, 100, 2048, len / 3, len / 2, len - 4096, len - 100, len - 1};
     for (size_t k = 0; k < sizeof cuts / sizeof *cuts; k++) {
-        file_put(path, bytes, cuts[k]);
+        scratch_put(path, bytes, cuts[k]);
         expect_read_fails(path, "");
     }
-    file_put(path, bytes, len - 1);
+    scratch_put(path, bytes, len - 1);
     expect_read_fails(path, "truncated");
     free(path);
     free(bytes);
@@ -257,7 +221,7 @@ static void test_flipped(const char *good, const char *name, double where) {
     CHECK(addr + size <= len);
     bytes[addr + (hsize_t)(where * (double)(size - 1))] ^= 0xff;
     char *path = path_join(tmp_dir, "flipped.h5");
-    file_put(path, bytes, len);
+    scratch_put(path, bytes, len);
     char want[512];
     snprintf(want, sizeof want, "checksum mismatch in %s (hint: the file is corrupt", name);
     expect_read_fails(path, want);
@@ -273,7 +237,7 @@ static void test_edited(const char *good, void (*edit)(hid_t f), const char *wan
     char *bytes = file_read_all(good, &len);
     CHECK(bytes);
     char *path = path_join(tmp_dir, "edited.h5");
-    file_put(path, bytes, len);
+    scratch_put(path, bytes, len);
     hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
     CHECK(f >= 0);
     edit(f);
@@ -384,7 +348,7 @@ static void test_corrupt(const char *good) {
 static void test_foreign(void) {
     char *path = path_join(tmp_dir, "text.h5");
     const char text[] = "{\"this\": \"is JSON, not HDF5\"}\n";
-    file_put(path, text, sizeof text - 1);
+    scratch_put(path, text, sizeof text - 1);
     expect_read_fails(path, "not an HDF5 file");
     free(path);
     path = path_join(tmp_dir, "missing.h5");
@@ -421,7 +385,7 @@ static void test_write_fails(const char *good) {
     struct ckpt c, back;
     sample_make(&c);
     char *nowhere = path_join(tmp_dir, "no/such/dir/ckpt.h5");
-    expect_error(ckpt_write(nowhere, &c), nowhere, "cannot create");
+    EXPECT_ERROR(ckpt_write(nowhere, &c), nowhere, "cannot create");
     free(nowhere);
 
     /* A disk that fills up mid-write. */
@@ -433,19 +397,14 @@ static void test_write_fails(const char *good) {
     /* Duplicate names: HDF5 refuses the second tensor mid-write. */
     free(c.tensors[1].name);
     c.tensors[1].name = xstrdup(c.tensors[0].name);
-    expect_error(ckpt_write(good, &c), good, "cannot write /adapter");
+    EXPECT_ERROR(ckpt_write(good, &c), good, "cannot write /adapter");
     ckpt_free(&c);
-    expect_no_tmp();
+    EXPECT_NO_TEMPORARIES(tmp_dir);
     expect_h5_closed();
 }
 
 int main(void) {
-    const char *base = getenv("LORAD_TEST_TMP");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/ckpt", base && *base ? base : "/tmp/lorad_test");
-    if (dir_make(tmp_dir)) {
-        fprintf(stderr, "FAIL: %s\n", err_msg());
-        return 1;
-    }
+    tmp_dir = scratch_dir("ckpt");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     char *good = path_join(tmp_dir, "ckpt.h5");
     test_round_trip(good);
@@ -455,7 +414,5 @@ int main(void) {
     test_foreign();
     test_write_fails(good);
     free(good);
-    if (failures) fprintf(stderr, "test_ckpt: %d failures\n", failures);
-    else printf("test_ckpt: ok\n");
-    return failures != 0;
+    return check_finish();
 }

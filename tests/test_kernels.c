@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "check.h"
 #include "error.h"
 #include "fileio.h"
 #include "hf_config.h"
@@ -19,7 +20,6 @@
 #include "rng.h"
 #include "safetensors.h"
 
-static int failures;
 static uint64_t draws;
 
 static void fill(float *x, size_t n, float scale) {
@@ -59,7 +59,7 @@ static void fd_check(const char *name, loss_fn f, void *ctx, float *x, const flo
     double rel = sqrt(diff2) / (sqrt(ref2) + 1e-12);
     int ok = rel < 1e-2 && ref2 > 0;
     printf("%-34s rel err %.2e %s\n", name, rel, ok ? "ok" : "FAIL");
-    failures += !ok;
+    checks_note(ok);
 }
 
 /* ---- layernorm ---- */
@@ -298,7 +298,7 @@ static void test_model(const char *dir, int full) {
     struct model m;
     if (model_init(&m, &o)) {
         printf("model_init: %s FAIL\n", err_msg());
-        failures++;
+        checks_note(0);
         return;
     }
     /* B starts at zero: give it values so every path carries gradient */
@@ -328,14 +328,11 @@ int main(void) {
     test_crossentropy();
     test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");
     test_linear(GEMM_LAYOUT_OUT_IN, 0.3f, "out_in+dropout");
-    const char *tmp = getenv("LORAD_TEST_TMP");
-    char *dir = path_join(tmp ? tmp : "/tmp", "kernels_model");
+    const char *dir = scratch_dir("kernels_model");
     struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 8, .n_inner = 12,
                                .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};
     model_write(dir, &cfg);
     test_model(dir, 0);
     test_model(dir, 1);
-    free(dir);
-    printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
-    return failures ? 1 : 0;
+    return check_finish();
 }

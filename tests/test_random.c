@@ -8,17 +8,17 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check.h"
 #include "error.h"
 #include "linear.h"
 #include "lora.h"
 #include "order.h"
 #include "rng.h"
 
-static int failures;
-
+/* Prints WHAT with the value GOT and the value WANT and counts the check OK. */
 static void expect(int ok, const char *what, double got, double want) {
     printf("%-44s got %-12.6g want %-12.6g %s\n", what, got, want, ok ? "ok" : "FAIL");
-    failures += !ok;
+    checks_note(ok);
 }
 
 static void stats(const float *x, size_t n, double *mean, double *std, double *absmax) {
@@ -123,6 +123,5 @@ int main(void) {
     test_init(1);
     test_order();
     test_dropout_rate();
-    printf("%s: %d failure(s)\n", failures ? "FAILED" : "passed", failures);
-    return failures ? 1 : 0;
+    return check_finish();
 }

@@ -4,33 +4,17 @@
  * validation finds out-of-vocabulary tokens and too-short data; corrupt files fail with
  * one line naming the file. Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
  */
+#include "check.h"
 #include "error.h"
 #include "fileio.h"
 #include "tokens.h"
 
-#include <dirent.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int failures;
-static char tmp_dir[4096];
-
-#define EXPECT(cond)                                                                    \
-    do {                                                                                \
-        if (!(cond)) {                                                                  \
-            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);             \
-            failures++;                                                                 \
-        }                                                                               \
-    } while (0)
-
-static void file_put(const char *path, const void *data, size_t n) {
-    FILE *f = fopen(path, "wb");
-    CHECK(f);
-    CHECK(n == 0 || fwrite(data, 1, n, f) == n);
-    CHECK(fclose(f) == 0);
-}
+static const char *tmp_dir; /* scratch_dir("tokens") */
 
 static void put_le(unsigned char *p, uint32_t v, int bytes) {
     for (int b = 0; b < bytes; b++) p[b] = (unsigned char)(v >> (8 * b));
@@ -46,21 +30,13 @@ static void bin_put(const char *path, uint32_t magic, int32_t version, int32_t c
     put_le(buf + 4, (uint32_t)version, 4);
     put_le(buf + 8, (uint32_t)count, 4);
     for (int64_t k = 0; k < n_tok; k++) put_le(buf + 1024 + k * width, tok[k], width);
-    file_put(path, buf, n);
+    scratch_put(path, buf, n);
     free(buf);
-}
-
-/* RC must be -1 with a one-line error naming PATH and containing WANT. */
-static void expect_error(int rc, const char *path, const char *want) {
-    const char *msg = err_msg();
-    if (rc == -1 && strstr(msg, path) && strstr(msg, want) && !strchr(msg, '\n')) return;
-    fprintf(stderr, "FAIL %s: rc %d, error \"%s\", wanted \"%s\"\n", path, rc, msg, want);
-    failures++;
 }
 
 static void expect_open_fails(const char *path, const char *want) {
     struct tokens ds;
-    expect_error(tokens_open(&ds, path), path, want);
+    EXPECT_ERROR(tokens_open(&ds, path), path, want);
     tokens_close(&ds); /* a failed open leaves DS closed; closing again is harmless */
 }
 
@@ -76,11 +52,11 @@ static void expect_samples(const struct tokens *ds, int32_t T, const int32_t *re
         for (int32_t j = 0; j <= T; j++)
             bad |= tok[j] != ref[i * T + j] || mask[j] != (ref_mask ? ref_mask[i * T + j] : 1);
         if (bad) fprintf(stderr, "FAIL %s: sample %lld differs\n", ds->path, (long long)i);
-        failures += bad;
+        checks_note(!bad);
         EXPECT(tokens_read_sample(ds, i, T, tok, NULL) == 0);
     }
-    expect_error(tokens_read_sample(ds, n_samples, T, tok, mask), ds->path, "out of range");
-    expect_error(tokens_read_sample(ds, -1, T, tok, mask), ds->path, "out of range");
+    EXPECT_ERROR(tokens_read_sample(ds, n_samples, T, tok, mask), ds->path, "out of range");
+    EXPECT_ERROR(tokens_read_sample(ds, -1, T, tok, mask), ds->path, "out of range");
     free(mask);
     free(tok);
 }
@@ -102,7 +78,7 @@ static void test_bin_u16(void) {
     while (ref[first] < 50257) first++;
     char want[128];
     snprintf(want, sizeof want, "token %d at position %d is outside the vocabulary (size 50257)", ref[first], first);
-    expect_error(tokens_validate(&ds, 50257, T), path, want);
+    EXPECT_ERROR(tokens_validate(&ds, 50257, T), path, want);
     tokens_close(&ds);
     tokens_close(&ds);
     free(path);
@@ -121,7 +97,7 @@ static void test_bin_u32(void) {
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.format == TOKENS_FORMAT_BIN && ds.token_bytes == 4 && ds.n_tokens == N);
     expect_samples(&ds, T, ref, NULL);
-    expect_error(tokens_validate(&ds, 200000, T), path, "token >= 2147483647 at position 41");
+    EXPECT_ERROR(tokens_validate(&ds, 200000, T), path, "token >= 2147483647 at position 41");
     tokens_close(&ds);
     free(path);
 }
@@ -134,33 +110,21 @@ static void test_validate_messages(void) {
     bin_put(bin, TOKENS_MAGIC_U32, 2, 20, tok, 20);
     struct tokens ds;
     EXPECT(tokens_open(&ds, bin) == 0);
-    expect_error(tokens_validate(&ds, 50257, 8), bin,
+    EXPECT_ERROR(tokens_validate(&ds, 50257, 8), bin,
                  "data.bin: token 70000 at position 12 is outside the vocabulary (size 50257)");
     EXPECT(tokens_validate(&ds, 70001, 19) == 0);
-    expect_error(tokens_validate(&ds, 70001, 20), bin, "20 tokens is shorter than one sample (seq 20 needs 21)");
-    expect_error(tokens_validate(&ds, 70001, 0), bin, "sequence length 0");
+    EXPECT_ERROR(tokens_validate(&ds, 70001, 20), bin, "20 tokens is shorter than one sample (seq 20 needs 21)");
+    EXPECT_ERROR(tokens_validate(&ds, 70001, 0), bin, "sequence length 0");
     tokens_close(&ds);
 
     char *h5 = path_join(tmp_dir, "data.h5");
     EXPECT(tokens_write_h5(h5, tok, 5, NULL) == 0);
     EXPECT(tokens_open(&ds, h5) == 0);
-    expect_error(tokens_validate(&ds, 50257, 8), h5, "data.h5: 5 tokens is shorter than one sample (seq 8 needs 9)");
+    EXPECT_ERROR(tokens_validate(&ds, 50257, 8), h5, "data.h5: 5 tokens is shorter than one sample (seq 8 needs 9)");
     EXPECT(tokens_n_samples(&ds, 8) == 0);
     tokens_close(&ds);
     free(h5);
     free(bin);
-}
-
-/* No PATH.tmp.* is left behind in the test directory. */
-static void expect_no_temporaries(void) {
-    DIR *d = opendir(tmp_dir);
-    CHECK(d);
-    for (struct dirent *e; (e = readdir(d));)
-        if (strstr(e->d_name, ".tmp.")) {
-            fprintf(stderr, "FAIL: temporary file %s left in %s\n", e->d_name, tmp_dir);
-            failures++;
-        }
-    closedir(d);
 }
 
 /* Round trip through tokens_write_h5, large enough for two chunks and two validate blocks. */
@@ -191,13 +155,13 @@ static void test_h5_round_trip(void) {
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.n_tokens == n && ds.has_mask);
     expect_samples(&ds, T, ref, ref_mask);
-    expect_error(tokens_validate(&ds, 50257, T), path, "token 50257 at position 1048579 ");
+    EXPECT_ERROR(tokens_validate(&ds, 50257, T), path, "token 50257 at position 1048579 ");
     tokens_close(&ds);
-    expect_no_temporaries();
+    EXPECT_NO_TEMPORARIES(tmp_dir);
 
     char *nowhere = path_join(tmp_dir, "no/such/dir/x.h5");
-    expect_error(tokens_write_h5(nowhere, tok, n, NULL), nowhere, "cannot");
-    expect_error(tokens_write_h5(path, tok, 0, NULL), path, "no tokens");
+    EXPECT_ERROR(tokens_write_h5(nowhere, tok, n, NULL), nowhere, "cannot");
+    EXPECT_ERROR(tokens_write_h5(path, tok, 0, NULL), path, "no tokens");
     free(nowhere);
     free(path);
     free(ref_mask);
@@ -223,6 +187,22 @@ static hid_t h5_create(const char *path) {
     return f;
 }
 
+/* PATH: an HDF5 file of N tokens TOK of TYPE and, unless MASK is NULL, a loss mask of MASK_TYPE. */
+static void h5_tokens_put(const char *path, hsize_t n, hid_t type, const void *tok, hid_t mask_type, const void *mask) {
+    hid_t f = h5_create(path);
+    h5_put(f, "/tokens", type, 1, &n, tok);
+    if (mask) h5_put(f, "/loss_mask", mask_type, 1, &n, mask);
+    H5Fclose(f);
+}
+
+/* PATH opens and fails validation (vocabulary 30000, seq T) with WANT. */
+static void expect_invalid(const char *path, int32_t T, const char *want) {
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT_ERROR(tokens_validate(&ds, 30000, T), path, want);
+    tokens_close(&ds);
+}
+
 /* /tokens as int16 and int64, /loss_mask as int32 and int64: converted on read. */
 static void test_h5_types(void) {
     enum { N = 30, T = 4 };
@@ -238,42 +218,24 @@ static void test_h5_types(void) {
         m64[k] = k % 3 == 0 ? 0 : (int64_t)1 << 40;
         ref_mask[k] = k % 3 != 0;
     }
-    hsize_t dim = N;
     char *p16 = path_join(tmp_dir, "int16.h5"), *p64 = path_join(tmp_dir, "int64.h5");
-    hid_t f = h5_create(p16);
-    h5_put(f, "/tokens", H5T_NATIVE_INT16, 1, &dim, t16);
-    h5_put(f, "/loss_mask", H5T_NATIVE_INT32, 1, &dim, m32);
-    H5Fclose(f);
-    f = h5_create(p64);
-    h5_put(f, "/tokens", H5T_NATIVE_INT64, 1, &dim, t64);
-    h5_put(f, "/loss_mask", H5T_NATIVE_INT64, 1, &dim, m64);
-    H5Fclose(f);
-
-    struct tokens ds;
-    EXPECT(tokens_open(&ds, p16) == 0);
-    expect_samples(&ds, T, ref, ref_mask);
-    EXPECT(tokens_validate(&ds, 30000, T) == 0);
-    tokens_close(&ds);
-    EXPECT(tokens_open(&ds, p64) == 0);
-    expect_samples(&ds, T, ref, ref_mask);
-    EXPECT(tokens_validate(&ds, 30000, T) == 0);
-    tokens_close(&ds);
+    h5_tokens_put(p16, N, H5T_NATIVE_INT16, t16, H5T_NATIVE_INT32, m32);
+    h5_tokens_put(p64, N, H5T_NATIVE_INT64, t64, H5T_NATIVE_INT64, m64);
+    const char *paths[] = {p16, p64};
+    for (int k = 0; k < 2; k++) {
+        struct tokens ds;
+        EXPECT(tokens_open(&ds, paths[k]) == 0);
+        expect_samples(&ds, T, ref, ref_mask);
+        EXPECT(tokens_validate(&ds, 30000, T) == 0);
+        tokens_close(&ds);
+    }
 
     t16[9] = -3;
-    f = h5_create(p16);
-    h5_put(f, "/tokens", H5T_NATIVE_INT16, 1, &dim, t16);
-    H5Fclose(f);
-    EXPECT(tokens_open(&ds, p16) == 0);
-    expect_error(tokens_validate(&ds, 30000, T), p16, "token -3 at position 9 ");
-    tokens_close(&ds);
-
+    h5_tokens_put(p16, N, H5T_NATIVE_INT16, t16, 0, NULL);
+    expect_invalid(p16, T, "token -3 at position 9 ");
     t64[20] = 5000000000;
-    f = h5_create(p64);
-    h5_put(f, "/tokens", H5T_NATIVE_INT64, 1, &dim, t64);
-    H5Fclose(f);
-    EXPECT(tokens_open(&ds, p64) == 0);
-    expect_error(tokens_validate(&ds, 30000, T), p64, "token >= 2147483647 at position 20 ");
-    tokens_close(&ds);
+    h5_tokens_put(p64, N, H5T_NATIVE_INT64, t64, 0, NULL);
+    expect_invalid(p64, T, "token >= 2147483647 at position 20 ");
     free(p64);
     free(p16);
 }
@@ -286,16 +248,16 @@ static void test_bin_corrupt(void) {
     expect_open_fails(path, "bad magic 12345 (hint: expected an llm.c .bin shard");
     bin_put(path, TOKENS_MAGIC_U16, 1, 10, tok, 9);
     expect_open_fails(path, "header says 10 tokens (1044 bytes) but the file has 1042 bytes");
-    file_put(path, NULL, 0);
+    scratch_put(path, NULL, 0);
     expect_open_fails(path, "0 bytes is shorter than a .bin header");
-    file_put(path, junk, sizeof junk);
+    scratch_put(path, junk, sizeof junk);
     expect_open_fails(path, "500 bytes is shorter than a .bin header");
     bin_put(path, TOKENS_MAGIC_U32, 2, -1, tok, 0);
     expect_open_fails(path, "header says -1 tokens");
     bin_put(path, TOKENS_MAGIC_U32, 2, INT32_MAX, tok, 10);
     expect_open_fails(path, "header says 2147483647 tokens");
     memcpy(junk, "\x89HDF\r\n\x1a\n", 8); /* signature, then garbage */
-    file_put(path, junk, sizeof junk);
+    scratch_put(path, junk, sizeof junk);
     expect_open_fails(path, "cannot open as HDF5");
     expect_open_fails(tmp_dir, "not a regular file");
     char *missing = path_join(tmp_dir, "missing.bin");
@@ -349,12 +311,7 @@ static void test_h5_corrupt(void) {
 }
 
 int main(void) {
-    const char *base = getenv("LORAD_TEST_TMP");
-    snprintf(tmp_dir, sizeof tmp_dir, "%s/tokens", base && *base ? base : "/tmp/lorad_test");
-    if (dir_make(tmp_dir)) {
-        fprintf(stderr, "FAIL: %s\n", err_msg());
-        return 1;
-    }
+    tmp_dir = scratch_dir("tokens");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     test_bin_u16();
     test_bin_u32();
@@ -363,7 +320,5 @@ int main(void) {
     test_h5_types();
     test_bin_corrupt();
     test_h5_corrupt();
-    if (failures) fprintf(stderr, "test_tokens: %d failures\n", failures);
-    else printf("test_tokens: ok\n");
-    return failures != 0;
+    return check_finish();
 }
