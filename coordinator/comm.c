@@ -61,6 +61,11 @@ void comm_bcast(struct comm *c, void *buf, size_t n) {
     }
 }
 
+void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi) {
+    *lo = n * c->rank / c->size;
+    *hi = n * (c->rank + 1) / c->size;
+}
+
 double comm_time(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -23,6 +23,8 @@ void comm_finalize(struct comm *c);
 /* Broadcasts rank 0's BUF (*N bytes, malloc'd) to every rank; other ranks receive a
  * new malloc'd buffer. *N = 0 carries "nothing" (rank 0 failed). */
 void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n);
+/* This rank's contiguous part [*LO, *HI) of N items; parts differ by at most one. */
+void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi);
 /* Seconds on a monotonic clock. */
 double comm_time(void);
 /* Broadcasts N bytes at BUF from rank 0 into every rank's BUF. */

@@ -16,6 +16,7 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "error.h"
+#include "eval.h"
 #include "export.h"
 #include "fault.h"
 #include "fileio.h"
@@ -52,12 +53,6 @@ struct train {
     double t0;
     double last_ckpt; /* rank 0: when the last checkpoint was written */
 };
-
-/* This rank's contiguous part [lo, hi) of N items. */
-static void part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi) {
-    *lo = n * c->rank / c->size;
-    *hi = n * (c->rank + 1) / c->size;
-}
 
 static int dataset_open(struct tokens *ds, const char *path, const struct model *m, int32_t T) {
     if (tokens_open(ds, path)) return -1;
@@ -144,28 +139,11 @@ static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *
     return 0;
 }
 
-/* Mean loss over the validation set (or its first --eval-batches micro-batches),
- * each rank taking a contiguous part. */
+/* Mean loss over the validation set (or its first --eval-batches micro-batches). */
 static int train_eval(struct train *t, double *val_loss) {
-    const Lorad__JobSpec *job = t->job;
-    const int32_t M = job_micro_batch(job);
-    int64_t n = tokens_n_samples(&t->val, job->seq), lo, hi;
-    if (job->eval_batches && job->eval_batches < (n + M - 1) / M) n = job->eval_batches * M;
-    part(t->comm, n, &lo, &hi);
-    double sums[2] = {0.0, 0.0};
-    int failed = 0;
-    for (int64_t i = lo; i < hi && !failed; i += t->batch.cap) {
-        int32_t k = (int32_t)(hi - i < t->batch.cap ? hi - i : t->batch.cap);
-        for (int32_t j = 0; j < k; j++) t->ids[j] = i + j;
-        failed = batch_load(&t->batch, &t->val, t->ids, k) != 0;
-        if (!failed) {
-            sums[0] += batch_loss(&t->model, &t->batch, M);
-            sums[1] += (double)batch_targets(&t->batch);
-        }
-    }
-    if (comm_agree(t->comm, failed)) return -1;
-    comm_allreduce_doubles(t->comm, sums, 2);
-    *val_loss = sums[1] > 0 ? sums[0] / sums[1] : NAN;
+    struct eval_result r;
+    if (eval_run(t->comm, &t->model, &t->batch, &t->val, job_micro_batch(t->job), t->job->eval_batches, &r)) return -1;
+    *val_loss = r.loss;
     return 0;
 }
 
@@ -193,7 +171,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     const int32_t G = job->batch;
     double t_start = comm_time();
     int64_t lo, hi;
-    part(t->comm, G, &lo, &hi);
+    comm_part(t->comm, G, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, t->rs.samples + g);
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
     int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;

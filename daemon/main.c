@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "comm.h"
 #include "error.h"
+#include "infer_cmd.h"
 #include "init_model.h"
 #include "job.h"
 #include "prep.h"
@@ -25,6 +26,9 @@ static void usage(FILE *out) {
             "  lorad train --model DIR --data FILE --out DIR [flags]   fine-tune (--help for flags)\n"
             "  lorad prep --text FILE --out FILE.h5                    text -> byte-level tokens\n"
             "  lorad init-model --out DIR [--layers --dim --heads ...] a random GPT-2 to pretrain\n"
+            "  lorad eval --model DIR [--adapter DIR] --data FILE      loss and perplexity\n"
+            "  lorad merge --model DIR --adapter DIR --out DIR         base + adapter as one model\n"
+            "  lorad generate --model DIR [--adapter DIR] --prompt T   decode with a KV cache\n"
             "  lorad inspect CKPT                                      what a checkpoint holds\n"
             "  lorad export CKPT --out DIR                             a checkpoint's PEFT adapter\n"
             "  lorad --version\n",
@@ -124,6 +128,38 @@ static int cmd_init_model(int argc, char **argv) {
     return leave(&alone, rc);
 }
 
+/* eval runs on every rank: each parses the same argv and rank 0 reports. */
+static int cmd_eval(int argc, char **argv) {
+    struct comm comm;
+    comm_init(&comm, &argc, &argv);
+    Lorad__EvalSpec defaults;
+    eval_defaults(&defaults);
+    Lorad__EvalSpec *spec = (Lorad__EvalSpec *)spec_parse(&defaults.base, "eval", argc, argv, &comm);
+    int rc = spec ? eval_cmd(spec, &comm) : -1;
+    if (spec) lorad__eval_spec__free_unpacked(spec, NULL);
+    return leave(&comm, rc);
+}
+
+static int cmd_merge(int argc, char **argv) {
+    struct comm alone = {.size = 1, .local_size = 1};
+    Lorad__MergeSpec defaults;
+    merge_defaults(&defaults);
+    Lorad__MergeSpec *spec = (Lorad__MergeSpec *)spec_parse(&defaults.base, "merge", argc, argv, &alone);
+    int rc = spec ? merge_cmd(spec) : -1;
+    if (spec) lorad__merge_spec__free_unpacked(spec, NULL);
+    return leave(&alone, rc);
+}
+
+static int cmd_generate(int argc, char **argv) {
+    struct comm alone = {.size = 1, .local_size = 1};
+    Lorad__GenerateSpec defaults;
+    generate_defaults(&defaults);
+    Lorad__GenerateSpec *spec = (Lorad__GenerateSpec *)spec_parse(&defaults.base, "generate", argc, argv, &alone);
+    int rc = spec ? generate_cmd(spec) : -1;
+    if (spec) lorad__generate_spec__free_unpacked(spec, NULL);
+    return leave(&alone, rc);
+}
+
 /* inspect and export: the first argument, when not a flag, is the checkpoint. */
 static int cmd_checkpoint(int argc, char **argv, int (*run)(const Lorad__CheckpointSpec *), const char *cmd) {
     struct comm alone = {.size = 1, .local_size = 1};
@@ -149,6 +185,9 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
     if (!strcmp(argv[1], "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "inspect")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_inspect, "inspect");
     if (!strcmp(argv[1], "export")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_export, "export");
     err_set(argv[1], "unknown command");

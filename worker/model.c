@@ -79,20 +79,20 @@ static int32_t weights_plan(struct model *m, struct weight_ref *refs) {
 /* Finds every weight in the file and checks its shape and dtype. */
 static int weights_find(struct model *m, const struct weight_ref *refs, int32_t n,
                         const struct st_tensor **found) {
-    const char *prefix = safetensors_find(&m->st, "transformer.wte.weight") ? "transformer." : "";
+    const char *prefix = st_set_find(&m->st, "transformer.wte.weight", NULL) ? "transformer." : "";
     for (int32_t i = 0; i < n; i++) {
         char name[96];
+        const struct safetensors *file;
         snprintf(name, sizeof name, "%s%s", prefix, refs[i].name);
-        found[i] = safetensors_find(&m->st, name);
+        found[i] = st_set_find(&m->st, name, &file);
         if (!found[i]) {
             err_set(m->st.path, "missing tensor %s", name);
             return err_hint("is this a GPT-2 model.safetensors?");
         }
         enum st_dtype d = found[i]->dtype;
         if (d != ST_DTYPE_F32 && d != ST_DTYPE_F16 && d != ST_DTYPE_BF16)
-            return err_set(m->st.path, "tensor %s has dtype %s, expected F32, F16 or BF16", name,
-                           st_dtype_name(d));
-        if (st_tensor_expect_shape(&m->st, found[i], refs[i].ndim, refs[i].shape)) return -1;
+            return err_set(file->path, "tensor %s has dtype %s, expected F32, F16 or BF16", name, st_dtype_name(d));
+        if (st_tensor_expect_shape(file, found[i], refs[i].ndim, refs[i].shape)) return -1;
     }
     return 0;
 }
@@ -104,10 +104,10 @@ static int tensor_mappable(const struct st_tensor *t) {
 /* Points every weight at its data: the trainable block (full mode), the mapping, or
  * the converted frozen block. */
 static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t n,
-                         const struct st_tensor **found, const int32_t *entry) {
+                         const struct st_tensor **found, const int32_t *entry, int writable) {
     uint64_t frozen_n = 0;
     for (int32_t i = 0; i < n; i++)
-        if (entry[i] < 0 && !tensor_mappable(found[i])) frozen_n += (uint64_t)found[i]->numel;
+        if (entry[i] < 0 && (writable || !tensor_mappable(found[i]))) frozen_n += (uint64_t)found[i]->numel;
     if (frozen_n) m->frozen = xalloc_aligned(frozen_n * sizeof(float));
     uint64_t at = 0;
     for (int32_t i = 0; i < n; i++) {
@@ -116,7 +116,7 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
             CHECK(st_tensor_to_f32(found[i], w) == 0);
             *refs[i].w = w;
             *refs[i].g = trainable_g(&m->tr, entry[i]);
-        } else if (tensor_mappable(found[i])) {
+        } else if (!writable && tensor_mappable(found[i])) {
             *refs[i].w = found[i]->data;
         } else {
             CHECK(st_tensor_to_f32(found[i], m->frozen + at) == 0);
@@ -267,7 +267,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
         }
         adapters_register(m, entry_a);
         trainable_alloc(&m->tr);
-        weights_bind(m, refs, n, found, entry);
+        weights_bind(m, refs, n, found, entry, o->writable);
     }
     free(entry);
     free(found);
@@ -275,26 +275,33 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     return rc;
 }
 
-/* Hash of DIR/config.json, the safetensors header (names, dtypes, shapes, offsets) and
- * a sample of every tensor's bytes (its ends and 64 bytes of each MiB), so that two
- * models of one shape tell apart without reading gigabytes. */
+/* Continues H over a safetensors file's header (names, dtypes, shapes, offsets) and a
+ * sample of every tensor's bytes (its ends and 64 bytes of each MiB). */
+static uint64_t fingerprint_file(uint64_t h, const struct safetensors *st) {
+    const unsigned char *map = st->map;
+    uint64_t header_len = (uint64_t)map[0] | (uint64_t)map[1] << 8 | (uint64_t)map[2] << 16 |
+                          (uint64_t)map[3] << 24 | (uint64_t)map[4] << 32 | (uint64_t)map[5] << 40 |
+                          (uint64_t)map[6] << 48 | (uint64_t)map[7] << 56; /* validated by safetensors_open */
+    h = hash_bytes(h, map, 8 + header_len);
+    for (int32_t i = 0; i < st->n_tensors; i++) {
+        const unsigned char *d = st->tensors[i].data;
+        size_t n = st->tensors[i].nbytes, edge = n < 256 ? n : 256;
+        h = hash_bytes(hash_bytes(h, d, edge), d + n - edge, edge);
+        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
+    }
+    return h;
+}
+
+/* Hash of DIR/config.json and every weights file, so that two models of one shape tell
+ * apart without reading gigabytes. */
 static int fingerprint_compute(struct model *m, const char *dir) {
     char *path = path_join(dir, "config.json");
     size_t len;
     char *config = file_read_all(path, &len);
     free(path);
     if (!config) return -1;
-    const unsigned char *map = m->st.map;
-    uint64_t header_len = (uint64_t)map[0] | (uint64_t)map[1] << 8 | (uint64_t)map[2] << 16 |
-                          (uint64_t)map[3] << 24 | (uint64_t)map[4] << 32 | (uint64_t)map[5] << 40 |
-                          (uint64_t)map[6] << 48 | (uint64_t)map[7] << 56; /* validated by safetensors_open */
-    uint64_t h = hash_bytes(hash_bytes(HASH_INIT, config, len), map, 8 + header_len);
-    for (int32_t i = 0; i < m->st.n_tensors; i++) {
-        const unsigned char *d = m->st.tensors[i].data;
-        size_t n = m->st.tensors[i].nbytes, edge = n < 256 ? n : 256;
-        h = hash_bytes(hash_bytes(h, d, edge), d + n - edge, edge);
-        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
-    }
+    uint64_t h = hash_bytes(HASH_INIT, config, len);
+    for (int32_t i = 0; i < m->st.n_files; i++) h = fingerprint_file(h, &m->st.files[i]);
     m->fingerprint = h;
     m->config_text = config;
     return 0;
@@ -307,15 +314,13 @@ int model_init(struct model *m, const struct model_options *o) {
         err_set("--seq", "%d exceeds the model's n_positions %d", o->seq, m->cfg.n_positions);
         return err_hint("use --seq %d or less", m->cfg.n_positions);
     }
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", o->dir);
-    if (safetensors_open(&m->st, path) || fingerprint_compute(m, o->dir)) {
+    if (st_set_open(&m->st, o->dir) || fingerprint_compute(m, o->dir)) {
         model_free(m);
         return -1;
     }
-    if ((int64_t)12 * m->cfg.n_layer + 4 > m->st.n_tensors) {
-        err_set(path, "holds %d tensors, too few for the %d layers config.json declares", m->st.n_tensors,
-                m->cfg.n_layer);
+    if ((int64_t)12 * m->cfg.n_layer + 4 > st_set_count(&m->st)) {
+        err_set(m->st.path, "holds %lld tensors, too few for the %d layers config.json declares",
+                (long long)st_set_count(&m->st), m->cfg.n_layer);
         model_free(m);
         return err_hint("config.json and model.safetensors must come from the same model");
     }
@@ -341,7 +346,7 @@ int model_init(struct model *m, const struct model_options *o) {
 
 void model_free(struct model *m) {
     trainable_free(&m->tr);
-    safetensors_close(&m->st);
+    st_set_close(&m->st);
     free(m->frozen);
     free(m->layers);
     free(m->sites);
@@ -363,30 +368,47 @@ static void random_fill(float *x, int64_t n, const char *name, int32_t n_layer, 
     for (int64_t i = 0; i < n; i++) x[i] = bias ? 0.0f : ln ? 1.0f : std * rng_normal(key, (uint64_t)i);
 }
 
+static int64_t ref_numel(const struct weight_ref *r) { return r->shape[0] * (r->ndim == 2 ? r->shape[1] : 1); }
+
 int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir) {
     struct model m = {.cfg = *cfg};
     m.layers = xcalloc((size_t)cfg->n_layer, sizeof *m.layers);
     struct weight_ref *refs = xcalloc(4 + 16 * (size_t)cfg->n_layer, sizeof *refs);
     int32_t n = weights_plan(&m, refs);
-    struct st_write_entry *e = xcalloc((size_t)n, sizeof *e);
-    char (*names)[96] = xcalloc((size_t)n, sizeof *names);
+    int64_t total = 0;
+    for (int32_t i = 0; i < n; i++) total += ref_numel(&refs[i]);
+    m.frozen = xmalloc((size_t)total * sizeof(float));
+    float *at = m.frozen;
     for (int32_t i = 0; i < n; i++) {
-        int64_t numel = refs[i].shape[0] * (refs[i].ndim == 2 ? refs[i].shape[1] : 1);
-        float *x = xmalloc((size_t)numel * sizeof *x);
-        random_fill(x, numel, refs[i].name, cfg->n_layer, rng_key(RNG_STREAM_INIT, seed, (uint64_t)i, 1));
-        snprintf(names[i], sizeof names[0], "transformer.%s", refs[i].name);
-        e[i] = (struct st_write_entry){.name = names[i], .data = x, .ndim = refs[i].ndim,
-                                       .shape = {refs[i].shape[0], refs[i].shape[1]}, .dtype = ST_DTYPE_F32};
+        random_fill(at, ref_numel(&refs[i]), refs[i].name, cfg->n_layer, rng_key(RNG_STREAM_INIT, seed, (uint64_t)i, 1));
+        *refs[i].w = at;
+        at += ref_numel(&refs[i]);
     }
-    char *path = path_join(dir, "model.safetensors");
+    struct st_write_entry *e = model_weights(&m, ST_DTYPE_F32, &n);
     int rc = dir_make(dir);
     if (rc == 0) rc = hf_config_write(cfg, dir);
-    if (rc == 0) rc = safetensors_write(path, e, n, NULL, 0);
-    for (int32_t i = 0; i < n; i++) free((void *)e[i].data);
-    free(path);
-    free(names);
+    if (rc == 0) rc = st_set_write(dir, e, n, UINT64_MAX);
     free(e);
     free(refs);
+    free(m.frozen);
     free(m.layers);
     return rc;
+}
+
+struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype, int32_t *n) {
+    /* weights_plan records where each pointer lives; here the values are only read */
+    struct model view = *m;
+    const size_t most = 4 + 16 * (size_t)m->cfg.n_layer;
+    struct weight_ref *refs = xcalloc(most, sizeof *refs);
+    *n = weights_plan(&view, refs);
+    /* the entries and their names in one allocation, released with free() */
+    struct st_write_entry *e = xcalloc(most, sizeof *e + 96);
+    char (*names)[96] = (char (*)[96])(e + most);
+    for (int32_t i = 0; i < *n; i++) {
+        snprintf(names[i], sizeof names[0], "transformer.%s", refs[i].name);
+        e[i] = (struct st_write_entry){.name = names[i], .data = *refs[i].w, .ndim = refs[i].ndim,
+                                       .shape = {refs[i].shape[0], refs[i].shape[1]}, .dtype = dtype};
+    }
+    free(refs);
+    return e;
 }

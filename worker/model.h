@@ -12,12 +12,13 @@
 
 #include "hf_config.h"
 #include "linear.h"
-#include "safetensors.h"
+#include "st_set.h"
 #include "trainable.h"
 
 struct model_options {
     const char *dir;              /* HF model directory */
     int full;                     /* train every weight instead of adapters */
+    int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T */
     const char *const *targets;   /* LoRA targets (ignored in full mode) */
@@ -62,7 +63,7 @@ struct gpt2_acts {
 
 struct model {
     struct model_config cfg;
-    struct safetensors st;
+    struct st_set st; /* the weights files */
     float *frozen; /* converted frozen tensors, one allocation (NULL when all mapped) */
     const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C), (C), (C) */
     float *dwte, *dwpe, *dlnf_w, *dlnf_b;
@@ -98,6 +99,9 @@ void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, con
                     int B, const struct dropout *dp);
 /* Module name of site S within its layer ("attn.c_attn", ...); a layer has 4 sites. */
 const char *model_site_name(int32_t s);
+/* The model's weights under their Hugging Face names as write entries of DTYPE (the
+ * data points into the model); *N their count. The caller frees the array. */
+struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype, int32_t *n);
 /* Writes a GPT-2 of shape CFG with GPT-2's random initialisation (from SEED) as a
  * Hugging Face directory DIR: a base to pretrain with --mode full. */
 int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir);

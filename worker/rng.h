@@ -22,6 +22,7 @@ enum rng_stream {
     RNG_STREAM_INIT = 1,
     RNG_STREAM_DROPOUT = 2,
     RNG_STREAM_SHUFFLE = 3,
+    RNG_STREAM_SAMPLE = 4,
 };
 
 #endif

@@ -1,0 +1,169 @@
+/*
+ * infer_cmd.c: eval, merge and generate (infer_cmd.h).
+ */
+#include "infer_cmd.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "decode.h"
+#include "error.h"
+#include "eval.h"
+#include "fileio.h"
+#include "gemm.h"
+#include "merge.h"
+#include "model.h"
+
+/* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
+static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
+    if (!model_dir[0]) return err_set("--model", "is required");
+    struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .max_batch = B, .seq = T};
+    if (model_init(m, &o)) return -1;
+    if (adapter[0] && model_merge_adapter(m, adapter)) {
+        model_free(m);
+        return -1;
+    }
+    return 0;
+}
+
+static void threads_set(int32_t threads, const struct comm *c) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN) / c->local_size;
+    gemm_set_threads(threads ? threads : cores > 0 ? (int)cores : 1);
+}
+
+void eval_defaults(Lorad__EvalSpec *spec) {
+    lorad__eval_spec__init(spec);
+    spec->batch = 8;
+    spec->seq = 256;
+}
+
+int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
+    if (!s->data[0]) return err_set("--data", "is required");
+    if (s->batch < 1 || s->seq < 1) return err_set(s->batch < 1 ? "--batch" : "--seq", "must be at least 1");
+    threads_set(s->threads, comm);
+    struct model m;
+    struct tokens ds = {0};
+    int rc = model_open(&m, s->model, s->adapter, s->batch, s->seq);
+    int loaded = rc == 0;
+    if (rc == 0) rc = tokens_open(&ds, s->data);
+    if (rc == 0) rc = tokens_validate(&ds, m.cfg.vocab_size, s->seq);
+    struct eval_result r = {0};
+    struct batch b = {0};
+    if (comm_agree(comm, rc != 0) == 0) {
+        batch_init(&b, s->batch, s->seq);
+        rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, &r);
+        batch_free(&b);
+    } else {
+        rc = -1;
+    }
+    if (rc == 0 && comm->rank == 0) {
+        if (s->json)
+            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"samples\": %lld}\n", r.loss, exp(r.loss),
+                   (long long)r.targets, (long long)r.samples);
+        else
+            printf("loss %.6f  perplexity %.4f  tokens %lld  samples %lld\n", r.loss, exp(r.loss), (long long)r.targets,
+                   (long long)r.samples);
+    }
+    tokens_close(&ds);
+    if (loaded) model_free(&m);
+    return rc;
+}
+
+void merge_defaults(Lorad__MergeSpec *spec) {
+    lorad__merge_spec__init(spec);
+    spec->max_shard_mb = 5000; /* Hugging Face's default "5GB" */
+}
+
+/* Copies the tokenizer and generation files of SRC into DST, as they are. */
+static int extras_copy(const char *src, const char *dst) {
+    static const char *const names[] = {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json",
+                                        "merges.txt", "special_tokens_map.json", "added_tokens.json",
+                                        "generation_config.json", "config.json"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char *from = path_join(src, names[i]), *to = path_join(dst, names[i]);
+        size_t n;
+        char *data = access(from, F_OK) == 0 ? file_read_all(from, &n) : NULL;
+        int rc = data ? file_write_atomic(to, data, n) : access(from, F_OK) == 0 ? -1 : 0;
+        free(data);
+        free(from);
+        free(to);
+        if (rc) return -1;
+    }
+    return 0;
+}
+
+int merge_cmd(const Lorad__MergeSpec *s) {
+    if (!s->adapter[0]) return err_set("--adapter", "is required");
+    if (!s->out[0]) return err_set("--out", "is required");
+    if (s->max_shard_mb < 1) return err_set("--max-shard-mb", "must be at least 1");
+    struct model m;
+    if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
+    static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
+    int32_t n;
+    struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);
+    int rc = dir_make(s->out);
+    if (rc == 0) rc = st_set_write(s->out, e, n, (uint64_t)s->max_shard_mb << 20);
+    if (rc == 0) rc = extras_copy(s->model, s->out);
+    if (rc == 0) fprintf(stderr, "lorad: wrote %s (%s + %s)\n", s->out, s->model, s->adapter);
+    free(e);
+    model_free(&m);
+    return rc;
+}
+
+void generate_defaults(Lorad__GenerateSpec *spec) {
+    lorad__generate_spec__init(spec);
+    spec->max_new = 200;
+    spec->temperature = 0.8;
+    spec->top_k = 40;
+    spec->seed = 42;
+}
+
+static int generate_check(const Lorad__GenerateSpec *s) {
+    if (!s->prompt[0]) return err_set("--prompt", "is required (byte-level models need at least one token)");
+    if (s->max_new < 0) return err_set("--max-new", "must be non-negative");
+    if (s->temperature < 0) return err_set("--temperature", "must be non-negative, 0 is greedy");
+    if (s->top_k < 0) return err_set("--top-k", "must be non-negative, 0 keeps every token");
+    return 0;
+}
+
+/* Writes TOKEN as its byte (<|N|> beyond 255), or as an id with --ids. */
+static void token_put(const Lorad__GenerateSpec *s, int32_t token, int first) {
+    if (s->ids)
+        printf("%s%d", first ? "" : " ", token);
+    else if (token < 256)
+        putchar(token);
+    else
+        printf("<|%d|>", token);
+    fflush(stdout);
+}
+
+int generate_cmd(const Lorad__GenerateSpec *s) {
+    if (generate_check(s)) return -1;
+    struct comm alone = {.size = 1, .local_size = 1};
+    threads_set(s->threads, &alone);
+    struct model m;
+    if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
+    int32_t n = (int32_t)strlen(s->prompt), V = m.cfg.vocab_size, P = m.cfg.n_positions;
+    int rc = 0;
+    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, too small for byte-level prompts", V);
+    if (rc == 0 && n >= P) rc = err_set("--prompt", "has %d bytes; the model sees at most %d positions", n, P);
+    if (rc == 0) {
+        struct decoder d;
+        decoder_init(&d, &m, P);
+        const float *logits = NULL;
+        for (int32_t i = 0; i < n; i++) logits = decoder_step(&d, (unsigned char)s->prompt[i]);
+        for (int32_t i = 0; i < s->max_new; i++) {
+            int32_t next = decoder_pick(logits, V, (float)s->temperature, s->top_k, s->seed, d.pos);
+            token_put(s, next, i == 0);
+            if (d.pos == P) break; /* the model sees no further position */
+            logits = decoder_step(&d, next);
+        }
+        if (s->ids) putchar('\n');
+        decoder_free(&d);
+    }
+    model_free(&m);
+    return rc;
+}
