@@ -98,14 +98,14 @@ static int extras_copy(const char *src, const char *dst) {
 int merge_cmd(const Lorad__MergeSpec *s) {
     if (!s->adapter[0]) return err_set("--adapter", "is required");
     if (!s->out[0]) return err_set("--out", "is required");
-    if (s->max_shard_mb < 1) return err_set("--max-shard-mb", "must be at least 1");
+    if (!(s->max_shard_mb > 0)) return err_set("--max-shard-mb", "must be positive");
     struct model m;
     if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
     int32_t n;
     struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);
     int rc = dir_make(s->out);
-    if (rc == 0) rc = st_set_write(s->out, e, n, (uint64_t)s->max_shard_mb << 20);
+    if (rc == 0) rc = st_set_write(s->out, e, n, (uint64_t)(s->max_shard_mb * 1048576.0));
     if (rc == 0) rc = extras_copy(s->model, s->out);
     if (rc == 0) fprintf(stderr, "lorad: wrote %s (%s + %s)\n", s->out, s->model, s->adapter);
     free(e);

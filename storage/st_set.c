@@ -97,45 +97,56 @@ static uint64_t entry_bytes(const struct st_write_entry *e) {
 
 static const char *const format_pt[2] = {"format", "pt"};
 
-/* Writes the shards and returns the index (weight_map and total_size). */
-static json_t *shards_write(const char *dir, const struct st_write_entry *e, int32_t n, uint64_t max_shard,
-                            int32_t n_shards, int *rc) {
-    json_t *map = json_object();
-    uint64_t total = 0;
-    for (int32_t i = 0, k = 1; i < n && *rc == 0; k++) {
-        int32_t first = i;
+/* Splits the N entries into shards of at most MAX bytes (a larger entry alone): shard k
+ * holds [START[k], START[k+1]). Returns the shard count; START has room for N + 1. */
+static int32_t shards_plan(const struct st_write_entry *e, int32_t n, uint64_t max, int32_t *start) {
+    int32_t k = 0;
+    for (int32_t i = 0; i < n;) {
+        start[k++] = i;
         uint64_t bytes = entry_bytes(&e[i++]);
-        while (i < n && bytes + entry_bytes(&e[i]) <= max_shard) bytes += entry_bytes(&e[i++]);
-        char name[64];
-        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k, n_shards);
-        char *path = path_join(dir, name);
-        *rc = safetensors_write(path, e + first, i - first, format_pt, 1);
-        free(path);
-        for (int32_t j = first; j < i; j++) json_object_set_new(map, e[j].name, json_string(name));
-        total += bytes;
+        while (i < n && bytes + entry_bytes(&e[i]) <= max) bytes += entry_bytes(&e[i++]);
     }
-    return json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
+    start[k] = n;
+    return k;
 }
 
-int st_set_write(const char *dir, const struct st_write_entry *e, int32_t n, uint64_t max_shard) {
-    int32_t n_shards = 0;
-    for (int32_t i = 0; i < n; n_shards++) {
-        uint64_t bytes = entry_bytes(&e[i++]);
-        while (i < n && bytes + entry_bytes(&e[i]) <= max_shard) bytes += entry_bytes(&e[i++]);
-    }
-    if (dir_make(dir)) return -1;
-    if (n_shards <= 1) {
-        char *path = path_join(dir, "model.safetensors");
-        int rc = safetensors_write(path, e, n, format_pt, 1);
-        free(path);
-        return rc;
-    }
+/* Writes the shards and the index (weight_map and total_size). */
+static int shards_write(const char *dir, const struct st_write_entry *e, const int32_t *start, int32_t n_shards) {
+    json_t *map = json_object();
+    uint64_t total = 0;
     int rc = 0;
-    json_t *index = shards_write(dir, e, n, max_shard, n_shards, &rc);
+    for (int32_t k = 0; k < n_shards && rc == 0; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "model-%05d-of-%05d.safetensors", k + 1, n_shards);
+        char *path = path_join(dir, name);
+        rc = safetensors_write(path, e + start[k], start[k + 1] - start[k], format_pt, 1);
+        free(path);
+        for (int32_t j = start[k]; j < start[k + 1]; j++) {
+            json_object_set_new(map, e[j].name, json_string(name));
+            total += entry_bytes(&e[j]);
+        }
+    }
+    json_t *index = json_pack("{s:{s:I}, s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", map);
     char *path = path_join(dir, ST_INDEX_NAME);
     if (rc == 0) rc = jsonio_write(path, index);
     free(path);
     json_decref(index);
+    return rc;
+}
+
+int st_set_write(const char *dir, const struct st_write_entry *e, int32_t n, uint64_t max_shard) {
+    if (dir_make(dir)) return -1;
+    int32_t *start = xcalloc((size_t)n + 2, sizeof *start);
+    int32_t n_shards = shards_plan(e, n, max_shard, start);
+    int rc;
+    if (n_shards <= 1) {
+        char *path = path_join(dir, "model.safetensors");
+        rc = safetensors_write(path, e, n, format_pt, 1);
+        free(path);
+    } else {
+        rc = shards_write(dir, e, start, n_shards);
+    }
+    free(start);
     return rc;
 }
 
