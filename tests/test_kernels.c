@@ -89,28 +89,34 @@ static void test_layernorm(void) {
     free(dx), free(dw), free(db);
 }
 
-/* ---- attention ---- */
+/* ---- attention: GPT-2's packed q,k,v and grouped-query heads in separate buffers ---- */
 struct att_ctx {
-    int B, T, C, NH;
-    float *inp, *out, *att, *R;
+    struct attn_shape s;
+    float *q, *k, *v, *out, *att, *R;
 };
 
 static double att_loss(void *p) {
     struct att_ctx *c = p;
-    attention_forward(c->out, c->att, c->inp, c->B, c->T, c->C, c->NH);
-    return dot(c->out, c->R, (size_t)c->B * c->T * c->C);
+    attention_forward(c->out, c->att, c->q, c->k, c->v, &c->s);
+    return dot(c->out, c->R, (size_t)c->s.B * c->s.T * c->s.NH * c->s.hd);
 }
 
-static void test_attention(void) {
-    struct att_ctx c = {.B = 2, .T = 5, .C = 8, .NH = 2};
-    size_t n_in = (size_t)c.B * c.T * 3 * c.C, n_out = (size_t)c.B * c.T * c.C;
-    c.inp = rnd(n_in, 1.0f), c.R = rnd(n_out, 1.0f), c.out = rnd(n_out, 0);
-    c.att = rnd((size_t)c.B * c.NH * c.T * c.T, 0);
-    float *dinp = xcalloc(n_in, 4), *scratch = xcalloc(c.T, 4);
+/* PACKED: one (B,T,3C) buffer as GPT-2's c_attn writes it; otherwise q, k, v apart. */
+static void test_attention(struct attn_shape s, int packed, const char *label) {
+    struct att_ctx c = {.s = s};
+    size_t nq = (size_t)s.B * s.T * s.q_stride, nkv = (size_t)s.B * s.T * s.kv_stride;
+    size_t n_out = (size_t)s.B * s.T * s.NH * s.hd, C = (size_t)s.NH * s.hd;
+    float *buf = rnd(packed ? nq : nq + 2 * nkv, 1.0f), *dbuf = xcalloc(packed ? nq : nq + 2 * nkv, 4);
+    c.q = buf, c.k = packed ? buf + C : buf + nq, c.v = packed ? buf + 2 * C : buf + nq + nkv;
+    float *dq = dbuf, *dk = packed ? dbuf + C : dbuf + nq, *dv = packed ? dbuf + 2 * C : dbuf + nq + nkv;
+    c.R = rnd(n_out, 1.0f), c.out = rnd(n_out, 0), c.att = rnd((size_t)s.B * s.NH * s.T * s.T, 0);
+    float *scratch = xcalloc((size_t)s.T, 4);
     att_loss(&c);
-    attention_backward(dinp, scratch, c.R, c.inp, c.att, c.B, c.T, c.C, c.NH);
-    fd_check("attention dinp", att_loss, &c, c.inp, dinp, n_in);
-    free(c.inp), free(c.R), free(c.out), free(c.att), free(dinp), free(scratch);
+    attention_backward(dq, dk, dv, scratch, c.R, c.q, c.k, c.v, c.att, &s);
+    char name[64];
+    snprintf(name, sizeof name, "attention %s dq,dk,dv", label);
+    fd_check(name, att_loss, &c, buf, dbuf, packed ? nq : nq + 2 * nkv);
+    free(buf), free(dbuf), free(c.R), free(c.out), free(c.att), free(scratch);
 }
 
 /* ---- gelu ---- */
@@ -322,7 +328,10 @@ static void test_model(const char *dir, int full) {
 
 int main(void) {
     test_layernorm();
-    test_attention();
+    test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 2, .NKV = 2, .hd = 4, .q_stride = 24, .kv_stride = 24}, 1,
+                   "mha packed");
+    test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 4, .NKV = 2, .hd = 3, .q_stride = 12, .kv_stride = 6}, 0,
+                   "gqa");
     test_gelu();
     test_encoder();
     test_crossentropy();

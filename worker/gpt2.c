@@ -50,7 +50,8 @@ double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, co
         struct layer_acts s = layer_acts(m, l);
         layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->ln1_w, L->ln1_b, N, C, eps);
         linear_forward(&L->attn, s.qkv, s.ln1, a->scratch, dp, N);
-        attention_forward(s.atty, s.att, s.qkv, B, T, C, NH);
+        struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+        attention_forward(s.atty, s.att, s.qkv, s.qkv + C, s.qkv + 2 * C, &as);
         linear_forward(&L->proj, a->tmp, s.atty, a->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
         layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->ln2_w, L->ln2_b, N, C, eps);
@@ -93,7 +94,9 @@ void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, con
         zero(a->datty, (size_t)N * C);
         linear_backward(&L->proj, a->datty, a->dresid, s.atty, a->scratch, dp, N);
         zero(a->dqkv, (size_t)N * 3 * C);
-        attention_backward(a->dqkv, a->scratch, a->datty, s.qkv, s.att, B, T, C, NH);
+        struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->scratch, a->datty, s.qkv, s.qkv + C, s.qkv + 2 * C,
+                           s.att, &as);
         zero(a->dln, (size_t)N * C);
         linear_backward(&L->attn, a->dln, a->dqkv, s.ln1, a->scratch, dp, N);
         layernorm_backward(a->dresid, L->dln1_w, L->dln1_b, a->dln, s.residual, L->ln1_w, s.ln1_mean, s.ln1_rstd,

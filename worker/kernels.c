@@ -78,19 +78,21 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 }
 
-void attention_forward(float *out, float *att, const float *inp, int B, int T, int C, int NH) {
-    const int C3 = 3 * C, hs = C / NH;
-    const float scale = 1.0f / sqrtf((float)hs);
-    for (int b = 0; b < B; b++) {
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const struct attn_shape *s) {
+    const int T = s->T, NH = s->NH, hd = s->hd, group = s->NH / s->NKV;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < NH; h++) {
+            const size_t qo = (size_t)h * hd, kvo = (size_t)(h / group) * hd;
             for (int t = 0; t < T; t++) {
-                const float *q = inp + ((size_t)b * T + t) * C3 + h * hs;
+                const float *qt = q + ((size_t)b * T + t) * s->q_stride + qo;
                 float *a = att + (((size_t)b * NH + h) * T + t) * T;
                 float maxv = -INFINITY;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float *k = inp + ((size_t)b * T + t2) * C3 + C + h * hs;
+                    const float *kt = k + ((size_t)b * T + t2) * s->kv_stride + kvo;
                     float dot = 0.0f;
-                    for (int i = 0; i < hs; i++) dot += q[i] * k[i];
+                    for (int i = 0; i < hd; i++) dot += qt[i] * kt[i];
                     a[t2] = dot * scale;
                     if (a[t2] > maxv) maxv = a[t2];
                 }
@@ -101,50 +103,48 @@ void attention_forward(float *out, float *att, const float *inp, int B, int T, i
                 }
                 float inv = 1.0f / sum;
                 for (int t2 = 0; t2 < T; t2++) a[t2] = t2 <= t ? a[t2] * inv : 0.0f;
-                float *o = out + ((size_t)b * T + t) * C + h * hs;
-                memset(o, 0, (size_t)hs * sizeof(float));
+                float *o = out + ((size_t)b * T + t) * NH * hd + qo;
+                memset(o, 0, (size_t)hd * sizeof(float));
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = inp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
-                    for (int i = 0; i < hs; i++) o[i] += a[t2] * v[i];
+                    const float *vt = v + ((size_t)b * T + t2) * s->kv_stride + kvo;
+                    for (int i = 0; i < hd; i++) o[i] += a[t2] * vt[i];
                 }
             }
         }
     }
 }
 
-void attention_backward(float *dinp, float *scratch, const float *dout, const float *inp, const float *att,
-                        int B, int T, int C, int NH) {
-    const int C3 = 3 * C, hs = C / NH;
-    const float scale = 1.0f / sqrtf((float)hs);
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q,
+                        const float *k, const float *v, const float *att, const struct attn_shape *s) {
+    const int T = s->T, NH = s->NH, hd = s->hd, group = s->NH / s->NKV;
+    const float scale = 1.0f / sqrtf((float)hd);
     float *datt = scratch;
-    for (int b = 0; b < B; b++) {
+    for (int b = 0; b < s->B; b++) {
         for (int h = 0; h < NH; h++) {
+            const size_t qo = (size_t)h * hd, kvo = (size_t)(h / group) * hd;
             for (int t = 0; t < T; t++) {
                 const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                const float *d = dout + ((size_t)b * T + t) * C + h * hs;
+                const float *d = dout + ((size_t)b * T + t) * NH * hd + qo;
                 /* through out = att · v */
                 float weighted = 0.0f;
                 for (int t2 = 0; t2 <= t; t2++) {
-                    const float *v = inp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
-                    float *dv = dinp + ((size_t)b * T + t2) * C3 + 2 * C + h * hs;
+                    const size_t kv = ((size_t)b * T + t2) * s->kv_stride + kvo;
                     float g = 0.0f;
-                    for (int i = 0; i < hs; i++) {
-                        g += v[i] * d[i];
-                        dv[i] += a[t2] * d[i];
+                    for (int i = 0; i < hd; i++) {
+                        g += v[kv + i] * d[i];
+                        dv[kv + i] += a[t2] * d[i];
                     }
                     datt[t2] = g;
                     weighted += a[t2] * g;
                 }
                 /* through the softmax: dpre = att * (datt - sum(att * datt)), then q·k */
-                const float *q = inp + ((size_t)b * T + t) * C3 + h * hs;
-                float *dq = dinp + ((size_t)b * T + t) * C3 + h * hs;
+                const size_t qi = ((size_t)b * T + t) * s->q_stride + qo;
                 for (int t2 = 0; t2 <= t; t2++) {
                     float dpre = a[t2] * (datt[t2] - weighted) * scale;
-                    const float *k = inp + ((size_t)b * T + t2) * C3 + C + h * hs;
-                    float *dk = dinp + ((size_t)b * T + t2) * C3 + C + h * hs;
-                    for (int i = 0; i < hs; i++) {
-                        dq[i] += k[i] * dpre;
-                        dk[i] += q[i] * dpre;
+                    const size_t kv = ((size_t)b * T + t2) * s->kv_stride + kvo;
+                    for (int i = 0; i < hd; i++) {
+                        dq[qi + i] += k[kv + i] * dpre;
+                        dk[kv + i] += q[qi + i] * dpre;
                     }
                 }
             }

@@ -22,12 +22,22 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
 
-/* Causal multi-head self-attention with scale 1/sqrt(C/NH). inp (B,T,3C) holds q,k,v;
- * out (B,T,C); att (B,NH,T,T) the softmax weights, saved for backward. */
-void attention_forward(float *out, float *att, const float *inp, int B, int T, int C, int NH);
-/* dinp (B,T,3C); dout (B,T,C); inp, att as saved by the forward; scratch (T) */
-void attention_backward(float *dinp, float *scratch, const float *dout, const float *inp, const float *att,
-                        int B, int T, int C, int NH);
+/* The layout of attention's inputs: B sequences of T positions; q has NH heads of HD
+ * floats per row of Q_STRIDE floats, k and v have NKV heads per row of KV_STRIDE floats
+ * (grouped-query attention: query head h reads key/value head h / (NH / NKV)). */
+struct attn_shape {
+    int B, T, NH, NKV, hd;
+    int q_stride, kv_stride;
+};
+
+/* Causal self-attention with scale 1/sqrt(hd). q (B,T,q_stride), k, v (B,T,kv_stride);
+ * out (B,T,NH*hd); att (B,NH,T,T) the softmax weights, saved for backward. */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       const struct attn_shape *s);
+/* dq, dk, dv laid out as q, k, v (accumulated); dout (B,T,NH*hd); q, k, v, att as in the
+ * forward; scratch (T) */
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q,
+                        const float *k, const float *v, const float *att, const struct attn_shape *s);
 
 /* GELU, tanh form. out, inp (N) */
 void gelu_forward(float *out, const float *inp, int N);
