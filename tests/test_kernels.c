@@ -119,6 +119,86 @@ static void test_attention(struct attn_shape s, int packed, const char *label) {
     free(buf), free(dbuf), free(c.R), free(c.out), free(c.att), free(scratch);
 }
 
+/* ---- RMSNorm ---- */
+struct rms_ctx {
+    int N, C;
+    float *x, *w, *out, *rstd, *R;
+};
+
+static double rms_loss(void *p) {
+    struct rms_ctx *c = p;
+    rmsnorm_forward(c->out, c->rstd, c->x, c->w, c->N, c->C, 1e-6f);
+    return dot(c->out, c->R, (size_t)c->N * c->C);
+}
+
+static void test_rmsnorm(void) {
+    struct rms_ctx c = {.N = 6, .C = 16};
+    size_t nc = (size_t)c.N * c.C;
+    c.x = rnd(nc, 1.0f), c.w = rnd(c.C, 1.0f), c.R = rnd(nc, 1.0f), c.out = rnd(nc, 0), c.rstd = rnd(c.N, 0);
+    float *dx = xcalloc(nc, 4), *dw = xcalloc(c.C, 4);
+    rms_loss(&c);
+    rmsnorm_backward(dx, dw, c.R, c.x, c.w, c.rstd, c.N, c.C);
+    fd_check("rmsnorm dinp", rms_loss, &c, c.x, dx, nc);
+    fd_check("rmsnorm dweight", rms_loss, &c, c.w, dw, c.C);
+    free(c.x), free(c.w), free(c.R), free(c.out), free(c.rstd), free(dx), free(dw);
+}
+
+/* ---- rotary embedding (Llama 3 scaling on) ---- */
+struct rope_ctx {
+    int B, T, stride, nheads, hd;
+    float *x, *work, *cos, *sin, *R;
+};
+
+static double rope_loss(void *p) {
+    struct rope_ctx *c = p;
+    size_t n = (size_t)c->B * c->T * c->stride;
+    memcpy(c->work, c->x, n * sizeof(float));
+    rope_forward(c->work, c->cos, c->sin, c->B, c->T, c->stride, c->nheads, c->hd);
+    return dot(c->work, c->R, n);
+}
+
+static void test_rope(void) {
+    struct rope_ctx c = {.B = 2, .T = 5, .stride = 14, .nheads = 3, .hd = 4}; /* 2 floats per row untouched */
+    struct rope_scaling sc = {.factor = 8, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position = 4};
+    size_t n = (size_t)c.B * c.T * c.stride;
+    c.x = rnd(n, 1), c.work = rnd(n, 0), c.R = rnd(n, 1);
+    c.cos = rnd((size_t)c.T * c.hd / 2, 0), c.sin = rnd((size_t)c.T * c.hd / 2, 0);
+    rope_tables(c.cos, c.sin, c.T, c.hd, 10000.0, &sc);
+    float *dx = xcalloc(n, 4);
+    memcpy(dx, c.R, n * sizeof(float));
+    rope_backward(dx, c.cos, c.sin, c.B, c.T, c.stride, c.nheads, c.hd);
+    fd_check("rope dinp", rope_loss, &c, c.x, dx, n);
+    /* unscaled tables are cos/sin of t * theta^(-2i/hd) */
+    rope_tables(c.cos, c.sin, c.T, c.hd, 10000.0, NULL);
+    float want = cosf(3.0f * (float)(1.0 / pow(10000.0, 2.0 / 4))), got = c.cos[3 * 2 + 1];
+    int ok = fabsf(got - want) < 1e-6f;
+    printf("%-34s got %.7f want %.7f %s\n", "rope table t=3 i=1", got, want, ok ? "ok" : "FAIL");
+    EXPECT(ok);
+    free(c.x), free(c.work), free(c.R), free(c.cos), free(c.sin), free(dx);
+}
+
+/* ---- SwiGLU ---- */
+struct swiglu_ctx {
+    int N;
+    float *gate, *up, *out, *R;
+};
+
+static double swiglu_loss(void *p) {
+    struct swiglu_ctx *c = p;
+    swiglu_forward(c->out, c->gate, c->up, c->N);
+    return dot(c->out, c->R, (size_t)c->N);
+}
+
+static void test_swiglu(void) {
+    struct swiglu_ctx c = {.N = 64};
+    c.gate = rnd(c.N, 2), c.up = rnd(c.N, 1), c.R = rnd(c.N, 1), c.out = rnd(c.N, 0);
+    float *dg = xcalloc(c.N, 4), *du = xcalloc(c.N, 4);
+    swiglu_backward(dg, du, c.R, c.gate, c.up, c.N);
+    fd_check("swiglu dgate", swiglu_loss, &c, c.gate, dg, c.N);
+    fd_check("swiglu dup", swiglu_loss, &c, c.up, du, c.N);
+    free(c.gate), free(c.up), free(c.R), free(c.out), free(dg), free(du);
+}
+
 /* ---- gelu ---- */
 struct gelu_ctx {
     int N;
@@ -333,6 +413,9 @@ int main(void) {
     test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 4, .NKV = 2, .hd = 3, .q_stride = 12, .kv_stride = 6}, 0,
                    "gqa");
     test_gelu();
+    test_rmsnorm();
+    test_rope();
+    test_swiglu();
     test_encoder();
     test_crossentropy();
     test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");

@@ -78,6 +78,95 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
     }
 }
 
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C;
+        float *o = out + (size_t)n * C;
+        double ss = 0.0;
+        for (int i = 0; i < C; i++) ss += (double)x[i] * x[i];
+        float r = (float)(1.0 / sqrt(ss / C + eps));
+        for (int i = 0; i < C; i++) o[i] = weight[i] * (x[i] * r);
+        rstd[n] = r;
+    }
+}
+
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      const float *rstd, int N, int C) {
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
+        float *dx = dinp + (size_t)n * C;
+        const float r = rstd[n];
+        double dot = 0.0; /* sum of (w·dy)·x */
+        for (int i = 0; i < C; i++) dot += (double)weight[i] * d[i] * x[i];
+        const float k = (float)(dot / C) * r * r * r;
+        for (int i = 0; i < C; i++) {
+            dx[i] += weight[i] * d[i] * r - k * x[i];
+            if (dweight) dweight[i] += d[i] * x[i] * r;
+        }
+    }
+}
+
+/* Turns every head's pairs by the angle of its position; SIGN -1 turns back. */
+static void rope_turn(float *x, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd,
+                      float sign) {
+    const int half = hd / 2;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;
+            for (int h = 0; h < nheads; h++) {
+                float *v = x + ((size_t)b * T + t) * stride + (size_t)h * hd;
+                for (int i = 0; i < half; i++) {
+                    float a = v[i], z = v[i + half], si = sign * s[i];
+                    v[i] = a * c[i] - z * si;
+                    v[i + half] = z * c[i] + a * si;
+                }
+            }
+        }
+}
+
+void rope_forward(float *x, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd) {
+    rope_turn(x, cos, sin, B, T, stride, nheads, hd, 1.0f);
+}
+
+void rope_backward(float *dx, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd) {
+    rope_turn(dx, cos, sin, B, T, stride, nheads, hd, -1.0f);
+}
+
+/* Llama 3: low frequencies slowed by FACTOR, high ones kept, a smooth blend between. */
+static double rope_scale(double freq, const struct rope_scaling *s) {
+    const double old = s->original_max_position, wavelen = 2.0 * M_PI / freq;
+    if (wavelen < old / s->high_freq_factor) return freq;
+    if (wavelen > old / s->low_freq_factor) return freq / s->factor;
+    double smooth = (old / wavelen - s->low_freq_factor) / (s->high_freq_factor - s->low_freq_factor);
+    return (1.0 - smooth) * freq / s->factor + smooth * freq;
+}
+
+void rope_tables(float *cos, float *sin, int T, int hd, double theta, const struct rope_scaling *s) {
+    const int half = hd / 2;
+    for (int i = 0; i < half; i++) {
+        /* as Hugging Face: the frequency in float32 */
+        float freq = (float)(1.0 / pow(theta, (double)(2 * i) / hd));
+        if (s && s->factor > 0) freq = (float)rope_scale(freq, s);
+        for (int t = 0; t < T; t++) {
+            float angle = (float)t * freq;
+            cos[(size_t)t * half + i] = cosf(angle);
+            sin[(size_t)t * half + i] = sinf(angle);
+        }
+    }
+}
+
+void swiglu_forward(float *out, const float *gate, const float *up, int N) {
+    for (int i = 0; i < N; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+}
+
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N) {
+    for (int i = 0; i < N; i++) {
+        float sig = 1.0f / (1.0f + expf(-gate[i])), silu = gate[i] * sig;
+        dgate[i] += dout[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
+        dup[i] += dout[i] * silu;
+    }
+}
+
 void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
                        const struct attn_shape *s) {
     const int T = s->T, NH = s->NH, hd = s->hd, group = s->NH / s->NKV;

@@ -22,6 +22,34 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                         const float *weight, const float *mean, const float *rstd, int N, int C);
 
+/* RMSNorm (Llama): out = inp / sqrt(mean(inp²) + eps) * weight. out, inp (N,C);
+ * rstd (N) saved for backward; weight (C) */
+void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps);
+/* dinp, dout, inp (N,C); dweight (C) may be NULL */
+void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
+                      const float *rstd, int N, int C);
+
+/* Rotary position embedding in Hugging Face's rotate_half form: in every head of HD
+ * floats, the pair (i, i + HD/2) turns by the angle of position t and frequency i.
+ * x (B,T,stride) holds NHEADS heads from offset 0 of each row, rotated in place;
+ * cos, sin (T, HD/2) from rope_tables. */
+void rope_forward(float *x, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd);
+/* The transpose rotation, in place on a gradient laid out as x. */
+void rope_backward(float *dx, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd);
+
+/* Llama 3's frequency scaling (rope_type "llama3"); factor 0 means none. */
+struct rope_scaling {
+    double factor, low_freq_factor, high_freq_factor;
+    int32_t original_max_position;
+};
+/* cos, sin (T, HD/2) of t · inv_freq[i], inv_freq[i] = THETA^(-2i/HD), scaled by S. */
+void rope_tables(float *cos, float *sin, int T, int hd, double theta, const struct rope_scaling *s);
+
+/* SwiGLU: out = silu(gate) * up, all (N) */
+void swiglu_forward(float *out, const float *gate, const float *up, int N);
+/* dgate, dup (N) accumulate */
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N);
+
 /* The layout of attention's inputs: B sequences of T positions; q has NH heads of HD
  * floats per row of Q_STRIDE floats, k and v have NKV heads per row of KV_STRIDE floats
  * (grouped-query attention: query head h reads key/value head h / (NH / NKV)). */
