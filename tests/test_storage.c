@@ -499,7 +499,10 @@ static const char gpt2_config[] =
 static void test_hf_config(void) {
     checks_case = "hf_config";
     char dir[PATH_CHARS];
-    struct model_config cfg = {MODEL_ARCH_GPT2, 2, 4, 32, 128, 64, 100, 1e-5f}, back;
+    struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 4, .n_kv_head = 4, .head_dim = 8,
+                               .n_embd = 32, .n_inner = 128, .n_positions = 64, .vocab_size = 100,
+                               .layer_norm_eps = 1e-5f, .tied = 1},
+                        back;
     CHECK(dir_make(tmp_path(dir, "model")) == 0);
     EXPECT(hf_config_write(&cfg, dir) == 0);
     EXPECT(hf_config_read(&back, dir) == 0 && memcmp(&cfg, &back, sizeof cfg) == 0);
@@ -517,6 +520,24 @@ static void test_hf_config(void) {
                                   "\"vocab_size\": 10, \"n_inner\": null, \"activation_function\": \"gelu_pytorch_tanh\"}";
     EXPECT(hf_config_read(&back, write_in_dir(dir, "hf_minimal", "config.json", minimal)) == 0);
     EXPECT(back.n_inner == 256 && back.layer_norm_eps == 1e-5f);
+    static const char llama3[] =
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", \"hidden_size\": 64, "
+        "\"intermediate_size\": 96, \"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"num_key_value_heads\": 2, "
+        "\"max_position_embeddings\": 128, \"vocab_size\": 300, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": true, "
+        "\"rope_theta\": 500000.0, \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+        "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 16}, \"hidden_act\": \"silu\"}";
+    EXPECT(hf_config_read(&back, write_in_dir(dir, "hf_llama3", "config.json", llama3)) == 0);
+    EXPECT(back.arch == MODEL_ARCH_LLAMA && back.n_embd == 64 && back.n_inner == 96 && back.n_head == 8 &&
+           back.n_kv_head == 2 && back.head_dim == 8 && back.tied && !back.qkv_bias && back.rope_theta == 500000.0 &&
+           back.rope_factor == 8.0 && back.rope_high_freq_factor == 4.0 && back.rope_original_max == 16);
+    static const char qwen2[] =
+        "{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", \"hidden_size\": 32, "
+        "\"intermediate_size\": 48, \"num_hidden_layers\": 1, \"num_attention_heads\": 4, \"num_key_value_heads\": 4, "
+        "\"head_dim\": 16, \"max_position_embeddings\": 64, \"vocab_size\": 300, \"use_sliding_window\": false, "
+        "\"sliding_window\": 4096}";
+    EXPECT(hf_config_read(&back, write_in_dir(dir, "hf_qwen2", "config.json", qwen2)) == 0);
+    EXPECT(back.qkv_bias && !back.tied && back.head_dim == 16 && back.sliding_window == 0 && back.rope_theta == 10000.0 &&
+           back.layer_norm_eps == 1e-6f);
 }
 
 static const struct bad_json bad_configs[] = {
@@ -524,7 +545,18 @@ static const struct bad_json bad_configs[] = {
     {"relu", "{\"activation_function\": \"relu\", \"n_embd\": 4, \"n_head\": 2, \"n_layer\": 1, "
              "\"n_positions\": 8, \"vocab_size\": 10}", "relu"},
     {"llama", "{\"architectures\": [\"LlamaForCausalLM\"], \"n_embd\": 4}", "unsupported architecture LlamaForCausalLM"},
-    {"model_type", "{\"model_type\": \"llama\", \"n_embd\": 4}", "unsupported architecture llama"},
+    {"model_type", "{\"model_type\": \"falcon\", \"n_embd\": 4}", "unsupported architecture falcon"},
+    {"llama_sizes", "{\"model_type\": \"llama\", \"n_embd\": 4}", "hidden_size"},
+    {"llama_act", "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 16, \"num_hidden_layers\": 1, "
+                  "\"num_attention_heads\": 2, \"max_position_embeddings\": 8, \"vocab_size\": 10, \"hidden_act\": \"gelu\"}",
+     "hidden_act"},
+    {"llama_kv", "{\"model_type\": \"llama\", \"hidden_size\": 12, \"intermediate_size\": 16, \"num_hidden_layers\": 1, "
+                 "\"num_attention_heads\": 3, \"num_key_value_heads\": 2, \"max_position_embeddings\": 8, \"vocab_size\": 10}",
+     "num_key_value_heads"},
+    {"llama_yarn", "{\"model_type\": \"llama\", \"hidden_size\": 8, \"intermediate_size\": 16, \"num_hidden_layers\": 1, "
+                   "\"num_attention_heads\": 2, \"max_position_embeddings\": 8, \"vocab_size\": 10, "
+                   "\"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4}}",
+     "yarn"},
     {"heads", "{\"n_embd\": 30, \"n_head\": 4, \"n_layer\": 1, \"n_positions\": 8, \"vocab_size\": 10}", "n_head"},
     {"zero", "{\"n_embd\": 4, \"n_head\": 0, \"n_layer\": 1, \"n_positions\": 8, \"vocab_size\": 10}", "n_head"},
     {"string", "{\"n_embd\": \"4\", \"n_head\": 2, \"n_layer\": 1, \"n_positions\": 8, \"vocab_size\": 10}", "n_embd"},
