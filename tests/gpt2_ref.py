@@ -12,7 +12,8 @@ need and nothing that is specific to one of them:
     sliced q/k/v adapters on c_attn;
   - the reference trainer: torch.optim.AdamW, clip_grad_norm_, LambdaLR with the HF
     schedules, loss = sum of counted cross-entropies / number of counted targets, and the
-    validation loss of a whole dataset after every step;
+    validation loss of a whole dataset after every step (the model's forward is a
+    parameter, GPT-2's by default, so llama_ref.py trains the Llama family with it);
   - PEFT adapter directories: lorad's export format (sliced targets exported as one
     block-diagonal c_attn adapter) and an independent applier with PEFT semantics
     (rank/alpha patterns, rsLoRA, fan_in_fan_out) that merges an adapter into the base;
@@ -262,6 +263,27 @@ def write_model_dir(path: str, cfg: GPT2Config, weights: Dict[str, np.ndarray], 
     write_safetensors(os.path.join(path, "model.safetensors"), tensors, dtypes)
 
 
+def read_weights_dir(path: str) -> Tuple[Dict[str, np.ndarray], Dict[str, str], Dict[str, str]]:
+    """Every tensor of a HF weights directory as stored (names as in the files): PATH/
+    model.safetensors, or the shards that PATH/model.safetensors.index.json names. Returns
+    (name -> float64/int array, name -> dtype, name -> file name); a tensor held by two
+    files, or an index entry naming a file that lacks it, raises ValueError."""
+    index = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(index):
+        with open(index) as f:
+            files = sorted(set(json.load(f)["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    tensors, dtypes, where = {}, {}, {}
+    for name in files:
+        t, d = read_safetensors(os.path.join(path, name))
+        for k in t:
+            if k in tensors:
+                raise ValueError(f"{path}: tensor {k} is in both {where[k]} and {name}")
+            tensors[k], dtypes[k], where[k] = t[k], d[k], name
+    return tensors, dtypes, where
+
+
 def read_model_dir(path: str) -> Tuple[GPT2Config, Dict[str, np.ndarray]]:
     """Reads a model directory back as (config, float64 weights named without the prefix),
     dropping the attention buffers. This is what the reference computes with, so F16/BF16
@@ -473,6 +495,22 @@ def read_peft_dir(path: str) -> Tuple[dict, Dict[str, np.ndarray]]:
 
 # ---- PEFT semantics, independent of lorad's slicing ---------------------------------
 
+def random_peft_tensors(cfg: GPT2Config, config: dict, modules: List[str], rng: np.random.Generator,
+                        a_std=0.2, delta_std=0.05) -> Dict[str, np.ndarray]:
+    """Random PEFT tensors for MODULES (paths like transformer.h.0.mlp.c_fc) of any PEFT
+    CONFIG: A [r, in] and NON-ZERO B [out, r] with each module's r and scale after
+    rank_pattern / alpha_pattern / use_rslora, each entry of s*B@A about DELTA_STD."""
+    sizes = {module_path(i, n): (fin, fout) for i in range(cfg.n_layer) for n, fin, fout in layer_linears(cfg)}
+    tensors = {}
+    for mod in modules:
+        fin, fout = sizes[mod]
+        r, _, s = peft_module_scale(config, mod)
+        b_std = delta_std / (abs(s) * math.sqrt(r) * a_std)
+        tensors[f"base_model.model.{mod}.lora_A.weight"] = rng.normal(0.0, a_std, (r, fin))
+        tensors[f"base_model.model.{mod}.lora_B.weight"] = rng.normal(0.0, b_std, (fout, r))
+    return tensors
+
+
 def peft_key_matches(module: str, key: str) -> bool:
     """PEFT's module matching: the path equals KEY or ends with "." + KEY."""
     return module == key or module.endswith("." + key)
@@ -669,15 +707,17 @@ def eval_steps(eval_every: int, n_steps: int) -> List[int]:
 
 def sample_losses(cfg: GPT2Config, W: Dict[str, torch.Tensor], tokens: np.ndarray,
                   mask: Optional[np.ndarray], T: int, micro: int,
-                  lora: Optional[Lora] = None) -> Tuple[np.ndarray, np.ndarray]:
+                  lora: Optional[Lora] = None,
+                  logits_fn: Callable = gpt2_logits) -> Tuple[np.ndarray, np.ndarray]:
     """(sum of counted cross-entropies, counted targets) of every sample of a dataset:
-    samples 0..N-1 in order, forward only, MICRO samples at a time."""
+    samples 0..N-1 in order, forward only, MICRO samples at a time. LOGITS_FN(cfg, W, idx,
+    lora) is the model (GPT-2 unless another model's forward is given)."""
     N = n_samples(tokens, T)
     sums, counts = [], []
     with torch.no_grad():
         for lo in range(0, N, micro):
             inp, tgt, w = sample_windows(tokens, mask, T, list(range(lo, min(lo + micro, N))))
-            logits = gpt2_logits(cfg, W, torch.tensor(inp), lora)
+            logits = logits_fn(cfg, W, torch.tensor(inp), lora)
             ce = masked_ce(logits, torch.tensor(tgt), torch.tensor(w, dtype=logits.dtype))
             sums += ce.sum(-1).tolist()
             counts += w.sum(-1).tolist()
@@ -686,10 +726,10 @@ def sample_losses(cfg: GPT2Config, W: Dict[str, torch.Tensor], tokens: np.ndarra
 
 def dataset_loss(cfg: GPT2Config, W: Dict[str, torch.Tensor], tokens: np.ndarray,
                  mask: Optional[np.ndarray], T: int, micro: int,
-                 lora: Optional[Lora] = None) -> float:
+                 lora: Optional[Lora] = None, logits_fn: Callable = gpt2_logits) -> float:
     """lorad's validation loss: the counted cross-entropies of the whole dataset summed,
     over the number of counted targets of the whole dataset."""
-    sums, counts = sample_losses(cfg, W, tokens, mask, T, micro, lora)
+    sums, counts = sample_losses(cfg, W, tokens, mask, T, micro, lora, logits_fn)
     return float(sums.sum() / counts.sum())
 
 
@@ -708,12 +748,15 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
                     init: Optional[Dict[str, tuple]] = None,
                     specs: Optional[List[AdapterSpec]] = None,
                     dtype=torch.float64,
-                    val: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None) -> TrainResult:
+                    val: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None,
+                    logits_fn: Callable = gpt2_logits) -> TrainResult:
     """Runs TS.steps steps exactly as the contract says and records loss, lr and the
     pre-clip gradient norm of each step. LoRA mode trains the adapters INIT (by spec key);
     full mode trains every tensor of BASE. VAL (tokens, mask) adds the validation loss at
     the initial parameters and after every step's update (lorad reports it only after the
-    steps of eval_steps(); the others tell a test whether it could see a wrong step)."""
+    steps of eval_steps(); the others tell a test whether it could see a wrong step).
+    LOGITS_FN(cfg, W, idx, lora) is the model: GPT-2 unless another forward is given (the
+    Llama family's, from llama_ref.py); CFG and BASE are that model's."""
     full = ts.mode == "full"
     W = to_torch(base, dtype, grad=full)
     if full:
@@ -730,7 +773,8 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
     res = TrainResult([], [], [], {})
 
     def evaluate(step: int) -> None:
-        res.val_losses[step] = dataset_loss(cfg, W, val[0], val[1], ts.seq, ts.micro_batch, lora)
+        res.val_losses[step] = dataset_loss(cfg, W, val[0], val[1], ts.seq, ts.micro_batch, lora,
+                                            logits_fn)
 
     if val is not None:
         evaluate(0)
@@ -741,7 +785,7 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
         loss = 0.0
         for lo in range(0, ts.batch, ts.micro_batch):  # micro-batches only split the work
             sl = slice(lo, lo + ts.micro_batch)
-            logits = gpt2_logits(cfg, W, torch.tensor(inp[sl]), lora)
+            logits = logits_fn(cfg, W, torch.tensor(inp[sl]), lora)
             part = masked_ce_sum(logits, torch.tensor(tgt[sl]), torch.tensor(w[sl], dtype=dtype))
             (part / count).backward()
             loss += part.item() / count
@@ -806,6 +850,26 @@ def run_lorad(lorad: str, args: List[str], timeout=300) -> subprocess.CompletedP
     print("+ " + " ".join(cmd), flush=True)
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
+        return subprocess.CompletedProcess(cmd, None, "", err + f"\n[timed out after {timeout}s]")
+
+
+# Open MPI refuses root without these and more ranks than cores without oversubscribe;
+# it never frees some of its own allocations, so LeakSanitizer is off under mpirun only.
+MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+           "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0"}
+
+
+def run_lorad_mpi(lorad: str, nprocs: int, args: List[str], env: Optional[Dict[str, str]] = None,
+                  timeout=300) -> subprocess.CompletedProcess:
+    """Runs `mpirun --oversubscribe -np NPROCS lorad ARGS...` with MPI_ENV (plus ENV); a
+    timeout comes back as returncode None with a note in stderr, as run_lorad's."""
+    cmd = ["mpirun", "--oversubscribe", "-np", str(nprocs), lorad] + [str(a) for a in args]
+    print("+ " + " ".join(cmd), flush=True)
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, **MPI_ENV, **(env or {})))
     except subprocess.TimeoutExpired as e:
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         return subprocess.CompletedProcess(cmd, None, "", err + f"\n[timed out after {timeout}s]")

@@ -7,12 +7,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "error.h"
 #include "kernels.h"
 #include "rng.h"
 
 void decoder_init(struct decoder *d, struct model *m, int32_t max_t) {
-    const size_t C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer, V = m->cfg.vocab_size;
+    const struct model_config *c = &m->cfg;
+    const size_t C = c->n_embd, F = c->n_inner, L = c->n_layer, V = c->vocab_size;
+    const size_t Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_kv_head * c->head_dim;
+    const size_t qn = 3 * C > Q + 2 * KV ? 3 * C : Q + 2 * KV, half = (size_t)c->head_dim / 2;
     size_t scratch = 1;
     for (int32_t s = 0; s < m->n_sites; s++) {
         size_t need = linear_scratch_size(m->sites[s], 1);
@@ -21,20 +25,27 @@ void decoder_init(struct decoder *d, struct model *m, int32_t max_t) {
     memset(d, 0, sizeof *d);
     d->m = m;
     d->max_t = max_t;
-    d->block = xalloc_aligned((2 * L * max_t * C + 4 * C + 3 * C + 2 * F + max_t + V + scratch) * sizeof(float));
+    d->kv = (int32_t)KV;
+    d->block = xalloc_aligned((2 * L * max_t * KV + 3 * C + qn + Q + 3 * F + max_t + 2 * max_t * half + V + scratch) *
+                              sizeof(float));
     float *p = d->block;
-    d->k = p, p += L * max_t * C;
-    d->v = p, p += L * max_t * C;
+    d->k = p, p += L * max_t * KV;
+    d->v = p, p += L * max_t * KV;
     d->x = p, p += C;
     d->ln = p, p += C;
-    d->att = p, p += C;
     d->tmp = p, p += C;
-    d->qkv = p, p += 3 * C;
-    d->fch = p, p += F;
-    d->fch_gelu = p, p += F;
+    d->q = p, p += qn;
+    d->att = p, p += Q;
+    d->f1 = p, p += F;
+    d->f2 = p, p += F;
+    d->f3 = p, p += F;
     d->scores = p, p += max_t;
+    d->cos = p, p += max_t * half;
+    d->sin = p, p += max_t * half;
     d->logits = p, p += V;
     d->scratch = p;
+    struct rope_scaling sc = {c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max};
+    if (c->arch == MODEL_ARCH_LLAMA) rope_tables(d->cos, d->sin, max_t, c->head_dim, c->rope_theta, &sc);
 }
 
 void decoder_free(struct decoder *d) {
@@ -42,52 +53,34 @@ void decoder_free(struct decoder *d) {
     memset(d, 0, sizeof *d);
 }
 
-/* Causal attention of the newest position over the cache of layer L. */
-static void attend(struct decoder *d, int l) {
-    const int C = d->m->cfg.n_embd, NH = d->m->cfg.n_head, hs = C / NH, T = d->pos + 1;
-    const float *K = d->k + (size_t)l * d->max_t * C, *V = d->v + (size_t)l * d->max_t * C;
-    const float scale = 1.0f / sqrtf((float)hs);
+void decoder_attend(struct decoder *d, int l, const float *q, const float *k, const float *v, int NH, int NKV,
+                    int hd) {
+    const int T = d->pos + 1, group = NH / NKV, kv = d->kv;
+    float *K = d->k + (size_t)l * d->max_t * kv, *V = d->v + (size_t)l * d->max_t * kv;
+    memcpy(K + (size_t)d->pos * kv, k, (size_t)kv * sizeof(float));
+    memcpy(V + (size_t)d->pos * kv, v, (size_t)kv * sizeof(float));
+    const float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < NH; h++) {
-        const float *q = d->qkv + h * hs;
+        const float *qh = q + (size_t)h * hd;
+        const size_t ko = (size_t)(h / group) * hd;
         float maxv = -INFINITY, sum = 0.0f;
         for (int t = 0; t < T; t++) {
             float dot = 0.0f;
-            for (int i = 0; i < hs; i++) dot += q[i] * K[(size_t)t * C + h * hs + i];
+            for (int i = 0; i < hd; i++) dot += qh[i] * K[(size_t)t * kv + ko + i];
             d->scores[t] = dot * scale;
             if (d->scores[t] > maxv) maxv = d->scores[t];
         }
         for (int t = 0; t < T; t++) sum += d->scores[t] = expf(d->scores[t] - maxv);
-        float *o = d->att + h * hs;
-        memset(o, 0, (size_t)hs * sizeof(float));
+        float *o = d->att + (size_t)h * hd;
+        memset(o, 0, (size_t)hd * sizeof(float));
         for (int t = 0; t < T; t++)
-            for (int i = 0; i < hs; i++) o[i] += d->scores[t] / sum * V[(size_t)t * C + h * hs + i];
+            for (int i = 0; i < hd; i++) o[i] += d->scores[t] / sum * V[(size_t)t * kv + ko + i];
     }
 }
 
 const float *decoder_step(struct decoder *d, int32_t token) {
-    struct model *m = d->m;
-    const int C = m->cfg.n_embd, F = m->cfg.n_inner;
-    const float eps = m->cfg.layer_norm_eps;
-    CHECK(d->pos < d->max_t && token >= 0 && token < m->cfg.vocab_size);
-    for (int i = 0; i < C; i++) d->x[i] = m->wte[(size_t)token * C + i] + m->wpe[(size_t)d->pos * C + i];
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const struct gpt2_layer *L = &m->layers[l];
-        layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, L->ln1_w, L->ln1_b, 1, C, eps);
-        linear_forward(&L->attn, d->qkv, d->ln, d->scratch, NULL, 1);
-        size_t at = ((size_t)l * d->max_t + d->pos) * C;
-        memcpy(d->k + at, d->qkv + C, (size_t)C * sizeof(float));
-        memcpy(d->v + at, d->qkv + 2 * C, (size_t)C * sizeof(float));
-        attend(d, l);
-        linear_forward(&L->proj, d->tmp, d->att, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
-        layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, L->ln2_w, L->ln2_b, 1, C, eps);
-        linear_forward(&L->fc, d->fch, d->ln, d->scratch, NULL, 1);
-        gelu_forward(d->fch_gelu, d->fch, F);
-        linear_forward(&L->fcproj, d->tmp, d->fch_gelu, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
-    }
-    layernorm_forward(d->ln, &d->mean, &d->rstd, d->x, m->lnf_w, m->lnf_b, 1, C, eps);
-    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, 1);
+    CHECK(d->pos < d->max_t && token >= 0 && token < d->m->cfg.vocab_size);
+    d->m->arch->decode(d, token);
     d->pos++;
     return d->logits;
 }

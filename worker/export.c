@@ -95,7 +95,7 @@ static void config_build(const struct model *m, const struct export_meta *meta, 
     cfg->r = m->rank;
     cfg->lora_alpha = m->alpha;
     cfg->use_rslora = m->rslora;
-    cfg->fan_in_fan_out = 1;
+    cfg->fan_in_fan_out = m->cfg.arch == MODEL_ARCH_GPT2; /* Conv1D weights are [in, out] */
     cfg->lora_dropout = meta->dropout;
     cfg->base_model = meta->base ? xstrdup(meta->base) : NULL;
     cfg->target_modules = xcalloc((size_t)meta->n_targets + 5, sizeof(char *));
@@ -106,7 +106,7 @@ static void config_build(const struct model *m, const struct export_meta *meta, 
         if (!strcmp(t, "q") || !strcmp(t, "k") || !strcmp(t, "v")) continue;
         if (strcmp(t, "all-linear") == 0) {
             /* PEFT reads "all-linear" only as the whole value: name the modules */
-            for (int s = 0; s < 4; s++) target_add(cfg, model_site_name(s));
+            for (int32_t s = 0; s < m->n_sites / m->cfg.n_layer; s++) target_add(cfg, model_site_name(m, s));
             continue;
         }
         target_add(cfg, t);

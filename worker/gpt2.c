@@ -1,12 +1,58 @@
 /*
- * gpt2.c: the GPT-2 forward pass with its loss, and the backward pass (model.h).
+ * gpt2.c: the GPT-2 family (struct arch): weight names and shapes, activations, the
+ * forward pass with its loss, the backward pass, and the KV-cache decoding step.
  * Each layer: ln_1 -> c_attn -> causal attention -> c_proj -> residual -> ln_2 -> c_fc
  * -> GELU -> c_proj -> residual; then ln_f and the LM head tied to wte.
  */
+#include <math.h>
+#include <stdio.h>
 #include <string.h>
 
+#include "arch.h"
 #include "kernels.h"
-#include "model.h"
+
+static int32_t gpt2_weights_plan(struct model *m, struct weight_ref *refs) {
+    const struct model_config *c = &m->cfg;
+    const int32_t C = c->n_embd, F = c->n_inner;
+    int32_t n = 0;
+    weight_ref_add(refs, &n, "transformer.wte.weight", c->vocab_size, C, &m->wte, &m->dwte);
+    weight_ref_add(refs, &n, "transformer.wpe.weight", c->n_positions, C, &m->wpe, &m->dwpe);
+    for (int l = 0; l < c->n_layer; l++) {
+        struct layer *L = &m->layers[l];
+        char name[96];
+#define NAME(suffix) (snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix), name)
+        weight_ref_add(refs, &n, NAME("ln_1.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
+        weight_ref_add(refs, &n, NAME("ln_1.bias"), C, 0, &L->norm1_b, &L->dnorm1_b);
+        weight_ref_linear(refs, &n, NAME("attn.c_attn"), &L->lin[GPT2_ATTN], C, 3 * C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, &n, NAME("attn.c_proj"), &L->lin[GPT2_PROJ], C, C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_add(refs, &n, NAME("ln_2.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
+        weight_ref_add(refs, &n, NAME("ln_2.bias"), C, 0, &L->norm2_b, &L->dnorm2_b);
+        weight_ref_linear(refs, &n, NAME("mlp.c_fc"), &L->lin[GPT2_FC], C, F, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, &n, NAME("mlp.c_proj"), &L->lin[GPT2_FCPROJ], F, C, GEMM_LAYOUT_IN_OUT, 1);
+#undef NAME
+    }
+    weight_ref_add(refs, &n, "transformer.ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
+    weight_ref_add(refs, &n, "transformer.ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
+    m->lm_head = (struct linear){.in = C, .out = c->vocab_size, .layout = GEMM_LAYOUT_OUT_IN};
+    return n;
+}
+
+static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
+    struct gpt2_acts *a = &m->a.g;
+    const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
+    const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
+    const struct act_slot plan[] = {
+        {&a->encoded, N * C},   {&a->ln1, L * N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
+        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->att, L * B * NH * T * T},
+        {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
+        {&a->fch, L * N * F},   {&a->fch_gelu, L * N * F},  {&a->residual3, L * N * C},
+        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&a->logits, N * V},
+        {&a->losses, N},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
+        {&a->tmp, N * C},       {&a->dqkv, N * 3 * C},      {&a->dfch, N * F},       {&a->dfch_gelu, N * F},
+    };
+    memcpy(s, plan, sizeof plan);
+    return (int32_t)(sizeof plan / sizeof plan[0]);
+}
 
 /* The per-layer slices of the stacked activations. */
 struct layer_acts {
@@ -16,7 +62,7 @@ struct layer_acts {
 };
 
 static struct layer_acts layer_acts(const struct model *m, int l) {
-    const struct gpt2_acts *a = &m->a;
+    const struct gpt2_acts *a = &m->a.g;
     const size_t T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
     /* strides use the allocated batch m->B so a smaller B reuses the same slots */
     const size_t N = (size_t)m->B * T;
@@ -39,68 +85,107 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     return s;
 }
 
-double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                     const struct dropout *dp) {
-    struct gpt2_acts *a = &m->a;
+static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                           const struct dropout *dp) {
+    struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
+    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
     encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
     for (int l = 0; l < m->cfg.n_layer; l++) {
-        const struct gpt2_layer *L = &m->layers[l];
+        const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
-        layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->ln1_w, L->ln1_b, N, C, eps);
-        linear_forward(&L->attn, s.qkv, s.ln1, a->scratch, dp, N);
-        struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+        layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
+        linear_forward(&L->lin[GPT2_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
         attention_forward(s.atty, s.att, s.qkv, s.qkv + C, s.qkv + 2 * C, &as);
-        linear_forward(&L->proj, a->tmp, s.atty, a->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_PROJ], a->tmp, s.atty, m->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
-        layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->ln2_w, L->ln2_b, N, C, eps);
-        linear_forward(&L->fc, s.fch, s.ln2, a->scratch, dp, N);
+        layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
+        linear_forward(&L->lin[GPT2_FC], s.fch, s.ln2, m->scratch, dp, N);
         gelu_forward(s.fch_gelu, s.fch, N * F);
-        linear_forward(&L->fcproj, a->tmp, s.fch_gelu, a->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
         residual_forward(s.residual3, s.residual2, a->tmp, N * C);
     }
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
-    linear_forward(&m->lm_head, a->logits, a->lnf, a->scratch, NULL, N);
+    linear_forward(&m->lm_head, a->logits, a->lnf, m->scratch, NULL, N);
     return crossentropy_forward(a->logits, a->losses, tgt, mask, N, m->cfg.vocab_size);
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
-void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
-                    int B, const struct dropout *dp) {
-    struct gpt2_acts *a = &m->a;
+static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
+                          int B, const struct dropout *dp) {
+    struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
+    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
     crossentropy_backward(a->logits, tgt, mask, scale, N, m->cfg.vocab_size);
     zero(a->dln, (size_t)N * C);
-    linear_backward(&m->lm_head, a->dln, a->logits, a->lnf, a->scratch, NULL, N);
+    linear_backward(&m->lm_head, a->dln, a->logits, a->lnf, m->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dln, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
-        const struct gpt2_layer *L = &m->layers[l];
+        const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
         /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
         zero(a->dfch_gelu, (size_t)N * F);
-        linear_backward(&L->fcproj, a->dfch_gelu, a->dresid, s.fch_gelu, a->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
         zero(a->dfch, (size_t)N * F);
         gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
         zero(a->dln, (size_t)N * C);
-        linear_backward(&L->fc, a->dln, a->dfch, s.ln2, a->scratch, dp, N);
-        layernorm_backward(a->dresid, L->dln2_w, L->dln2_b, a->dln, s.residual2, L->ln2_w, s.ln2_mean, s.ln2_rstd,
-                           N, C);
+        linear_backward(&L->lin[GPT2_FC], a->dln, a->dfch, s.ln2, m->scratch, dp, N);
+        layernorm_backward(a->dresid, L->dnorm2_w, L->dnorm2_b, a->dln, s.residual2, L->norm2_w, s.ln2_mean,
+                           s.ln2_rstd, N, C);
         /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
         zero(a->datty, (size_t)N * C);
-        linear_backward(&L->proj, a->datty, a->dresid, s.atty, a->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
         zero(a->dqkv, (size_t)N * 3 * C);
-        struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
-        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, a->scratch, a->datty, s.qkv, s.qkv + C, s.qkv + 2 * C,
-                           s.att, &as);
+        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, a->datty, s.qkv, s.qkv + C,
+                           s.qkv + 2 * C, s.att, &as);
         zero(a->dln, (size_t)N * C);
-        linear_backward(&L->attn, a->dln, a->dqkv, s.ln1, a->scratch, dp, N);
-        layernorm_backward(a->dresid, L->dln1_w, L->dln1_b, a->dln, s.residual, L->ln1_w, s.ln1_mean, s.ln1_rstd,
-                           N, C);
+        linear_backward(&L->lin[GPT2_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
+        layernorm_backward(a->dresid, L->dnorm1_w, L->dnorm1_b, a->dln, s.residual, L->norm1_w, s.ln1_mean,
+                           s.ln1_rstd, N, C);
     }
     if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, B, T, C);
 }
+
+static void gpt2_decode(struct decoder *d, int32_t token) {
+    struct model *m = d->m;
+    const int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
+    const float eps = m->cfg.layer_norm_eps;
+    float mean;
+    for (int i = 0; i < C; i++) d->x[i] = m->wte[(size_t)token * C + i] + m->wpe[(size_t)d->pos * C + i];
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        const struct layer *L = &m->layers[l];
+        layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm1_w, L->norm1_b, 1, C, eps);
+        linear_forward(&L->lin[GPT2_ATTN], d->q, d->ln, d->scratch, NULL, 1);
+        decoder_attend(d, l, d->q, d->q + C, d->q + 2 * C, NH, NH, C / NH);
+        linear_forward(&L->lin[GPT2_PROJ], d->tmp, d->att, d->scratch, NULL, 1);
+        residual_forward(d->x, d->x, d->tmp, C);
+        layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm2_w, L->norm2_b, 1, C, eps);
+        linear_forward(&L->lin[GPT2_FC], d->f1, d->ln, d->scratch, NULL, 1);
+        gelu_forward(d->f2, d->f1, F);
+        linear_forward(&L->lin[GPT2_FCPROJ], d->tmp, d->f2, d->scratch, NULL, 1);
+        residual_forward(d->x, d->x, d->tmp, C);
+    }
+    layernorm_forward(d->ln, &mean, &d->rstd, d->x, m->lnf_w, m->lnf_b, 1, C, eps);
+    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, 1);
+}
+
+static const char *const gpt2_sites[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+
+const struct arch arch_gpt2 = {
+    .site_fmt = "transformer.h.%d.%s",
+    .n_sites = 4,
+    .site_names = gpt2_sites,
+    .fused_qkv = GPT2_ATTN,
+    .targets_hint = "c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj, q, k, v, all-linear",
+    .max_refs_per_layer = 12,
+    .weights_plan = gpt2_weights_plan,
+    .acts_plan = gpt2_acts_plan,
+    .forward = gpt2_forward,
+    .backward = gpt2_backward,
+    .decode = gpt2_decode,
+};

@@ -13,21 +13,24 @@
 #include "gemm.h"
 #include "peft.h"
 
-/* The linear whose module path is MODULE, with or without the "transformer." prefix. */
+/* The linear whose module path is MODULE (GPT-2 paths also without "transformer."). */
 static struct linear *site_find(struct model *m, const char *module) {
-    const char *bare = strncmp(module, "transformer.", 12) == 0 ? module + 12 : module;
+    static const char prefix[] = "transformer.";
     for (int32_t s = 0; s < m->n_sites; s++) {
         char path[96];
-        snprintf(path, sizeof path, "h.%d.%s", s / 4, model_site_name(s));
-        if (!strcmp(path, bare)) return m->sites[s];
+        model_site_path(m, s, path, sizeof path);
+        const char *bare = strncmp(path, prefix, sizeof prefix - 1) ? path : path + sizeof prefix - 1;
+        if (!strcmp(path, module) || !strcmp(bare, module)) return m->sites[s];
     }
     return NULL;
 }
 
-/* The module of a key "base_model.model.<module>.lora_A.weight" into MODULE; 0 when
- * KEY is not a lora_A key. */
-static int key_module(const char *key, char *module, size_t n) {
-    const char *pre = "base_model.model.", *post = ".lora_A.weight";
+/* The module of a key "base_model.model.<module>.lora_<WHICH>.weight" into MODULE; 0
+ * when KEY is no such key. */
+static int key_module(const char *key, char which, char *module, size_t n) {
+    const char *pre = "base_model.model.";
+    char post[32];
+    snprintf(post, sizeof post, ".lora_%c.weight", which);
     size_t k = strlen(key), lp = strlen(pre), ls = strlen(post);
     if (k <= lp + ls || strncmp(key, pre, lp) || strcmp(key + k - ls, post)) return 0;
     snprintf(module, n, "%.*s", (int)(k - lp - ls), key + lp);
@@ -89,11 +92,14 @@ int model_merge_adapter(struct model *m, const char *dir) {
     for (int32_t i = 0; i < st.n_tensors && rc == 0; i++) {
         char module[160];
         const char *name = st.tensors[i].name;
-        if (key_module(name, module, sizeof module)) {
+        char a_key[160];
+        if (key_module(name, 'A', module, sizeof module)) {
             rc = adapter_module(m, &cfg, &st, module);
             merged++;
-        } else if (!strstr(name, ".lora_B.weight")) {
+        } else if (!key_module(name, 'B', module, sizeof module)) {
             rc = err_set(st.path, "tensor %s is not a LoRA A or B", name);
+        } else if (peft_key(a_key, sizeof a_key, module, 'A'), !safetensors_find(&st, a_key)) {
+            rc = err_set(st.path, "has %s but no lora_A for %s", name, module);
         }
     }
     if (rc == 0 && merged == 0) rc = err_set(st.path, "holds no lora_A tensors");

@@ -1,6 +1,7 @@
 /*
- * model.c: loading a GPT-2 model directory into frozen or trainable weights, attaching
- * LoRA adapters, and sizing the activations (model.h). The passes are in gpt2.c.
+ * model.c: loading a model directory of any family into frozen or trainable weights,
+ * attaching LoRA adapters, and sizing the activations (model.h). What differs between
+ * the families comes from their struct arch (gpt2.c, llama.c).
  */
 #include "model.h"
 
@@ -9,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "arch.h"
 #include "error.h"
 #include "fileio.h"
 #include "hash.h"
@@ -16,17 +18,8 @@
 #include "peft.h"
 #include "rng.h"
 
-/* One weight the model needs from the file, and where its pointers go. */
-struct weight_ref {
-    char name[64]; /* without the "transformer." prefix */
-    int32_t ndim;
-    int64_t shape[2];
-    const float **w;
-    float **g;
-};
-
-static void ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1,
-                    const float **w, float **g) {
+void weight_ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1, const float **w,
+                    float **g) {
     struct weight_ref *r = &refs[(*n)++];
     snprintf(r->name, sizeof r->name, "%s", name);
     r->ndim = d1 ? 2 : 1;
@@ -36,58 +29,37 @@ static void ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64
     r->g = g;
 }
 
-static void linear_ref(struct weight_ref *refs, int32_t *n, int l, const char *mod, struct linear *lin,
-                       int32_t in, int32_t out) {
-    char name[64];
-    snprintf(name, sizeof name, "h.%d.%s.weight", l, mod);
-    ref_add(refs, n, name, in, out, &lin->w, &lin->dw);
-    snprintf(name, sizeof name, "h.%d.%s.bias", l, mod);
-    ref_add(refs, n, name, out, 0, &lin->b, &lin->db);
+void weight_ref_linear(struct weight_ref *refs, int32_t *n, const char *name, struct linear *lin, int32_t in,
+                       int32_t out, enum gemm_layout layout, int bias) {
+    char full[96];
+    snprintf(full, sizeof full, "%s.weight", name);
+    if (layout == GEMM_LAYOUT_IN_OUT)
+        weight_ref_add(refs, n, full, in, out, &lin->w, &lin->dw);
+    else
+        weight_ref_add(refs, n, full, out, in, &lin->w, &lin->dw);
+    if (bias) {
+        snprintf(full, sizeof full, "%s.bias", name);
+        weight_ref_add(refs, n, full, out, 0, &lin->b, &lin->db);
+    }
     lin->in = in;
     lin->out = out;
-    lin->layout = GEMM_LAYOUT_IN_OUT;
+    lin->layout = layout;
 }
 
-/* Lists every weight with its expected shape; returns the count. */
-static int32_t weights_plan(struct model *m, struct weight_ref *refs) {
-    const struct model_config *c = &m->cfg;
-    const int64_t C = c->n_embd, F = c->n_inner;
-    int32_t n = 0;
-    ref_add(refs, &n, "wte.weight", c->vocab_size, C, &m->wte, &m->dwte);
-    ref_add(refs, &n, "wpe.weight", c->n_positions, C, &m->wpe, &m->dwpe);
-    for (int l = 0; l < c->n_layer; l++) {
-        struct gpt2_layer *L = &m->layers[l];
-        char name[64];
-        snprintf(name, sizeof name, "h.%d.ln_1.weight", l);
-        ref_add(refs, &n, name, C, 0, &L->ln1_w, &L->dln1_w);
-        snprintf(name, sizeof name, "h.%d.ln_1.bias", l);
-        ref_add(refs, &n, name, C, 0, &L->ln1_b, &L->dln1_b);
-        linear_ref(refs, &n, l, "attn.c_attn", &L->attn, C, 3 * C);
-        linear_ref(refs, &n, l, "attn.c_proj", &L->proj, C, C);
-        snprintf(name, sizeof name, "h.%d.ln_2.weight", l);
-        ref_add(refs, &n, name, C, 0, &L->ln2_w, &L->dln2_w);
-        snprintf(name, sizeof name, "h.%d.ln_2.bias", l);
-        ref_add(refs, &n, name, C, 0, &L->ln2_b, &L->dln2_b);
-        linear_ref(refs, &n, l, "mlp.c_fc", &L->fc, C, F);
-        linear_ref(refs, &n, l, "mlp.c_proj", &L->fcproj, F, C);
-    }
-    ref_add(refs, &n, "ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
-    ref_add(refs, &n, "ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
-    return n;
-}
-
-/* Finds every weight in the file and checks its shape and dtype. */
+/* Finds every weight in the files ("transformer." names also without the prefix, as
+ * GPT2Model saves them) and checks its shape and dtype. */
 static int weights_find(struct model *m, const struct weight_ref *refs, int32_t n,
                         const struct st_tensor **found) {
-    const char *prefix = st_set_find(&m->st, "transformer.wte.weight", NULL) ? "transformer." : "";
+    static const char prefix[] = "transformer.";
     for (int32_t i = 0; i < n; i++) {
-        char name[96];
+        const char *name = refs[i].name;
         const struct safetensors *file;
-        snprintf(name, sizeof name, "%s%s", prefix, refs[i].name);
         found[i] = st_set_find(&m->st, name, &file);
+        if (!found[i] && !strncmp(name, prefix, sizeof prefix - 1))
+            found[i] = st_set_find(&m->st, name + sizeof prefix - 1, &file);
         if (!found[i]) {
             err_set(m->st.path, "missing tensor %s", name);
-            return err_hint("is this a GPT-2 model.safetensors?");
+            return err_hint("config.json and the weights must describe the same model");
         }
         enum st_dtype d = found[i]->dtype;
         if (d != ST_DTYPE_F32 && d != ST_DTYPE_F16 && d != ST_DTYPE_BF16)
@@ -127,19 +99,16 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
 }
 
 static void sites_list(struct model *m) {
-    m->n_sites = 4 * m->cfg.n_layer;
+    const int32_t per = m->arch->n_sites;
+    m->n_sites = per * m->cfg.n_layer;
     m->sites = xcalloc((size_t)m->n_sites, sizeof *m->sites);
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        m->sites[4 * l + 0] = &m->layers[l].attn;
-        m->sites[4 * l + 1] = &m->layers[l].proj;
-        m->sites[4 * l + 2] = &m->layers[l].fc;
-        m->sites[4 * l + 3] = &m->layers[l].fcproj;
-    }
+    for (int32_t s = 0; s < m->n_sites; s++) m->sites[s] = &m->layers[s / per].lin[s % per];
 }
 
-const char *model_site_name(int32_t s) {
-    static const char *const names[4] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
-    return names[s % 4];
+const char *model_site_name(const struct model *m, int32_t s) { return m->arch->site_names[s % m->arch->n_sites]; }
+
+void model_site_path(const struct model *m, int32_t s, char *buf, size_t n) {
+    snprintf(buf, n, m->arch->site_fmt, s / m->arch->n_sites, model_site_name(m, s));
 }
 
 static void adapter_add(struct model *m, int32_t site, const char *module, int slice, int32_t out, int32_t col0) {
@@ -166,9 +135,9 @@ static int adapters_plan(struct model *m, const struct model_options *o) {
     int rc = 0;
     for (int s = 0; s < m->n_sites && rc == 0; s++) {
         char module[96];
-        snprintf(module, sizeof module, "transformer.h.%d.%s", s / 4, model_site_name(s));
+        model_site_path(m, s, module, sizeof module);
         struct linear *lin = m->sites[s];
-        int match = lora_match(o->targets, o->n_targets, module, s % 4 == 0, hits);
+        int match = lora_match(o->targets, o->n_targets, module, s % m->arch->n_sites == m->arch->fused_qkv, hits);
         if ((match & LORA_MATCH_WHOLE) && (match & ~LORA_MATCH_WHOLE)) {
             rc = err_set("--targets", "%s is targeted both whole and as q/k/v slices", module);
             break;
@@ -180,7 +149,7 @@ static int adapters_plan(struct model *m, const struct model_options *o) {
     for (int32_t i = 0; i < o->n_targets && rc == 0; i++)
         if (!hits[i]) {
             err_set("--targets", "'%s' matches no module of this model", o->targets[i]);
-            rc = err_hint("GPT-2 modules: c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj, q, k, v, all-linear");
+            rc = err_hint("this model's modules: %s", m->arch->targets_hint);
         }
     free(hits);
     return rc;
@@ -213,56 +182,43 @@ static void adapters_bind(struct model *m, const int32_t *entry_a, const struct 
 
 /* Lays out every activation and scratch tensor in one allocation. */
 static void acts_alloc(struct model *m) {
-    const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
-    const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
-    uint64_t u = 0, scratch = T;
+    const uint64_t N = (uint64_t)m->B * m->T;
+    uint64_t u = 0, scratch = (uint64_t)m->T;
     for (int32_t i = 0; i < m->n_adapters; i++) u += N * (uint64_t)m->adapters[i].r;
     for (int32_t s = 0; s < m->n_sites; s++) {
         uint64_t need = linear_scratch_size(m->sites[s], (int)N);
         if (need > scratch) scratch = need;
     }
-    struct gpt2_acts *a = &m->a;
-    struct {
-        float **p;
-        uint64_t n;
-    } plan[] = {
-        {&a->encoded, N * C},   {&a->ln1, L * N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
-        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->att, L * B * NH * T * T},
-        {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
-        {&a->fch, L * N * F},   {&a->fch_gelu, L * N * F},  {&a->residual3, L * N * C},
-        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&a->logits, N * V},
-        {&a->losses, N},        {&a->lora_u, u},            {&a->dresid, N * C},     {&a->dln, N * C},
-        {&a->datty, N * C},     {&a->tmp, N * C},           {&a->dqkv, N * 3 * C},   {&a->dfch, N * F},
-        {&a->dfch_gelu, N * F}, {&a->scratch, scratch},
-    };
-    const int n_plan = (int)(sizeof plan / sizeof plan[0]);
+    struct act_slot slots[64];
+    int32_t n = m->arch->acts_plan(m, slots);
+    slots[n++] = (struct act_slot){&m->lora_u, u};
+    slots[n++] = (struct act_slot){&m->scratch, scratch};
     uint64_t total = 0;
-    for (int i = 0; i < n_plan; i++) total += (plan[i].n + 15) / 16 * 16;
+    for (int32_t i = 0; i < n; i++) total += (slots[i].n + 15) / 16 * 16;
     m->act_block = xalloc_aligned(total * sizeof(float));
     float *p = m->act_block;
-    for (int i = 0; i < n_plan; i++) {
-        *plan[i].p = p;
-        p += (plan[i].n + 15) / 16 * 16;
+    for (int32_t i = 0; i < n; i++) {
+        *slots[i].p = p;
+        p += (slots[i].n + 15) / 16 * 16;
     }
+    float *at = m->lora_u;
     for (int32_t i = 0; i < m->n_adapters; i++) {
-        m->adapters[i].u = a->lora_u;
-        a->lora_u += N * (uint64_t)m->adapters[i].r;
+        m->adapters[i].u = at;
+        at += N * (uint64_t)m->adapters[i].r;
     }
-    a->lora_u -= u;
+    if (m->arch->acts_init) m->arch->acts_init(m);
 }
 
 static int weights_load(struct model *m, const struct model_options *o, int32_t *entry_a) {
-    struct weight_ref *refs = xcalloc(4 + 16 * (size_t)m->cfg.n_layer, sizeof *refs);
-    int32_t n = weights_plan(m, refs);
+    struct weight_ref *refs = xcalloc(4 + (size_t)m->arch->max_refs_per_layer * m->cfg.n_layer, sizeof *refs);
+    int32_t n = m->arch->weights_plan(m, refs);
     const struct st_tensor **found = xcalloc((size_t)n, sizeof *found);
     int32_t *entry = xmalloc((size_t)n * sizeof *entry);
     int rc = weights_find(m, refs, n, found);
     if (rc == 0 && !o->full) rc = adapters_plan(m, o);
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
-            char name[96];
-            snprintf(name, sizeof name, "transformer.%s", refs[i].name);
-            entry[i] = o->full ? trainable_add(&m->tr, name, refs[i].ndim, refs[i].shape) : -1;
+            entry[i] = o->full ? trainable_add(&m->tr, refs[i].name, refs[i].ndim, refs[i].shape) : -1;
             m->n_params += found[i]->numel;
         }
         adapters_register(m, entry_a);
@@ -318,12 +274,19 @@ int model_init(struct model *m, const struct model_options *o) {
         model_free(m);
         return -1;
     }
-    if ((int64_t)12 * m->cfg.n_layer + 4 > st_set_count(&m->st)) {
+    if ((int64_t)9 * m->cfg.n_layer > st_set_count(&m->st)) {
         err_set(m->st.path, "holds %lld tensors, too few for the %d layers config.json declares",
                 (long long)st_set_count(&m->st), m->cfg.n_layer);
         model_free(m);
         return err_hint("config.json and model.safetensors must come from the same model");
     }
+    if (m->cfg.sliding_window && o->seq > m->cfg.sliding_window) {
+        err_set("--seq", "%d exceeds the model's sliding_window %d", o->seq, m->cfg.sliding_window);
+        model_free(m);
+        return err_hint("lorad does not implement sliding-window attention; use --seq %d or less",
+                        m->cfg.sliding_window);
+    }
+    m->arch = m->cfg.arch == MODEL_ARCH_GPT2 ? &arch_gpt2 : &arch_llama;
     m->B = o->max_batch;
     m->T = o->seq;
     m->rank = o->rank;
@@ -335,8 +298,10 @@ int model_init(struct model *m, const struct model_options *o) {
     int rc = weights_load(m, o, entry_a);
     if (rc == 0) {
         adapters_bind(m, entry_a, o);
-        m->lm_head = (struct linear){.w = m->wte, .dw = m->dwte, .in = m->cfg.n_embd,
-                                     .out = m->cfg.vocab_size, .layout = GEMM_LAYOUT_OUT_IN};
+        if (m->cfg.tied) {
+            m->lm_head.w = m->wte;
+            m->lm_head.dw = m->dwte;
+        }
         acts_alloc(m);
     }
     free(entry_a);
@@ -371,10 +336,11 @@ static void random_fill(float *x, int64_t n, const char *name, int32_t n_layer, 
 static int64_t ref_numel(const struct weight_ref *r) { return r->shape[0] * (r->ndim == 2 ? r->shape[1] : 1); }
 
 int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir) {
-    struct model m = {.cfg = *cfg};
+    CHECK(cfg->arch == MODEL_ARCH_GPT2);
+    struct model m = {.cfg = *cfg, .arch = &arch_gpt2};
     m.layers = xcalloc((size_t)cfg->n_layer, sizeof *m.layers);
-    struct weight_ref *refs = xcalloc(4 + 16 * (size_t)cfg->n_layer, sizeof *refs);
-    int32_t n = weights_plan(&m, refs);
+    struct weight_ref *refs = xcalloc(4 + (size_t)m.arch->max_refs_per_layer * cfg->n_layer, sizeof *refs);
+    int32_t n = m.arch->weights_plan(&m, refs);
     int64_t total = 0;
     for (int32_t i = 0; i < n; i++) total += ref_numel(&refs[i]);
     m.frozen = xmalloc((size_t)total * sizeof(float));
@@ -398,17 +364,27 @@ int model_write_random(const struct model_config *cfg, uint64_t seed, const char
 struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype, int32_t *n) {
     /* weights_plan records where each pointer lives; here the values are only read */
     struct model view = *m;
-    const size_t most = 4 + 16 * (size_t)m->cfg.n_layer;
+    const size_t most = 4 + (size_t)m->arch->max_refs_per_layer * m->cfg.n_layer;
     struct weight_ref *refs = xcalloc(most, sizeof *refs);
-    *n = weights_plan(&view, refs);
+    *n = m->arch->weights_plan(&view, refs);
     /* the entries and their names in one allocation, released with free() */
     struct st_write_entry *e = xcalloc(most, sizeof *e + 96);
     char (*names)[96] = (char (*)[96])(e + most);
     for (int32_t i = 0; i < *n; i++) {
-        snprintf(names[i], sizeof names[0], "transformer.%s", refs[i].name);
+        snprintf(names[i], sizeof names[0], "%s", refs[i].name);
         e[i] = (struct st_write_entry){.name = names[i], .data = *refs[i].w, .ndim = refs[i].ndim,
                                        .shape = {refs[i].shape[0], refs[i].shape[1]}, .dtype = dtype};
     }
     free(refs);
     return e;
+}
+
+double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                     const struct dropout *dp) {
+    return m->arch->forward(m, inp, tgt, mask, B, dp);
+}
+
+void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
+                    int B, const struct dropout *dp) {
+    m->arch->backward(m, inp, tgt, mask, scale, B, dp);
 }

@@ -30,13 +30,17 @@ struct model_options {
     uint64_t seed;
 };
 
-struct gpt2_layer {
-    const float *ln1_w, *ln1_b, *ln2_w, *ln2_b; /* (C) */
-    float *dln1_w, *dln1_b, *dln2_w, *dln2_b;   /* NULL when frozen */
-    struct linear attn;   /* c_attn: C -> 3C */
-    struct linear proj;   /* attn.c_proj: C -> C */
-    struct linear fc;     /* mlp.c_fc: C -> F */
-    struct linear fcproj; /* mlp.c_proj: F -> C */
+/* The linears of a layer, in each family's order (its LoRA sites). */
+enum gpt2_site { GPT2_ATTN, GPT2_PROJ, GPT2_FC, GPT2_FCPROJ };
+enum llama_site { LLAMA_Q, LLAMA_K, LLAMA_V, LLAMA_O, LLAMA_GATE, LLAMA_UP, LLAMA_DOWN };
+#define LAYER_MAX_SITES 7
+
+/* One transformer layer of either family: two norms (RMSNorm has no bias) around the
+ * attention and the MLP, and the linears of enum gpt2_site or enum llama_site. */
+struct layer {
+    const float *norm1_w, *norm1_b, *norm2_w, *norm2_b; /* (C); the biases NULL for RMSNorm */
+    float *dnorm1_w, *dnorm1_b, *dnorm2_w, *dnorm2_b;   /* NULL when frozen */
+    struct linear lin[LAYER_MAX_SITES];
 };
 
 /* Activations of one forward pass (kept for backward), then the backward's scratch,
@@ -54,21 +58,43 @@ struct gpt2_acts {
     float *lnf, *lnf_mean, *lnf_rstd;    /* (B,T,C), (B,T), (B,T) */
     float *logits;                       /* (B,T,V): logits, probabilities, then gradient */
     float *losses;                       /* (B,T) */
-    float *lora_u;                       /* every adapter's (B,T,r) */
     float *dresid, *dln, *datty, *tmp;   /* (B,T,C) */
     float *dqkv;                         /* (B,T,3C) */
     float *dfch, *dfch_gelu;             /* (B,T,F) */
-    float *scratch;                      /* linear and attention scratch */
 };
+
+/* The same for the Llama family; Q = NH·hd and KV = NKV·hd floats per row. */
+struct llama_acts {
+    float *encoded;                      /* (B,T,C) */
+    float *n1, *r1;                      /* (L,B,T,C), (L,B,T): RMSNorm out and 1/rms */
+    float *q, *k, *v;                    /* (L,B,T,Q), (L,B,T,KV) x2, q and k rotated */
+    float *att;                          /* (L,B,NH,T,T) */
+    float *atty;                         /* (L,B,T,Q) */
+    float *residual2;                    /* (L,B,T,C) */
+    float *n2, *r2;                      /* (L,B,T,C), (L,B,T) */
+    float *gate, *up, *h;                /* (L,B,T,F): projections and SwiGLU */
+    float *residual3;                    /* (L,B,T,C) */
+    float *nf, *rf;                      /* (B,T,C), (B,T) */
+    float *logits;                       /* (B,T,V) */
+    float *losses;                       /* (B,T) */
+    float *cos, *sin;                    /* (T, hd/2) rotary tables */
+    float *dresid, *dln, *tmp;           /* (B,T,C) */
+    float *datty, *dq;                   /* (B,T,Q) */
+    float *dk, *dv;                      /* (B,T,KV) */
+    float *dgate, *dup, *dh;             /* (B,T,F) */
+};
+
+struct arch;
 
 struct model {
     struct model_config cfg;
     struct st_set st; /* the weights files */
     float *frozen; /* converted frozen tensors, one allocation (NULL when all mapped) */
-    const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C), (C), (C) */
+    const struct arch *arch; /* the family's names, shapes and passes */
+    const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C) (GPT-2), final norm (C), (C) (GPT-2) */
     float *dwte, *dwpe, *dlnf_w, *dlnf_b;
-    struct gpt2_layer *layers;
-    struct linear lm_head; /* tied to wte */
+    struct layer *layers;
+    struct linear lm_head; /* tied to wte, or its own weight */
     struct linear **sites; /* the linears adapters may attach to, in file order */
     int32_t n_sites;
     struct lora_adapter *adapters;
@@ -79,7 +105,12 @@ struct model {
     struct trainable tr;
     int32_t B, T;
     float *act_block;
-    struct gpt2_acts a;
+    union {
+        struct gpt2_acts g;
+        struct llama_acts l;
+    } a;
+    float *lora_u;  /* every adapter's (B,T,r) */
+    float *scratch; /* linear and attention scratch */
     int64_t n_params; /* every weight of the base model */
     uint64_t fingerprint; /* of config.json and the safetensors file: which base this is */
     char *config_text;    /* config.json as read */
@@ -97,8 +128,10 @@ double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, co
  * trainable gradient. */
 void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
                     int B, const struct dropout *dp);
-/* Module name of site S within its layer ("attn.c_attn", ...); a layer has 4 sites. */
-const char *model_site_name(int32_t s);
+/* The PEFT module path of site S ("transformer.h.0.attn.c_attn") into BUF. */
+void model_site_path(const struct model *m, int32_t s, char *buf, size_t n);
+/* The module name of site S within its layer ("attn.c_attn", "self_attn.q_proj"). */
+const char *model_site_name(const struct model *m, int32_t s);
 /* The model's weights under their Hugging Face names as write entries of DTYPE (the
  * data points into the model); *N their count. The caller frees the array. */
 struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype, int32_t *n);

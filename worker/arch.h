@@ -1,0 +1,61 @@
+/*
+ * arch.h: what differs between the model families lorad runs, behind one table: the
+ * names and shapes of the weights, the linears LoRA may adapt, the activation layout,
+ * and the passes. model.c loads any family through it; gpt2.c and llama.c each fill
+ * one. Private to worker/.
+ */
+#ifndef LORAD_ARCH_H
+#define LORAD_ARCH_H
+
+#include <stdint.h>
+
+#include "decode.h"
+#include "model.h"
+
+/* One weight a family needs from the files, and where its pointers go. */
+struct weight_ref {
+    char name[96]; /* the Hugging Face name ("transformer." names also match without it) */
+    int32_t ndim;
+    int64_t shape[2];
+    const float **w;
+    float **g;
+};
+
+/* One activation tensor of N floats in the model's block. */
+struct act_slot {
+    float **p;
+    uint64_t n;
+};
+
+struct arch {
+    const char *site_fmt;          /* module path of a site: layer, then site name */
+    int32_t n_sites;               /* linears per layer */
+    const char *const *site_names; /* their module names within a layer */
+    int32_t fused_qkv;             /* the site where q/k/v slice targets apply, or -1 */
+    const char *targets_hint;      /* for "--targets matches nothing" */
+    int32_t max_refs_per_layer;    /* bounds weights_plan's output */
+    /* Lists every weight with its expected shape (and sets each linear's sizes). */
+    int32_t (*weights_plan)(struct model *m, struct weight_ref *refs);
+    /* Lists the activation tensors for the model's B and T; returns the count. */
+    int32_t (*acts_plan)(struct model *m, struct act_slot *slots);
+    /* Fills what the activations need once (rotary tables). */
+    void (*acts_init)(struct model *m);
+    double (*forward)(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                      const struct dropout *dp);
+    void (*backward)(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale, int B,
+                     const struct dropout *dp);
+    /* One KV-cache step of the decoder at its position. */
+    void (*decode)(struct decoder *d, int32_t token);
+};
+
+extern const struct arch arch_gpt2, arch_llama;
+
+/* Adds a weight to REFS (D1 = 0: one dimension). */
+void weight_ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1, const float **w,
+                    float **g);
+/* A layer's linear NAME (".weight" and, with BIAS, ".bias") of IN -> OUT features,
+ * stored as LAYOUT. */
+void weight_ref_linear(struct weight_ref *refs, int32_t *n, const char *name, struct linear *lin, int32_t in,
+                       int32_t out, enum gemm_layout layout, int bias);
+
+#endif

@@ -1,0 +1,238 @@
+/*
+ * llama.c: the Llama family (Llama, Mistral, Qwen2) as a struct arch: weight names and
+ * shapes, activations, the forward pass with its loss, the backward pass, and the
+ * KV-cache decoding step. Each layer: RMSNorm -> q, k, v projections (Qwen2: biased) ->
+ * rotary embedding of q and k -> causal grouped-query attention -> o_proj -> residual ->
+ * RMSNorm -> down(silu(gate(x)) * up(x)) -> residual; then RMSNorm and the LM head
+ * (its own weight, or tied to the token embedding).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "arch.h"
+#include "kernels.h"
+
+static int32_t llama_weights_plan(struct model *m, struct weight_ref *refs) {
+    const struct model_config *c = &m->cfg;
+    const int32_t C = c->n_embd, F = c->n_inner, Q = c->n_head * c->head_dim, KV = c->n_kv_head * c->head_dim;
+    const enum gemm_layout lay = GEMM_LAYOUT_OUT_IN;
+    int32_t n = 0;
+    weight_ref_add(refs, &n, "model.embed_tokens.weight", c->vocab_size, C, &m->wte, &m->dwte);
+    for (int l = 0; l < c->n_layer; l++) {
+        struct layer *L = &m->layers[l];
+        char name[96];
+#define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
+        weight_ref_add(refs, &n, NAME("input_layernorm.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
+        weight_ref_linear(refs, &n, NAME("self_attn.q_proj"), &L->lin[LLAMA_Q], C, Q, lay, c->qkv_bias);
+        weight_ref_linear(refs, &n, NAME("self_attn.k_proj"), &L->lin[LLAMA_K], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, &n, NAME("self_attn.v_proj"), &L->lin[LLAMA_V], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, &n, NAME("self_attn.o_proj"), &L->lin[LLAMA_O], Q, C, lay, 0);
+        weight_ref_add(refs, &n, NAME("post_attention_layernorm.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
+        weight_ref_linear(refs, &n, NAME("mlp.gate_proj"), &L->lin[LLAMA_GATE], C, F, lay, 0);
+        weight_ref_linear(refs, &n, NAME("mlp.up_proj"), &L->lin[LLAMA_UP], C, F, lay, 0);
+        weight_ref_linear(refs, &n, NAME("mlp.down_proj"), &L->lin[LLAMA_DOWN], F, C, lay, 0);
+#undef NAME
+    }
+    weight_ref_add(refs, &n, "model.norm.weight", C, 0, &m->lnf_w, &m->dlnf_w);
+    m->lm_head = (struct linear){.in = C, .out = c->vocab_size, .layout = lay};
+    if (!c->tied) weight_ref_linear(refs, &n, "lm_head", &m->lm_head, C, c->vocab_size, lay, 0);
+    return n;
+}
+
+static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
+    struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const uint64_t B = m->B, T = m->T, C = c->n_embd, F = c->n_inner, L = c->n_layer, NH = c->n_head;
+    const uint64_t Q = NH * c->head_dim, KV = (uint64_t)c->n_kv_head * c->head_dim, V = c->vocab_size, N = B * T;
+    const uint64_t half = (uint64_t)c->head_dim / 2;
+    const struct act_slot plan[] = {
+        {&a->encoded, N * C},     {&a->n1, L * N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
+        {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->att, L * B * NH * T * T},
+        {&a->atty, L * N * Q},    {&a->residual2, L * N * C}, {&a->n2, L * N * C}, {&a->r2, L * N},
+        {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, L * N * F},     {&a->residual3, L * N * C},
+        {&a->nf, N * C},          {&a->rf, N},            {&a->logits, N * V},    {&a->losses, N},
+        {&a->cos, T * half},      {&a->sin, T * half},    {&a->dresid, N * C},    {&a->dln, N * C},
+        {&a->tmp, N * C},         {&a->datty, N * Q},     {&a->dq, N * Q},        {&a->dk, N * KV},
+        {&a->dv, N * KV},         {&a->dgate, N * F},     {&a->dup, N * F},       {&a->dh, N * F},
+    };
+    memcpy(s, plan, sizeof plan);
+    return (int32_t)(sizeof plan / sizeof plan[0]);
+}
+
+static struct rope_scaling llama_scaling(const struct model_config *c) {
+    return (struct rope_scaling){c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor,
+                                 c->rope_original_max};
+}
+
+static void llama_acts_init(struct model *m) {
+    struct rope_scaling sc = llama_scaling(&m->cfg);
+    rope_tables(m->a.l.cos, m->a.l.sin, m->T, m->cfg.head_dim, m->cfg.rope_theta, &sc);
+}
+
+/* The per-layer slices of the stacked activations. */
+struct layer_acts {
+    float *n1, *r1, *q, *k, *v, *att, *atty, *residual2, *n2, *r2, *gate, *up, *h, *residual3;
+    const float *residual; /* the layer's input */
+};
+
+static struct layer_acts layer_acts(const struct model *m, int l) {
+    const struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const size_t N = (size_t)m->B * m->T, C = c->n_embd, F = c->n_inner, T = m->T;
+    const size_t Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_kv_head * c->head_dim;
+    struct layer_acts s = {
+        .n1 = a->n1 + l * N * C,
+        .r1 = a->r1 + l * N,
+        .q = a->q + l * N * Q,
+        .k = a->k + l * N * KV,
+        .v = a->v + l * N * KV,
+        .att = a->att + l * (size_t)m->B * c->n_head * T * T,
+        .atty = a->atty + l * N * Q,
+        .residual2 = a->residual2 + l * N * C,
+        .n2 = a->n2 + l * N * C,
+        .r2 = a->r2 + l * N,
+        .gate = a->gate + l * N * F,
+        .up = a->up + l * N * F,
+        .h = a->h + l * N * F,
+        .residual3 = a->residual3 + l * N * C,
+    };
+    s.residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * N * C;
+    return s;
+}
+
+static struct attn_shape llama_shape(const struct model *m, int B) {
+    const struct model_config *c = &m->cfg;
+    return (struct attn_shape){B, m->T, c->n_head, c->n_kv_head, c->head_dim, c->n_head * c->head_dim,
+                               c->n_kv_head * c->head_dim};
+}
+
+static double llama_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                            const struct dropout *dp) {
+    struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
+    const struct attn_shape as = llama_shape(m, B);
+    for (int n = 0; n < N; n++) memcpy(a->encoded + (size_t)n * C, m->wte + (size_t)inp[n] * C, (size_t)C * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct layer *L = &m->layers[l];
+        struct layer_acts s = layer_acts(m, l);
+        rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_Q], s.q, s.n1, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_K], s.k, s.n1, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_V], s.v, s.n1, m->scratch, dp, N);
+        rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
+        rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
+        attention_forward(s.atty, s.att, s.q, s.k, s.v, &as);
+        linear_forward(&L->lin[LLAMA_O], a->tmp, s.atty, m->scratch, dp, N);
+        residual_forward(s.residual2, s.residual, a->tmp, N * C);
+        rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_GATE], s.gate, s.n2, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_UP], s.up, s.n2, m->scratch, dp, N);
+        swiglu_forward(s.h, s.gate, s.up, N * F);
+        linear_forward(&L->lin[LLAMA_DOWN], a->tmp, s.h, m->scratch, dp, N);
+        residual_forward(s.residual3, s.residual2, a->tmp, N * C);
+    }
+    const float *last = layer_acts(m, c->n_layer - 1).residual3;
+    rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
+    linear_forward(&m->lm_head, a->logits, a->nf, m->scratch, NULL, N);
+    return crossentropy_forward(a->logits, a->losses, tgt, mask, N, c->vocab_size);
+}
+
+static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
+
+/* Backward through one layer; a->dresid holds the gradient of its output, then of its input. */
+static void layer_backward(struct model *m, int l, int B, const struct dropout *dp) {
+    struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
+    const struct attn_shape as = llama_shape(m, B);
+    const struct layer *L = &m->layers[l];
+    struct layer_acts s = layer_acts(m, l);
+    /* residual3 = residual2 + down(silu(gate(n2)) * up(n2)) */
+    zero(a->dh, (size_t)N * F);
+    linear_backward(&L->lin[LLAMA_DOWN], a->dh, a->dresid, s.h, m->scratch, dp, N);
+    zero(a->dgate, (size_t)N * F);
+    zero(a->dup, (size_t)N * F);
+    swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
+    zero(a->dln, (size_t)N * C);
+    linear_backward(&L->lin[LLAMA_GATE], a->dln, a->dgate, s.n2, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_UP], a->dln, a->dup, s.n2, m->scratch, dp, N);
+    rmsnorm_backward(a->dresid, L->dnorm2_w, a->dln, s.residual2, L->norm2_w, s.r2, N, C);
+    /* residual2 = residual + o(attention(rope(q(n1)), rope(k(n1)), v(n1))) */
+    zero(a->datty, (size_t)N * as.q_stride);
+    linear_backward(&L->lin[LLAMA_O], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+    zero(a->dq, (size_t)N * as.q_stride);
+    zero(a->dk, (size_t)N * as.kv_stride);
+    zero(a->dv, (size_t)N * as.kv_stride);
+    attention_backward(a->dq, a->dk, a->dv, m->scratch, a->datty, s.q, s.k, s.v, s.att, &as);
+    rope_backward(a->dq, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
+    rope_backward(a->dk, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
+    zero(a->dln, (size_t)N * C);
+    linear_backward(&L->lin[LLAMA_Q], a->dln, a->dq, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_K], a->dln, a->dk, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_V], a->dln, a->dv, s.n1, m->scratch, dp, N);
+    rmsnorm_backward(a->dresid, L->dnorm1_w, a->dln, s.residual, L->norm1_w, s.r1, N, C);
+}
+
+static void llama_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
+                           int B, const struct dropout *dp) {
+    struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const int N = B * m->T, C = c->n_embd;
+    crossentropy_backward(a->logits, tgt, mask, scale, N, c->vocab_size);
+    zero(a->dln, (size_t)N * C);
+    linear_backward(&m->lm_head, a->dln, a->logits, a->nf, m->scratch, NULL, N);
+    zero(a->dresid, (size_t)N * C);
+    const float *last = layer_acts(m, c->n_layer - 1).residual3;
+    rmsnorm_backward(a->dresid, m->dlnf_w, a->dln, last, m->lnf_w, a->rf, N, C);
+    for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(m, l, B, dp);
+    if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, B, m->T, C);
+}
+
+static void llama_decode(struct decoder *d, int32_t token) {
+    struct model *m = d->m;
+    const struct model_config *c = &m->cfg;
+    const int C = c->n_embd, F = c->n_inner, hd = c->head_dim, Q = c->n_head * hd, KV = c->n_kv_head * hd;
+    float *q = d->q, *k = d->q + Q, *v = d->q + Q + KV;
+    const float *cos = d->cos + (size_t)d->pos * (hd / 2), *sin = d->sin + (size_t)d->pos * (hd / 2);
+    memcpy(d->x, m->wte + (size_t)token * C, (size_t)C * sizeof(float));
+    for (int l = 0; l < c->n_layer; l++) {
+        const struct layer *L = &m->layers[l];
+        rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm1_w, 1, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_Q], q, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_K], k, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_V], v, d->ln, d->scratch, NULL, 1);
+        rope_forward(q, cos, sin, 1, 1, Q, c->n_head, hd);
+        rope_forward(k, cos, sin, 1, 1, KV, c->n_kv_head, hd);
+        decoder_attend(d, l, q, k, v, c->n_head, c->n_kv_head, hd);
+        linear_forward(&L->lin[LLAMA_O], d->tmp, d->att, d->scratch, NULL, 1);
+        residual_forward(d->x, d->x, d->tmp, C);
+        rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm2_w, 1, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_GATE], d->f1, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_UP], d->f2, d->ln, d->scratch, NULL, 1);
+        swiglu_forward(d->f3, d->f1, d->f2, F);
+        linear_forward(&L->lin[LLAMA_DOWN], d->tmp, d->f3, d->scratch, NULL, 1);
+        residual_forward(d->x, d->x, d->tmp, C);
+    }
+    rmsnorm_forward(d->ln, &d->rstd, d->x, m->lnf_w, 1, C, c->layer_norm_eps);
+    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, 1);
+}
+
+static const char *const llama_sites[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                          "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                          "mlp.down_proj"};
+
+const struct arch arch_llama = {
+    .site_fmt = "model.layers.%d.%s",
+    .n_sites = 7,
+    .site_names = llama_sites,
+    .fused_qkv = -1,
+    .targets_hint = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear",
+    .max_refs_per_layer = 12,
+    .weights_plan = llama_weights_plan,
+    .acts_plan = llama_acts_plan,
+    .acts_init = llama_acts_init,
+    .forward = llama_forward,
+    .backward = llama_backward,
+    .decode = llama_decode,
+};
