@@ -40,19 +40,26 @@ static double dot(const float *a, const float *b, size_t n) {
 
 typedef double (*loss_fn)(void *ctx);
 
-/* Compares GRAD with central differences of F over up to 48 entries of X. */
+/* The central difference of F in X[I] with step H. */
+static double central(loss_fn f, void *ctx, float *x, size_t i, float h) {
+    float saved = x[i];
+    x[i] = saved + h;
+    double lp = f(ctx);
+    x[i] = saved - h;
+    double lm = f(ctx);
+    x[i] = saved;
+    return (lp - lm) / (2.0 * h);
+}
+
+/* Compares GRAD with finite differences of F over up to 48 entries of X: central
+ * differences at h and h/2 combined by Richardson extrapolation, so the truncation
+ * error is O(h^4) and h can stay large enough for float rounding not to dominate. */
 static void fd_check(const char *name, loss_fn f, void *ctx, float *x, const float *grad, size_t n) {
     const float h = 1e-2f;
     double diff2 = 0.0, ref2 = 0.0;
     size_t stride = n > 48 ? n / 48 : 1;
     for (size_t i = 0; i < n; i += stride) {
-        float saved = x[i];
-        x[i] = saved + h;
-        double lp = f(ctx);
-        x[i] = saved - h;
-        double lm = f(ctx);
-        x[i] = saved;
-        double num = (lp - lm) / (2.0 * h);
+        double num = (4.0 * central(f, ctx, x, i, h / 2) - central(f, ctx, x, i, h)) / 3.0;
         diff2 += (num - grad[i]) * (num - grad[i]);
         ref2 += num * num;
     }
@@ -364,6 +371,49 @@ static void model_write(const char *dir, const struct model_config *cfg) {
     for (int i = 0; i < n; i++) free((void *)e[i].data);
 }
 
+/* A Llama-family model with grouped-query attention, q/k/v biases, an untied head and
+ * Llama 3 rope scaling. */
+static void llama_write(const char *dir) {
+    static const char config[] =
+        "{\"model_type\": \"llama\", \"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 8, "
+        "\"intermediate_size\": 12, \"num_hidden_layers\": 2, \"num_attention_heads\": 2, \"num_key_value_heads\": 1, "
+        "\"head_dim\": 4, \"max_position_embeddings\": 16, \"vocab_size\": 9, \"rms_norm_eps\": 1e-6, "
+        "\"tie_word_embeddings\": false, \"attention_bias\": true, \"rope_theta\": 100.0, "
+        "\"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 4.0, \"low_freq_factor\": 1.0, "
+        "\"high_freq_factor\": 2.0, \"original_max_position_embeddings\": 4}}";
+    CHECK(dir_make(dir) == 0);
+    char *path = path_join(dir, "config.json");
+    CHECK(file_write_atomic(path, config, strlen(config)) == 0);
+    free(path);
+    const int64_t C = 8, F = 12, Q = 8, KV = 4, V = 9;
+    char names[64][64];
+    struct st_write_entry e[64];
+    int n = 0;
+    T2("model.embed_tokens.weight", V, C);
+    for (int l = 0; l < 2; l++) {
+        char p[64];
+#define LN(s) (snprintf(p, sizeof p, "model.layers.%d.%s", l, s), p)
+        T1(LN("input_layernorm.weight"), C, 1.0f);
+        T2(LN("self_attn.q_proj.weight"), Q, C);
+        T1(LN("self_attn.q_proj.bias"), Q, 0.3f);
+        T2(LN("self_attn.k_proj.weight"), KV, C);
+        T1(LN("self_attn.k_proj.bias"), KV, 0.3f);
+        T2(LN("self_attn.v_proj.weight"), KV, C);
+        T1(LN("self_attn.v_proj.bias"), KV, 0.3f);
+        T2(LN("self_attn.o_proj.weight"), C, Q);
+        T1(LN("post_attention_layernorm.weight"), C, 1.0f);
+        T2(LN("mlp.gate_proj.weight"), F, C);
+        T2(LN("mlp.up_proj.weight"), F, C);
+        T2(LN("mlp.down_proj.weight"), C, F);
+    }
+    T1("model.norm.weight", C, 1.0f);
+    T2("lm_head.weight", V, C);
+    path = path_join(dir, "model.safetensors");
+    CHECK(safetensors_write(path, e, n, NULL, 0) == 0);
+    free(path);
+    for (int i = 0; i < n; i++) free((void *)e[i].data);
+}
+
 struct model_ctx {
     struct model *m;
     int32_t *inp, *tgt;
@@ -377,10 +427,9 @@ static double model_loss(void *p) {
     return 0.1 * model_forward(c->m, c->inp, c->tgt, c->mask, c->B, c->dp);
 }
 
-static void test_model(const char *dir, int full) {
-    static const char *const targets[] = {"q", "v", "mlp.c_fc"};
+static void test_model(const char *dir, int full, const char *const *targets, int32_t n_targets) {
     struct model_options o = {.dir = dir, .full = full, .max_batch = 2, .seq = 5, .targets = targets,
-                              .n_targets = 3, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9};
+                              .n_targets = n_targets, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9};
     struct model m;
     if (model_init(&m, &o)) {
         printf("model_init: %s FAIL\n", err_msg());
@@ -424,7 +473,13 @@ int main(void) {
     struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 8, .n_inner = 12,
                                .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};
     model_write(dir, &cfg);
-    test_model(dir, 0);
-    test_model(dir, 1);
+    static const char *const gpt2_targets[] = {"q", "v", "mlp.c_fc"};
+    test_model(dir, 0, gpt2_targets, 3);
+    test_model(dir, 1, NULL, 0);
+    const char *llama = scratch_dir("kernels_llama");
+    llama_write(llama);
+    static const char *const llama_targets[] = {"q_proj", "v_proj", "o_proj", "down_proj"};
+    test_model(llama, 0, llama_targets, 4);
+    test_model(llama, 1, NULL, 0);
     return check_finish();
 }
