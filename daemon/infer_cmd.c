@@ -40,8 +40,31 @@ void eval_defaults(Lorad__EvalSpec *spec) {
     spec->seq = 256;
 }
 
+/* Writes the logits of the first N samples of DS to PATH: float32 (N, T, V), C order. */
+static int logits_write(struct model *m, struct batch *b, const struct tokens *ds, int64_t n, const char *path) {
+    struct file_atomic fa;
+    if (file_atomic_open(&fa, path)) return -1;
+    int64_t *ids = xcalloc((size_t)b->cap, sizeof *ids);
+    const size_t row = (size_t)b->T * m->cfg.vocab_size * sizeof(float);
+    int rc = 0;
+    for (int64_t i = 0; i < n && rc == 0; i += b->cap) {
+        int32_t k = (int32_t)(n - i < b->cap ? n - i : b->cap);
+        for (int32_t j = 0; j < k; j++) ids[j] = i + j;
+        rc = batch_load(b, ds, ids, k);
+        if (rc == 0) model_forward(m, b->inp, NULL, NULL, k, NULL);
+        if (rc == 0) rc = file_atomic_write(&fa, m->logits, (size_t)k * row);
+    }
+    free(ids);
+    if (rc) {
+        file_atomic_abort(&fa);
+        return -1;
+    }
+    return file_atomic_commit(&fa);
+}
+
 int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
     if (!s->data[0]) return err_set("--data", "is required");
+    if (s->logits[0] && comm->size > 1) return err_set("--logits", "needs a single process (run without mpirun)");
     if (s->batch < 1 || s->seq < 1) return err_set(s->batch < 1 ? "--batch" : "--seq", "must be at least 1");
     threads_set(s->threads, comm);
     struct model m;
@@ -55,6 +78,7 @@ int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
     if (comm_agree(comm, rc != 0) == 0) {
         batch_init(&b, s->batch, s->seq);
         rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, &r);
+        if (rc == 0 && s->logits[0]) rc = logits_write(&m, &b, &ds, r.samples, s->logits);
         batch_free(&b);
     } else {
         rc = -1;

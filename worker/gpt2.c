@@ -46,7 +46,7 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
         {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->att, L * B * NH * T * T},
         {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
         {&a->fch, L * N * F},   {&a->fch_gelu, L * N * F},  {&a->residual3, L * N * C},
-        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&a->logits, N * V},
+        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&m->logits, N * V},
         {&a->losses, N},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
         {&a->tmp, N * C},       {&a->dqkv, N * 3 * C},      {&a->dfch, N * F},       {&a->dfch_gelu, N * F},
     };
@@ -108,8 +108,8 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
     }
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
-    linear_forward(&m->lm_head, a->logits, a->lnf, m->scratch, NULL, N);
-    return crossentropy_forward(a->logits, a->losses, tgt, mask, N, m->cfg.vocab_size);
+    linear_forward(&m->lm_head, m->logits, a->lnf, m->scratch, NULL, N);
+    return tgt ? crossentropy_forward(m->logits, a->losses, tgt, mask, N, m->cfg.vocab_size) : 0.0;
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
@@ -119,9 +119,9 @@ static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tg
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
-    crossentropy_backward(a->logits, tgt, mask, scale, N, m->cfg.vocab_size);
+    crossentropy_backward(m->logits, tgt, mask, scale, N, m->cfg.vocab_size);
     zero(a->dln, (size_t)N * C);
-    linear_backward(&m->lm_head, a->dln, a->logits, a->lnf, m->scratch, NULL, N);
+    linear_backward(&m->lm_head, a->dln, m->logits, a->lnf, m->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dln, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);

@@ -50,7 +50,7 @@ static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
         {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->att, L * B * NH * T * T},
         {&a->atty, L * N * Q},    {&a->residual2, L * N * C}, {&a->n2, L * N * C}, {&a->r2, L * N},
         {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, L * N * F},     {&a->residual3, L * N * C},
-        {&a->nf, N * C},          {&a->rf, N},            {&a->logits, N * V},    {&a->losses, N},
+        {&a->nf, N * C},          {&a->rf, N},            {&m->logits, N * V},    {&a->losses, N},
         {&a->cos, T * half},      {&a->sin, T * half},    {&a->dresid, N * C},    {&a->dln, N * C},
         {&a->tmp, N * C},         {&a->datty, N * Q},     {&a->dq, N * Q},        {&a->dk, N * KV},
         {&a->dv, N * KV},         {&a->dgate, N * F},     {&a->dup, N * F},       {&a->dh, N * F},
@@ -134,8 +134,8 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
     }
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
-    linear_forward(&m->lm_head, a->logits, a->nf, m->scratch, NULL, N);
-    return crossentropy_forward(a->logits, a->losses, tgt, mask, N, c->vocab_size);
+    linear_forward(&m->lm_head, m->logits, a->nf, m->scratch, NULL, N);
+    return tgt ? crossentropy_forward(m->logits, a->losses, tgt, mask, N, c->vocab_size) : 0.0;
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
@@ -179,9 +179,9 @@ static void llama_backward(struct model *m, const int32_t *inp, const int32_t *t
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int N = B * m->T, C = c->n_embd;
-    crossentropy_backward(a->logits, tgt, mask, scale, N, c->vocab_size);
+    crossentropy_backward(m->logits, tgt, mask, scale, N, c->vocab_size);
     zero(a->dln, (size_t)N * C);
-    linear_backward(&m->lm_head, a->dln, a->logits, a->nf, m->scratch, NULL, N);
+    linear_backward(&m->lm_head, a->dln, m->logits, a->nf, m->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_backward(a->dresid, m->dlnf_w, a->dln, last, m->lnf_w, a->rf, N, C);

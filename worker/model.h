@@ -56,7 +56,6 @@ struct gpt2_acts {
     float *fch, *fch_gelu;               /* (L,B,T,F) */
     float *residual3;                    /* (L,B,T,C) */
     float *lnf, *lnf_mean, *lnf_rstd;    /* (B,T,C), (B,T), (B,T) */
-    float *logits;                       /* (B,T,V): logits, probabilities, then gradient */
     float *losses;                       /* (B,T) */
     float *dresid, *dln, *datty, *tmp;   /* (B,T,C) */
     float *dqkv;                         /* (B,T,3C) */
@@ -75,7 +74,6 @@ struct llama_acts {
     float *gate, *up, *h;                /* (L,B,T,F): projections and SwiGLU */
     float *residual3;                    /* (L,B,T,C) */
     float *nf, *rf;                      /* (B,T,C), (B,T) */
-    float *logits;                       /* (B,T,V) */
     float *losses;                       /* (B,T) */
     float *cos, *sin;                    /* (T, hd/2) rotary tables */
     float *dresid, *dln, *tmp;           /* (B,T,C) */
@@ -109,6 +107,7 @@ struct model {
         struct gpt2_acts g;
         struct llama_acts l;
     } a;
+    float *logits;  /* (B,T,V): logits, then probabilities, then their gradient */
     float *lora_u;  /* every adapter's (B,T,r) */
     float *scratch; /* linear and attention scratch */
     int64_t n_params; /* every weight of the base model */
@@ -121,7 +120,8 @@ int model_init(struct model *m, const struct model_options *o);
 void model_free(struct model *m);
 
 /* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted.
- * Returns the sum of the counted losses. DP may be NULL (no dropout). */
+ * Returns the sum of the counted losses. DP may be NULL (no dropout). With TGT NULL
+ * it stops at the logits, left in m->logits (B,T,V), and returns 0. */
 double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
                      const struct dropout *dp);
 /* Backward of SCALE * (sum of counted losses) of the last forward; accumulates into the
