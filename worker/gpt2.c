@@ -33,7 +33,10 @@ static int32_t gpt2_weights_plan(struct model *m, struct weight_ref *refs) {
     }
     weight_ref_add(refs, &n, "transformer.ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
     weight_ref_add(refs, &n, "transformer.ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
-    m->lm_head = (struct linear){.in = C, .out = c->vocab_size, .layout = GEMM_LAYOUT_OUT_IN};
+    /* the head is wte; only its sizes are set here, its pointers may already be bound */
+    m->lm_head.in = C;
+    m->lm_head.out = c->vocab_size;
+    m->lm_head.layout = GEMM_LAYOUT_OUT_IN;
     return n;
 }
 

@@ -34,8 +34,10 @@ static int32_t llama_weights_plan(struct model *m, struct weight_ref *refs) {
 #undef NAME
     }
     weight_ref_add(refs, &n, "model.norm.weight", C, 0, &m->lnf_w, &m->dlnf_w);
-    m->lm_head = (struct linear){.in = C, .out = c->vocab_size, .layout = lay};
     if (!c->tied) weight_ref_linear(refs, &n, "lm_head", &m->lm_head, C, c->vocab_size, lay, 0);
+    m->lm_head.in = C; /* tied: the sizes only, its pointers are wte's */
+    m->lm_head.out = c->vocab_size;
+    m->lm_head.layout = lay;
     return n;
 }
 
