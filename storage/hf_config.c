@@ -187,6 +187,7 @@ static int llama_switches(struct model_config *cfg, const json_t *root, const ch
     if (mlp_bias) return err_set(file, "\"mlp_bias\": true is not supported");
     cfg->tied = tied;
     cfg->qkv_bias = bias;
+    cfg->o_bias = bias && strcmp(type, "qwen2") != 0; /* Qwen2 biases q, k and v only */
     int32_t use_sliding = strcmp(type, "qwen2") != 0; /* Qwen2 enables its window explicitly */
     if (jsonio_get_bool(root, "use_sliding_window", file, &use_sliding) < 0) return -1;
     if (use_sliding && jsonio_get_i32(root, "sliding_window", file, &sliding) < 0) return -1;

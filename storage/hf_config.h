@@ -27,6 +27,7 @@ struct model_config {
     float layer_norm_eps; /* layer_norm_epsilon (GPT-2) or rms_norm_eps (Llama) */
     int32_t tied;         /* the LM head is the token embedding */
     int32_t qkv_bias;     /* q, k and v projections have biases (Qwen2, attention_bias) */
+    int32_t o_bias;       /* so does o_proj (Llama and Mistral with attention_bias) */
     int32_t sliding_window; /* Mistral's attention window; 0: none */
     double rope_theta;
     double rope_factor;   /* Llama 3 rope scaling; 0: none */

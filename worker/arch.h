@@ -21,6 +21,12 @@ struct weight_ref {
     float **g;
 };
 
+/* The weights a family lists: N of at most CAP. */
+struct weight_refs {
+    struct weight_ref *r;
+    int32_t n, cap;
+};
+
 /* One activation tensor of N floats in the model's block. */
 struct act_slot {
     float **p;
@@ -33,9 +39,9 @@ struct arch {
     const char *const *site_names; /* their module names within a layer */
     int32_t fused_qkv;             /* the site where q/k/v slice targets apply, or -1 */
     const char *targets_hint;      /* for "--targets matches nothing" */
-    int32_t max_refs_per_layer;    /* bounds weights_plan's output */
+    int32_t max_refs_per_layer;    /* the most weights a layer can have */
     /* Lists every weight with its expected shape (and sets each linear's sizes). */
-    int32_t (*weights_plan)(struct model *m, struct weight_ref *refs);
+    void (*weights_plan)(struct model *m, struct weight_refs *refs);
     /* Lists the activation tensors for the model's B and T; returns the count. */
     int32_t (*acts_plan)(struct model *m, struct act_slot *slots);
     /* Fills what the activations need once (rotary tables). */
@@ -50,12 +56,13 @@ struct arch {
 
 extern const struct arch arch_gpt2, arch_llama;
 
+/* Room for every weight M's family may list; free refs->r. */
+void weight_refs_alloc(const struct model *m, struct weight_refs *refs);
 /* Adds a weight to REFS (D1 = 0: one dimension). */
-void weight_ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1, const float **w,
-                    float **g);
+void weight_ref_add(struct weight_refs *refs, const char *name, int64_t d0, int64_t d1, const float **w, float **g);
 /* A layer's linear NAME (".weight" and, with BIAS, ".bias") of IN -> OUT features,
  * stored as LAYOUT. */
-void weight_ref_linear(struct weight_ref *refs, int32_t *n, const char *name, struct linear *lin, int32_t in,
-                       int32_t out, enum gemm_layout layout, int bias);
+void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear *lin, int32_t in, int32_t out,
+                       enum gemm_layout layout, int bias);
 
 #endif

@@ -11,33 +11,31 @@
 #include "arch.h"
 #include "kernels.h"
 
-static int32_t gpt2_weights_plan(struct model *m, struct weight_ref *refs) {
+static void gpt2_weights_plan(struct model *m, struct weight_refs *refs) {
     const struct model_config *c = &m->cfg;
     const int32_t C = c->n_embd, F = c->n_inner;
-    int32_t n = 0;
-    weight_ref_add(refs, &n, "transformer.wte.weight", c->vocab_size, C, &m->wte, &m->dwte);
-    weight_ref_add(refs, &n, "transformer.wpe.weight", c->n_positions, C, &m->wpe, &m->dwpe);
+    weight_ref_add(refs, "transformer.wte.weight", c->vocab_size, C, &m->wte, &m->dwte);
+    weight_ref_add(refs, "transformer.wpe.weight", c->n_positions, C, &m->wpe, &m->dwpe);
     for (int l = 0; l < c->n_layer; l++) {
         struct layer *L = &m->layers[l];
         char name[96];
 #define NAME(suffix) (snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix), name)
-        weight_ref_add(refs, &n, NAME("ln_1.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
-        weight_ref_add(refs, &n, NAME("ln_1.bias"), C, 0, &L->norm1_b, &L->dnorm1_b);
-        weight_ref_linear(refs, &n, NAME("attn.c_attn"), &L->lin[GPT2_ATTN], C, 3 * C, GEMM_LAYOUT_IN_OUT, 1);
-        weight_ref_linear(refs, &n, NAME("attn.c_proj"), &L->lin[GPT2_PROJ], C, C, GEMM_LAYOUT_IN_OUT, 1);
-        weight_ref_add(refs, &n, NAME("ln_2.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
-        weight_ref_add(refs, &n, NAME("ln_2.bias"), C, 0, &L->norm2_b, &L->dnorm2_b);
-        weight_ref_linear(refs, &n, NAME("mlp.c_fc"), &L->lin[GPT2_FC], C, F, GEMM_LAYOUT_IN_OUT, 1);
-        weight_ref_linear(refs, &n, NAME("mlp.c_proj"), &L->lin[GPT2_FCPROJ], F, C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_add(refs, NAME("ln_1.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
+        weight_ref_add(refs, NAME("ln_1.bias"), C, 0, &L->norm1_b, &L->dnorm1_b);
+        weight_ref_linear(refs, NAME("attn.c_attn"), &L->lin[GPT2_ATTN], C, 3 * C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("attn.c_proj"), &L->lin[GPT2_PROJ], C, C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_add(refs, NAME("ln_2.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
+        weight_ref_add(refs, NAME("ln_2.bias"), C, 0, &L->norm2_b, &L->dnorm2_b);
+        weight_ref_linear(refs, NAME("mlp.c_fc"), &L->lin[GPT2_FC], C, F, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("mlp.c_proj"), &L->lin[GPT2_FCPROJ], F, C, GEMM_LAYOUT_IN_OUT, 1);
 #undef NAME
     }
-    weight_ref_add(refs, &n, "transformer.ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
-    weight_ref_add(refs, &n, "transformer.ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
+    weight_ref_add(refs, "transformer.ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
+    weight_ref_add(refs, "transformer.ln_f.bias", C, 0, &m->lnf_b, &m->dlnf_b);
     /* the head is wte; only its sizes are set here, its pointers may already be bound */
     m->lm_head.in = C;
     m->lm_head.out = c->vocab_size;
     m->lm_head.layout = GEMM_LAYOUT_OUT_IN;
-    return n;
 }
 
 static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {

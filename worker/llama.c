@@ -12,33 +12,31 @@
 #include "arch.h"
 #include "kernels.h"
 
-static int32_t llama_weights_plan(struct model *m, struct weight_ref *refs) {
+static void llama_weights_plan(struct model *m, struct weight_refs *refs) {
     const struct model_config *c = &m->cfg;
     const int32_t C = c->n_embd, F = c->n_inner, Q = c->n_head * c->head_dim, KV = c->n_kv_head * c->head_dim;
     const enum gemm_layout lay = GEMM_LAYOUT_OUT_IN;
-    int32_t n = 0;
-    weight_ref_add(refs, &n, "model.embed_tokens.weight", c->vocab_size, C, &m->wte, &m->dwte);
+    weight_ref_add(refs, "model.embed_tokens.weight", c->vocab_size, C, &m->wte, &m->dwte);
     for (int l = 0; l < c->n_layer; l++) {
         struct layer *L = &m->layers[l];
         char name[96];
 #define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
-        weight_ref_add(refs, &n, NAME("input_layernorm.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
-        weight_ref_linear(refs, &n, NAME("self_attn.q_proj"), &L->lin[LLAMA_Q], C, Q, lay, c->qkv_bias);
-        weight_ref_linear(refs, &n, NAME("self_attn.k_proj"), &L->lin[LLAMA_K], C, KV, lay, c->qkv_bias);
-        weight_ref_linear(refs, &n, NAME("self_attn.v_proj"), &L->lin[LLAMA_V], C, KV, lay, c->qkv_bias);
-        weight_ref_linear(refs, &n, NAME("self_attn.o_proj"), &L->lin[LLAMA_O], Q, C, lay, 0);
-        weight_ref_add(refs, &n, NAME("post_attention_layernorm.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
-        weight_ref_linear(refs, &n, NAME("mlp.gate_proj"), &L->lin[LLAMA_GATE], C, F, lay, 0);
-        weight_ref_linear(refs, &n, NAME("mlp.up_proj"), &L->lin[LLAMA_UP], C, F, lay, 0);
-        weight_ref_linear(refs, &n, NAME("mlp.down_proj"), &L->lin[LLAMA_DOWN], F, C, lay, 0);
+        weight_ref_add(refs, NAME("input_layernorm.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
+        weight_ref_linear(refs, NAME("self_attn.q_proj"), &L->lin[LLAMA_Q], C, Q, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.k_proj"), &L->lin[LLAMA_K], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.v_proj"), &L->lin[LLAMA_V], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.o_proj"), &L->lin[LLAMA_O], Q, C, lay, c->o_bias);
+        weight_ref_add(refs, NAME("post_attention_layernorm.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
+        weight_ref_linear(refs, NAME("mlp.gate_proj"), &L->lin[LLAMA_GATE], C, F, lay, 0);
+        weight_ref_linear(refs, NAME("mlp.up_proj"), &L->lin[LLAMA_UP], C, F, lay, 0);
+        weight_ref_linear(refs, NAME("mlp.down_proj"), &L->lin[LLAMA_DOWN], F, C, lay, 0);
 #undef NAME
     }
-    weight_ref_add(refs, &n, "model.norm.weight", C, 0, &m->lnf_w, &m->dlnf_w);
-    if (!c->tied) weight_ref_linear(refs, &n, "lm_head", &m->lm_head, C, c->vocab_size, lay, 0);
+    weight_ref_add(refs, "model.norm.weight", C, 0, &m->lnf_w, &m->dlnf_w);
+    if (!c->tied) weight_ref_linear(refs, "lm_head", &m->lm_head, C, c->vocab_size, lay, 0);
     m->lm_head.in = C; /* tied: the sizes only, its pointers are wte's */
     m->lm_head.out = c->vocab_size;
     m->lm_head.layout = lay;
-    return n;
 }
 
 static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
@@ -230,7 +228,7 @@ const struct arch arch_llama = {
     .site_names = llama_sites,
     .fused_qkv = -1,
     .targets_hint = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear",
-    .max_refs_per_layer = 12,
+    .max_refs_per_layer = 14,
     .weights_plan = llama_weights_plan,
     .acts_plan = llama_acts_plan,
     .acts_init = llama_acts_init,

@@ -18,9 +18,15 @@
 #include "peft.h"
 #include "rng.h"
 
-void weight_ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64_t d0, int64_t d1, const float **w,
-                    float **g) {
-    struct weight_ref *r = &refs[(*n)++];
+void weight_refs_alloc(const struct model *m, struct weight_refs *refs) {
+    refs->cap = 4 + m->arch->max_refs_per_layer * m->cfg.n_layer;
+    refs->r = xcalloc((size_t)refs->cap, sizeof *refs->r);
+    refs->n = 0;
+}
+
+void weight_ref_add(struct weight_refs *refs, const char *name, int64_t d0, int64_t d1, const float **w, float **g) {
+    CHECK(refs->n < refs->cap);
+    struct weight_ref *r = &refs->r[refs->n++];
     snprintf(r->name, sizeof r->name, "%s", name);
     r->ndim = d1 ? 2 : 1;
     r->shape[0] = d0;
@@ -29,17 +35,17 @@ void weight_ref_add(struct weight_ref *refs, int32_t *n, const char *name, int64
     r->g = g;
 }
 
-void weight_ref_linear(struct weight_ref *refs, int32_t *n, const char *name, struct linear *lin, int32_t in,
-                       int32_t out, enum gemm_layout layout, int bias) {
+void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear *lin, int32_t in, int32_t out,
+                       enum gemm_layout layout, int bias) {
     char full[96];
     snprintf(full, sizeof full, "%s.weight", name);
     if (layout == GEMM_LAYOUT_IN_OUT)
-        weight_ref_add(refs, n, full, in, out, &lin->w, &lin->dw);
+        weight_ref_add(refs, full, in, out, &lin->w, &lin->dw);
     else
-        weight_ref_add(refs, n, full, out, in, &lin->w, &lin->dw);
+        weight_ref_add(refs, full, out, in, &lin->w, &lin->dw);
     if (bias) {
         snprintf(full, sizeof full, "%s.bias", name);
-        weight_ref_add(refs, n, full, out, 0, &lin->b, &lin->db);
+        weight_ref_add(refs, full, out, 0, &lin->b, &lin->db);
     }
     lin->in = in;
     lin->out = out;
@@ -210,8 +216,11 @@ static void acts_alloc(struct model *m) {
 }
 
 static int weights_load(struct model *m, const struct model_options *o, int32_t *entry_a) {
-    struct weight_ref *refs = xcalloc(4 + (size_t)m->arch->max_refs_per_layer * m->cfg.n_layer, sizeof *refs);
-    int32_t n = m->arch->weights_plan(m, refs);
+    struct weight_refs list;
+    weight_refs_alloc(m, &list);
+    m->arch->weights_plan(m, &list);
+    struct weight_ref *refs = list.r;
+    int32_t n = list.n;
     const struct st_tensor **found = xcalloc((size_t)n, sizeof *found);
     int32_t *entry = xmalloc((size_t)n * sizeof *entry);
     int rc = weights_find(m, refs, n, found);
@@ -339,8 +348,11 @@ int model_write_random(const struct model_config *cfg, uint64_t seed, const char
     CHECK(cfg->arch == MODEL_ARCH_GPT2);
     struct model m = {.cfg = *cfg, .arch = &arch_gpt2};
     m.layers = xcalloc((size_t)cfg->n_layer, sizeof *m.layers);
-    struct weight_ref *refs = xcalloc(4 + (size_t)m.arch->max_refs_per_layer * cfg->n_layer, sizeof *refs);
-    int32_t n = m.arch->weights_plan(&m, refs);
+    struct weight_refs list;
+    weight_refs_alloc(&m, &list);
+    m.arch->weights_plan(&m, &list);
+    struct weight_ref *refs = list.r;
+    int32_t n = list.n;
     int64_t total = 0;
     for (int32_t i = 0; i < n; i++) total += ref_numel(&refs[i]);
     m.frozen = xmalloc((size_t)total * sizeof(float));
@@ -364,12 +376,14 @@ int model_write_random(const struct model_config *cfg, uint64_t seed, const char
 struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype, int32_t *n) {
     /* weights_plan records where each pointer lives; here the values are only read */
     struct model view = *m;
-    const size_t most = 4 + (size_t)m->arch->max_refs_per_layer * m->cfg.n_layer;
-    struct weight_ref *refs = xcalloc(most, sizeof *refs);
-    *n = m->arch->weights_plan(&view, refs);
+    struct weight_refs list;
+    weight_refs_alloc(m, &list);
+    m->arch->weights_plan(&view, &list);
+    struct weight_ref *refs = list.r;
+    *n = list.n;
     /* the entries and their names in one allocation, released with free() */
-    struct st_write_entry *e = xcalloc(most, sizeof *e + 96);
-    char (*names)[96] = (char (*)[96])(e + most);
+    struct st_write_entry *e = xcalloc((size_t)list.cap, sizeof *e + 96);
+    char (*names)[96] = (char (*)[96])(e + list.cap);
     for (int32_t i = 0; i < *n; i++) {
         snprintf(names[i], sizeof names[0], "%s", refs[i].name);
         e[i] = (struct st_write_entry){.name = names[i], .data = *refs[i].w, .ndim = refs[i].ndim,
