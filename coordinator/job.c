@@ -9,12 +9,9 @@
 
 #include "error.h"
 
-static char *default_targets[] = {"c_attn"};
-
 void job_defaults(Lorad__JobSpec *job) {
     lorad__job_spec__init(job);
-    job->n_targets = 1;
-    job->targets = default_targets;
+    /* no targets: the family's PEFT default (c_attn; q_proj,v_proj), chosen by the model */
     job->rank = 8;
     job->alpha = 8.0;
     job->init = LORAD__INIT__INIT_KAIMING;
@@ -92,7 +89,6 @@ int job_validate(const Lorad__JobSpec *job) {
     if (full && job->init_adapter[0]) return err_set("--init-adapter", "has no meaning with --mode full");
     if (full && (job->dropout > 0 || job->rslora))
         return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
-    if (!full && job->n_targets == 0) return err_set("--targets", "is empty");
     return 0;
 }
 

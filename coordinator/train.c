@@ -114,8 +114,7 @@ static int setup_local(struct train *t) {
     int32_t cap = (int32_t)(((int64_t)job->batch + t->comm->size - 1) / t->comm->size);
     batch_init(&t->batch, cap, job->seq);
     t->ids = xcalloc((size_t)cap, sizeof *t->ids);
-    t->meta = (struct export_meta){.targets = (const char *const *)job->targets, .n_targets = (int32_t)job->n_targets,
-                                   .base = job->model, .dropout = (float)job->dropout};
+    t->meta = (struct export_meta){.base = job->model, .dropout = (float)job->dropout};
     if (t->comm->rank != 0) return 0;
     if (dir_make(job->out) || resume_local(t)) return -1;
     if (metrics_open(&t->metrics, job->out, job->steps, job->log_every, t->rs.step)) return -1;

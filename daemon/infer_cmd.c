@@ -20,7 +20,7 @@
 /* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
 static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
     if (!model_dir[0]) return err_set("--model", "is required");
-    struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .max_batch = B, .seq = T};
+    struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .inference = 1, .max_batch = B, .seq = T};
     if (model_init(m, &o)) return -1;
     if (adapter[0] && model_merge_adapter(m, adapter)) {
         model_free(m);

@@ -39,6 +39,8 @@ struct arch {
     const char *const *site_names; /* their module names within a layer */
     int32_t fused_qkv;             /* the site where q/k/v slice targets apply, or -1 */
     const char *targets_hint;      /* for "--targets matches nothing" */
+    const char *const *default_targets; /* PEFT's default for the family */
+    int32_t n_default_targets;
     int32_t max_refs_per_layer;    /* the most weights a layer can have */
     /* Lists every weight with its expected shape (and sets each linear's sizes). */
     void (*weights_plan)(struct model *m, struct weight_refs *refs);

@@ -98,11 +98,11 @@ static void config_build(const struct model *m, const struct export_meta *meta, 
     cfg->fan_in_fan_out = m->cfg.arch == MODEL_ARCH_GPT2; /* Conv1D weights are [in, out] */
     cfg->lora_dropout = meta->dropout;
     cfg->base_model = meta->base ? xstrdup(meta->base) : NULL;
-    cfg->target_modules = xcalloc((size_t)meta->n_targets + 5, sizeof(char *));
+    cfg->target_modules = xcalloc((size_t)m->n_targets + 8, sizeof(char *));
     int sliced = 0;
     for (int32_t i = 0; i < n_mods; i++) sliced |= mods[i].sliced;
-    for (int32_t i = 0; i < meta->n_targets; i++) {
-        const char *t = meta->targets[i];
+    for (int32_t i = 0; i < m->n_targets; i++) {
+        const char *t = m->targets[i];
         if (!strcmp(t, "q") || !strcmp(t, "k") || !strcmp(t, "v")) continue;
         if (strcmp(t, "all-linear") == 0) {
             /* PEFT reads "all-linear" only as the whole value: name the modules */

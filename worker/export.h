@@ -16,11 +16,8 @@
 
 #include "model.h"
 
-/* What the PEFT config records beyond the model: the user's targets, the base model's
- * name, the dropout. */
+/* What the PEFT config records beyond the model: the base model's name, the dropout. */
 struct export_meta {
-    const char *const *targets;
-    int32_t n_targets;
     const char *base;
     float dropout;
 };

@@ -176,6 +176,7 @@ static void gpt2_decode(struct decoder *d, int32_t token) {
 }
 
 static const char *const gpt2_sites[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};
+static const char *const gpt2_default_targets[] = {"c_attn"};
 
 const struct arch arch_gpt2 = {
     .site_fmt = "transformer.h.%d.%s",
@@ -183,6 +184,8 @@ const struct arch arch_gpt2 = {
     .site_names = gpt2_sites,
     .fused_qkv = GPT2_ATTN,
     .targets_hint = "c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj, q, k, v, all-linear",
+    .default_targets = gpt2_default_targets,
+    .n_default_targets = 1,
     .max_refs_per_layer = 12,
     .weights_plan = gpt2_weights_plan,
     .acts_plan = gpt2_acts_plan,

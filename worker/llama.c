@@ -222,12 +222,16 @@ static const char *const llama_sites[] = {"self_attn.q_proj", "self_attn.k_proj"
                                           "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
                                           "mlp.down_proj"};
 
+static const char *const llama_default_targets[] = {"q_proj", "v_proj"};
+
 const struct arch arch_llama = {
     .site_fmt = "model.layers.%d.%s",
     .n_sites = 7,
     .site_names = llama_sites,
     .fused_qkv = -1,
     .targets_hint = "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, all-linear",
+    .default_targets = llama_default_targets,
+    .n_default_targets = 2,
     .max_refs_per_layer = 14,
     .weights_plan = llama_weights_plan,
     .acts_plan = llama_acts_plan,

@@ -136,14 +136,16 @@ static void adapter_add(struct model *m, int32_t site, const char *module, int s
 
 /* Matches the targets against every site and creates the adapters. */
 static int adapters_plan(struct model *m, const struct model_options *o) {
-    int32_t *hits = xcalloc((size_t)o->n_targets + 1, sizeof *hits);
+    m->targets = o->n_targets ? o->targets : m->arch->default_targets;
+    m->n_targets = o->n_targets ? o->n_targets : m->arch->n_default_targets;
+    int32_t *hits = xcalloc((size_t)m->n_targets + 1, sizeof *hits);
     m->adapters = xcalloc((size_t)m->n_sites * 3, sizeof *m->adapters);
     int rc = 0;
     for (int s = 0; s < m->n_sites && rc == 0; s++) {
         char module[96];
         model_site_path(m, s, module, sizeof module);
         struct linear *lin = m->sites[s];
-        int match = lora_match(o->targets, o->n_targets, module, s % m->arch->n_sites == m->arch->fused_qkv, hits);
+        int match = lora_match(m->targets, m->n_targets, module, s % m->arch->n_sites == m->arch->fused_qkv, hits);
         if ((match & LORA_MATCH_WHOLE) && (match & ~LORA_MATCH_WHOLE)) {
             rc = err_set("--targets", "%s is targeted both whole and as q/k/v slices", module);
             break;
@@ -152,9 +154,9 @@ static int adapters_plan(struct model *m, const struct model_options *o) {
         for (int k = 0; k < 3; k++)
             if (match & (1 << k)) adapter_add(m, s, module, k, lin->out / 3, k * (lin->out / 3));
     }
-    for (int32_t i = 0; i < o->n_targets && rc == 0; i++)
+    for (int32_t i = 0; i < m->n_targets && rc == 0; i++)
         if (!hits[i]) {
-            err_set("--targets", "'%s' matches no module of this model", o->targets[i]);
+            err_set("--targets", "'%s' matches no module of this model", m->targets[i]);
             rc = err_hint("this model's modules: %s", m->arch->targets_hint);
         }
     free(hits);
@@ -224,7 +226,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     const struct st_tensor **found = xcalloc((size_t)n, sizeof *found);
     int32_t *entry = xmalloc((size_t)n * sizeof *entry);
     int rc = weights_find(m, refs, n, found);
-    if (rc == 0 && !o->full) rc = adapters_plan(m, o);
+    if (rc == 0 && !o->full && !o->inference) rc = adapters_plan(m, o);
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
             entry[i] = o->full ? trainable_add(&m->tr, refs[i].name, refs[i].ndim, refs[i].shape) : -1;

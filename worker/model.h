@@ -19,9 +19,10 @@ struct model_options {
     const char *dir;              /* HF model directory */
     int full;                     /* train every weight instead of adapters */
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
+    int inference;                /* nothing trains: no adapters, no trainable block */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T */
-    const char *const *targets;   /* LoRA targets (ignored in full mode) */
+    const char *const *targets;   /* LoRA targets (ignored in full mode); none: PEFT's default */
     int32_t n_targets;
     int32_t rank;
     float alpha;
@@ -95,6 +96,8 @@ struct model {
     struct linear lm_head; /* tied to wte, or its own weight */
     struct linear **sites; /* the linears adapters may attach to, in file order */
     int32_t n_sites;
+    const char *const *targets; /* the LoRA targets in force (the options' or the family's default) */
+    int32_t n_targets;
     struct lora_adapter *adapters;
     int32_t n_adapters;
     int32_t rank;
