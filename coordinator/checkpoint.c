@@ -177,10 +177,10 @@ static int mismatch(const char *flag, const char *now, const char *saved) {
     return err_hint("a resumed run keeps its base model, mode, targets, rank, alpha, rsLoRA and --seq");
 }
 
-static void targets_text(const Lorad__JobSpec *j, char *buf, size_t n) {
+/* A repeated string field as "a,b,c". */
+static void list_text(char *const *items, size_t count, char *buf, size_t n) {
     buf[0] = '\0';
-    for (size_t i = 0; i < j->n_targets; i++)
-        snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? "," : "", j->targets[i]);
+    for (size_t i = 0; i < count; i++) snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? "," : "", items[i]);
 }
 
 static int shape_check(const Lorad__JobSpec *job, const Lorad__JobSpec *saved) {
@@ -192,9 +192,15 @@ static int shape_check(const Lorad__JobSpec *job, const Lorad__JobSpec *saved) {
         return mismatch("--seq", a, b);
     }
     if (job->mode == LORAD__MODE__MODE_FULL) return 0;
-    targets_text(job, a, sizeof a);
-    targets_text(saved, b, sizeof b);
+    list_text(job->targets, job->n_targets, a, sizeof a);
+    list_text(saved->targets, saved->n_targets, b, sizeof b);
     if (strcmp(a, b)) return mismatch("--targets", a, b);
+    list_text(job->rank_pattern, job->n_rank_pattern, a, sizeof a);
+    list_text(saved->rank_pattern, saved->n_rank_pattern, b, sizeof b);
+    if (strcmp(a, b)) return mismatch("--rank-pattern", a, b);
+    list_text(job->alpha_pattern, job->n_alpha_pattern, a, sizeof a);
+    list_text(saved->alpha_pattern, saved->n_alpha_pattern, b, sizeof b);
+    if (strcmp(a, b)) return mismatch("--alpha-pattern", a, b);
     if (job->rank != saved->rank || job->alpha != saved->alpha || job->rslora != saved->rslora) {
         snprintf(a, sizeof a, "rank %d alpha %g%s", job->rank, job->alpha, job->rslora ? " rslora" : "");
         snprintf(b, sizeof b, "rank %d alpha %g%s", saved->rank, saved->alpha, saved->rslora ? " rslora" : "");

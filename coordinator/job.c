@@ -6,6 +6,8 @@
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 
@@ -52,6 +54,45 @@ static int need_path(const char *path, const char *flag) {
     return err_hint("lorad train --help lists the flags");
 }
 
+/* One MODULE=VALUE item of FLAG into P, its key copied to KEY: a rank (an integer, at
+ * least 1) or an alpha (positive). */
+static int pattern_parse(const char *flag, const char *item, int is_rank, struct peft_pattern *p, char *key) {
+    const char *eq = strchr(item, '=');
+    char *end = NULL;
+    double v = eq ? strtod(eq + 1, &end) : 0;
+    if (!eq || eq == item || !end || *end || end == eq + 1 || !(v > 0 && v < FLT_MAX) || (is_rank && v != (int32_t)v)) {
+        err_set(flag, "'%s' is not MODULE=%s", item, is_rank ? "RANK" : "ALPHA");
+        return err_hint("e.g. %s q_proj=%s,down_proj=%s", flag, is_rank ? "16" : "32", is_rank ? "4" : "8");
+    }
+    memcpy(key, item, (size_t)(eq - item));
+    key[eq - item] = '\0';
+    *p = (struct peft_pattern){.key = key, .r = is_rank ? (int32_t)v : 0, .alpha = is_rank ? 0 : v};
+    return 0;
+}
+
+int job_patterns(const Lorad__JobSpec *job, struct peft_pattern **out, int32_t *n) {
+    const size_t count = job->n_rank_pattern + job->n_alpha_pattern;
+    size_t chars = 0;
+    for (size_t i = 0; i < count; i++)
+        chars += strlen(i < job->n_rank_pattern ? job->rank_pattern[i] : job->alpha_pattern[i - job->n_rank_pattern]) + 1;
+    /* the patterns, then their keys, in one allocation */
+    *out = xcalloc(1, (count + 1) * sizeof **out + chars + 1);
+    char *keys = (char *)(*out + count + 1);
+    *n = 0;
+    for (size_t i = 0; i < count; i++) {
+        int is_rank = i < job->n_rank_pattern;
+        const char *item = is_rank ? job->rank_pattern[i] : job->alpha_pattern[i - job->n_rank_pattern];
+        if (pattern_parse(is_rank ? "--rank-pattern" : "--alpha-pattern", item, is_rank, &(*out)[*n], keys)) {
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+        keys += strlen(keys) + 1;
+        (*n)++;
+    }
+    return 0;
+}
+
 int job_validate(const Lorad__JobSpec *job) {
     if (need_path(job->model, "--model") || need_path(job->data, "--data") || need_path(job->out, "--out"))
         return -1;
@@ -87,6 +128,11 @@ int job_validate(const Lorad__JobSpec *job) {
         return err_hint("choose a micro-batch that divides the batch");
     }
     if (full && job->init_adapter[0]) return err_set("--init-adapter", "has no meaning with --mode full");
+    struct peft_pattern *patterns;
+    int32_t n_patterns;
+    if (job_patterns(job, &patterns, &n_patterns)) return -1;
+    free(patterns);
+    if (full && n_patterns) return err_set("--rank-pattern", "applies to LoRA adapters; --mode full has none");
     if (full && (job->dropout > 0 || job->rslora))
         return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
     return 0;

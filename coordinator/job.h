@@ -6,11 +6,16 @@
 #define LORAD_JOB_H
 
 #include "lorad.pb-c.h"
+#include "peft.h"
 
 /* Fills every field with lorad's default (PEFT's and HF Trainer's where they exist). */
 void job_defaults(Lorad__JobSpec *job);
 /* Checks ranges and combinations; -1 with an error naming the flag. */
 int job_validate(const Lorad__JobSpec *job);
+/* The job's --rank-pattern and --alpha-pattern items (MODULE=VALUE) as PEFT patterns,
+ * rank items first; keys point into JOB; the caller frees *OUT. -1 with an error naming
+ * the flag when an item is malformed. */
+int job_patterns(const Lorad__JobSpec *job, struct peft_pattern **out, int32_t *n);
 /* Sequences per forward: --micro-batch, or --batch when 0. */
 int32_t job_micro_batch(const Lorad__JobSpec *job);
 /* The learning rate of step STEP (0-based) under the job's schedule and warmup, with

@@ -49,6 +49,7 @@ struct train {
     struct metrics metrics;
     struct fault fault;
     struct export_meta meta;
+    struct peft_pattern *patterns; /* --rank-pattern and --alpha-pattern, for the model */
     struct run_state rs;
     double t0;
     double last_ckpt; /* rank 0: when the last checkpoint was written */
@@ -74,6 +75,8 @@ static int train_model_load(struct train *t) {
         .init_gaussian = job->init == LORAD__INIT__INIT_GAUSSIAN,
         .seed = job->seed,
     };
+    if (job_patterns(job, &t->patterns, &o.n_patterns)) return -1;
+    o.patterns = t->patterns;
     if (model_init(&t->model, &o)) return -1;
     if (job->init_adapter && job->init_adapter[0]) return adapter_import(&t->model, job->init_adapter);
     return 0;
@@ -236,6 +239,7 @@ static void train_free(struct train *t) {
     if (t->has_val) tokens_close(&t->val);
     tokens_close(&t->data);
     model_free(&t->model);
+    free(t->patterns);
 }
 
 /* Whether step S (0-based, just done) ends with a checkpoint. */

@@ -25,7 +25,7 @@ static int32_t modules_collect(const struct model *m, struct peft_module *mods) 
     for (int32_t s = 0; s < m->n_sites; s++) {
         const struct linear *lin = m->sites[s];
         if (!lin->n_lora) continue;
-        mods[n++] = (struct peft_module){.lin = lin, .r = lin->n_lora * m->rank, .sliced = lin->lora[0]->slice >= 0};
+        mods[n++] = (struct peft_module){.lin = lin, .r = lin->n_lora * lin->lora[0]->r, .sliced = lin->lora[0]->slice >= 0};
     }
     return n;
 }
@@ -80,12 +80,49 @@ static int module_blocks_only(const struct peft_module *pm) {
     return 1;
 }
 
-static double model_scale(const struct model *m) { return peft_scale(m->alpha, m->rank, m->rslora); }
-
 static void target_add(struct peft_config *cfg, const char *t) {
     for (int32_t i = 0; i < cfg->n_targets; i++)
         if (strcmp(cfg->target_modules[i], t) == 0) return;
     cfg->target_modules[cfg->n_targets++] = xstrdup(t);
+}
+
+/* The rank n·r and the alpha that keep a sliced module's scale as one PEFT adapter. */
+static struct peft_pattern sliced_pattern(const struct model *m, const struct peft_module *pm) {
+    const struct lora_adapter *ad = pm->lin->lora[0];
+    struct peft_config rule = {.r = m->rank, .lora_alpha = m->alpha, .use_rslora = m->rslora,
+                               .patterns = (struct peft_pattern *)m->patterns, .n_patterns = m->n_patterns};
+    int32_t r;
+    double alpha;
+    peft_module_rank_alpha(&rule, ad->module, &r, &alpha);
+    double scale = peft_scale(alpha, r, m->rslora);
+    /* keyed by the path without "transformer.", which PEFT's suffix rule matches */
+    const char *key = strncmp(ad->module, "transformer.", 12) ? ad->module : ad->module + 12;
+    return (struct peft_pattern){.key = (char *)key, .r = pm->r,
+                                 .alpha = scale * (m->rslora ? sqrt((double)pm->r) : (double)pm->r)};
+}
+
+/* The patterns of CFG: first the sliced modules' (one "c_attn" entry when they all
+ * agree, one per module otherwise), then the user's, so PEFT's first match is right. */
+static void patterns_build(const struct model *m, const struct peft_module *mods, int32_t n_mods,
+                           struct peft_config *cfg) {
+    cfg->patterns = xcalloc((size_t)(n_mods + m->n_patterns) + 1, sizeof *cfg->patterns);
+    int32_t first = -1, uniform = 1;
+    for (int32_t i = 0; i < n_mods; i++) {
+        if (!mods[i].sliced) continue;
+        struct peft_pattern p = sliced_pattern(m, &mods[i]);
+        if (first < 0) first = i;
+        uniform &= p.r == sliced_pattern(m, &mods[first]).r && p.alpha == sliced_pattern(m, &mods[first]).alpha;
+    }
+    for (int32_t i = 0; i < n_mods && first >= 0; i++) {
+        if (!mods[i].sliced || (uniform && i != first)) continue;
+        struct peft_pattern p = sliced_pattern(m, &mods[i]);
+        p.key = xstrdup(uniform ? "c_attn" : p.key);
+        cfg->patterns[cfg->n_patterns++] = p;
+    }
+    for (int32_t i = 0; i < m->n_patterns; i++) {
+        cfg->patterns[cfg->n_patterns] = m->patterns[i];
+        cfg->patterns[cfg->n_patterns++].key = xstrdup(m->patterns[i].key);
+    }
 }
 
 /* PEFT's config for M: q/k/v become c_attn with its own rank and alpha. */
@@ -111,16 +148,8 @@ static void config_build(const struct model *m, const struct export_meta *meta, 
         }
         target_add(cfg, t);
     }
-    if (!sliced) return;
-    target_add(cfg, "c_attn");
-    int32_t rp = 0;
-    for (int32_t i = 0; i < n_mods; i++)
-        if (mods[i].sliced) rp = mods[i].r;
-    cfg->patterns = xcalloc(1, sizeof *cfg->patterns);
-    cfg->n_patterns = 1;
-    cfg->patterns[0].key = xstrdup("c_attn");
-    cfg->patterns[0].r = rp;
-    cfg->patterns[0].alpha = model_scale(m) * (m->rslora ? sqrt((double)rp) : (double)rp);
+    if (sliced) target_add(cfg, "c_attn");
+    patterns_build(m, mods, n_mods, cfg);
 }
 
 static int collect_lora(const struct model *m, const struct export_meta *meta, struct export_set *x) {
@@ -245,12 +274,13 @@ static int safetensors_get(void *ctx, const char *name, int32_t ndim, const int6
 
 /* The adapter's scales must be the model's, and each of its tensors one of the model's. */
 static int adapter_matches(const struct model *m, const struct peft_config *cfg, const struct safetensors *st) {
-    double want = model_scale(m);
     for (int32_t i = 0; i < m->n_adapters; i++) {
-        double got = peft_module_scale(cfg, m->adapters[i].module);
+        const struct lora_adapter *ad = &m->adapters[i];
+        /* a sliced module's PEFT scale is its slices' scale */
+        double want = ad->scale, got = peft_module_scale(cfg, ad->module);
         if (fabs(want - got) > 1e-6 * fabs(want)) {
             err_set(st->path, "%s has scale %g, the flags give %g", m->adapters[i].module, got, want);
-            return err_hint("--alpha, --rank and --rslora must match adapter_config.json");
+            return err_hint("--alpha, --rank, --rslora and the patterns must match adapter_config.json");
         }
     }
     for (int32_t t = 0; t < st->n_tensors; t++) {

@@ -125,11 +125,15 @@ static void adapter_add(struct model *m, int32_t site, const char *module, int s
     ad->slice = slice;
     ad->id = m->n_adapters++;
     ad->site = site;
-    ad->r = m->rank;
+    /* the module's rank and alpha after the patterns, as PEFT decides them */
+    struct peft_config rule = {.r = m->rank, .lora_alpha = m->alpha, .use_rslora = m->rslora,
+                               .patterns = (struct peft_pattern *)m->patterns, .n_patterns = m->n_patterns};
+    double alpha;
+    peft_module_rank_alpha(&rule, module, &ad->r, &alpha);
     ad->in = lin->in;
     ad->out = out;
     ad->col0 = col0;
-    ad->scale = (float)peft_scale(m->alpha, m->rank, m->rslora);
+    ad->scale = (float)peft_scale(alpha, ad->r, m->rslora);
     CHECK(lin->n_lora < LINEAR_MAX_LORA);
     lin->lora[lin->n_lora++] = ad;
 }
@@ -303,6 +307,8 @@ int model_init(struct model *m, const struct model_options *o) {
     m->rank = o->rank;
     m->alpha = o->alpha;
     m->rslora = o->rslora;
+    m->patterns = o->patterns;
+    m->n_patterns = o->n_patterns;
     m->layers = xcalloc((size_t)m->cfg.n_layer, sizeof *m->layers);
     sites_list(m);
     int32_t *entry_a = xcalloc((size_t)m->n_sites * 3 + 1, sizeof *entry_a);

@@ -12,6 +12,7 @@
 
 #include "hf_config.h"
 #include "linear.h"
+#include "peft.h"
 #include "st_set.h"
 #include "trainable.h"
 
@@ -27,6 +28,8 @@ struct model_options {
     int32_t rank;
     float alpha;
     int rslora;
+    const struct peft_pattern *patterns; /* per-module rank and alpha, PEFT's rules */
+    int32_t n_patterns;
     int init_gaussian;
     uint64_t seed;
 };
@@ -103,6 +106,8 @@ struct model {
     int32_t rank;
     float alpha;
     int rslora;
+    const struct peft_pattern *patterns; /* the options' rank/alpha patterns */
+    int32_t n_patterns;
     struct trainable tr;
     int32_t B, T;
     float *act_block;
