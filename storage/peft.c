@@ -183,6 +183,16 @@ char *peft_config_text(const struct peft_config *cfg) {
     return text;
 }
 
+int peft_adapter_open(const char *dir, struct peft_config *cfg, struct safetensors *st) {
+    memset(st, 0, sizeof *st);
+    if (peft_config_read(cfg, dir)) return -1;
+    char *path = path_join(dir, "adapter_model.safetensors");
+    int rc = safetensors_open(st, path);
+    free(path);
+    if (rc) peft_config_free(cfg);
+    return rc;
+}
+
 void peft_config_free(struct peft_config *cfg) {
     for (int32_t i = 0; i < cfg->n_targets; i++) free(cfg->target_modules[i]);
     for (int32_t i = 0; i < cfg->n_patterns; i++) free(cfg->patterns[i].key);

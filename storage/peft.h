@@ -13,6 +13,8 @@
 
 #include <stdint.h>
 
+#include "safetensors.h"
+
 struct peft_pattern {
     char *key;   /* a module name or suffix, as PEFT matches it */
     int32_t r;   /* 0 when only alpha is overridden */
@@ -41,6 +43,9 @@ int peft_config_read(struct peft_config *cfg, const char *dir);
  * NULL with an error when a string is not valid UTF-8. */
 char *peft_config_text(const struct peft_config *cfg);
 void peft_config_free(struct peft_config *cfg);
+/* Reads DIR/adapter_config.json into CFG and opens DIR/adapter_model.safetensors as ST;
+ * on failure releases both and returns -1 with the error. */
+int peft_adapter_open(const char *dir, struct peft_config *cfg, struct safetensors *st);
 /* Rank and alpha that apply to MODULE (full path), after rank/alpha patterns. */
 void peft_module_rank_alpha(const struct peft_config *cfg, const char *module, int32_t *r,
                             double *alpha);

@@ -301,12 +301,9 @@ static int adapter_matches(const struct model *m, const struct peft_config *cfg,
 
 int adapter_import(struct model *m, const char *dir) {
     struct peft_config cfg;
-    if (peft_config_read(&cfg, dir)) return -1;
-    struct safetensors st = {0};
-    char *path = path_join(dir, "adapter_model.safetensors");
-    int rc = safetensors_open(&st, path);
-    free(path);
-    if (rc == 0) rc = adapter_matches(m, &cfg, &st);
+    struct safetensors st;
+    if (peft_adapter_open(dir, &cfg, &st)) return -1;
+    int rc = adapter_matches(m, &cfg, &st);
     if (rc == 0) rc = restore_lora(m, safetensors_get, &st);
     safetensors_close(&st);
     peft_config_free(&cfg);

@@ -83,12 +83,9 @@ static int adapter_module(struct model *m, const struct peft_config *cfg, const 
 int model_merge_adapter(struct model *m, const char *dir) {
     CHECK(m->n_adapters == 0 && m->frozen != NULL);
     struct peft_config cfg;
-    if (peft_config_read(&cfg, dir)) return -1;
-    struct safetensors st = {0};
-    char *path = path_join(dir, "adapter_model.safetensors");
-    int rc = safetensors_open(&st, path);
-    free(path);
-    int merged = 0;
+    struct safetensors st;
+    if (peft_adapter_open(dir, &cfg, &st)) return -1;
+    int rc = 0, merged = 0;
     for (int32_t i = 0; i < st.n_tensors && rc == 0; i++) {
         char module[160];
         const char *name = st.tensors[i].name;
