@@ -80,9 +80,11 @@ static int h5_open_1d(struct tokens *ds, const char *name, int64_t *id, int64_t 
     *id = d;
     hid_t type = H5Dget_type(d);
     H5T_class_t cls = type < 0 ? H5T_NO_CLASS : H5Tget_class(type);
+    size_t size = type < 0 ? 0 : H5Tget_size(type);
     if (type >= 0) H5Tclose(type);
-    if (cls != H5T_INTEGER) {
-        err_set(ds->path, "%s does not hold integers", name);
+    /* only the standard widths: libhdf5 mishandles odd ones in crafted files */
+    if (cls != H5T_INTEGER || (size != 1 && size != 2 && size != 4 && size != 8)) {
+        err_set(ds->path, "%s does not hold integers of 8, 16, 32 or 64 bits", name);
         return err_hint("store token ids and mask bytes as an integer type");
     }
     hid_t space = H5Dget_space(d);

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""make_corpus.py: writes the seed corpora of the fuzz targets into corpus/<target>/.
+
+A few small valid inputs and a few invalid ones per target, each under a few hundred
+bytes (the .bin shards need their 1 KB header). Run it from anywhere; it rewrites the
+files it owns and leaves others alone. Only the standard library is used: the JobSpec
+seeds are encoded by hand from proto/lorad.proto's field numbers.
+"""
+import json
+import os
+import struct
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def put(target, name, data):
+    d = os.path.join(HERE, "corpus", target)
+    os.makedirs(d, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(data)
+
+
+# ---- safetensors ----
+
+def safetensors(tensors, meta=None, raw_header=None, tail=b""):
+    """tensors: [(name, dtype, shape, bytes)] laid out in order."""
+    header, blobs, off = {}, [], 0
+    if meta is not None:
+        header["__metadata__"] = meta
+    for name, dtype, shape, blob in tensors:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [off, off + len(blob)]}
+        blobs.append(blob)
+        off += len(blob)
+    text = raw_header if raw_header is not None else json.dumps(header, separators=(",", ":")).encode()
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs) + tail
+
+
+f32 = struct.pack("<4f", 1.0, -2.5, 0.0, 3.25)
+put("fuzz_safetensors", "valid_f32", safetensors([("w", "F32", [2, 2], f32)], meta={"format": "pt"}))
+put("fuzz_safetensors", "valid_mixed", safetensors([
+    ("a.weight", "F16", [3], struct.pack("<3H", 0x3C00, 0x8001, 0x7C00)),
+    ("b.weight", "BF16", [1, 2], struct.pack("<2H", 0x3F80, 0xFFC1)),
+    ("c", "F64", [1], struct.pack("<d", 1e300)),
+    ("d", "I64", [1], struct.pack("<q", -7)),
+    ("e", "U8", [0], b""),
+    ("f", "BOOL", [], b"\x01"),
+]))
+put("fuzz_safetensors", "empty_header", safetensors([]))
+put("fuzz_safetensors", "bad_overlap", safetensors([], raw_header=b'{"x":{"dtype":"F32","shape":[1],'
+                        b'"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[1],"data_offsets":[2,6]}}',
+                        tail=b"\0" * 6))
+put("fuzz_safetensors", "bad_gap", safetensors([], raw_header=b'{"x":{"dtype":"I8","shape":[1],'
+                        b'"data_offsets":[1,2]}}', tail=b"\0\0"))
+put("fuzz_safetensors", "bad_header_len", struct.pack("<Q", 1 << 40) + b"{}")
+put("fuzz_safetensors", "bad_json", struct.pack("<Q", 5) + b'{"x":')
+
+# ---- token shards (llm.c .bin) ----
+
+def shard(tokens, magic=20240520, count=None, T=0, vocab=0, token_fmt=None):
+    h = [0] * 256
+    h[0], h[1], h[2] = magic, 1, len(tokens) if count is None else count
+    h[3], h[4] = T, vocab  # unused by the format: the fuzz target's sequence length and vocabulary
+    fmt = token_fmt or ("<%dH" if magic == 20240520 else "<%dI")
+    return struct.pack("<256i", *h) + struct.pack(fmt % len(tokens), *tokens)
+
+
+put("fuzz_tokens", "valid_u16", shard([1, 2, 3, 4, 5, 6, 7, 8, 9], T=3, vocab=10))
+put("fuzz_tokens", "valid_u32", shard([0, 70000, 5, 0xFFFFFFFF, 2], magic=20240801, T=1, vocab=0))
+put("fuzz_tokens", "bad_vocab", shard([1, 2, 300], T=1, vocab=256))
+put("fuzz_tokens", "bad_count", shard([1, 2, 3], count=4))
+put("fuzz_tokens", "bad_magic", struct.pack("<3i", 20240521, 1, 0) + b"\0" * 1012)
+
+# ---- config.json ----
+
+gpt2 = {
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1,
+    "layer_norm_epsilon": 1e-05, "model_type": "gpt2", "n_ctx": 1024, "n_embd": 768, "n_head": 12,
+    "n_inner": None, "n_layer": 12, "n_positions": 1024, "scale_attn_weights": True,
+    "tie_word_embeddings": True, "vocab_size": 50257,
+}
+put("fuzz_hf_config", "valid_gpt2.json", json.dumps(gpt2, indent=2))
+put("fuzz_hf_config", "valid_tiny.json", '{"n_embd":8,"n_head":2,"n_layer":1,"n_positions":16,'
+    '"vocab_size":32,"n_inner":24,"layer_norm_epsilon":0.001,"activation_function":"gelu_pytorch_tanh"}')
+llama = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 16, "intermediate_size": 40,
+    "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 64,
+    "vocab_size": 100, "rms_norm_eps": 1e-06, "rope_theta": 500000.0, "hidden_act": "silu",
+    "tie_word_embeddings": True, "attention_bias": False,
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 32},
+}
+put("fuzz_hf_config", "valid_llama.json", json.dumps(llama, separators=(",", ":")))
+put("fuzz_hf_config", "valid_qwen2.json", '{"model_type":"qwen2","hidden_size":8,"intermediate_size":16,'
+    '"num_hidden_layers":1,"num_attention_heads":2,"max_position_embeddings":16,"vocab_size":32,'
+    '"use_sliding_window":true,"sliding_window":4,"rope_parameters":{"rope_theta":1e6,"rope_type":"default"}}')
+put("fuzz_hf_config", "bad_arch.json", '{"model_type":"falcon","n_embd":8}')
+put("fuzz_hf_config", "bad_heads.json", '{"n_embd":10,"n_head":3,"n_layer":1,"n_positions":16,"vocab_size":32}')
+put("fuzz_hf_config", "bad_type.json", '{"n_embd":"8","n_head":2,"n_layer":1e3,"n_positions":-1}')
+put("fuzz_hf_config", "bad_json.json", '{"n_embd": 8,, }')
+
+# ---- adapter_config.json ----
+
+peft = {
+    "alpha_pattern": {"h.1.attn.c_attn": 4.5}, "auto_mapping": None, "base_model_name_or_path": "gpt2",
+    "bias": "none", "fan_in_fan_out": True, "inference_mode": True, "init_lora_weights": True,
+    "layers_to_transform": None, "lora_alpha": 16, "lora_dropout": 0.05, "modules_to_save": None,
+    "peft_type": "LORA", "r": 8, "rank_pattern": {"transformer.h.0.attn.c_attn": 4},
+    "target_modules": ["c_attn", "c_proj"], "task_type": "CAUSAL_LM", "use_dora": False, "use_rslora": True,
+}
+put("fuzz_peft_config", "valid_peft.json", json.dumps(peft, indent=2))
+put("fuzz_peft_config", "valid_min.json", '{"peft_type":"LORA","target_modules":["mlp.c_fc"],"lora_alpha":0.5}')
+put("fuzz_peft_config", "bad_regex.json", '{"peft_type":"LORA","target_modules":".*attn"}')
+put("fuzz_peft_config", "bad_dora.json", '{"peft_type":"LORA","target_modules":["c_attn"],"use_dora":true}')
+put("fuzz_peft_config", "bad_pattern.json", '{"peft_type":"LORA","target_modules":["c_attn"],'
+    '"rank_pattern":{"h.(0|1)":4},"alpha_pattern":{"c_attn":0}}')
+
+# ---- model.safetensors.index.json (the harness provides a.safetensors {x, y}, b.safetensors {z}) ----
+
+put("fuzz_st_index", "valid_two.json", json.dumps({"metadata": {"total_size": 24}, "weight_map": {
+    "x": "a.safetensors", "y": "a.safetensors", "z": "b.safetensors"}}, indent=2))
+put("fuzz_st_index", "valid_one.json", '{"weight_map":{"z":"b.safetensors"}}')
+put("fuzz_st_index", "bad_escape.json", '{"weight_map":{"x":"../a.safetensors","y":".."}}')
+put("fuzz_st_index", "bad_missing.json", '{"weight_map":{"x":"b.safetensors"}}')
+put("fuzz_st_index", "bad_empty.json", '{"weight_map":{}}')
+
+# ---- JobSpec protobuf ----
+
+def varint(v):
+    v &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = v & 0x7F
+        v >>= 7
+        out.append(b | (0x80 if v else 0))
+        if not v:
+            return bytes(out)
+
+
+def f_int(n, v):
+    return varint(n << 3) + varint(v)
+
+
+def f_str(n, s):
+    s = s.encode() if isinstance(s, str) else s
+    return varint(n << 3 | 2) + varint(len(s)) + s
+
+
+def f_dbl(n, d):
+    return varint(n << 3 | 1) + struct.pack("<d", d)
+
+
+job = (f_str(1, "/models/gpt2") + f_str(2, "/data/train.bin") + f_str(3, "/runs/a") + f_str(5, "c_attn")
+       + f_str(5, "c_proj") + f_int(6, 8) + f_dbl(7, 16.0) + f_int(13, 1000) + f_int(14, 8) + f_int(15, 2)
+       + f_int(16, 256) + f_dbl(17, 2e-4) + f_int(18, 2) + f_int(19, 100) + f_dbl(21, 0.9) + f_dbl(22, 0.999)
+       + f_dbl(23, 1e-8) + f_dbl(24, 1.0) + f_int(25, 42) + f_int(26, 1) + f_int(28, 10) + f_int(31, 100)
+       + f_int(33, 500) + f_int(35, 3))
+put("fuzz_job_spec", "valid_lora", job)
+put("fuzz_job_spec", "valid_full", f_str(1, "m") + f_str(2, "d") + f_str(3, "o") + f_int(6, 1) + f_dbl(7, 1.0)
+    + f_int(12, 1) + f_int(13, 5) + f_int(14, 4) + f_int(16, 8) + f_dbl(17, 0.1) + f_int(18, 1) + f_dbl(22, 0.5)
+    + f_dbl(23, 1e-6) + f_int(28, 1) + f_dbl(34, 60.0) + f_str(32, "auto"))
+put("fuzz_job_spec", "bad_ranges", f_str(1, "m") + f_str(2, "d") + f_str(3, "o") + f_int(6, -1) + f_dbl(7, float("nan")))
+put("fuzz_job_spec", "bad_micro", job + f_int(15, 3))
+put("fuzz_job_spec", "bad_truncated", job[:37])
+put("fuzz_job_spec", "bad_utf8", f_str(1, b"\xff\xfe") + f_str(5, b"\xc3"))
