@@ -173,8 +173,8 @@ int checkpoint_find(const Lorad__JobSpec *job, struct ckpt *c, char **path, int 
 
 /* A checkpoint's saved value of a flag differs from the job's. */
 static int mismatch(const char *flag, const char *now, const char *saved) {
-    err_set(flag, "%s differs from the checkpoint's %s", now, saved);
-    return err_hint("a resumed run keeps its base model, mode, targets, rank, alpha, rsLoRA and --seq");
+    err_set(flag, "%s differs from the checkpoint's %s", now[0] ? now : "(none)", saved[0] ? saved : "(none)");
+    return err_hint("a resumed run keeps its base model, mode, targets, rank, alpha, rsLoRA, patterns and --seq");
 }
 
 /* A repeated string field as "a,b,c". */

@@ -59,13 +59,19 @@ static int need_path(const char *path, const char *flag) {
 static int pattern_parse(const char *flag, const char *item, int is_rank, struct peft_pattern *p, char *key) {
     const char *eq = strchr(item, '=');
     char *end = NULL;
-    double v = eq ? strtod(eq + 1, &end) : 0;
-    if (!eq || eq == item || !end || *end || end == eq + 1 || !(v > 0 && v < FLT_MAX) || (is_rank && v != (int32_t)v)) {
+    double v = !eq ? 0 : is_rank ? (double)strtol(eq + 1, &end, 10) : strtod(eq + 1, &end);
+    int digits = eq && (!is_rank || (eq[1] >= '0' && eq[1] <= '9'));
+    if (!eq || eq == item || !end || *end || end == eq + 1 || !digits || !(v > 0 && v < FLT_MAX) ||
+        (is_rank && v > INT32_MAX)) {
         err_set(flag, "'%s' is not MODULE=%s", item, is_rank ? "RANK" : "ALPHA");
         return err_hint("e.g. %s q_proj=%s,down_proj=%s", flag, is_rank ? "16" : "32", is_rank ? "4" : "8");
     }
     memcpy(key, item, (size_t)(eq - item));
     key[eq - item] = '\0';
+    if (!peft_key_plain(key)) {
+        err_set(flag, "'%s' is a regex", key);
+        return err_hint("lorad matches module names and dotted suffixes only");
+    }
     *p = (struct peft_pattern){.key = key, .r = is_rank ? (int32_t)v : 0, .alpha = is_rank ? 0 : v};
     return 0;
 }
@@ -132,7 +138,9 @@ int job_validate(const Lorad__JobSpec *job) {
     int32_t n_patterns;
     if (job_patterns(job, &patterns, &n_patterns)) return -1;
     free(patterns);
-    if (full && n_patterns) return err_set("--rank-pattern", "applies to LoRA adapters; --mode full has none");
+    if (full && n_patterns)
+        return err_set(job->n_rank_pattern ? "--rank-pattern" : "--alpha-pattern",
+                       "applies to LoRA adapters; --mode full has none");
     if (full && (job->dropout > 0 || job->rslora))
         return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
     return 0;

@@ -27,8 +27,7 @@ static const struct {
     {"layer_replication", "layer_replication is not supported"},
 };
 
-/* Characters that make a pattern key a regex rather than a module name or suffix. */
-#define PEFT_REGEX_CHARS "*+?()[]{}|^$\\"
+int peft_key_plain(const char *key) { return key[0] && !strpbrk(key, "*+?()[]{}|^$\\"); }
 
 static int json_is_set(const json_t *v) {
     if (!v || json_is_null(v) || json_is_false(v)) return 0;
@@ -99,7 +98,7 @@ static int peft_parse_patterns(struct peft_config *cfg, const json_t *root, cons
     const char *key;
     json_t *v;
     json_object_foreach(obj, key, v) {
-        if (!key[0] || strpbrk(key, PEFT_REGEX_CHARS)) {
+        if (!peft_key_plain(key)) {
             err_set(file, "%s key \"%s\" is a regex", field, key);
             return err_hint("lorad matches module names and dotted suffixes only");
         }

@@ -49,6 +49,9 @@ int peft_adapter_open(const char *dir, struct peft_config *cfg, struct safetenso
 /* Rank and alpha that apply to MODULE (full path), after rank/alpha patterns. */
 void peft_module_rank_alpha(const struct peft_config *cfg, const char *module, int32_t *r,
                             double *alpha);
+/* Whether KEY names a module or a dotted suffix: not empty, and none of the characters
+ * that make PEFT read a pattern key as a regex. */
+int peft_key_plain(const char *key);
 /* LoRA's scale: ALPHA/R, or ALPHA/sqrt(R) with rsLoRA. */
 double peft_scale(double alpha, int32_t r, int rslora);
 /* PEFT's matching rule: KEY names MODULE itself or a dotted suffix of it. */

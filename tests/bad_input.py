@@ -26,7 +26,8 @@ sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
     Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, random_adapters,
-    random_gpt2_weights, read_metrics, resolve_targets, run_driver, run_lorad, safetensors_bytes,
+    random_gpt2_weights, read_metrics, read_safetensors, resolve_targets, run_driver, run_lorad,
+    safetensors_bytes,
     write_bin, write_h5, write_model_dir, write_peft_dir)
 
 CFG = GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
@@ -204,6 +205,21 @@ def bad_cases(inp: Inputs):
         ("--steps abc", {"steps": "abc"}, ["--steps"]),
         ("--mode bogus", {"mode": "bogus"}, ["--mode"]),
         ("--targets matching no module", {"targets": "nonexistent_module"}, ["--targets"]),
+        # --rank-pattern / --alpha-pattern items: MODULE=VALUE, a non-empty key, a rank that
+        # is a positive integer, a positive alpha; no patterns in full mode
+        ("--rank-pattern c_attn (no =)", {"rank_pattern": "c_attn"}, ["--rank-pattern"]),
+        ("--rank-pattern =4 (empty key)", {"rank_pattern": "=4"}, ["--rank-pattern"]),
+        ("--rank-pattern c_attn=4,=2 (second item's key empty)", {"rank_pattern": "c_attn=4,=2"},
+         ["--rank-pattern"]),
+        ("--rank-pattern c_attn=0", {"rank_pattern": "c_attn=0"}, ["--rank-pattern"]),
+        ("--rank-pattern c_attn=-3", {"rank_pattern": "c_attn=-3"}, ["--rank-pattern"]),
+        ("--rank-pattern c_attn=2.5", {"rank_pattern": "c_attn=2.5"}, ["--rank-pattern"]),
+        ("--rank-pattern c_attn= (no value)", {"rank_pattern": "c_attn="}, ["--rank-pattern"]),
+        ("--alpha-pattern c_attn=-1", {"alpha_pattern": "c_attn=-1"}, ["--alpha-pattern"]),
+        ("--alpha-pattern c_attn=0", {"alpha_pattern": "c_attn=0"}, ["--alpha-pattern"]),
+        ("--alpha-pattern c_attn=abc", {"alpha_pattern": "c_attn=abc"}, ["--alpha-pattern"]),
+        ("--mode full --rank-pattern c_attn=4", {"mode": "full", "rank_pattern": "c_attn=4"},
+         ["--rank-pattern"]),
         ("--model missing", {"model": inp.path("no_such_model")}, ["no_such_model"]),
         ("--init-adapter with a transposed lora_A",
          {"init_adapter": inp.adapter_dir("adapter_badshape", tensor_changes={
@@ -251,8 +267,9 @@ def judge(fails: Failures, name: str, res, words: List[str]) -> None:
         print(f"ok: {name}: {lines[0]}", flush=True)
 
 
-def check_valid(fails: Failures, lorad: str, inp: Inputs, label: str, **over) -> None:
-    """A valid one-step run succeeds and writes one metrics row and the adapter."""
+def check_valid(fails: Failures, lorad: str, inp: Inputs, label: str, **over) -> str:
+    """A valid one-step run succeeds and writes one metrics row and the adapter (in full
+    mode the model); returns its --out."""
     out = inp.path("out_" + label)
     res = run_lorad(lorad, train_args(inp, out, **over), timeout=120)
     if res.returncode != 0:
@@ -261,10 +278,12 @@ def check_valid(fails: Failures, lorad: str, inp: Inputs, label: str, **over) ->
     rows = [r for r in read_metrics(os.path.join(out, "metrics.jsonl")) if "grad_norm" in r]
     fails.check(len(rows) == 1 and rows[0].get("step") == 1,
                 f"valid run ({label}): metrics rows {rows}")
-    for f in ("adapter_config.json", "adapter_model.safetensors"):
-        fails.check(os.path.isfile(os.path.join(out, "adapter", f)),
-                    f"valid run ({label}): adapter/{f} missing")
+    files = (("model", "config.json"), ("model", "model.safetensors")) if over.get("mode") == "full" \
+        else (("adapter", "adapter_config.json"), ("adapter", "adapter_model.safetensors"))
+    for d, f in files:
+        fails.check(os.path.isfile(os.path.join(out, d, f)), f"valid run ({label}): {d}/{f} missing")
     print(f"ok: valid run ({label})", flush=True)
+    return out
 
 
 def check_all(fails: Failures, lorad: str, work: str) -> None:
@@ -274,6 +293,19 @@ def check_all(fails: Failures, lorad: str, work: str) -> None:
     check_valid(fails, lorad, inp, "bin")
     check_valid(fails, lorad, inp, "h5", data=inp.h5)
     check_valid(fails, lorad, inp, "init-adapter", init_adapter=inp.adapter)
+    # well-formed patterns are accepted (the first matching key wins: c_attn=2 for h.1's
+    # c_attn too), and full mode without them, so the pattern cases fail for their defect
+    out = check_valid(fails, lorad, inp, "patterns", rank_pattern="c_attn=2,h.1.attn.c_attn=3",
+                      alpha_pattern="c_attn=0.5")
+    try:
+        tensors, _ = read_safetensors(os.path.join(out, "adapter", "adapter_model.safetensors"))
+        shapes = {k: list(v.shape) for k, v in tensors.items() if k.endswith("lora_A.weight")}
+    except (OSError, ValueError) as e:
+        shapes = repr(e)
+    want = {f"base_model.model.transformer.h.{i}.attn.c_attn.lora_A.weight": [2, CFG.n_embd]
+            for i in range(CFG.n_layer)}
+    fails.check(shapes == want, f"valid run (patterns): lora_A shapes {shapes}, expected {want}")
+    check_valid(fails, lorad, inp, "full", mode="full")
     for i, (name, over, words) in enumerate(cases):
         out = inp.path(f"out_bad{i:02d}")
         res = run_lorad(lorad, train_args(inp, out, **over), timeout=60)

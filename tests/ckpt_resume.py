@@ -6,7 +6,9 @@ Cases (--case):
                      and the final adapter bytes equal an uninterrupted run (1 and 2 ranks)
   elastic            saved with 2 ranks, resumed on 1 and on 3: losses within 1e-5 relative
   refuse             another base model (fingerprint), another --rank, another --targets,
-                     an unreadable --resume PATH: each a one-line error naming it
+                     an added --rank-pattern or --alpha-pattern, an unreadable --resume PATH:
+                     each a one-line error naming it; a run saved with patterns resumes
+                     with the same ones only (others or none are refused, naming the flag)
   corrupt            newest checkpoint truncated, the next one with flipped bytes:
                      --resume auto falls back to the newest valid one and says so
   signals            SIGUSR1 to mpirun and SIGTERM to one rank of a running 2-rank job:
@@ -148,6 +150,24 @@ def case_refuse(fails, r):
     one_line_error(fails, p, ["--rank"], "another rank")
     p = r.run(0, r.args(out, 6, ["--resume", "auto", "--targets", "c_attn"]))
     one_line_error(fails, p, ["--targets"], "other targets")
+    p = r.run(0, r.args(out, 6, ["--resume", "auto", "--rank-pattern", "mlp.c_fc=2"]))
+    one_line_error(fails, p, ["--rank-pattern"], "an added --rank-pattern")
+    p = r.run(0, r.args(out, 6, ["--resume", "auto", "--alpha-pattern", "c_fc=4"]))
+    one_line_error(fails, p, ["--alpha-pattern"], "an added --alpha-pattern")
+    # saved with patterns: the same ones resume, others or none do not
+    pat = ["--rank-pattern", "mlp.c_fc=2", "--alpha-pattern", "c_fc=4"]
+    out_p = os.path.join(r.work, "saved_patterns")
+    expect_ok(fails, r.run(0, r.args(out_p, 3, pat)), "the run with patterns that saves")
+    p = r.run(0, r.args(out_p, 6, ["--resume", "auto"]))
+    one_line_error(fails, p, ["--rank-pattern"], "a resume without the saved patterns")
+    p = r.run(0, r.args(out_p, 6, ["--resume", "auto", "--rank-pattern", "mlp.c_fc=3", pat[2], pat[3]]))
+    one_line_error(fails, p, ["--rank-pattern"], "a resume with another --rank-pattern")
+    p = r.run(0, r.args(out_p, 6, ["--resume", "auto", pat[0], pat[1], "--alpha-pattern", "c_fc=5"]))
+    one_line_error(fails, p, ["--alpha-pattern"], "a resume with another --alpha-pattern")
+    p = r.run(0, r.args(out_p, 6, ["--resume", "auto"] + pat))
+    if expect_ok(fails, p, "a resume with the saved patterns"):
+        fails.check("at step 3" in p.stderr, f"the resume with the saved patterns did not resume at step 3: "
+                    f"{p.stderr[-400:]}")
     bogus = os.path.join(r.work, "bogus.h5")
     with open(bogus, "wb") as f:
         f.write(b"not a checkpoint")

@@ -414,27 +414,58 @@ def lora_scale(alpha: float, r: int, rslora: bool) -> float:
     return alpha / math.sqrt(r) if rslora else alpha / r
 
 
-def random_adapters(specs: List[AdapterSpec], r: int, scale: float, rng: np.random.Generator,
-                    a_std=0.2, delta_std=0.05) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+# A rank or a scale: one value for every adapter, or a function of the module path (the
+# per-module values of --rank-pattern / --alpha-pattern, see TrainSpec.module_rank).
+PerModule = Union[int, float, Callable[[str], float]]
+
+
+def per_module(x: PerModule, module: str):
+    """X's value for MODULE."""
+    return x(module) if callable(x) else x
+
+
+def random_adapters(specs: List[AdapterSpec], r: PerModule, scale: PerModule,
+                    rng: np.random.Generator, a_std=0.2,
+                    delta_std=0.05) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
     """Random A and NON-ZERO random B (so every path has a gradient from the first step),
-    sized so that each entry of s*B@A has a standard deviation of about DELTA_STD."""
-    b_std = delta_std / (scale * math.sqrt(r) * a_std)
-    return {sp.key: (rng.normal(0.0, a_std, (r, sp.fan_in)),
-                     rng.normal(0.0, b_std, (sp.hi - sp.lo, r))) for sp in specs}
+    sized so that each entry of s*B@A has a standard deviation of about DELTA_STD. R and
+    SCALE are numbers or functions of the module path (per-module ranks and scales)."""
+    out = {}
+    for sp in specs:
+        rr, ss = per_module(r, sp.module), per_module(scale, sp.module)
+        b_std = delta_std / (ss * math.sqrt(rr) * a_std)
+        out[sp.key] = (rng.normal(0.0, a_std, (rr, sp.fan_in)),
+                       rng.normal(0.0, b_std, (sp.hi - sp.lo, rr)))
+    return out
+
+
+def flags_config(r: int, alpha: float, rslora: bool, rank_pattern=(), alpha_pattern=()) -> dict:
+    """The PEFT config fields that --rank, --alpha, --rslora, --rank-pattern and
+    --alpha-pattern stand for (patterns as (key, value) pairs, in the flags' order; a key
+    given twice keeps its first value, which is the one a first match would find)."""
+    rp, ap = {}, {}
+    for key, val in rank_pattern:
+        rp.setdefault(key, val)
+    for key, val in alpha_pattern:
+        ap.setdefault(key, val)
+    return {"r": r, "lora_alpha": alpha, "use_rslora": rslora, "rank_pattern": rp, "alpha_pattern": ap}
 
 
 def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray, np.ndarray]],
                     cfg: GPT2Config, targets: List[str], r: int, alpha: float, rslora: bool,
-                    base_model="") -> Tuple[dict, Dict[str, np.ndarray]]:
+                    base_model="", rank_pattern=(), alpha_pattern=()) -> Tuple[dict, Dict[str, np.ndarray]]:
     """lorad's PEFT export: (adapter_config dict, tensors by PEFT key).
 
-    Sliced q/k/v adapters of a c_attn become one adapter of rank n*r: A stacked in q,k,v
-    order [n*r, C] and B [3C, n*r] holding slice k's B in its rows and its column block;
-    rank_pattern / alpha_pattern keep the scale of every module at alpha/r (rsLoRA:
-    alpha/sqrt(r)).
+    Each module's rank and alpha are PEFT's for the flags (RANK_PATTERN / ALPHA_PATTERN:
+    (key, value) pairs in the flags' order, first match wins). Sliced q/k/v adapters of a
+    c_attn of rank r become one adapter of rank n*r: A stacked in q,k,v order [n*r, C]
+    and B [3C, n*r] holding slice k's B in its rows and its column block; rank_pattern /
+    alpha_pattern entries placed before the flags' keep every slice's scale alpha/r
+    (rsLoRA: alpha/sqrt(r)): one "c_attn" entry when every sliced c_attn has the same
+    rank and scale, else one "h.N.attn.c_attn" entry per layer.
     """
-    s = lora_scale(alpha, r, rslora)
-    tensors, modules, rank_pattern, alpha_pattern = {}, [], {}, {}
+    flags = flags_config(r, alpha, rslora, rank_pattern, alpha_pattern)
+    tensors, modules, sliced = {}, [], []
     for sp in specs:
         if sp.module not in modules:
             modules.append(sp.module)
@@ -442,15 +473,25 @@ def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray
         mine = [sp for sp in specs if sp.module == mod]
         out = 3 * cfg.n_embd if mod.endswith("c_attn") else max(sp.hi for sp in mine)
         n = len(mine)
+        rm, _, s = peft_module_scale(flags, mod)
         A = np.concatenate([params[sp.key][0] for sp in mine], axis=0)
-        B = np.zeros((out, n * r))
+        B = np.zeros((out, n * rm))
         for k, sp in enumerate(mine):
-            B[sp.lo:sp.hi, k * r:(k + 1) * r] = params[sp.key][1]
+            B[sp.lo:sp.hi, k * rm:(k + 1) * rm] = params[sp.key][1]
         tensors[f"base_model.model.{mod}.lora_A.weight"] = A
         tensors[f"base_model.model.{mod}.lora_B.weight"] = B
         if mine[0].slice:
-            rank_pattern["c_attn"] = n * r
-            alpha_pattern["c_attn"] = s * (math.sqrt(n * r) if rslora else n * r)
+            sliced.append((mod[len("transformer."):], n * rm,
+                           s * (math.sqrt(n * rm) if rslora else n * rm)))
+    rank_pattern_out, alpha_pattern_out = {}, {}
+    uniform = len({(n_r, a) for _, n_r, a in sliced}) <= 1
+    for key, n_r, a in (sliced[:1] if uniform else sliced):
+        rank_pattern_out["c_attn" if uniform else key] = n_r
+        alpha_pattern_out["c_attn" if uniform else key] = a
+    for key, val in rank_pattern:  # the first entry of a key wins, as in a JSON object
+        rank_pattern_out.setdefault(key, val)
+    for key, val in alpha_pattern:
+        alpha_pattern_out.setdefault(key, val)
     names = [t for t in targets if t not in SLICE_NAMES]
     if any(t in SLICE_NAMES for t in targets):
         names.append("c_attn")
@@ -460,22 +501,24 @@ def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
         "r": r, "lora_alpha": alpha, "use_rslora": rslora, "target_modules": names,
         "fan_in_fan_out": True, "lora_dropout": 0.0, "bias": "none", "use_dora": False,
-        "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern,
+        "rank_pattern": rank_pattern_out, "alpha_pattern": alpha_pattern_out,
         "modules_to_save": None, "init_lora_weights": True,
     }
     return config, tensors
 
 
 def import_adapters(specs: List[AdapterSpec], tensors: Dict[str, np.ndarray],
-                    r: int) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-    """The inverse of export_adapters: block-form tensors back to one (A, B) per spec."""
+                    r: PerModule) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """The inverse of export_adapters: block-form tensors back to one (A, B) per spec (R:
+    the rank of every adapter, or a function of the module path)."""
     params = {}
     for sp in specs:
         mine = [x for x in specs if x.module == sp.module]
         k = mine.index(sp)
+        rr = per_module(r, sp.module)
         A = tensors[f"base_model.model.{sp.module}.lora_A.weight"]
         B = tensors[f"base_model.model.{sp.module}.lora_B.weight"]
-        params[sp.key] = (A[k * r:(k + 1) * r].copy(), B[sp.lo:sp.hi, k * r:(k + 1) * r].copy())
+        params[sp.key] = (A[k * rr:(k + 1) * rr].copy(), B[sp.lo:sp.hi, k * rr:(k + 1) * rr].copy())
     return params
 
 
@@ -592,11 +635,12 @@ def layer_norm(x, w, b, eps):
 Lora = Dict[str, List[tuple]]
 
 
-def make_lora(specs: List[AdapterSpec], params: Dict[str, tuple], scale: float) -> Lora:
+def make_lora(specs: List[AdapterSpec], params: Dict[str, tuple], scale: PerModule) -> Lora:
+    """SCALE: one scale for every adapter, or a function of the module path."""
     lora: Lora = {}
     for sp in specs:
         A, B = params[sp.key]
-        lora.setdefault(sp.module, []).append((sp.lo, sp.hi, A, B, scale))
+        lora.setdefault(sp.module, []).append((sp.lo, sp.hi, A, B, per_module(scale, sp.module)))
     return lora
 
 
@@ -676,10 +720,28 @@ class TrainSpec:
     clip: float = 0.0
     seed: int = 1234
     eval_every: int = 0  # --eval-every (lorad's flag; the reference evaluates every step)
+    # --rank-pattern / --alpha-pattern: (module key, value) pairs in the flags' order
+    rank_pattern: Tuple[Tuple[str, int], ...] = ()
+    alpha_pattern: Tuple[Tuple[str, float], ...] = ()
 
     @property
     def scale(self) -> float:
+        """The scale of a module no pattern matches."""
         return lora_scale(self.alpha, self.rank, self.rslora)
+
+    def flags_config(self) -> dict:
+        return flags_config(self.rank, self.alpha, self.rslora, self.rank_pattern, self.alpha_pattern)
+
+    def module_rank(self, module: str) -> int:
+        """MODULE's rank (full path): the first matching --rank-pattern key's, else --rank."""
+        return peft_module_scale(self.flags_config(), module)[0]
+
+    def module_alpha(self, module: str) -> float:
+        return peft_module_scale(self.flags_config(), module)[1]
+
+    def module_scale(self, module: str) -> float:
+        """MODULE's scale alpha/r (rsLoRA alpha/sqrt(r)) after the patterns."""
+        return peft_module_scale(self.flags_config(), module)[2]
 
 
 def lr_lambda(schedule: str, warmup: int, n_steps: int):
@@ -766,7 +828,7 @@ def reference_train(cfg: GPT2Config, base: Dict[str, np.ndarray], tokens: np.nda
         P = {k: (torch.tensor(a, dtype=dtype, requires_grad=True),
                  torch.tensor(b, dtype=dtype, requires_grad=True)) for k, (a, b) in init.items()}
         params = [t for ab in P.values() for t in ab]
-        lora = make_lora(specs, P, ts.scale)
+        lora = make_lora(specs, P, ts.module_scale)
     opt = torch.optim.AdamW(params, lr=ts.lr, betas=(ts.beta1, ts.beta2), eps=ts.eps,
                             weight_decay=ts.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(ts.schedule, ts.warmup, ts.steps))
@@ -1022,12 +1084,23 @@ def _selftest_peft_export(tmp, cfg, base, rng) -> None:
     idx = torch.tensor(rng.integers(0, cfg.vocab_size, (2, 10)))
     cases = [(["c_attn"], 4, 8, False), (["q", "v"], 4, 16, True), (["k"], 2, 3, False),
              (["q", "k", "v"], 2, 5, True), (["all-linear"], 2, 4, False),
-             (["mlp.c_fc", "attn.c_proj"], 3, 6, True), (["c_proj"], 2, 2, False)]
-    for targets, r, alpha, rs in cases:
+             (["mlp.c_fc", "attn.c_proj"], 3, 6, True), (["c_proj"], 2, 2, False),
+             # per-module ranks and alphas: whole modules, then slices whose c_attn
+             # differ between layers (per-layer keys) or agree (one c_attn key)
+             (["c_attn", "mlp.c_fc", "attn.c_proj"], 4, 8, False,
+              (("h.0.attn.c_attn", 2), ("c_fc", 6)), (("c_fc", 3), ("attn.c_proj", 5))),
+             (["q", "v", "mlp.c_fc"], 2, 5, True, (("h.1.attn.c_attn", 3), ("c_fc", 4)),
+              (("c_fc", 7), ("h.0.mlp.c_fc", 1))),
+             (["k", "c_proj"], 2, 4, False, (("c_attn", 3), ("c_proj", 1)), (("c_attn", 9),))]
+    for targets, r, alpha, rs, *patterns in cases:
+        rank_pattern, alpha_pattern = patterns or ((), ())
         specs = resolve_targets(cfg, targets)
-        scale = lora_scale(alpha, r, rs)
-        params = random_adapters(specs, r, scale, rng)
-        config, tensors = export_adapters(specs, params, cfg, targets, r, alpha, rs)
+        flags = flags_config(r, alpha, rs, rank_pattern, alpha_pattern)
+        rank_of = lambda mod: peft_module_scale(flags, mod)[0]  # noqa: E731
+        scale = lambda mod: peft_module_scale(flags, mod)[2]  # noqa: E731
+        params = random_adapters(specs, rank_of, scale, rng)
+        config, tensors = export_adapters(specs, params, cfg, targets, r, alpha, rs, "",
+                                          rank_pattern, alpha_pattern)
         d = os.path.join(tmp, "peft_" + "_".join(targets))
         write_peft_dir(d, config, tensors, "F64")
         config2, tensors2 = read_peft_dir(d)
@@ -1035,8 +1108,13 @@ def _selftest_peft_export(tmp, cfg, base, rng) -> None:
         all_mods = [module_path(i, n) for i in range(cfg.n_layer) for n, _, _ in layer_linears(cfg)]
         assert sorted(peft_targeted(config2, all_mods)) == mods, targets
         for sp in specs:
-            assert abs(peft_module_scale(config2, sp.module)[2] - scale) < 1e-12 * scale
-        back = import_adapters(specs, tensors2, r)
+            n = sum(x.module == sp.module for x in specs)
+            got_r, _, got_s = peft_module_scale(config2, sp.module)
+            assert abs(got_s - scale(sp.module)) < 1e-12 * scale(sp.module), (targets, sp.module)
+            assert got_r == n * rank_of(sp.module), (targets, sp.module, got_r)
+        if patterns:  # the patterns make a difference
+            assert len({(rank_of(sp.module), scale(sp.module)) for sp in specs}) > 1, targets
+        back = import_adapters(specs, tensors2, rank_of)
         for k in params:
             assert np.array_equal(back[k][0], params[k][0]) and np.array_equal(back[k][1], params[k][1])
         merged = gpt2_logits(cfg, to_torch(peft_merge(cfg, base, config2, tensors2)), idx)

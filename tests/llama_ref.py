@@ -428,9 +428,11 @@ def target_names(targets: List[str]) -> List[str]:
 
 def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray, np.ndarray]],
                     targets: List[str], r: int, alpha: float, rslora: bool,
-                    base_model="") -> Tuple[dict, Dict[str, np.ndarray]]:
+                    base_model="", rank_pattern=(), alpha_pattern=()) -> Tuple[dict, Dict[str, np.ndarray]]:
     """A PEFT adapter: (adapter_config dict, tensors by PEFT key), one A [r, in] and
-    B [out, r] per module, fan_in_fan_out false."""
+    B [out, r] per module (r: the module's rank), fan_in_fan_out false. RANK_PATTERN and
+    ALPHA_PATTERN ((key, value) pairs, the flags' order) become rank_pattern and
+    alpha_pattern as given."""
     tensors = {}
     for sp in specs:
         A, B = params[sp.key]
@@ -442,6 +444,10 @@ def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray
         "fan_in_fan_out": False, "lora_dropout": 0.0, "bias": "none", "use_dora": False,
         "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None, "init_lora_weights": True,
     }
+    for key, val in rank_pattern:  # the first entry of a key wins
+        config["rank_pattern"].setdefault(key, val)
+    for key, val in alpha_pattern:
+        config["alpha_pattern"].setdefault(key, val)
     return config, tensors
 
 

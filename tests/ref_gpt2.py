@@ -21,7 +21,13 @@ trainer from gpt2_ref.py for 10 steps, runs lorad with the same settings, and co
     bit-identical, another --seed and --dropout 0 change the trajectory, shuffling changes
     the first batch (the data make any batch but the first clearly easier), and with the
     parameters frozen (--lr 0) the masks change with the step and the seed; its
-    validation loss before training must not see dropout.
+    validation loss before training must not see dropout;
+  - lora_patterns: --rank-pattern / --alpha-pattern give each module its own rank and
+    scale (checked against a table worked out by hand, and the reference with the wrong
+    scales must miss the losses by 10x the tolerance); the adapter config's PEFT matching
+    gives every module its rank and scale; the init adapter is refused (exit 2) by flags
+    whose patterns do not give its ranks and scales; and a second run with overlapping
+    keys (3 steps, its own init adapter) shows that the first matching key wins.
 
 Exits 0 on pass, 1 with one line per difference otherwise. A missing lorad binary fails.
 Usage: ref_gpt2.py --lorad PATH --case CASE --workdir DIR
@@ -32,9 +38,9 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,7 +49,7 @@ sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from gpt2_ref import (  # noqa: E402
     Failures, GPT2Config, TrainSpec, eval_steps, export_adapters, fmt_num,
-    gpt2_logits, import_adapters, isolate_samples, layer_linears, make_lora, module_path,
+    gpt2_logits, import_adapters, isolate_samples, layer_linears, lora_scale, make_lora, module_path,
     n_samples, param_shapes, peft_merge, peft_module_scale, peft_targeted, permute_samples,
     random_adapters, random_gpt2_weights, read_metrics, read_model_dir, read_peft_dir,
     read_safetensors, reference_train, rel_err, resolve_targets, run_driver, run_lorad,
@@ -80,6 +86,10 @@ class Case:
     val_samples: int = 0            # h5 only: --val with this many samples (own loss_mask)
     hardest_first: bool = False     # h5 only: isolated samples, highest initial loss first
     dropout: float = 0.0            # > 0: the dropout determinism checks at this rate
+    # patterns: each adapted module (path without "transformer.") -> its (rank, alpha) as
+    # worked out by hand from the case's --rank-pattern / --alpha-pattern; with it the
+    # pattern checks run (see check_patterns)
+    module_table: Dict[str, Tuple[int, float]] = field(default_factory=dict)
 
 
 def _cfg(vocab, n_inner=None, eps=1e-5):
@@ -129,7 +139,30 @@ CASES = {
                             weight_decay=0.01, clip=1.0, seed=77),
         dtype="F32", prefix=True, data="h5", n_tokens=16 * 16 + 1, seed=606,
         hardest_first=True, dropout=0.2, micro_variants=(1, 2), val_samples=5),
+    # --rank-pattern / --alpha-pattern: h.0's c_attn at rank 2 (h.1's keeps --rank 4),
+    # c_fc at rank 6 with alpha 3, attention's c_proj (not the MLP's) with alpha 5: four
+    # different scales (4, 2, 0.5, 1.25) from an init adapter with those ranks.
+    "lora_patterns": Case(
+        _cfg(79, n_inner=80),
+        TrainSpec(targets=("c_attn", "mlp.c_fc", "attn.c_proj"), rank=4, alpha=8,
+                  rank_pattern=(("h.0.attn.c_attn", 2), ("c_fc", 6)),
+                  alpha_pattern=(("c_fc", 3), ("attn.c_proj", 5)), batch=4, micro_batch=2,
+                  seq=16, lr=1e-2, schedule="linear", warmup=2, weight_decay=0.01, clip=1.0),
+        dtype="F32", prefix=True, data="bin16", n_tokens=300, seed=707,
+        module_table={"h.0.attn.c_attn": (2, 8), "h.1.attn.c_attn": (4, 8),
+                      "h.0.mlp.c_fc": (6, 3), "h.1.mlp.c_fc": (6, 3),
+                      "h.0.attn.c_proj": (4, 5), "h.1.attn.c_proj": (4, 5)}),
 }
+
+# lora_patterns' second run: keys that overlap, so that only the FIRST matching key in
+# the flags' order gives each module's rank and alpha (h.0's c_attn: rank 3, not 5;
+# h.1's c_fc: alpha 4, not 7), from its own init adapter for 3 steps.
+ORDER_PATTERNS = dict(
+    targets=("c_attn", "mlp.c_fc"),
+    rank_pattern=(("attn.c_attn", 3), ("h.0.attn.c_attn", 5), ("h.1.mlp.c_fc", 2)),
+    alpha_pattern=(("mlp.c_fc", 4), ("h.1.mlp.c_fc", 7), ("h.0.attn.c_attn", 6)), steps=3)
+ORDER_TABLE = {"h.0.attn.c_attn": (3, 6), "h.1.attn.c_attn": (3, 8),
+               "h.0.mlp.c_fc": (4, 4), "h.1.mlp.c_fc": (2, 4)}
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +191,7 @@ def random_mask(rng: np.random.Generator, n: int, zero_frac: float) -> np.ndarra
 
 
 def init_lora(case: Case, specs, init):
-    return make_lora(specs, to_torch_pairs(init), case.ts.scale) if specs else None
+    return make_lora(specs, to_torch_pairs(init), case.ts.module_scale) if specs else None
 
 
 def hardest_first(case: Case, base, tokens, mask, specs, init):
@@ -200,13 +233,15 @@ def prepare(case: Case, wd: str) -> Setup:
     if ts.mode == "lora":
         specs = resolve_targets(cfg, list(ts.targets))
         assert specs, "case targets match no module"
-        params = random_adapters(specs, ts.rank, ts.scale, rng)
+        params = random_adapters(specs, ts.module_rank, ts.module_scale, rng)
         config, tensors = export_adapters(specs, params, cfg, list(ts.targets), ts.rank,
-                                          ts.alpha, ts.rslora, base_model=model_dir)
+                                          ts.alpha, ts.rslora, base_model=model_dir,
+                                          rank_pattern=ts.rank_pattern,
+                                          alpha_pattern=ts.alpha_pattern)
         init_dir = os.path.join(wd, "init_adapter")
         write_peft_dir(init_dir, config, tensors, "F32")
         _, stored = read_peft_dir(init_dir)
-        init = import_adapters(specs, stored, ts.rank)
+        init = import_adapters(specs, stored, ts.module_rank)
 
     init_losses = None
     if case.hardest_first:
@@ -273,6 +308,10 @@ def lorad_args(case: Case, s: Setup, out: str, v: Variant = Variant()):
         if ts.rslora:
             args.append("--rslora")
         args += ["--init", "kaiming", "--init-adapter", s.init_dir]
+        if ts.rank_pattern:
+            args += ["--rank-pattern", ",".join(f"{k}={v}" for k, v in ts.rank_pattern)]
+        if ts.alpha_pattern:
+            args += ["--alpha-pattern", ",".join(f"{k}={fmt_num(float(v))}" for k, v in ts.alpha_pattern)]
     flags = [("--rank", ts.rank), ("--alpha", float(ts.alpha)), ("--dropout", v.dropout),
              ("--steps", ts.steps), ("--batch", ts.batch),
              ("--micro-batch", ts.micro_batch if v.micro is None else v.micro),
@@ -406,8 +445,9 @@ def check_val(fails: Failures, case: Case, run: Run, ref, follows_ref=True) -> N
     print(f"{what} {found[0]}, reference {ref.val_losses[0]!r}")
 
 
-def check_adapter_config(fails: Failures, case: Case, config: dict, modules) -> None:
-    """adapter_config.json: PEFT's fields and, per module, the rank and scale."""
+def check_adapter_config(fails: Failures, case: Case, config: dict, modules, specs) -> None:
+    """adapter_config.json: PEFT's fields and, per module, the rank and scale PEFT's
+    matching gives (a sliced c_attn: n times its slices' rank, their scale)."""
     ts = case.ts
     want = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "bias": "none",
             "fan_in_fan_out": True, "use_rslora": ts.rslora}
@@ -433,10 +473,22 @@ def check_adapter_config(fails: Failures, case: Case, config: dict, modules) -> 
     fails.check(targeted == sorted(modules),
                 f"adapter_config.json: target_modules {config['target_modules']!r} select "
                 f"{targeted}, but the adapter holds {sorted(modules)}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        fails.check(isinstance(config.get(key), dict),
+                    f"adapter_config.json: {key} = {config.get(key)!r}, expected an object")
+    if not all(isinstance(config.get(k), dict) for k in ("rank_pattern", "alpha_pattern")):
+        return
     for mod in modules:
-        _, _, scale = peft_module_scale(config, mod)
-        fails.check(abs(scale - ts.scale) <= 1e-6 * ts.scale,
-                    f"adapter_config.json: PEFT scale of {mod} is {scale!r}, expected {ts.scale!r}")
+        try:
+            r, _, scale = peft_module_scale(config, mod)
+        except (TypeError, ZeroDivisionError) as e:
+            fails.add(f"adapter_config.json: no PEFT scale for {mod}: {e}")
+            continue
+        n = max(1, sum(sp.module == mod for sp in specs))
+        want_r, want_s = n * ts.module_rank(mod), ts.module_scale(mod)
+        fails.check(r == want_r and abs(scale - want_s) <= 1e-6 * want_s,
+                    f"adapter_config.json: PEFT gives {mod} rank {r!r} and scale {scale!r}, "
+                    f"expected rank {want_r} and scale {want_s!r}")
 
 
 def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> None:
@@ -448,7 +500,8 @@ def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
         fails.add(f"cannot read lorad's adapter {adir}: {e}")
         return
     _, want = export_adapters(s.specs, ref.params, case.cfg, list(ts.targets), ts.rank,
-                              ts.alpha, ts.rslora)
+                              ts.alpha, ts.rslora, rank_pattern=ts.rank_pattern,
+                              alpha_pattern=ts.alpha_pattern)
     fails.check(sorted(got) == sorted(want),
                 f"adapter keys differ: extra {sorted(set(got) - set(want))}, "
                 f"missing {sorted(set(want) - set(got))}")
@@ -464,11 +517,11 @@ def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
     print(f"adapter: {len(got)} tensors, worst rel err {worst:.3g}", flush=True)
     modules = sorted({k[len("base_model.model."):-len(".lora_A.weight")]
                       for k in got if k.endswith(".lora_A.weight")})
-    check_adapter_config(fails, case, config, modules)
+    check_adapter_config(fails, case, config, modules, s.specs)
     # The export's meaning: PEFT-merged lorad adapter vs the reference's own adapters.
     idx = torch.tensor(sample_inputs(case, s))
     want_logits = gpt2_logits(case.cfg, to_torch(s.base), idx,
-                              make_lora(s.specs, to_torch_pairs(ref.params), ts.scale))
+                              make_lora(s.specs, to_torch_pairs(ref.params), ts.module_scale))
     try:
         merged = peft_merge(case.cfg, s.base, config, got)
     except (ValueError, KeyError, TypeError) as e:
@@ -557,6 +610,46 @@ def check_reference_sanity(case: Case, s: Setup, ref) -> None:
         N = n_samples(s.tokens, case.ts.seq)
         assert period * case.ts.batch == N and period < case.ts.steps, \
             "test defect: no two steps with the same samples"
+    if case.module_table:
+        check_module_table(case.ts, case.module_table, s.specs, "transformer.")
+        check_patterns_matter(case.cfg, s.base, s.tokens, s.mask, case.ts, s.init, s.specs, ref)
+
+
+def check_module_table(ts: TrainSpec, table: Dict[str, Tuple[int, float]], specs, prefix: str) -> None:
+    """The reference's reading of the patterns (PEFT's first match) against the ranks and
+    alphas worked out by hand: a difference is a defect of the test."""
+    mods = sorted({sp.module[len(prefix):] for sp in specs})
+    assert mods == sorted(table), f"test defect: adapted modules {mods}, table {sorted(table)}"
+    for mod, (r, alpha) in table.items():
+        got = (ts.module_rank(prefix + mod), ts.module_alpha(prefix + mod))
+        assert got[0] == r and abs(got[1] - alpha) < 1e-12, \
+            f"test defect: the reference gives {mod} rank/alpha {got}, the table {(r, alpha)}"
+    print("per-module rank/alpha: " + ", ".join(f"{m} {r}/{a:g}" for m, (r, a) in table.items()),
+          flush=True)
+
+
+def check_patterns_matter(cfg, base, tokens, mask, ts: TrainSpec, init, specs, ref,
+                          logits_fn=gpt2_logits, wrong_scales=None) -> None:
+    """A lorad that gave the adapters (with the patterns' ranks) other scales must fail
+    the loss check clearly: every module at --rank/--alpha's scale, --alpha-pattern
+    ignored, --rank-pattern left out of the scale, and WRONG_SCALES (name -> function of
+    the module path). Each trajectory departs from the reference by over 10x TOL_LOSS."""
+    wrong = {
+        "every module at the scale of --rank/--alpha": lambda m: ts.scale,
+        "--alpha-pattern ignored": lambda m: lora_scale(ts.alpha, ts.module_rank(m), ts.rslora),
+        "--rank-pattern left out of the scale":
+            lambda m: lora_scale(ts.module_alpha(m), ts.rank, ts.rslora),
+    }
+    wrong.update(wrong_scales or {})
+    for what, scale_of in wrong.items():
+        alt = replace(ts)
+        alt.module_scale = scale_of  # shadows the method for this copy only
+        if all(abs(scale_of(sp.module) - ts.module_scale(sp.module)) < 1e-12 for sp in specs):
+            raise AssertionError(f"test defect: '{what}' gives every module its right scale")
+        other = reference_train(cfg, base, tokens, mask, alt, init, specs, logits_fn=logits_fn)
+        diff = max(rel_err(a, b) for a, b in zip(other.losses, ref.losses))
+        print(f"sanity: {what} would change the losses by {diff:.3g} (relative)", flush=True)
+        assert diff > 10 * TOL_LOSS, f"test defect: '{what}' is within 10x the loss tolerance"
 
 
 def shuffle_margin(case: Case, s: Setup) -> float:
@@ -674,6 +767,66 @@ def check_dropout(fails: Failures, lorad: str, case: Case, s: Setup, wd: str, ma
                 f"expected {case.dropout}")
 
 
+def refused(fails: Failures, lorad: str, args, words, what: str) -> None:
+    """LORAD ARGS must exit 2 with one stderr line "lorad: ..." naming one of WORDS."""
+    res = run_lorad(lorad, args)
+    lines = res.stderr.strip().splitlines()
+    ok = (res.returncode == 2 and len(lines) == 1 and lines[0].startswith("lorad: ")
+          and any(w in lines[0] for w in words))
+    if fails.check(ok, f"{what}: expected exit 2 and one line 'lorad: ...' naming one of {words}; "
+                   f"got exit {res.returncode}, stderr {res.stderr.strip()[-800:]!r}"):
+        print(f"ok: {what}: {lines[0]}", flush=True)
+
+
+def check_patterns(fails: Failures, lorad: str, case: Case, s: Setup, wd: str) -> None:
+    """What --rank-pattern / --alpha-pattern promise beyond the main run:
+      - the init adapter (the patterns' ranks and scales) is refused, exit 2, by flags
+        without either pattern, with one alpha changed, and with one rank changed whose
+        scale stays the same (the ranks must match too);
+      - overlapping keys: the FIRST matching key in the flags' order decides (ORDER_PATTERNS,
+        its own init adapter, 3 steps against the reference, the export checked as the
+        main run's)."""
+    ts = case.ts
+    variants = [
+        ("without --rank-pattern and --alpha-pattern", dict(rank_pattern=(), alpha_pattern=())),
+        ("without --alpha-pattern", dict(alpha_pattern=())),
+        ("without --rank-pattern", dict(rank_pattern=())),
+        ("with c_fc's alpha 4 instead of 3", dict(alpha_pattern=(("c_fc", 4), ("attn.c_proj", 5)))),
+        ("with c_fc at rank 3 and alpha 1.5 (the same scale, another rank)",
+         dict(rank_pattern=(("h.0.attn.c_attn", 2), ("c_fc", 3)),
+              alpha_pattern=(("c_fc", 1.5), ("attn.c_proj", 5)))),
+    ]
+    init_name = os.path.basename(s.init_dir)
+    for i, (what, over) in enumerate(variants):
+        other = replace(case, ts=replace(ts, **over))
+        assert any(abs(other.ts.module_scale(sp.module) - ts.module_scale(sp.module)) > 1e-9 or
+                   other.ts.module_rank(sp.module) != ts.module_rank(sp.module) for sp in s.specs), \
+            f"test defect: {what} changes no module"
+        refused(fails, lorad, lorad_args(other, s, os.path.join(wd, f"out_refused{i}")),
+                [init_name, "adapter_config.json", "adapter_model.safetensors"],
+                f"--init-adapter with the patterns' ranks and scales, flags {what}")
+
+    sub = os.path.join(wd, "order")
+    os.makedirs(sub)
+    oc = replace(case, ts=replace(ts, schedule="constant", warmup=0, **ORDER_PATTERNS),
+                 module_table=ORDER_TABLE)
+    so = prepare(oc, sub)
+    check_module_table(oc.ts, ORDER_TABLE, so.specs, "transformer.")
+    check_own_export(oc, so)
+    ref = reference_train(oc.cfg, so.base, so.tokens, so.mask, oc.ts, so.init, so.specs)
+    check_reference_sanity(replace(oc, module_table={}), so, ref)  # parameters move
+    # the last match instead of the first: h.1's c_fc with alpha 7 (its rank, the shape,
+    # would differ too for h.0's c_attn: 5 instead of 3)
+    last = lambda m: lora_scale(7, 2, ts.rslora) if m.endswith("h.1.mlp.c_fc") else oc.ts.module_scale(m)  # noqa: E731
+    check_patterns_matter(oc.cfg, so.base, so.tokens, so.mask, oc.ts, so.init, so.specs, ref,
+                          wrong_scales={"the last matching --alpha-pattern key": last})
+    run = launch(fails, lorad, oc, so, sub, label="overlapping pattern keys")
+    if run is None:
+        return
+    check_metrics(fails, run.rows, ref, run.label)
+    check_lora_output(fails, oc, so, ref, run.out)
+
+
 def check_frozen(fails: Failures, case: Case, s: Setup, run: Run) -> None:
     """With --lr 0 the adapter written is the init adapter: the parameters never moved."""
     try:
@@ -714,6 +867,9 @@ def run_case(case: Case, fails: Failures, lorad: str, wd: str) -> None:
         check_lora_output(fails, case, s, ref, main_run.out)
     else:
         check_full_output(fails, case, s, ref, main_run.out)
+
+    if case.module_table:
+        check_patterns(fails, lorad, case, s, wd)
 
     # Micro-batch invariance: of the main run, or of the dropout runs in a dropout case.
     subject = main_run

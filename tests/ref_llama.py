@@ -20,7 +20,11 @@ at least 10x the tolerance), then runs lorad:
                   reference's logits). train_lora: q_proj,v_proj,down_proj from a non-zero-B
                   init adapter, h5 with a loss mask, --val; train_all_linear_rslora: Mistral,
                   all-linear, rsLoRA, micro-batch 1 (and 2 and 4 must agree), clipping;
-                  train_full: Qwen2 (biases), untied, --mode full, --eps 1e-6, OUT/model/
+                  train_full: Qwen2 (biases), untied, --mode full, --eps 1e-6, OUT/model/;
+                  train_patterns: --rank-pattern v_proj=2 --alpha-pattern
+                  layers.1.self_attn.q_proj=12 (per-module ranks and scales, each module's
+                  rank and scale by PEFT's matching of the exported config, the init adapter
+                  refused by flags without the patterns)
   merge_generate  (untied Llama, vocab 260) lorad trains an adapter on q,k,o,gate,up for 4
                   steps, `lorad merge` writes W0 + s*B@A (1e-6 per tensor,
                   same names, config.json copied); eval of the merged dir equals eval with
@@ -38,9 +42,9 @@ import math
 import os
 import re
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +58,9 @@ from gpt2_ref import Failures, TrainSpec, rel_err, run_lorad  # noqa: E402
 from infer import gen, gen_ids, parse_eval  # noqa: E402
 from llama_ref import LlamaConfig, llama3_scaling, llama_logits  # noqa: E402
 from ref_gpt2 import (MIN_MOVE, TOL_LOGITS, TOL_PARAM, TOL_VAL, Run, Variant,  # noqa: E402
-                      check_logits, check_metrics, check_same_trajectory, check_val, lorad_args,
-                      random_mask, rel_close, step_rows)
+                      check_logits, check_metrics, check_module_table, check_patterns_matter,
+                      check_same_trajectory, check_val, lorad_args, random_mask, refused,
+                      rel_close, step_rows)
 
 TOL_EVAL_LOSS = 1e-5  # eval's loss against the reference
 TOL_SAME = 1e-6       # merged dir against base + --adapter; the merge against W0 + s*B@A
@@ -84,6 +89,9 @@ class Case:
     micro_variants: Tuple[int, ...] = ()
     clip_must_trigger: bool = False
     prompt: str = ""                 # merge_generate
+    # train with patterns: each adapted module (path without "model.") -> its (rank, alpha)
+    # worked out by hand from --rank-pattern / --alpha-pattern
+    module_table: Dict[str, Tuple[int, float]] = field(default_factory=dict)
 
 
 def _cfg(model_type="llama", vocab=97, C=32, F=64, layers=2, nh=4, nkv=2, **kw) -> LlamaConfig:
@@ -122,6 +130,20 @@ CASES = {
                               micro_batch=1, seq=16, lr=1e-2, schedule="cosine", warmup=3,
                               weight_decay=0.05, clip=0.05),
         data="bin32", n_tokens=300, micro_variants=(2, 4), clip_must_trigger=True),
+    # --rank-pattern v_proj=2 and --alpha-pattern on layer 1's q_proj only (a key that is a
+    # dotted suffix of model.layers.1.self_attn.q_proj): scales 2 (q_proj of layer 0,
+    # down_proj), 3 (q_proj of layer 1) and 4 (v_proj, rank 2).
+    "train_patterns": Case(
+        "train", _cfg(vocab=73, rope_theta=10000.0),
+        seed=24, ts=TrainSpec(targets=("q_proj", "v_proj", "down_proj"), rank=4, alpha=8,
+                              rank_pattern=(("v_proj", 2),),
+                              alpha_pattern=(("layers.1.self_attn.q_proj", 12),), batch=4,
+                              micro_batch=2, seq=16, lr=1e-2, schedule="linear", warmup=2,
+                              weight_decay=0.01, clip=1.0, eval_every=5),
+        data="h5", n_tokens=8 * 16 + 1 + 3, mask_zero_frac=0.3, val_samples=5,
+        module_table={"layers.0.self_attn.q_proj": (4, 8), "layers.1.self_attn.q_proj": (4, 12),
+                      "layers.0.self_attn.v_proj": (2, 8), "layers.1.self_attn.v_proj": (2, 8),
+                      "layers.0.mlp.down_proj": (4, 8), "layers.1.mlp.down_proj": (4, 8)}),
     # eps 1e-6 as ref_gpt2's full case: AdamW's update of a tensor whose gradient is float32
     # noise is noise / (noise + eps); a larger eps keeps it far below the tolerance.
     "train_full": Case(
@@ -342,9 +364,10 @@ def prepare_train(case: Case, wd: str) -> Setup:
     if ts.mode == "lora":
         specs = L.resolve_targets(cfg, list(ts.targets))
         assert specs, "test defect: the targets match no module"
-        params = g.random_adapters(specs, ts.rank, ts.scale, rng)
+        params = g.random_adapters(specs, ts.module_rank, ts.module_scale, rng)
         config, tensors = L.export_adapters(specs, params, list(ts.targets), ts.rank, ts.alpha, ts.rslora,
-                                            base_model=model_dir)
+                                            base_model=model_dir, rank_pattern=ts.rank_pattern,
+                                            alpha_pattern=ts.alpha_pattern)
         init_dir = os.path.join(wd, "init_adapter")
         g.write_peft_dir(init_dir, config, tensors, "F32")
         init = L.import_adapters(specs, g.read_peft_dir(init_dir)[1])
@@ -365,7 +388,7 @@ def train_inputs(case: Case, s: Setup):
 
 
 def ref_lora(case: Case, s: Setup, params):
-    return g.make_lora(s.specs, g.to_torch_pairs(params), case.ts.scale)
+    return g.make_lora(s.specs, g.to_torch_pairs(params), case.ts.module_scale)
 
 
 def check_own_export(case: Case, s: Setup) -> None:
@@ -400,6 +423,10 @@ def check_reference_sanity(case: Case, s: Setup, ref) -> None:
     for step in g.eval_steps(case.ts.eval_every, case.ts.steps) if ref.val_losses else []:
         v, prev = ref.val_losses[step], ref.val_losses[step - 1]
         assert abs(v - prev) > 10 * TOL_VAL * v, f"test defect: val loss barely changes at step {step}"
+    if case.module_table:
+        check_module_table(case.ts, case.module_table, s.specs, "model.")
+        check_patterns_matter(case.cfg, s.base, s.tokens, s.mask, case.ts, s.init, s.specs, ref,
+                              logits_fn=llama_logits)
 
 
 def launch(fails: Failures, lorad: str, case: Case, s: Setup, wd: str, v: Variant = Variant()) -> Optional[Run]:
@@ -428,10 +455,20 @@ def check_adapter_config(fails: Failures, case: Case, config: dict, modules: Lis
     targeted = sorted(g.peft_targeted(config, [m for m, _, _ in L.all_modules(case.cfg)]))
     fails.check(targeted == sorted(modules), f"adapter_config.json: target_modules {config['target_modules']!r} "
                 f"select {targeted}, but the adapter holds {sorted(modules)}")
-    for mod in modules:
-        scale = g.peft_module_scale(config, mod)[2]
-        fails.check(abs(scale - ts.scale) <= 1e-6 * ts.scale,
-                    f"adapter_config.json: PEFT scale of {mod} is {scale!r}, expected {ts.scale!r}")
+    for key in ("rank_pattern", "alpha_pattern"):
+        if not fails.check(isinstance(config.get(key), dict),
+                           f"adapter_config.json: {key} = {config.get(key)!r}, expected an object"):
+            return
+    for mod in modules:  # each module's rank and scale by PEFT's matching
+        try:
+            r, _, scale = g.peft_module_scale(config, mod)
+        except (TypeError, ZeroDivisionError) as e:
+            fails.add(f"adapter_config.json: no PEFT scale for {mod}: {e}")
+            continue
+        want_r, want_s = ts.module_rank(mod), ts.module_scale(mod)
+        fails.check(r == want_r and abs(scale - want_s) <= 1e-6 * want_s,
+                    f"adapter_config.json: PEFT gives {mod} rank {r!r} and scale {scale!r}, "
+                    f"expected rank {want_r} and scale {want_s!r}")
 
 
 def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> None:
@@ -442,7 +479,8 @@ def check_lora_output(fails: Failures, case: Case, s: Setup, ref, out: str) -> N
     except (OSError, ValueError, KeyError) as e:
         fails.add(f"cannot read lorad's adapter {adir}: {e}")
         return
-    _, want = L.export_adapters(s.specs, ref.params, list(ts.targets), ts.rank, ts.alpha, ts.rslora)
+    _, want = L.export_adapters(s.specs, ref.params, list(ts.targets), ts.rank, ts.alpha, ts.rslora,
+                                rank_pattern=ts.rank_pattern, alpha_pattern=ts.alpha_pattern)
     fails.check(sorted(got) == sorted(want), f"adapter keys differ: extra {sorted(set(got) - set(want))}, "
                 f"missing {sorted(set(want) - set(got))}")
     worst = 0.0
@@ -511,6 +549,14 @@ def run_train_case(case: Case, fails: Failures, lorad: str, wd: str) -> None:
         other = launch(fails, lorad, case, s, wd, Variant(micro=micro))
         if other:
             check_same_trajectory(fails, case, other, main)
+    if case.module_table:  # the init adapter holds the patterns' ranks and scales
+        for i, (what, over) in enumerate((("without the patterns", dict(rank_pattern=(), alpha_pattern=())),
+                                          ("without --alpha-pattern", dict(alpha_pattern=())),
+                                          ("without --rank-pattern", dict(rank_pattern=())))):
+            other = replace(case, ts=replace(case.ts, **over))
+            refused(fails, lorad, lorad_args(other, s, os.path.join(wd, f"out_refused{i}")),
+                    [os.path.basename(s.init_dir), "adapter_config.json", "adapter_model.safetensors"],
+                    f"--init-adapter with the patterns' ranks and scales, flags {what}")
 
 
 # --------------------------------------------------------------------------------------
