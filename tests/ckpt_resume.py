@@ -1,6 +1,7 @@
 """ckpt_resume.py: checkpoints, resume, preemption signals and crash safety.
 
 Cases (--case):
+  exact_llama        exact_1 and elastic 1 -> 2 ranks on a Llama-family model (GQA, biases)
   exact_1, exact_2   stop after k steps (LORAD_FAULT ...:stop raises SIGUSR1 in the step),
                      resume with --resume auto for the rest: every metrics row but timings
                      and the final adapter bytes equal an uninterrupted run (1 and 2 ranks)
@@ -34,8 +35,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt2_ref as ref  # noqa: E402
+import llama_ref  # noqa: E402
 
 CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
+LLAMA = llama_ref.LlamaConfig(model_type="llama", vocab_size=61, hidden_size=32, intermediate_size=48,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              attention_bias=True, max_position_embeddings=32)
 T, G = 16, 4
 TIMING = {"tokens_per_s", "elapsed_s", "comm_s"}
 REQUEUE = 75
@@ -47,18 +52,22 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 class Run:
     """Builds the inputs once and runs lorad on them, alone or under mpirun."""
 
-    def __init__(self, lorad, work, seed=1):
+    def __init__(self, lorad, work, seed=1, llama=False):
         self.lorad, self.work = lorad, work
         rng = np.random.default_rng(seed)
         self.model = os.path.join(work, "model")
-        ref.write_model_dir(self.model, CFG, ref.random_gpt2_weights(CFG, rng))
+        if llama:
+            llama_ref.write_model_dir(self.model, LLAMA, llama_ref.random_llama_weights(LLAMA, rng))
+        else:
+            ref.write_model_dir(self.model, CFG, ref.random_gpt2_weights(CFG, rng))
+        self.targets = "q_proj,v_proj,down_proj" if llama else "q,v,mlp.c_fc"
         self.data = os.path.join(work, "train.bin")
         ref.write_bin(self.data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
 
     def args(self, out, steps, extra=()):
         return ["train", "--model", self.model, "--data", self.data, "--out", out, "--steps", steps,
                 "--batch", G, "--micro-batch", 2, "--seq", T, "--lr", 0.01, "--schedule", "cosine",
-                "--warmup", 2, "--targets", "q,v,mlp.c_fc", "--rank", 4, "--alpha", 8, "--dropout", 0.1,
+                "--warmup", 2, "--targets", self.targets, "--rank", 4, "--alpha", 8, "--dropout", 0.1,
                 "--seed", 3, "--threads", 1, "--log-every", 1] + [str(a) for a in extra]
 
     def cmd(self, ranks, args):
@@ -289,6 +298,16 @@ def case_inspect_export(fails, r):
         fails.check(group in p.stdout, f"h5ls does not show {group}:\n{p.stdout}")
 
 
+def case_exact_llama(fails, r):
+    case_exact(fails, r, 0)  # bit-identical resume in one process
+    steps, k = 10, 4
+    base = rows(straight(fails, r, 0, steps))
+    got = rows(stop_then_resume(fails, r, 0, steps, k, resume_ranks=2, name="elastic_llama"))
+    worst = max(ref.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
+    print(f"llama 1 -> 2 ranks: worst loss rel err {worst:.2e}")
+    fails.check(len(got) == steps and worst <= 1e-5, f"llama 1 -> 2 ranks: losses differ by {worst:.2e}")
+
+
 def on_inputs(case, *args):
     """CASE(fails, r, *ARGS) as a driver case, r running lorad on inputs built in the work directory."""
     return lambda fails, lorad, work: case(fails, Run(lorad, work), *args)
@@ -297,6 +316,7 @@ def on_inputs(case, *args):
 CASES = {
     "exact_1": on_inputs(case_exact, 0),
     "exact_2": on_inputs(case_exact, 2),
+    "exact_llama": lambda fails, lorad, work: case_exact_llama(fails, Run(lorad, work, llama=True)),
     "elastic": on_inputs(case_elastic),
     "refuse": on_inputs(case_refuse),
     "corrupt": on_inputs(case_corrupt),

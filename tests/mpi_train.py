@@ -5,6 +5,9 @@ Cases (--case):
       the same job on 1, 2, 3 and 4 ranks (G = 5, so every split but one is uneven)
       against one process without mpirun: per-step loss within 1e-5 relative, final
       adapter (or model) tensors within 1e-4 norm-wise.
+  equiv_llama
+      the same for a Llama-family model (grouped-query attention, biases, untied head)
+      on 1, 2 and 3 ranks.
   mask
       HDF5 data whose loss mask is zero on most targets of some samples only, so the
       ranks' parts hold very different target counts: 3 ranks match one process.
@@ -28,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt2_ref as ref  # noqa: E402
+import llama_ref  # noqa: E402
 
 HEADER_BYTES = 64
 CFG = ref.GPT2Config(vocab_size=53, n_positions=24, n_embd=24, n_head=4, n_layer=2)
@@ -44,9 +48,17 @@ def mpirun(nprocs, lorad, args, env=None, timeout=120):
     return p, time.monotonic() - start
 
 
-def make_inputs(work, rng, masked=False):
+LLAMA = llama_ref.LlamaConfig(model_type="llama", vocab_size=53, hidden_size=24, intermediate_size=40,
+                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                              attention_bias=True, max_position_embeddings=24)
+
+
+def make_inputs(work, rng, masked=False, llama=False):
     model = os.path.join(work, "model")
-    ref.write_model_dir(model, CFG, ref.random_gpt2_weights(CFG, rng))
+    if llama:
+        llama_ref.write_model_dir(model, LLAMA, llama_ref.random_llama_weights(LLAMA, rng))
+    else:
+        ref.write_model_dir(model, CFG, ref.random_gpt2_weights(CFG, rng))
     tokens = rng.integers(0, CFG.vocab_size, 20 * T + 1)
     if not masked:
         data = os.path.join(work, "train.bin")
@@ -87,8 +99,8 @@ def compare(fails, label, base, other):
     fails.check(worst_t <= 1e-4, f"{label}: trained tensors differ from one process by {worst_t:.2e}")
 
 
-def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4)):
-    model, data = make_inputs(work, np.random.default_rng(3), masked)
+def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llama=False):
+    model, data = make_inputs(work, np.random.default_rng(3), masked, llama)
     single = os.path.join(work, "single")
     p = ref.run_lorad(lorad, train_args(model, data, single, extra))
     if not fails.check(p.returncode == 0, f"single process failed: {p.stderr.strip()}"):
@@ -154,6 +166,8 @@ CASES = {
     # ignores it), so with eps 1e-8 AdamW would turn float rounding into lr-sized steps
     "equiv_full": partial(case_equiv, extra=["--mode", "full", "--lr", 0.002, "--eps", 1e-6]),
     "mask": partial(case_equiv, extra=["--targets", "all-linear"], masked=True, ranks=(3,)),
+    "equiv_llama": partial(case_equiv, extra=["--targets", "q_proj,v_proj,down_proj", "--rank", 3, "--dropout", 0.1],
+                           ranks=(1, 2, 3), llama=True),
     "fault_exit": partial(case_fault, kind="exit"),
     "fault_nan": partial(case_fault, kind="nan"),
     "bytes": case_bytes,
