@@ -14,7 +14,7 @@ packages=(
   libopenmpi-dev openmpi-bin
   libprotobuf-c-dev protobuf-c-compiler
   libjansson-dev
-  iproute2 util-linux
+  iproute2 util-linux procps hostname
   python3 python3-torch python3-numpy python3-h5py
 )
 
