@@ -103,7 +103,7 @@ char *checkpoint_save(const Lorad__JobSpec *job, const struct model *m, const st
     int rc = export_collect(m, meta, &x);
     struct ckpt c = {.step = rs->step, .samples = rs->samples, .tokens = rs->tokens, .n_samples = n_samples,
                      .loss = rs->loss, .lr = rs->lr, .world_size = world_size, .wall_time = (double)time(NULL),
-                     .seed = job->seed, .fingerprint = m->fingerprint, .group = x.full ? "params" : "adapter",
+                     .seed = job->seed, .fingerprint = m->base->fingerprint, .group = x.full ? "params" : "adapter",
                      .config_json = x.config, .m = m->tr.m, .v = m->tr.v, .n = m->tr.n};
     c.tensors = xcalloc((size_t)x.n + 1, sizeof *c.tensors);
     for (int32_t i = 0; i < x.n; i++)
@@ -224,9 +224,9 @@ static int ckpt_get(void *ctx, const char *name, int32_t ndim, const int64_t *sh
 }
 
 int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, const struct ckpt *c, struct run_state *rs) {
-    if (c->fingerprint != m->fingerprint) {
+    if (c->fingerprint != m->base->fingerprint) {
         err_set("checkpoint", "was saved from another base model (fingerprint %016llx, --model has %016llx)",
-                (unsigned long long)c->fingerprint, (unsigned long long)m->fingerprint);
+                (unsigned long long)c->fingerprint, (unsigned long long)m->base->fingerprint);
         return err_hint("resume with the --model the run started from");
     }
     Lorad__JobSpec *saved = lorad__job_spec__unpack(NULL, c->job_len, c->job);

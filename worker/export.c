@@ -185,7 +185,7 @@ static void collect_full(const struct model *m, struct export_set *x) {
                                           .shape = {t->shape[0], t->shape[1]}, .dtype = ST_DTYPE_F32};
     }
     x->n = m->tr.n_entries;
-    x->config = xstrdup(m->config_text); /* training changed the weights, not the config */
+    x->config = xstrdup(m->base->config_text); /* training changed the weights, not the config */
 }
 
 int export_collect(const struct model *m, const struct export_meta *meta, struct export_set *x) {

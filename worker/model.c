@@ -13,7 +13,6 @@
 #include "arch.h"
 #include "error.h"
 #include "fileio.h"
-#include "hash.h"
 #include "lora.h"
 #include "peft.h"
 #include "rng.h"
@@ -60,11 +59,11 @@ static int weights_find(struct model *m, const struct weight_ref *refs, int32_t 
     for (int32_t i = 0; i < n; i++) {
         const char *name = refs[i].name;
         const struct safetensors *file;
-        found[i] = st_set_find(&m->st, name, &file);
+        found[i] = st_set_find(&m->base->st, name, &file);
         if (!found[i] && !strncmp(name, prefix, sizeof prefix - 1))
-            found[i] = st_set_find(&m->st, name + sizeof prefix - 1, &file);
+            found[i] = st_set_find(&m->base->st, name + sizeof prefix - 1, &file);
         if (!found[i]) {
-            err_set(m->st.path, "missing tensor %s", name);
+            err_set(m->base->st.path, "missing tensor %s", name);
             return err_hint("config.json and the weights must describe the same model");
         }
         enum st_dtype d = found[i]->dtype;
@@ -79,14 +78,37 @@ static int tensor_mappable(const struct st_tensor *t) {
     return t->dtype == ST_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
 }
 
+/* The f32 copies of the frozen weights that cannot be mapped, in REFS order: the
+ * model's own when it must write them, else the base's, made once for every model that
+ * borrows it (the frozen set is the same for every LoRA model of one base). */
+static float *frozen_block(struct model *m, const struct st_tensor **found, const int32_t *entry, int32_t n,
+                           int writable) {
+    uint64_t count = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (entry[i] < 0 && (writable || !tensor_mappable(found[i]))) count += (uint64_t)found[i]->numel;
+    if (!count) return NULL;
+    if (writable) return m->frozen = xalloc_aligned(count * sizeof(float));
+    struct base *b = m->base;
+    if (b->frozen) {
+        CHECK(b->frozen_n == count);
+        return b->frozen;
+    }
+    b->frozen = xalloc_aligned(count * sizeof(float));
+    b->frozen_n = count;
+    uint64_t at = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (entry[i] >= 0 || tensor_mappable(found[i])) continue;
+        CHECK(st_tensor_to_f32(found[i], b->frozen + at) == 0);
+        at += (uint64_t)found[i]->numel;
+    }
+    return b->frozen;
+}
+
 /* Points every weight at its data: the trainable block (full mode), the mapping, or
- * the converted frozen block. */
+ * the frozen block. */
 static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t n,
                          const struct st_tensor **found, const int32_t *entry, int writable) {
-    uint64_t frozen_n = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (entry[i] < 0 && (writable || !tensor_mappable(found[i]))) frozen_n += (uint64_t)found[i]->numel;
-    if (frozen_n) m->frozen = xalloc_aligned(frozen_n * sizeof(float));
+    float *frozen = frozen_block(m, found, entry, n, writable);
     uint64_t at = 0;
     for (int32_t i = 0; i < n; i++) {
         if (entry[i] >= 0) {
@@ -97,8 +119,8 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
         } else if (!writable && tensor_mappable(found[i])) {
             *refs[i].w = found[i]->data;
         } else {
-            CHECK(st_tensor_to_f32(found[i], m->frozen + at) == 0);
-            *refs[i].w = m->frozen + at;
+            if (writable) CHECK(st_tensor_to_f32(found[i], frozen + at) == 0);
+            *refs[i].w = frozen + at;
             at += (uint64_t)found[i]->numel;
         }
     }
@@ -246,52 +268,31 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     return rc;
 }
 
-/* Continues H over a safetensors file's header (names, dtypes, shapes, offsets) and a
- * sample of every tensor's bytes (its ends and 64 bytes of each MiB). */
-static uint64_t fingerprint_file(uint64_t h, const struct safetensors *st) {
-    const unsigned char *map = st->map;
-    uint64_t header_len = (uint64_t)map[0] | (uint64_t)map[1] << 8 | (uint64_t)map[2] << 16 |
-                          (uint64_t)map[3] << 24 | (uint64_t)map[4] << 32 | (uint64_t)map[5] << 40 |
-                          (uint64_t)map[6] << 48 | (uint64_t)map[7] << 56; /* validated by safetensors_open */
-    h = hash_bytes(h, map, 8 + header_len);
-    for (int32_t i = 0; i < st->n_tensors; i++) {
-        const unsigned char *d = st->tensors[i].data;
-        size_t n = st->tensors[i].nbytes, edge = n < 256 ? n : 256;
-        h = hash_bytes(hash_bytes(h, d, edge), d + n - edge, edge);
-        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
+/* M's base: O's, or DIR opened for M alone. */
+static int base_take(struct model *m, const struct model_options *o) {
+    if (o->base) {
+        m->base = o->base;
+        return 0;
     }
-    return h;
-}
-
-/* Hash of DIR/config.json and every weights file, so that two models of one shape tell
- * apart without reading gigabytes. */
-static int fingerprint_compute(struct model *m, const char *dir) {
-    char *path = path_join(dir, "config.json");
-    size_t len;
-    char *config = file_read_all(path, &len);
-    free(path);
-    if (!config) return -1;
-    uint64_t h = hash_bytes(HASH_INIT, config, len);
-    for (int32_t i = 0; i < m->st.n_files; i++) h = fingerprint_file(h, &m->st.files[i]);
-    m->fingerprint = h;
-    m->config_text = config;
-    return 0;
+    m->base = &m->own_base;
+    return base_open(m->base, o->dir);
 }
 
 int model_init(struct model *m, const struct model_options *o) {
     memset(m, 0, sizeof *m);
-    if (hf_config_read(&m->cfg, o->dir)) return -1;
-    if (o->seq > m->cfg.n_positions) {
-        err_set("--seq", "%d exceeds the model's n_positions %d", o->seq, m->cfg.n_positions);
-        return err_hint("use --seq %d or less", m->cfg.n_positions);
-    }
-    if (st_set_open(&m->st, o->dir) || fingerprint_compute(m, o->dir)) {
+    if (base_take(m, o)) {
         model_free(m);
         return -1;
     }
-    if ((int64_t)9 * m->cfg.n_layer > st_set_count(&m->st)) {
-        err_set(m->st.path, "holds %lld tensors, too few for the %d layers config.json declares",
-                (long long)st_set_count(&m->st), m->cfg.n_layer);
+    m->cfg = m->base->cfg;
+    if (o->seq > m->cfg.n_positions) {
+        err_set("--seq", "%d exceeds the model's n_positions %d", o->seq, m->cfg.n_positions);
+        model_free(m);
+        return err_hint("use --seq %d or less", m->cfg.n_positions);
+    }
+    if ((int64_t)9 * m->cfg.n_layer > st_set_count(&m->base->st)) {
+        err_set(m->base->st.path, "holds %lld tensors, too few for the %d layers config.json declares",
+                (long long)st_set_count(&m->base->st), m->cfg.n_layer);
         model_free(m);
         return err_hint("config.json and model.safetensors must come from the same model");
     }
@@ -328,13 +329,12 @@ int model_init(struct model *m, const struct model_options *o) {
 
 void model_free(struct model *m) {
     trainable_free(&m->tr);
-    st_set_close(&m->st);
+    base_close(&m->own_base);
     free(m->frozen);
     free(m->layers);
     free(m->sites);
     free(m->adapters);
     free(m->act_block);
-    free(m->config_text);
     memset(m, 0, sizeof *m);
 }
 

@@ -10,14 +10,15 @@
 
 #include <stdint.h>
 
+#include "base.h"
 #include "hf_config.h"
 #include "linear.h"
 #include "peft.h"
-#include "st_set.h"
 #include "trainable.h"
 
 struct model_options {
     const char *dir;              /* HF model directory */
+    struct base *base;            /* DIR already open (borrowed, outlives the model); NULL: open it */
     int full;                     /* train every weight instead of adapters */
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int inference;                /* nothing trains: no adapters, no trainable block */
@@ -90,8 +91,9 @@ struct arch;
 
 struct model {
     struct model_config cfg;
-    struct st_set st; /* the weights files */
-    float *frozen; /* converted frozen tensors, one allocation (NULL when all mapped) */
+    struct base *base; /* the files: borrowed, or OWN_BASE */
+    struct base own_base;
+    float *frozen; /* writable copies of the frozen tensors (merging), one allocation */
     const struct arch *arch; /* the family's names, shapes and passes */
     const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C) (GPT-2), final norm (C), (C) (GPT-2) */
     float *dwte, *dwpe, *dlnf_w, *dlnf_b;
@@ -119,8 +121,6 @@ struct model {
     float *lora_u;  /* every adapter's (B,T,r) */
     float *scratch; /* linear and attention scratch */
     int64_t n_params; /* every weight of the base model */
-    uint64_t fingerprint; /* of config.json and the safetensors file: which base this is */
-    char *config_text;    /* config.json as read */
 };
 
 /* Loads DIR, attaches adapters and sizes activations. -1 with an error on bad input. */

@@ -1,0 +1,33 @@
+/*
+ * base.h: a base model's files, opened once: its config, its mapped safetensors, the
+ * fingerprint that names it in checkpoints, and (made by the first model that needs it)
+ * the f32 copy of its weights that are not mappable f32. Models borrow a base, so a
+ * daemon keeps one resident between jobs on the same model directory.
+ */
+#ifndef LORAD_BASE_H
+#define LORAD_BASE_H
+
+#include <stdint.h>
+
+#include "hf_config.h"
+#include "st_set.h"
+
+struct base {
+    char *dir;                /* the model directory as given */
+    struct model_config cfg;
+    struct st_set st;         /* the weights files, mapped read-only */
+    uint64_t fingerprint;     /* of config.json and the weights: which base this is */
+    char *config_text;        /* config.json as read */
+    float *frozen;            /* f32 copies of the unmappable frozen weights, or NULL */
+    uint64_t frozen_n;        /* floats in FROZEN */
+    uint64_t stamp;           /* of the files' identities and times, for base_current */
+};
+
+/* Opens DIR: config.json and the weights. -1 with an error naming the file. */
+int base_open(struct base *b, const char *dir);
+void base_close(struct base *b);
+/* Whether B is DIR as it is on disk now: the same directory and the same files (device,
+ * inode, size and modification time of config.json and every weights file). */
+int base_current(const struct base *b, const char *dir);
+
+#endif
