@@ -26,7 +26,9 @@ void comm_init(struct comm *c, int *argc, char ***argv) {
     memset(c, 0, sizeof *c);
     c->size = c->local_size = 1;
     if (!launched_by_mpi()) return;
-    MPI_CHECK(MPI_Init(argc, argv));
+    int provided;
+    MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
+    CHECK(provided >= MPI_THREAD_FUNNELED);
     c->mpi = 1;
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &c->size));
@@ -44,7 +46,13 @@ void comm_finalize(struct comm *c) {
 void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n) {
     if (!c->mpi) return;
     uint64_t len = *n;
-    MPI_CHECK(MPI_Bcast(&len, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD));
+    MPI_Request req;
+    MPI_CHECK(MPI_Ibcast(&len, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD, &req));
+    for (int done = 0;;) {
+        MPI_CHECK(MPI_Test(&req, &done, MPI_STATUS_IGNORE));
+        if (done) break;
+        nanosleep(&(struct timespec){.tv_nsec = 2000000}, NULL);
+    }
     CHECK(len < (1u << 30));
     if (c->rank != 0) {
         *buf = xmalloc(len ? len : 1);

@@ -17,11 +17,14 @@ struct comm {
     double comm_s;              /* seconds spent in comm_allreduce since the last read */
 };
 
-/* Initialises MPI when launched by mpirun/srun; a world of one otherwise. */
+/* Initialises MPI when launched by mpirun/srun; a world of one otherwise. Only the
+ * calling thread may use MPI afterwards (MPI_THREAD_FUNNELED): the daemon's socket
+ * thread never does. */
 void comm_init(struct comm *c, int *argc, char ***argv);
 void comm_finalize(struct comm *c);
 /* Broadcasts rank 0's BUF (*N bytes, malloc'd) to every rank; other ranks receive a
- * new malloc'd buffer. *N = 0 carries "nothing" (rank 0 failed). */
+ * new malloc'd buffer. *N = 0 carries "nothing" (rank 0 failed). Ranks waiting for
+ * rank 0 sleep between checks instead of spinning, so an idle daemon idles. */
 void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n);
 /* This rank's contiguous part [*LO, *HI) of N items; parts differ by at most one. */
 void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi);

@@ -35,24 +35,32 @@ static int rows_keep(const char *path, int64_t step) {
     return rc;
 }
 
-int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every,
-                 int64_t resume_step) {
-    char *path = path_join(out_dir, "metrics.jsonl");
-    if (resume_step > 0 && access(path, F_OK) == 0 && rows_keep(path, resume_step)) {
-        free(path);
-        return -1;
-    }
-    mt->jsonl = fopen(path, resume_step > 0 ? "a" : "w");
-    if (!mt->jsonl) {
+static FILE *out_open(const char *dir, const char *name, const char *mode) {
+    char *path = path_join(dir, name);
+    FILE *f = fopen(path, mode);
+    if (!f) {
         err_set(path, "cannot create");
-        free(path);
-        return err_hint("check that --out is writable");
+        err_hint("check that --out is writable");
     }
     free(path);
+    return f;
+}
+
+int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every,
+                 int64_t resume_step) {
+    memset(mt, 0, sizeof *mt);
+    char *path = path_join(out_dir, "metrics.jsonl");
+    int rc = resume_step > 0 && access(path, F_OK) == 0 ? rows_keep(path, resume_step) : 0;
+    free(path);
+    if (rc) return -1;
+    const char *mode = resume_step > 0 ? "a" : "w";
+    if (!(mt->jsonl = out_open(out_dir, "metrics.jsonl", mode)) || !(mt->log = out_open(out_dir, "train.log", mode))) {
+        metrics_close(mt);
+        return -1;
+    }
     mt->tty = isatty(STDERR_FILENO);
     mt->total_steps = total_steps;
     mt->log_every = log_every;
-    mt->line_open = 0;
     return 0;
 }
 
@@ -90,12 +98,15 @@ void metrics_step(struct metrics *mt, const struct step_report *r) {
     row_write(mt->jsonl, r);
     int last = r->step == mt->total_steps;
     if (!mt->tty && r->step % mt->log_every != 0 && !last && r->step != 1 && isnan(r->val_loss)) return;
-    char eta[32], val[48] = "";
+    char eta[32], val[48] = "", line[256];
     eta_format(eta, sizeof eta, r->elapsed_s / r->step * (mt->total_steps - r->step));
     if (!isnan(r->val_loss)) snprintf(val, sizeof val, " | val %.4f", r->val_loss);
-    fprintf(stderr, "%sstep %lld/%lld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | ETA %s%s",
-            mt->tty ? "\r\033[K" : "", (long long)r->step, (long long)mt->total_steps, r->loss, val, r->lr,
-            r->grad_norm, r->step_s > 0 ? r->tokens / r->step_s : 0.0, eta, mt->tty ? "" : "\n");
+    snprintf(line, sizeof line, "step %lld/%lld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s | ETA %s",
+             (long long)r->step, (long long)mt->total_steps, r->loss, val, r->lr, r->grad_norm,
+             r->step_s > 0 ? r->tokens / r->step_s : 0.0, eta);
+    fprintf(mt->log, "%s\n", line);
+    fflush(mt->log);
+    fprintf(stderr, "%s%s%s", mt->tty ? "\r\033[K" : "", line, mt->tty ? "" : "\n");
     mt->line_open = mt->tty;
     if (mt->tty && (last || !isnan(r->val_loss))) {
         fputc('\n', stderr);
@@ -106,16 +117,21 @@ void metrics_step(struct metrics *mt, const struct step_report *r) {
 void metrics_say(struct metrics *mt, const char *fmt, ...) {
     if (mt->line_open) fputc('\n', stderr);
     mt->line_open = 0;
+    char line[1024];
     va_list ap;
     va_start(ap, fmt);
-    fputs("lorad: ", stderr);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    fprintf(stderr, "lorad: %s\n", line);
+    if (mt->log) {
+        fprintf(mt->log, "lorad: %s\n", line);
+        fflush(mt->log);
+    }
 }
 
 void metrics_close(struct metrics *mt) {
     if (mt->line_open) fputc('\n', stderr);
     if (mt->jsonl) fclose(mt->jsonl);
-    mt->jsonl = NULL;
+    if (mt->log) fclose(mt->log);
+    mt->jsonl = mt->log = NULL;
 }

@@ -1,7 +1,8 @@
 /*
  * metrics.h: what a run reports: one JSON object per step in OUT/metrics.jsonl, and a
  * progress line on stderr (one updating line on a terminal, plain periodic lines
- * otherwise).
+ * otherwise). Every line shown on stderr also goes to OUT/train.log, the log that
+ * `lorad logs` streams.
  */
 #ifndef LORAD_METRICS_H
 #define LORAD_METRICS_H
@@ -25,6 +26,7 @@ struct step_report {
 
 struct metrics {
     FILE *jsonl;
+    FILE *log; /* OUT/train.log */
     int tty;
     int64_t total_steps;
     int64_t log_every;
@@ -33,12 +35,13 @@ struct metrics {
 
 /* Opens OUT/metrics.jsonl: a fresh file, or when resuming after step RESUME_STEP the
  * existing one cut back to its rows of steps up to RESUME_STEP (a crash may have left
- * later rows). -1 with an error naming the file. */
+ * later rows); and OUT/train.log, fresh or (resuming) appended to. -1 with an error
+ * naming the file. */
 int metrics_open(struct metrics *mt, const char *out_dir, int64_t total_steps, int64_t log_every,
                  int64_t resume_step);
 /* Appends the row and updates the progress line. */
 void metrics_step(struct metrics *mt, const struct step_report *r);
-/* Prints a message line on stderr without breaking the progress line. */
+/* Prints a message line "lorad: ..." on stderr without breaking the progress line. */
 void metrics_say(struct metrics *mt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void metrics_close(struct metrics *mt);
 

@@ -17,10 +17,25 @@ const char *proto_enum_short(const char *name, char *buf, size_t n) {
     return buf;
 }
 
+/* A message field: an object (null when unset), or an array of them when repeated. */
+static json_t *message_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f) {
+    const void *p = (const char *)msg + f->offset;
+    if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+        const ProtobufCMessage *sub = *(const ProtobufCMessage *const *)p;
+        return sub ? proto_to_json(sub) : json_null();
+    }
+    size_t n = *(const size_t *)((const char *)msg + f->quantifier_offset);
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, proto_to_json((*(ProtobufCMessage *const *const *)p)[i]));
+    return a;
+}
+
 static json_t *field_json(const ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f) {
     const void *p = (const char *)msg + f->offset;
     char buf[64];
     switch (f->type) {
+    case PROTOBUF_C_TYPE_MESSAGE: return message_json(msg, f);
+    case PROTOBUF_C_TYPE_UINT32: return json_integer(*(const uint32_t *)p);
     case PROTOBUF_C_TYPE_STRING:
         if (f->label == PROTOBUF_C_LABEL_REPEATED) {
             size_t n = *(const size_t *)((const char *)msg + f->quantifier_offset);

@@ -1,6 +1,6 @@
 /*
- * protojson.h: a protobuf message (the job spec) as JSON for humans: in checkpoints,
- * `lorad inspect`, and the flag listing of --help. Enum values use their short
+ * protojson.h: a protobuf message (a job spec, a job record) as JSON: in checkpoints,
+ * `lorad inspect`, the clients' --json and the flag listing of --help. Enum values use their short
  * lowercase names, the ones the flags take (MODE_FULL -> "full").
  */
 #ifndef LORAD_PROTOJSON_H

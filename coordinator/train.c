@@ -40,6 +40,7 @@ enum step_hdr {
 struct train {
     const Lorad__JobSpec *job;
     struct comm *comm;
+    struct train_ctl *ctl; /* never NULL: the caller's, or an empty one */
     struct model model;
     struct tokens data, val;
     int has_val;
@@ -77,6 +78,10 @@ static int train_model_load(struct train *t) {
     };
     if (job_patterns(job, &t->patterns, &o.n_patterns)) return -1;
     o.patterns = t->patterns;
+    if (t->ctl->resident) {
+        if (base_keep(t->ctl->resident, job->model, &t->ctl->base_reused)) return -1;
+        o.base = t->ctl->resident;
+    }
     if (model_init(&t->model, &o)) return -1;
     if (job->init_adapter && job->init_adapter[0]) return adapter_import(&t->model, job->init_adapter);
     return 0;
@@ -128,10 +133,11 @@ static int setup_local(struct train *t) {
     return 0;
 }
 
-static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *comm) {
+static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *comm, struct train_ctl *ctl) {
     memset(t, 0, sizeof *t);
     t->job = job;
     t->comm = comm;
+    t->ctl = ctl;
     if (comm_agree(comm, setup_local(t) != 0)) return -1;
     /* rank 0 may have resumed: every rank takes its parameters, moments and position */
     struct trainable *tr = &t->model.tr;
@@ -178,7 +184,8 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
     int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
-    tr->hdr[STEP_HDR_STOP] = (float)signals_stop_requested(NULL);
+    int asked = t->comm->rank == 0 && t->ctl->stop && t->ctl->stop(t->ctl->ctx);
+    tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || asked);
     tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
                                      comm_time() - t->last_ckpt >= job->ckpt_every_seconds);
     t->comm->comm_s = 0.0;
@@ -269,21 +276,26 @@ static int train_loop(struct train *t) {
         if (check_now && replicas_check(t, s + 1)) return -1;
         r.elapsed_s = comm_time() - t->t0;
         if (t->comm->rank == 0) metrics_step(&t->metrics, &r);
+        if (t->comm->rank == 0 && t->ctl->step) t->ctl->step(t->ctl->ctx, &r);
         if (checkpoint_due(t, s) && train_checkpoint(t)) return -1;
         if (t->model.tr.hdr[STEP_HDR_STOP] > 0) {
             const char *sig;
             if (t->comm->rank == 0)
                 metrics_say(&t->metrics, "stopped at step %lld on %s; resume with --resume auto", (long long)s + 1,
-                            signals_stop_requested(&sig) ? sig : "a signal on another rank");
+                            signals_stop_requested(&sig) ? sig : "a stop request");
             return TRAIN_STOPPED;
         }
     }
     return train_export(t);
 }
 
-int train_run(const Lorad__JobSpec *job, struct comm *comm) {
+int train_run(const Lorad__JobSpec *job, struct comm *comm, struct train_ctl *ctl) {
+    struct train_ctl none = {0};
     struct train t;
-    int rc = train_setup(&t, job, comm);
+    double t0 = comm_time();
+    if (!ctl) ctl = &none;
+    int rc = train_setup(&t, job, comm, ctl);
+    ctl->setup_s = comm_time() - t0;
     if (rc == 0) rc = train_loop(&t);
     train_free(&t);
     return rc;

@@ -122,9 +122,10 @@ static int field_set(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, c
     return -1;
 }
 
-/* One flag: "--name value", "--name=value", or a bool switch "--name [on|off]".
- * Returns the arguments it used, or -1 with an error. */
-static int flag_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *arena) {
+/* One flag of the first of the N messages MSGS that has it: "--name value",
+ * "--name=value", or a bool switch "--name [on|off]". Returns the arguments it used,
+ * or -1 with an error. */
+static int flag_parse(ProtobufCMessage *const *msgs, int n, int argc, char **argv, struct cli_arena *arena) {
     char flag[64];
     const char *eq = strchr(argv[0], '=');
     size_t len = eq ? (size_t)(eq - argv[0]) : strlen(argv[0]);
@@ -133,7 +134,9 @@ static int flag_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_a
         err_set(argv[0], "unexpected argument");
         return err_hint("flags start with --");
     }
-    const ProtobufCFieldDescriptor *f = field_find(msg->descriptor, flag + 2);
+    const ProtobufCFieldDescriptor *f = NULL;
+    ProtobufCMessage *msg = NULL;
+    for (int i = 0; i < n && !f; i++) f = field_find((msg = msgs[i])->descriptor, flag + 2);
     if (!f) {
         err_set(flag, "unknown flag");
         return err_hint("--help lists the flags");
@@ -150,9 +153,9 @@ static int flag_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_a
     return field_set(msg, f, flag, argv[1], arena) ? -1 : 2;
 }
 
-int cli_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *arena) {
+int cli_parse(ProtobufCMessage *const *msgs, int n, int argc, char **argv, struct cli_arena *arena) {
     for (int i = 0; i < argc;) {
-        int used = flag_parse(msg, argc - i, argv + i, arena);
+        int used = flag_parse(msgs, n, argc - i, argv + i, arena);
         if (used < 0) return -1;
         i += used;
     }

@@ -17,8 +17,9 @@ struct cli_arena {
     int n;
 };
 
-/* Parses ARGV[0..argc) into MSG. -1 with an error naming the flag. */
-int cli_parse(ProtobufCMessage *msg, int argc, char **argv, struct cli_arena *arena);
+/* Parses ARGV[0..argc) into the N messages MSGS (a flag goes to the first that has it).
+ * -1 with an error naming the flag. */
+int cli_parse(ProtobufCMessage *const *msgs, int n, int argc, char **argv, struct cli_arena *arena);
 void cli_arena_free(struct cli_arena *arena);
 /* Lists MSG's flags with their current values (the defaults) on OUT. */
 void cli_usage(const ProtobufCMessage *msg, FILE *out);

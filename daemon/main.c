@@ -8,12 +8,15 @@
 
 #include "ckpt_cmd.h"
 #include "cli.h"
+#include "client.h"
 #include "comm.h"
+#include "dispatch.h"
 #include "error.h"
 #include "infer_cmd.h"
 #include "init_model.h"
 #include "job.h"
 #include "prep.h"
+#include "serve.h"
 #include "signals.h"
 #include "train.h"
 
@@ -31,6 +34,9 @@ static void usage(FILE *out) {
             "  lorad generate --model DIR [--adapter DIR] --prompt T   decode with a KV cache\n"
             "  lorad inspect CKPT                                      what a checkpoint holds\n"
             "  lorad export CKPT --out DIR                             a checkpoint's PEFT adapter\n"
+            "  mpirun lorad serve --state DIR [--socket PATH]          the daemon: queued jobs, resident base\n"
+            "  lorad submit [--socket PATH] <train flags>              queue a job; prints its id\n"
+            "  lorad status [JOB] | list | cancel JOB | logs JOB [--follow] | shutdown [--now]\n"
             "  lorad --version\n",
             LORAD_VERSION);
 }
@@ -65,7 +71,7 @@ static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int 
         exit(0);
     }
     struct cli_arena arena = {0};
-    ProtobufCMessage *owned = cli_parse(msg, argc, argv, &arena) == 0 ? spec_own(msg) : NULL;
+    ProtobufCMessage *owned = cli_parse(&msg, 1, argc, argv, &arena) == 0 ? spec_own(msg) : NULL;
     cli_arena_free(&arena);
     return owned;
 }
@@ -78,33 +84,25 @@ static int leave(struct comm *comm, int rc) {
     return rc ? LORAD_EXIT_USER : 0;
 }
 
-/* Rank 0 parses and validates the job and broadcasts it as protobuf bytes; every rank
- * trains from those bytes. All ranks leave together on an error, which rank 0 prints. */
+/* Rank 0 parses and validates the job and dispatches it to every rank. All ranks leave
+ * together on an error, which rank 0 prints. */
 static int cmd_train(int argc, char **argv) {
     struct comm comm;
     comm_init(&comm, &argc, &argv);
-    uint8_t *bytes = NULL;
-    size_t n = 0;
+    if (comm.rank != 0 && !wants_help(argc, argv)) return leave(&comm, dispatch_follow(&comm, NULL));
     Lorad__JobSpec defaults;
     job_defaults(&defaults);
-    if (comm.rank == 0 || wants_help(argc, argv)) { /* --help ends every rank */
-        Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
-        if (job && job_validate(job) == 0) {
-            n = lorad__job_spec__get_packed_size(job);
-            bytes = xmalloc(n + 1);
-            lorad__job_spec__pack(job, bytes);
-        }
-        if (job) lorad__job_spec__free_unpacked(job, NULL);
-    }
-    comm_bcast_bytes(&comm, &bytes, &n);
+    Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
     int rc = -1;
-    if (n) {
-        Lorad__JobSpec *job = lorad__job_spec__unpack(NULL, n, bytes);
-        CHECK(job != NULL);
-        rc = train_run(job, &comm);
-        lorad__job_spec__free_unpacked(job, NULL);
+    if (job && job_validate(job) == 0) {
+        size_t n = lorad__job_spec__get_packed_size(job);
+        uint8_t *bytes = xmalloc(n + 1);
+        lorad__job_spec__pack(job, bytes);
+        rc = dispatch_run(&comm, bytes, n, NULL);
+        free(bytes);
     }
-    free(bytes);
+    if (job) lorad__job_spec__free_unpacked(job, NULL);
+    dispatch_end(&comm);
     return leave(&comm, rc);
 }
 
@@ -173,6 +171,24 @@ static int cmd_checkpoint(int argc, char **argv, int (*run)(const Lorad__Checkpo
     return leave(&alone, rc);
 }
 
+/* serve runs on every rank; each parses the same argv. */
+static int cmd_serve(int argc, char **argv) {
+    struct comm comm;
+    comm_init(&comm, &argc, &argv);
+    Lorad__ServeSpec defaults = LORAD__SERVE_SPEC__INIT;
+    Lorad__ServeSpec *spec = (Lorad__ServeSpec *)spec_parse(&defaults.base, "serve", argc, argv, &comm);
+    int rc = spec ? serve_run(spec, &comm) : -1;
+    if (spec) lorad__serve_spec__free_unpacked(spec, NULL);
+    return leave(&comm, rc);
+}
+
+static int is_client_command(const char *cmd) {
+    static const char *const names[] = {"submit", "status", "list", "cancel", "logs", "shutdown"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcmp(cmd, names[i])) return 1;
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
@@ -190,6 +206,11 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "inspect")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_inspect, "inspect");
     if (!strcmp(argv[1], "export")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_export, "export");
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
+    if (is_client_command(argv[1])) {
+        struct comm alone = {.size = 1, .local_size = 1};
+        return leave(&alone, client_run(argv[1], argc - 2, argv + 2));
+    }
     err_set(argv[1], "unknown command");
     err_hint("lorad --help lists the commands");
     err_exit();

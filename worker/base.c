@@ -77,3 +77,10 @@ void base_close(struct base *b) {
 int base_current(const struct base *b, const char *dir) {
     return b->dir && strcmp(b->dir, dir) == 0 && b->stamp != 0 && stamp_compute(b, dir) == b->stamp;
 }
+
+int base_keep(struct base *b, const char *dir, int *reused) {
+    *reused = base_current(b, dir);
+    if (*reused) return 0;
+    base_close(b);
+    return base_open(b, dir);
+}

@@ -30,4 +30,8 @@ void base_close(struct base *b);
  * inode, size and modification time of config.json and every weights file). */
 int base_current(const struct base *b, const char *dir);
 
+/* Keeps B open on DIR: *REUSED = 1 when B already is DIR as on disk, else B is reopened
+ * (and *REUSED = 0). -1 with an error (B closed) when DIR cannot be opened. */
+int base_keep(struct base *b, const char *dir, int *reused);
+
 #endif
