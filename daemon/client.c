@@ -221,7 +221,7 @@ static int args_parse(Lorad__ClientSpec *cs, Lorad__JobSpec *spec, int argc, cha
         cs->job = id;
         argc--, argv++;
     }
-    ProtobufCMessage *msgs[] = {&cs->base, &spec->base};
+    ProtobufCMessage *msgs[] = {&cs->base, spec ? &spec->base : NULL};
     return cli_parse(msgs, spec ? 2 : 1, argc, argv, arena);
 }
 

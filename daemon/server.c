@@ -73,7 +73,7 @@ static int dir_private_check(const char *path) {
     } else if (stat(dir, &st) == 0 && (st.st_mode & 077)) {
         err_set(dir, "is open to other users (mode %03o); the control socket needs a private directory",
                 (unsigned)(st.st_mode & 0777));
-        rc = err_hint("chmod 700 %s, or give --socket a path in a private directory", dir);
+        rc = err_hint("give --socket a path in a directory only its owner can enter (chmod 700), as --state is");
     }
     free(dir);
     return rc;

@@ -233,6 +233,39 @@ def bad_cases(inp: Inputs):
     return cases
 
 
+def daemon_cases(inp: Inputs):
+    """(name, argv, distinctive words) for `lorad serve` and the client commands."""
+    sock, empty = inp.path("nobody.sock"), inp.path("empty_token")
+    with open(empty, "w") as f:
+        f.write("  \n")
+    a_file = inp.path("a_file")
+    with open(a_file, "w") as f:
+        f.write("x")
+    job = ["--model", inp.model, "--data", inp.data]
+    return [
+        ("serve without --state", ["serve"], ["--state"]),
+        ("serve --state that is a file", ["serve", "--state", a_file], ["a_file"]),
+        ("serve --listen without --token-file", ["serve", "--state", inp.path("st1"), "--listen", "7"], ["--token-file"]),
+        ("serve with an empty token file",
+         ["serve", "--state", inp.path("st2"), "--listen", "0", "--token-file", empty], ["empty_token"]),
+        ("serve --socket in a directory open to others",
+         ["serve", "--state", inp.path("st3"), "--socket", "/tmp/lorad-bad-input.sock"], ["/tmp"]),
+        ("serve --listen on a bad address",
+         ["serve", "--state", inp.path("st4"), "--listen", "no.such.host.invalid:1", "--token-file", a_file],
+         ["--listen"]),
+        ("status without a daemon address", ["status"], ["--socket"]),
+        ("submit to a socket nobody serves", ["submit", "--socket", sock] + job, ["nobody.sock"]),
+        ("submit --out", ["submit", "--socket", sock, "--out", "x"] + job, ["--out"]),
+        ("submit --resume", ["submit", "--socket", sock, "--resume", "auto"] + job, ["--resume"]),
+        ("submit with a bad train flag", ["submit", "--socket", sock, "--steps", "many"] + job, ["--steps"]),
+        ("cancel without a job", ["cancel", "--socket", sock], ["job"]),
+        ("status of a job id that is not a number", ["status", "abc", "--socket", sock], ["abc"]),
+        ("--connect without --token-file", ["status", "--connect", "127.0.0.1:9"], ["--token-file"]),
+        ("--connect to a bad address", ["list", "--connect", "nohost", "--token-file", a_file], ["--connect"]),
+        ("an unknown client flag", ["list", "--socket", sock, "--bogus"], ["--bogus"]),
+    ]
+
+
 def h5_without_tokens(inp: Inputs) -> str:
     p = inp.path("no_ds.h5")
     write_h5(p, inp.tokens, tokens_name="input_ids")
@@ -310,6 +343,8 @@ def check_all(fails: Failures, lorad: str, work: str) -> None:
         out = inp.path(f"out_bad{i:02d}")
         res = run_lorad(lorad, train_args(inp, out, **over), timeout=60)
         judge(fails, name, res, words)
+    for name, argv, words in daemon_cases(inp):
+        judge(fails, name, run_lorad(lorad, argv, timeout=60), words)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,20 @@ Cases (--case):
            and it ends with the adapter bytes of an uninterrupted run.
   signal   SIGTERM to mpirun while a job runs: the job checkpoints, the daemon exits, and
            the record says QUEUED; the next daemon finishes the job.
+  hostile  while a job trains: 50 concurrent clients poll status, every answer within
+           100 ms; a silent client and one that sent half a frame never block anyone;
+           garbage, oversized and other-version frames get an error reply; TCP (bound to
+           127.0.0.1 by default) refuses a wrong token and serves the right one; the
+           socket is 0600 in a 0700 directory. The frames are written here by hand from
+           the protobuf wire format, independently of lorad's code.
 """
 import json
 import os
+import selectors
 import signal
+import socket
+import stat
+import struct
 import subprocess
 import sys
 import time
@@ -43,10 +53,12 @@ class Daemon:
                                      env=dict(os.environ, **ref.MPI_ENV))
         deadline = time.time() + 60
         while time.time() < deadline and self.proc.poll() is None:
-            if os.path.exists(self.sock) and self.client("status").returncode == 0:
+            p = self.client("status")
+            if p.returncode == 0:
                 return
             time.sleep(0.1)
-        raise RuntimeError(f"the daemon did not come up (exit {self.proc.poll()})")
+        self.kill9()
+        raise RuntimeError(f"the daemon did not come up (exit {self.proc.poll()}): {p.stderr.strip()[-500:]}")
 
     def client(self, *args):
         cmd = [self.lorad] + [str(a) for a in args] + ["--socket", self.sock]
@@ -270,5 +282,184 @@ def case_signal(fails, lorad, work):
     fails.check(adapter(rec["spec"]["out"]) == adapter(plain), "the stopped and resumed job's adapter differs")
 
 
+# ---- the control protocol by hand (proto/lorad.proto: Request, Response, JobRecord) ----
+STATUS, SUBMIT, LIST, CANCEL, LOGS, SHUTDOWN = range(6)
+RUNNING = 1
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def request(command, job=0, token=b"", version=1):
+    msg = varint(1 << 3) + varint(version) + varint(2 << 3) + varint(command)
+    if token:
+        msg += varint(3 << 3 | 2) + varint(len(token)) + token
+    if job:
+        msg += varint(5 << 3) + varint(job)
+    return struct.pack(">I", len(msg)) + msg
+
+
+def fields(buf):
+    """field number -> list of values (ints for varints and fixed, bytes for strings)."""
+    out, i = {}, 0
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wire = key >> 3, key & 7
+        if wire == 0:
+            v, i = read_varint(buf, i)
+        elif wire == 1:
+            v, i = buf[i:i + 8], i + 8
+        elif wire == 2:
+            n, i = read_varint(buf, i)
+            v, i = buf[i:i + n], i + n
+        elif wire == 5:
+            v, i = buf[i:i + 4], i + 4
+        else:
+            raise ValueError(f"wire type {wire}")
+        out.setdefault(num, []).append(v)
+    return out
+
+
+def read_varint(buf, i):
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def recv_frame(s, timeout=10):
+    """One response frame's fields, or None when the daemon hung up first."""
+    s.settimeout(timeout)
+    buf = b""
+    while len(buf) < 4 or len(buf) < 4 + struct.unpack(">I", buf[:4])[0]:
+        chunk = s.recv(65536)
+        if not chunk:
+            return None
+        buf += chunk
+    return fields(buf[4:4 + struct.unpack(">I", buf[:4])[0]])
+
+
+def error_of(resp):
+    return resp.get(3, [b""])[0].decode() if resp else "(hung up)"
+
+
+def unix_conn(path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.connect(path)
+    return s
+
+
+def poll_clients(fails, sock_path, n_clients, seconds, job):
+    """N_CLIENTS connections each asking status of JOB over and over for SECONDS, driven
+    by one selector: every answer's latency, from the request's send to its last byte."""
+    sel, conns, lat = selectors.DefaultSelector(), [], []
+    req = request(STATUS, job=job)
+    for _ in range(n_clients):
+        c = unix_conn(sock_path)
+        c.setblocking(False)
+        conns.append({"s": c, "buf": b"", "sent": 0.0, "next": time.monotonic()})
+        sel.register(c, selectors.EVENT_READ, conns[-1])
+    end, bad = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        now = time.monotonic()
+        for c in conns:
+            if not c["sent"] and now >= c["next"]:
+                c["s"].sendall(req)
+                c["sent"] = time.monotonic()
+        for key, _ in sel.select(timeout=0.005):
+            c = key.data
+            c["buf"] += c["s"].recv(65536)
+            b = c["buf"]
+            if len(b) >= 4 and len(b) >= 4 + struct.unpack(">I", b[:4])[0]:
+                lat.append(time.monotonic() - c["sent"])
+                resp = fields(b[4:])
+                rec = fields(resp[4][0]) if resp.get(2) == [1] and 4 in resp else {}
+                bad += rec.get(2, [0])[0] != RUNNING
+                c["buf"], c["sent"], c["next"] = b"", 0.0, time.monotonic() + 0.02
+    for c in conns:
+        if c["sent"]:  # an answer still out at the end counts as late
+            lat.append(time.monotonic() - c["sent"])
+        c["s"].close()
+    fails.check(bad == 0, f"{bad} status answers were not ok or did not show the job running")
+    return lat
+
+
+def case_hostile(fails, lorad, work):
+    model, data = inputs(work)
+    token = os.path.join(work, "token")
+    with open(token, "w") as f:
+        f.write("s3cret-token\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    state = os.path.join(work, "state")
+    d = Daemon(lorad, state, extra=["--listen", str(port), "--token-file", token])
+    try:
+        mode = stat.S_IMODE(os.stat(d.sock).st_mode)
+        fails.check(mode == 0o600, f"the socket has mode {mode:o}, expected 600")
+        mode = stat.S_IMODE(os.stat(state).st_mode)
+        fails.check(mode == 0o700, f"the socket's directory has mode {mode:o}, expected 700")
+        ss = subprocess.run(["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True).stdout
+        local = [line.split()[3] for line in ss.splitlines() if line.strip()]
+        fails.check(local == [f"127.0.0.1:{port}"], f"TCP is not bound to 127.0.0.1 alone: {ss!r}")
+        j = d.submit(flags(model, data, 10 ** 6))
+        d.wait(j, lambda r: r["state"] == "running" and r["step"] >= 2)
+        silent = unix_conn(d.sock)
+        half = unix_conn(d.sock)
+        half.sendall(struct.pack(">I", 100) + b"\x08\x01")
+        lat = poll_clients(fails, d.sock, 50, 3.0, j)
+        lat.sort()
+        print(f"{len(lat)} status answers to 50 clients while training: median {1e3 * lat[len(lat) // 2]:.2f} ms, "
+              f"max {1e3 * lat[-1]:.2f} ms", flush=True)
+        fails.check(len(lat) >= 500, f"only {len(lat)} answers in 3 s")
+        fails.check(lat[-1] < 0.1, f"the slowest answer took {1e3 * lat[-1]:.1f} ms")
+        hostile = {
+            "garbage": struct.pack(">I", 60) + bytes(range(200, 255)) + b"\xff" * 5,
+            "oversized": struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01",
+            "empty": struct.pack(">I", 0),
+            "version": request(STATUS, version=99),
+        }
+        expect = {"garbage": "not a lorad.Request", "oversized": "bytes", "empty": "bytes", "version": "version 99"}
+        for name, frame in hostile.items():
+            with unix_conn(d.sock) as c:
+                c.sendall(frame)
+                resp = recv_frame(c)
+                fails.check(resp is not None and resp.get(2, [0]) == [0] and expect[name] in error_of(resp),
+                            f"{name} frame: {error_of(resp)!r}")
+                fails.check(recv_frame(c, timeout=5) is None, f"the daemon kept the connection of a {name} frame")
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(request(STATUS, job=j, token=b"wrong"))
+            resp = recv_frame(c)
+            fails.check("token" in error_of(resp), f"wrong token: {error_of(resp)!r}")
+        with socket.create_connection(("127.0.0.1", port)) as c:
+            c.sendall(request(STATUS, job=j))
+            fails.check("token" in error_of(recv_frame(c)), "a TCP request without a token was served")
+        p = subprocess.run([lorad, "status", str(j), "--connect", f"127.0.0.1:{port}", "--token-file", token, "--json"],
+                           capture_output=True, text=True, timeout=30)
+        fails.check(p.returncode == 0 and json.loads(p.stdout or "{}").get("state") == "running",
+                    f"status over TCP with the token: {p.stderr.strip()}")
+        silent.close()
+        half.close()
+        rec = d.json("status", j)
+        fails.check(rec["state"] == "running", f"the job after the hostile clients: {rec['state']}")
+        fails.check(d.client("shutdown", "--now").returncode == 0, "shutdown --now failed")
+        d.end()
+        with open(os.path.join(work, "serve.log"), errors="replace") as f:
+            fails.check("daemon stopped on request" in f.read(), "the daemon did not stop on request")
+    finally:
+        if d.proc.poll() is None:
+            d.kill9()
+
+
 if __name__ == "__main__":
-    ref.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal})
+    ref.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal, "hostile": case_hostile})

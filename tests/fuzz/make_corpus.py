@@ -164,3 +164,40 @@ put("fuzz_job_spec", "bad_ranges", f_str(1, "m") + f_str(2, "d") + f_str(3, "o")
 put("fuzz_job_spec", "bad_micro", job + f_int(15, 3))
 put("fuzz_job_spec", "bad_truncated", job[:37])
 put("fuzz_job_spec", "bad_utf8", f_str(1, b"\xff\xfe") + f_str(5, b"\xc3"))
+
+# ---- control frames (lorad.Request, a 4-byte big-endian length first) ----
+
+def frame(msg):
+    return struct.pack(">I", len(msg)) + msg
+
+
+def req(command, version=1, **kw):
+    m = f_int(1, version) + f_int(2, command)
+    if "token" in kw:
+        m += f_str(3, kw["token"])
+    if "spec" in kw:
+        m += f_str(4, kw["spec"])
+    if "job" in kw:
+        m += f_int(5, kw["job"])
+    if "offset" in kw:
+        m += f_int(6, kw["offset"])
+    if kw.get("now"):
+        m += f_int(7, 1)
+    if kw.get("metrics"):
+        m += f_int(8, 1)
+    return frame(m)
+
+
+put("fuzz_frame", "status_daemon", req(0))
+put("fuzz_frame", "status_job", req(0, job=1))
+put("fuzz_frame", "list_then_logs", req(2) + req(4, job=1, offset=5) + req(4, job=1, metrics=True))
+put("fuzz_frame", "logs_far", req(4, job=1, offset=1 << 62))
+put("fuzz_frame", "cancel_missing", req(3, job=77) + req(3))
+put("fuzz_frame", "submit", req(1, spec=job))
+put("fuzz_frame", "shutdown_now", req(5, now=True, token="t"))
+put("fuzz_frame", "bad_version", req(0, version=2))
+put("fuzz_frame", "bad_command", req(42))
+put("fuzz_frame", "bad_oversized", struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01")
+put("fuzz_frame", "bad_empty", struct.pack(">I", 0))
+put("fuzz_frame", "bad_truncated", req(2)[:5])
+put("fuzz_frame", "bad_garbage", frame(bytes(range(200, 256))))
