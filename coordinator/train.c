@@ -54,6 +54,7 @@ struct train {
     struct run_state rs;
     double t0;
     double last_ckpt; /* rank 0: when the last checkpoint was written */
+    const char *stop_why; /* rank 0: why the caller's stop hook asked to stop, or NULL */
 };
 
 static int dataset_open(struct tokens *ds, const char *path, const struct model *m, int32_t T) {
@@ -184,8 +185,8 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
     int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
-    int asked = t->comm->rank == 0 && t->ctl->stop && t->ctl->stop(t->ctl->ctx);
-    tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || asked);
+    if (t->comm->rank == 0 && t->ctl->stop && !t->stop_why) t->stop_why = t->ctl->stop(t->ctl->ctx);
+    tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || t->stop_why);
     tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
                                      comm_time() - t->last_ckpt >= job->ckpt_every_seconds);
     t->comm->comm_s = 0.0;
@@ -280,9 +281,11 @@ static int train_loop(struct train *t) {
         if (checkpoint_due(t, s) && train_checkpoint(t)) return -1;
         if (t->model.tr.hdr[STEP_HDR_STOP] > 0) {
             const char *sig;
-            if (t->comm->rank == 0)
-                metrics_say(&t->metrics, "stopped at step %lld on %s; resume with --resume auto", (long long)s + 1,
-                            signals_stop_requested(&sig) ? sig : "a stop request");
+            if (t->comm->rank == 0 && signals_stop_requested(&sig))
+                metrics_say(&t->metrics, "stopped at step %lld on %s; resume with --resume auto", (long long)s + 1, sig);
+            else if (t->comm->rank == 0)
+                metrics_say(&t->metrics, "stopped at step %lld: %s", (long long)s + 1,
+                            t->stop_why ? t->stop_why : "a signal on another rank");
             return TRAIN_STOPPED;
         }
     }

@@ -17,7 +17,7 @@
 /* How a caller that outlives one job (the daemon) takes part in it. */
 struct train_ctl {
     struct base *resident; /* every rank: the base kept between jobs, reopened when JOB's differs */
-    int (*stop)(void *ctx); /* rank 0, each step: nonzero stops the run after a checkpoint */
+    const char *(*stop)(void *ctx); /* rank 0, each step: a reason stops the run after a checkpoint */
     void (*step)(void *ctx, const struct step_report *r); /* rank 0, after each step */
     void *ctx;
     int base_reused;       /* out: the resident base served the job as it was */

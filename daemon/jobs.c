@@ -196,11 +196,13 @@ void jobs_step(struct jobs *j, uint64_t id, const struct step_report *rep) {
     pthread_mutex_unlock(&j->mu);
 }
 
-int jobs_stop_due(struct jobs *j, uint64_t id) {
+const char *jobs_stop_due(struct jobs *j, uint64_t id) {
     pthread_mutex_lock(&j->mu);
-    int due = j->now || jobs_find(j, id)->cancel_requested;
+    const char *why = jobs_find(j, id)->cancel_requested ? "cancelled"
+                      : j->now ? "the daemon is shutting down; the next daemon resumes the job"
+                               : NULL;
     pthread_mutex_unlock(&j->mu);
-    return due;
+    return why;
 }
 
 /* Appends "lorad: LINE" to the job's train.log, where `lorad logs` shows it. */

@@ -53,8 +53,9 @@ uint8_t *jobs_next(struct jobs *j, uint64_t *id, size_t *n);
 void jobs_started(struct jobs *j, uint64_t id, double setup_s, int base_reused);
 /* Job ID finished its step R. */
 void jobs_step(struct jobs *j, uint64_t id, const struct step_report *r);
-/* Whether job ID should stop at this step: cancelled, or the daemon shutting down now. */
-int jobs_stop_due(struct jobs *j, uint64_t id);
+/* Why job ID should stop at this step (cancelled, or the daemon shutting down now), or
+ * NULL to go on. */
+const char *jobs_stop_due(struct jobs *j, uint64_t id);
 /* Job ID's run ended with train_run's RC (the error line in err_msg when RC < 0). */
 void jobs_finished(struct jobs *j, uint64_t id, int rc);
 

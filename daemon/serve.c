@@ -31,7 +31,7 @@ struct serve_job {
     int started;
 };
 
-static int job_stop(void *ctx) {
+static const char *job_stop(void *ctx) {
     struct serve_job *sj = ctx;
     return jobs_stop_due(sj->jobs, sj->id);
 }

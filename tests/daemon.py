@@ -188,7 +188,7 @@ def case_e2e(fails, lorad, work):
         fails.check(not os.path.exists(os.path.join(out2, "adapter")), "the cancelled job wrote a final adapter")
         fails.check(recs[j2]["step"] < 100000, "the cancelled job ran to its end")
         logs = d.client("logs", j2)
-        fails.check("stopped at step" in logs.stdout and "checkpoint" in logs.stdout,
+        fails.check(": cancelled" in logs.stdout and "checkpoint" in logs.stdout,
                     f"logs of the cancelled job: {logs.stdout[-300:]!r}")
         logs4 = d.client("logs", j4)
         fails.check("garbage.bin" in logs4.stdout, f"the failed job's log lacks its error: {logs4.stdout!r}")
