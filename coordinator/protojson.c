@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -57,6 +58,16 @@ static json_t *field_json(const ProtobufCMessage *msg, const ProtobufCFieldDescr
         CHECK(0 && "field type without a JSON form");
     }
     return NULL;
+}
+
+ProtobufCMessage *proto_copy(const ProtobufCMessage *msg) {
+    size_t n = protobuf_c_message_get_packed_size(msg);
+    uint8_t *buf = xmalloc(n ? n : 1);
+    protobuf_c_message_pack(msg, buf);
+    ProtobufCMessage *copy = protobuf_c_message_unpack(msg->descriptor, NULL, n, buf);
+    CHECK(copy != NULL);
+    free(buf);
+    return copy;
 }
 
 json_t *proto_to_json(const ProtobufCMessage *msg) {

@@ -1,5 +1,5 @@
 /*
- * protojson.h: a protobuf message (a job spec, a job record) as JSON: in checkpoints,
+ * protojson.h: protobuf messages as owned copies, and as JSON: in checkpoints,
  * `lorad inspect`, the clients' --json and the flag listing of --help. Enum values use their short
  * lowercase names, the ones the flags take (MODE_FULL -> "full").
  */
@@ -12,6 +12,8 @@
 
 /* "MODE_FULL" -> "full" into BUF; returns BUF. */
 const char *proto_enum_short(const char *name, char *buf, size_t n);
+/* A deep copy of MSG (a packed round trip), freed with protobuf_c_message_free_unpacked. */
+ProtobufCMessage *proto_copy(const ProtobufCMessage *msg);
 /* MSG as a JSON object keyed by field name (the caller json_decref()s it). */
 json_t *proto_to_json(const ProtobufCMessage *msg);
 

@@ -13,6 +13,7 @@
 #include "fileio.h"
 #include "job.h"
 #include "jobrec.h"
+#include "protojson.h"
 #include "signals.h"
 #include "train.h"
 
@@ -71,17 +72,6 @@ Lorad__JobRecord *jobs_find(struct jobs *j, uint64_t id) {
 
 int jobs_save(struct jobs *j, Lorad__JobRecord *r) { return jobrec_write(j->state, r); }
 
-/* A deep copy of MSG (a packed round trip). */
-static ProtobufCMessage *message_copy(const ProtobufCMessage *msg) {
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = xmalloc(n ? n : 1);
-    protobuf_c_message_pack(msg, buf);
-    ProtobufCMessage *copy = protobuf_c_message_unpack(msg->descriptor, NULL, n, buf);
-    CHECK(copy != NULL);
-    free(buf);
-    return copy;
-}
-
 /* Replaces *FIELD, a string of a record that protobuf-c frees (with free(), unless it
  * is the shared empty string), by VALUE. */
 static void string_replace(char **field, const char *value) {
@@ -112,7 +102,7 @@ uint64_t jobs_submit(struct jobs *j, const Lorad__JobSpec *spec) {
     lorad__job_record__init(r);
     r->id = j->next_id;
     r->submitted_at = wall_now();
-    r->spec = (Lorad__JobSpec *)message_copy(&spec->base);
+    r->spec = (Lorad__JobSpec *)proto_copy(&spec->base);
     char *out = jobrec_dir(j->state, r->id);
     string_replace(&r->spec->out, out);
     string_replace(&r->spec->resume, "auto");

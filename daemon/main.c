@@ -16,6 +16,7 @@
 #include "init_model.h"
 #include "job.h"
 #include "prep.h"
+#include "protojson.h"
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
@@ -47,17 +48,6 @@ static int wants_help(int argc, char **argv) {
     return 0;
 }
 
-/* Packs and unpacks MSG: the owned copy every later stage (and MPI) works from. */
-static ProtobufCMessage *spec_own(const ProtobufCMessage *msg) {
-    size_t n = protobuf_c_message_get_packed_size(msg);
-    uint8_t *buf = xmalloc(n ? n : 1);
-    protobuf_c_message_pack(msg, buf);
-    ProtobufCMessage *owned = protobuf_c_message_unpack(msg->descriptor, NULL, n, buf);
-    CHECK(owned != NULL);
-    free(buf);
-    return owned;
-}
-
 /* Parses ARGV into the defaults in MSG. Returns the owned spec, or NULL with an error.
  * On --help prints the flags (rank 0) and ends every rank. */
 static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int argc, char **argv,
@@ -71,7 +61,7 @@ static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int 
         exit(0);
     }
     struct cli_arena arena = {0};
-    ProtobufCMessage *owned = cli_parse(&msg, 1, argc, argv, &arena) == 0 ? spec_own(msg) : NULL;
+    ProtobufCMessage *owned = cli_parse(&msg, 1, argc, argv, &arena) == 0 ? proto_copy(msg) : NULL;
     cli_arena_free(&arena);
     return owned;
 }

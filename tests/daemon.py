@@ -222,6 +222,24 @@ def case_e2e(fails, lorad, work):
             d.kill9()
 
 
+def finish_after_restart(fails, lorad, work, state, j, fl):
+    """A new daemon on STATE finishes job J on its second attempt, with the adapter bytes
+    of an uninterrupted `lorad train` of flags FL. Returns the job's record."""
+    d = Daemon(lorad, state)
+    try:
+        rec = d.wait(j, lambda r: r["state"] in ENDED, timeout=300)
+        fails.check(rec["state"] == "succeeded", f"the resumed job ended {rec['state']}: {rec['error']}")
+        fails.check(rec["attempts"] == 2, f"attempts {rec['attempts']}, expected 2")
+        d.client("shutdown")
+        d.end()
+    finally:
+        if d.proc.poll() is None:
+            d.kill9()
+    plain = straight(fails, lorad, work, fl)
+    fails.check(adapter(rec["spec"]["out"]) == adapter(plain), "the resumed job's adapter differs from an uninterrupted run")
+    return rec
+
+
 def case_kill(fails, lorad, work):
     model, data = inputs(work)
     fl = flags(model, data, 150, ["--ckpt-every", 1, "--keep", 2])
@@ -232,21 +250,10 @@ def case_kill(fails, lorad, work):
         d.wait(j, lambda r: r["step"] >= 20)
     finally:
         d.kill9()
-    d = Daemon(lorad, state)
-    try:
-        rec = d.wait(j, lambda r: r["state"] in ENDED, timeout=300)
-        fails.check(rec["state"] == "succeeded", f"the resumed job ended {rec['state']}: {rec['error']}")
-        fails.check(rec["attempts"] == 2, f"attempts {rec['attempts']}, expected 2")
-        logs = d.client("logs", j).stdout
-        fails.check("resuming from" in logs or "resuming" in open(os.path.join(work, "serve.log")).read(),
-                    "the second attempt did not resume from a checkpoint")
-        d.client("shutdown")
-        d.end()
-    finally:
-        if d.proc.poll() is None:
-            d.kill9()
-    plain = straight(fails, lorad, work, fl)
-    fails.check(adapter(rec["spec"]["out"]) == adapter(plain), "the resumed job's adapter differs from an uninterrupted run")
+    rec = finish_after_restart(fails, lorad, work, state, j, fl)
+    logs = open(os.path.join(rec["spec"]["out"], "train.log")).read()
+    fails.check("resuming from" in open(os.path.join(work, "serve.log"), errors="replace").read(),
+                f"the second attempt did not resume from a checkpoint: {logs[-300:]!r}")
 
 
 def case_signal(fails, lorad, work):
@@ -269,17 +276,7 @@ def case_signal(fails, lorad, work):
         fails.check("daemon stopped on SIGTERM" in f.read(), "the daemon did not say it stopped on SIGTERM")
     with open(os.path.join(state, "jobs", str(j), "job.pb"), "rb") as f:
         fails.check(f.read(), "no job record")
-    d = Daemon(lorad, state)
-    try:
-        rec = d.wait(j, lambda r: r["state"] in ENDED, timeout=300)
-        fails.check(rec["state"] == "succeeded" and rec["attempts"] == 2, f"after restart: {rec}")
-        d.client("shutdown")
-        d.end()
-    finally:
-        if d.proc.poll() is None:
-            d.kill9()
-    plain = straight(fails, lorad, work, fl)
-    fails.check(adapter(rec["spec"]["out"]) == adapter(plain), "the stopped and resumed job's adapter differs")
+    finish_after_restart(fails, lorad, work, state, j, fl)
 
 
 # ---- the control protocol by hand (proto/lorad.proto: Request, Response, JobRecord) ----
