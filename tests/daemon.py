@@ -5,7 +5,8 @@ Cases (--case):
            ends CANCELLED with a checkpoint), the first and third SUCCEED; the first's
            adapter and metrics equal a plain `mpirun lorad train` of the same flags; the
            third ran on the resident base (no reload: one base load in all). A job on
-           garbage data FAILS with the error and the daemon runs the next job. logs and
+           garbage data and one whose loss turns NaN FAIL with their errors, and the
+           daemon runs the next job. logs and
            status answer; after a shutdown, a restarted daemon lists the same records.
   kill     kill -9 of the whole daemon (mpirun and ranks) while a job checkpoints every
            step; the restarted daemon queues it again, resumes it from its checkpoint,
@@ -171,18 +172,20 @@ def case_e2e(fails, lorad, work):
         j2 = d.submit(flags(model, data, 100000, ["--ckpt-every", 50]))
         j3 = d.submit(flags(model, data, 6, ["--targets", "c_attn"]))
         j4 = d.submit(flags(model, garbage, 5))
+        j4n = d.submit([a if a != 0.01 else 1e30 for a in flags(model, data, 5)])  # a NaN loss soon
         j5 = d.submit(flags(model, data, 3))
-        fails.check([j1, j2, j3, j4, j5] == [1, 2, 3, 4, 5], f"job ids {[j1, j2, j3, j4, j5]}")
+        fails.check([j1, j2, j3, j4, j4n, j5] == [1, 2, 3, 4, 5, 6], f"job ids {[j1, j2, j3, j4, j4n, j5]}")
         queued = d.json("status", j3)
         fails.check(queued["state"] == "queued", f"job 3 while job 2 runs: {queued['state']}")
         d.wait(j2, lambda r: r["state"] == "running" and r["step"] >= 3)
         cancel = d.client("cancel", j2)
         fails.check(cancel.returncode == 0, f"cancel: {cancel.stderr.strip()}")
-        recs = {j: d.wait(j, lambda r: r["state"] in ENDED) for j in (j1, j2, j3, j4, j5)}
-        want = {j1: "succeeded", j2: "cancelled", j3: "succeeded", j4: "failed", j5: "succeeded"}
+        recs = {j: d.wait(j, lambda r: r["state"] in ENDED) for j in (j1, j2, j3, j4, j4n, j5)}
+        want = {j1: "succeeded", j2: "cancelled", j3: "succeeded", j4: "failed", j4n: "failed", j5: "succeeded"}
         for j, s in want.items():
             fails.check(recs[j]["state"] == s, f"job {j} ended {recs[j]['state']}, expected {s}: {recs[j]['error']}")
         fails.check("garbage.bin" in recs[j4]["error"], f"job 4's error does not name its data: {recs[j4]['error']!r}")
+        fails.check("loss is" in recs[j4n]["error"] and "nan" in recs[j4n]["error"], f"job 5's error is not its NaN loss: {recs[j4n]['error']!r}")
         out2 = recs[j2]["spec"]["out"]
         fails.check(os.path.exists(os.path.join(out2, "checkpoints", "latest")), "the cancelled job left no checkpoint")
         fails.check(not os.path.exists(os.path.join(out2, "adapter")), "the cancelled job wrote a final adapter")
@@ -214,7 +217,7 @@ def case_e2e(fails, lorad, work):
     try:
         after = d.json("list")
         fails.check(after == before, f"records after a restart differ:\n{before}\n{after}")
-        fails.check(d.submit(flags(model, data, 2)) == 6, "ids did not continue after a restart")
+        fails.check(d.submit(flags(model, data, 2)) == 7, "ids did not continue after a restart")
         d.client("shutdown")
         fails.check(d.end() == 0, "the restarted daemon did not exit 0 after shutdown")
     finally:
