@@ -6,8 +6,8 @@ Cases (--case):
            adapter and metrics equal a plain `mpirun lorad train` of the same flags; the
            third ran on the resident base (no reload: one base load in all). A job on
            garbage data and one whose loss turns NaN FAIL with their errors, and the
-           daemon runs the next job. logs and
-           status answer; after a shutdown, a restarted daemon lists the same records.
+           daemon runs the next job. logs --follow streams a queued job's log until it
+           ends. After a shutdown, a restarted daemon lists the same records.
   kill     kill -9 of the whole daemon (mpirun and ranks) while a job checkpoints every
            step; the restarted daemon queues it again, resumes it from its checkpoint,
            and it ends with the adapter bytes of an uninterrupted run.
@@ -175,6 +175,8 @@ def case_e2e(fails, lorad, work):
         j4n = d.submit([a if a != 0.01 else 1e30 for a in flags(model, data, 5)])  # a NaN loss soon
         j5 = d.submit(flags(model, data, 3))
         fails.check([j1, j2, j3, j4, j4n, j5] == [1, 2, 3, 4, 5, 6], f"job ids {[j1, j2, j3, j4, j4n, j5]}")
+        follow = subprocess.Popen([lorad, "logs", str(j5), "--follow", "--socket", d.sock], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
         queued = d.json("status", j3)
         fails.check(queued["state"] == "queued", f"job 3 while job 2 runs: {queued['state']}")
         d.wait(j2, lambda r: r["state"] == "running" and r["step"] >= 3)
@@ -193,6 +195,9 @@ def case_e2e(fails, lorad, work):
         logs = d.client("logs", j2)
         fails.check(": cancelled" in logs.stdout and "checkpoint" in logs.stdout,
                     f"logs of the cancelled job: {logs.stdout[-300:]!r}")
+        followed, err = follow.communicate(timeout=60)
+        fails.check(follow.returncode == 0 and "step 3/3" in followed and "wrote" in followed,
+                    f"logs --follow of a queued job until its end: exit {follow.returncode}, {followed[-300:]!r} {err}")
         logs4 = d.client("logs", j4)
         fails.check("garbage.bin" in logs4.stdout, f"the failed job's log lacks its error: {logs4.stdout!r}")
         # one base load served every job: job 1 loaded it, the others found it resident
