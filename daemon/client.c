@@ -180,7 +180,7 @@ static int logs_stream(int fd, const Lorad__ClientSpec *cs, Lorad__Request *req)
     for (;;) {
         Lorad__Response *res = request_send(fd, req);
         if (!res) return -1;
-        fwrite(res->log.data, 1, res->log.len, stdout);
+        if (res->log.len) fwrite(res->log.data, 1, res->log.len, stdout); /* an empty log's data is NULL */
         fflush(stdout);
         int done = res->log_done, more = res->next_offset > req->offset;
         req->offset = res->next_offset;
