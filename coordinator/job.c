@@ -143,6 +143,12 @@ int job_validate(const Lorad__JobSpec *job) {
                        "applies to LoRA adapters; --mode full has none");
     if (full && (job->dropout > 0 || job->rslora))
         return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
+    if (job->base_dtype == LORAD__DTYPE__DTYPE_F16)
+        return err_set("--base-dtype", "f16 is not a compute dtype (hint: f32 or bf16)");
+    if (full && job->base_dtype == LORAD__DTYPE__DTYPE_BF16) {
+        err_set("--base-dtype", "bf16 applies to frozen weights; --mode full trains every weight in f32");
+        return err_hint("drop --base-dtype or use --mode lora");
+    }
     return 0;
 }
 

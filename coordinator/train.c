@@ -76,6 +76,7 @@ static int train_model_load(struct train *t) {
         .rslora = job->rslora,
         .init_gaussian = job->init == LORAD__INIT__INIT_GAUSSIAN,
         .seed = job->seed,
+        .bf16 = job->base_dtype == LORAD__DTYPE__DTYPE_BF16,
     };
     if (job_patterns(job, &t->patterns, &o.n_patterns)) return -1;
     o.patterns = t->patterns;
@@ -114,6 +115,7 @@ static int threads_default(const struct comm *c) {
 static int setup_local(struct train *t) {
     const Lorad__JobSpec *job = t->job;
     gemm_set_threads(job->threads ? job->threads : threads_default(t->comm));
+    gemm_set_backend(job->gemm == LORAD__GEMM__GEMM_OPENBLAS ? GEMM_BACKEND_OPENBLAS : GEMM_BACKEND_ONEDNN);
     if (fault_from_env(&t->fault) || train_model_load(t)) return -1;
     if (dataset_open(&t->data, job->data, &t->model, job->seq)) return -1;
     t->has_val = job->val && job->val[0];

@@ -104,8 +104,6 @@ float f16_to_f32(uint16_t h) {
     return f32_from_bits(sign | (exp + 112) << 23 | man << 13);          /* rebias 15 -> 127 */
 }
 
-float bf16_to_f32(uint16_t h) { return f32_from_bits((uint32_t)h << 16); }
-
 /* |f| below 2^-14 (AX its bits without sign): the nearest multiple of 2^-24, ties to even. */
 static uint16_t f16_from_small(uint32_t ax) {
     if (ax <= 0x33000000u) return 0; /* at most 2^-25, half the smallest subnormal */
@@ -124,12 +122,6 @@ uint16_t f32_to_f16(float f) {
     /* Normal: round the mantissa to 10 bits (ties to even), then rebias 127 -> 15. */
     uint32_t rounded = ax + 0xfffu + ((ax >> 13) & 1u);
     return sign | (uint16_t)((rounded - 0x38000000u) >> 13);
-}
-
-uint16_t f32_to_bf16(float f) {
-    uint32_t x = f32_bits(f);
-    if ((x & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((x >> 16) | 0x40u); /* quiet NaN */
-    return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
 }
 
 /* ---- shapes ---- */
@@ -338,9 +330,9 @@ const struct st_tensor *safetensors_find(const struct safetensors *st, const cha
     return NULL;
 }
 
-int st_tensor_to_f32(const struct st_tensor *t, float *out) {
-    const uint8_t *p = t->data;
-    size_t n = (size_t)t->numel;
+/* Elements [FIRST, FIRST + N) of T as float32 into OUT. */
+static int tensor_range_to_f32(const struct st_tensor *t, size_t first, size_t n, float *out) {
+    const uint8_t *p = (const uint8_t *)t->data + first * st_dtype_size(t->dtype);
     switch (t->dtype) {
     case ST_DTYPE_F32:
         for (size_t i = 0; i < n; i++) out[i] = f32_from_bits(load_u32(p + 4 * i));
@@ -357,6 +349,26 @@ int st_tensor_to_f32(const struct st_tensor *t, float *out) {
     default:
         return err_set(t->name, "dtype %s is not a floating-point type", st_dtype_name(t->dtype));
     }
+}
+
+int st_tensor_to_f32(const struct st_tensor *t, float *out) {
+    return tensor_range_to_f32(t, 0, (size_t)t->numel, out);
+}
+
+int st_tensor_to_bf16(const struct st_tensor *t, uint16_t *out) {
+    float chunk[4096];
+    for (size_t at = 0; at < (size_t)t->numel; at += 4096) {
+        size_t n = (size_t)t->numel - at < 4096 ? (size_t)t->numel - at : 4096;
+        if (tensor_range_to_f32(t, at, n, chunk)) return -1;
+        for (size_t i = 0; i < n; i++) out[at + i] = f32_to_bf16(chunk[i]);
+    }
+    return 0;
+}
+
+void st_tensor_drop_pages(const struct st_tensor *t) {
+    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + t->nbytes) / page * page;
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure costs only memory */
 }
 
 int st_tensor_expect_shape(const struct safetensors *st, const struct st_tensor *t, int32_t ndim,

@@ -66,6 +66,11 @@ const char *st_dtype_name(enum st_dtype dtype);
 /* Converts a floating tensor (F32, F16, BF16, F64) to float32. OUT holds t->numel.
  * Returns -1 with an error naming the tensor for a non-floating dtype. */
 int st_tensor_to_f32(const struct st_tensor *t, float *out);
+/* The same to bfloat16 (round to nearest even). */
+int st_tensor_to_bf16(const struct st_tensor *t, uint16_t *out);
+/* Lets the kernel drop T's resident pages of the mapping (they are read back from the
+ * file if touched again): for a tensor whose data has been copied elsewhere. */
+void st_tensor_drop_pages(const struct st_tensor *t);
 /* Checks that T has exactly the given shape; -1 with an error naming file and tensor. */
 int st_tensor_expect_shape(const struct safetensors *st, const struct st_tensor *t, int32_t ndim,
                            const int64_t *shape);
@@ -85,10 +90,27 @@ struct st_write_entry {
 int safetensors_write(const char *path, const struct st_write_entry *entries, int32_t n,
                       const char *const *meta, int32_t n_meta);
 
-/* float <-> half helpers used by conversion and by the bf16 paths. */
+/* float <-> half helpers used by conversion and by the bf16 paths (the bf16 ones
+ * inline: the worker converts whole activations with them). */
 float f16_to_f32(uint16_t h);
-float bf16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f);
-uint16_t f32_to_bf16(float f); /* round to nearest even, NaN preserved */
+
+static inline float bf16_to_f32(uint16_t h) {
+    union {
+        uint32_t u;
+        float f;
+    } v = {.u = (uint32_t)h << 16};
+    return v.f;
+}
+
+/* Round to nearest even, NaN preserved (quiet). */
+static inline uint16_t f32_to_bf16(float f) {
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = f};
+    if ((v.u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((v.u >> 16) | 0x40u);
+    return (uint16_t)((v.u + 0x7fffu + ((v.u >> 16) & 1u)) >> 16);
+}
 
 #endif

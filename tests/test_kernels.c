@@ -102,12 +102,14 @@ static void test_layernorm(void) {
 /* ---- attention: GPT-2's packed q,k,v and grouped-query heads in separate buffers ---- */
 struct att_ctx {
     struct attn_shape s;
-    float *q, *k, *v, *out, *att, *R;
+    float *q, *k, *v, *out, *lse, *R, *scratch;
 };
+
+#define ATT_SLOTS 2 /* the kernels' OpenMP threads, as many as the test has */
 
 static double att_loss(void *p) {
     struct att_ctx *c = p;
-    attention_forward(c->out, c->att, c->q, c->k, c->v, &c->s);
+    attention_forward(c->out, c->lse, c->q, c->k, c->v, c->scratch, ATT_SLOTS, &c->s);
     return dot(c->out, c->R, (size_t)c->s.B * c->s.T * c->s.NH * c->s.hd);
 }
 
@@ -119,14 +121,37 @@ static void test_attention(struct attn_shape s, int packed, const char *label) {
     float *buf = rnd(packed ? nq : nq + 2 * nkv, 1.0f), *dbuf = xcalloc(packed ? nq : nq + 2 * nkv, 4);
     c.q = buf, c.k = packed ? buf + C : buf + nq, c.v = packed ? buf + 2 * C : buf + nq + nkv;
     float *dq = dbuf, *dk = packed ? dbuf + C : dbuf + nq, *dv = packed ? dbuf + 2 * C : dbuf + nq + nkv;
-    c.R = rnd(n_out, 1.0f), c.out = rnd(n_out, 0), c.att = rnd((size_t)s.B * s.NH * s.T * s.T, 0);
-    float *scratch = xcalloc((size_t)s.T, 4);
+    c.R = rnd(n_out, 1.0f), c.out = rnd(n_out, 0), c.lse = rnd((size_t)s.B * s.NH * s.T, 0);
+    c.scratch = xcalloc(attention_scratch_size(s.T, ATT_SLOTS), 4);
     att_loss(&c);
-    attention_backward(dq, dk, dv, scratch, c.R, c.q, c.k, c.v, c.att, &s);
+    attention_backward(dq, dk, dv, c.scratch, ATT_SLOTS, c.R, c.q, c.k, c.v, c.lse, &s);
     char name[64];
     snprintf(name, sizeof name, "attention %s dq,dk,dv", label);
     fd_check(name, att_loss, &c, buf, dbuf, packed ? nq : nq + 2 * nkv);
-    free(buf), free(dbuf), free(c.R), free(c.out), free(c.att), free(scratch);
+    free(buf), free(dbuf), free(c.R), free(c.out), free(c.lse), free(c.scratch);
+}
+
+/* The heads run on separate threads: one thread and ATT_SLOTS threads give the same bits. */
+static void test_attention_threads(struct attn_shape s) {
+    size_t nq = (size_t)s.B * s.T * s.q_stride, n_out = (size_t)s.B * s.T * s.NH * s.hd;
+    float *qkv = rnd(nq, 1.0f), *R = rnd(n_out, 1.0f), *res[2];
+    struct att_ctx c = {.s = s, .q = qkv, .k = qkv + s.NH * s.hd, .v = qkv + 2 * s.NH * s.hd, .R = R};
+    c.out = xcalloc(n_out, 4), c.lse = xcalloc((size_t)s.B * s.NH * s.T, 4);
+    c.scratch = xcalloc(attention_scratch_size(s.T, ATT_SLOTS), 4);
+    for (int threads = 1; threads <= 2; threads++) {
+        gemm_set_threads(threads);
+        res[threads - 1] = xcalloc(n_out + nq, 4);
+        att_loss(&c);
+        memcpy(res[threads - 1], c.out, n_out * 4);
+        attention_backward(res[threads - 1] + n_out, res[threads - 1] + n_out + s.NH * s.hd,
+                           res[threads - 1] + n_out + 2 * s.NH * s.hd, c.scratch, ATT_SLOTS, R, c.q, c.k, c.v,
+                           c.lse, &s);
+    }
+    int same = memcmp(res[0], res[1], (n_out + nq) * 4) == 0;
+    printf("%-34s %s\n", "attention 1 vs 2 threads", same ? "identical ok" : "FAIL: differ");
+    checks_note(same);
+    gemm_set_threads(ATT_SLOTS);
+    free(qkv), free(R), free(c.out), free(c.lse), free(c.scratch), free(res[0]), free(res[1]);
 }
 
 /* ---- RMSNorm ---- */
@@ -460,11 +485,17 @@ static void test_model(const char *dir, int full, const char *const *targets, in
 }
 
 int main(void) {
+    gemm_set_threads(ATT_SLOTS);
     test_layernorm();
     test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 2, .NKV = 2, .hd = 4, .q_stride = 24, .kv_stride = 24}, 1,
                    "mha packed");
     test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 4, .NKV = 2, .hd = 3, .q_stride = 12, .kv_stride = 6}, 0,
                    "gqa");
+    /* longer than one block of query rows (64), the last block partial */
+    test_attention((struct attn_shape){.B = 1, .T = 150, .NH = 2, .NKV = 1, .hd = 4, .q_stride = 8, .kv_stride = 4},
+                   0, "gqa 150 rows");
+    test_attention_threads((struct attn_shape){.B = 2, .T = 100, .NH = 3, .NKV = 3, .hd = 8, .q_stride = 72,
+                                               .kv_stride = 72});
     test_gelu();
     test_rmsnorm();
     test_rope();

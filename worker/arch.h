@@ -19,6 +19,7 @@ struct weight_ref {
     int64_t shape[2];
     const float **w;
     float **g;
+    const uint16_t **w16; /* a product weight's bf16 form (linears), else NULL */
 };
 
 /* The weights a family lists: N of at most CAP. */

@@ -69,6 +69,7 @@ int base_open(struct base *b, const char *dir) {
 void base_close(struct base *b) {
     st_set_close(&b->st);
     free(b->frozen);
+    free(b->frozen16);
     free(b->config_text);
     free(b->dir);
     memset(b, 0, sizeof *b);

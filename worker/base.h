@@ -1,7 +1,8 @@
 /*
  * base.h: a base model's files, opened once: its config, its mapped safetensors, the
- * fingerprint that names it in checkpoints, and (made by the first model that needs it)
- * the f32 copy of its weights that are not mappable f32. Models borrow a base, so a
+ * fingerprint that names it in checkpoints, and (made by the first model that needs them)
+ * the f32 copies of its weights that are not mappable f32 and the bf16 copies of the
+ * product weights that are not mappable bf16. Models borrow a base, one at a time, so a
  * daemon keeps one resident between jobs on the same model directory.
  */
 #ifndef LORAD_BASE_H
@@ -20,6 +21,9 @@ struct base {
     char *config_text;        /* config.json as read */
     float *frozen;            /* f32 copies of the unmappable frozen weights, or NULL */
     uint64_t frozen_n;        /* floats in FROZEN */
+    int frozen_bf16;          /* FROZEN was made for a --base-dtype bf16 model (fewer tensors) */
+    uint16_t *frozen16;       /* bf16 copies of frozen product weights (--base-dtype bf16), or NULL */
+    uint64_t frozen16_n;      /* elements in FROZEN16 */
     uint64_t stamp;           /* of the files' identities and times, for base_current */
 };
 

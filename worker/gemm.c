@@ -1,15 +1,155 @@
 /*
- * gemm.c: gemm() on OpenBLAS's cblas_sgemm.
+ * gemm.c: gemm() on oneDNN's dnnl_sgemm or OpenBLAS's cblas_sgemm, and gemm_bf16() on
+ * oneDNN's bf16 matmul primitive. The primitives of the few shapes a model runs are
+ * created once and kept in a small cache; the bf16 copy of A lives in one buffer that
+ * grows to the largest product and is then reused, so a step allocates nothing.
  */
 #include "gemm.h"
 
 #include <cblas.h>
+#include <dnnl.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#include "error.h"
+#include "safetensors.h"
+
+#define DNNL_CHECK(call) CHECK((call) == dnnl_success)
+
+static enum gemm_backend backend = GEMM_BACKEND_ONEDNN;
 
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M,
-                N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    if (backend == GEMM_BACKEND_ONEDNN) {
+        DNNL_CHECK(dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,
+                              ldc));
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
+                alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
-void gemm_set_threads(int n) { openblas_set_num_threads(n); }
+/* One cached bf16 matmul: its shape and scalars, and the primitive made for them. */
+struct bf16_prim {
+    int trans_b, M, N, K, ldb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_desc_t a, b, c;
+};
+
+#define BF16_CACHE 64
+
+static struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    struct bf16_prim cache[BF16_CACHE];
+    int n, next; /* entries in use; the one replaced when full */
+    uint16_t *a16; /* A in bf16 */
+    size_t a16_cap;
+} bf;
+
+static void bf16_prim_make(struct bf16_prim *p) {
+    const dnnl_dims_t ad = {p->M, p->K}, as = {p->K, 1}, bd = {p->K, p->N}, cd = {p->M, p->N}, cs = {p->ldc, 1};
+    const dnnl_dims_t bs_n = {p->ldb, 1}, bs_t = {1, p->ldb};
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->a, 2, ad, dnnl_bf16, as));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->b, 2, bd, dnnl_bf16, p->trans_b ? bs_t : bs_n));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->c, 2, cd, dnnl_f32, cs));
+    dnnl_matmul_desc_t md;
+    DNNL_CHECK(dnnl_matmul_desc_init(&md, &p->a, &p->b, NULL, &p->c));
+    dnnl_primitive_attr_t attr;
+    DNNL_CHECK(dnnl_primitive_attr_create(&attr));
+    if (p->alpha != 1.0f) DNNL_CHECK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &p->alpha));
+    dnnl_post_ops_t po = NULL;
+    if (p->beta != 0.0f) {
+        DNNL_CHECK(dnnl_post_ops_create(&po));
+        DNNL_CHECK(dnnl_post_ops_append_sum(po, p->beta));
+        DNNL_CHECK(dnnl_primitive_attr_set_post_ops(attr, po));
+    }
+    dnnl_primitive_desc_t pd;
+    DNNL_CHECK(dnnl_primitive_desc_create(&pd, &md, attr, bf.engine, NULL));
+    DNNL_CHECK(dnnl_primitive_create(&p->prim, pd));
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    if (po) dnnl_post_ops_destroy(po);
+}
+
+static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float alpha, int ldb, float beta,
+                                       int ldc) {
+    for (int i = 0; i < bf.n; i++) {
+        struct bf16_prim *p = &bf.cache[i];
+        if (p->trans_b == trans_b && p->M == M && p->N == N && p->K == K && p->ldb == ldb && p->ldc == ldc &&
+            p->alpha == alpha && p->beta == beta)
+            return p;
+    }
+    if (!bf.engine) {
+        DNNL_CHECK(dnnl_engine_create(&bf.engine, dnnl_cpu, 0));
+        DNNL_CHECK(dnnl_stream_create(&bf.stream, bf.engine, dnnl_stream_default_flags));
+    }
+    struct bf16_prim *p;
+    if (bf.n < BF16_CACHE) {
+        p = &bf.cache[bf.n++];
+    } else { /* full: replace the oldest */
+        p = &bf.cache[bf.next];
+        bf.next = (bf.next + 1) % BF16_CACHE;
+        dnnl_primitive_destroy(p->prim);
+    }
+    *p = (struct bf16_prim){.trans_b = trans_b, .M = M, .N = N, .K = K, .ldb = ldb, .ldc = ldc,
+                            .alpha = alpha, .beta = beta};
+    bf16_prim_make(p);
+    return p;
+}
+
+/* Rows of A converted per product: the bf16 buffer stays at most 8 MB. */
+#define BF16_CHUNK ((size_t)4 << 20)
+
+void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
+               int ldb, float beta, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    CHECK(!omp_in_parallel());
+    const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
+    const size_t need = (size_t)rows * K;
+    if (need > bf.a16_cap) {
+        free(bf.a16);
+        bf.a16 = xalloc_aligned(need * sizeof *bf.a16);
+        bf.a16_cap = need;
+    }
+    for (int m0 = 0; m0 < M; m0 += rows) {
+        const int mc = M - m0 < rows ? M - m0 : rows;
+#pragma omp parallel for schedule(static)
+        for (int m = 0; m < mc; m++)
+            for (int k = 0; k < K; k++) bf.a16[(size_t)m * K + k] = f32_to_bf16(A[(size_t)(m0 + m) * lda + k]);
+        struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, ldc);
+        dnnl_memory_t ma, mb, mc_mem;
+        DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));
+        DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
+        DNNL_CHECK(dnnl_memory_create(&mc_mem, &p->c, bf.engine, C + (size_t)m0 * ldc));
+        const dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc_mem}};
+        DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, 3, args));
+        DNNL_CHECK(dnnl_stream_wait(bf.stream));
+        dnnl_memory_destroy(ma);
+        dnnl_memory_destroy(mb);
+        dnnl_memory_destroy(mc_mem);
+    }
+}
+
+void gemm_release(void) {
+    for (int i = 0; i < bf.n; i++) dnnl_primitive_destroy(bf.cache[i].prim);
+    if (bf.stream) dnnl_stream_destroy(bf.stream);
+    if (bf.engine) dnnl_engine_destroy(bf.engine);
+    free(bf.a16);
+    bf = (__typeof__(bf)){0};
+}
+
+void gemm_set_backend(enum gemm_backend b) { backend = b; }
+
+enum gemm_backend gemm_get_backend(void) { return backend; }
+
+const char *gemm_backend_name(enum gemm_backend b) { return b == GEMM_BACKEND_ONEDNN ? "onednn" : "openblas"; }
+
+void gemm_set_threads(int n) {
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+int gemm_nests(void) { return backend == GEMM_BACKEND_ONEDNN; }

@@ -1,9 +1,12 @@
 /*
- * gemm.h: the one matrix-product interface of the worker. Every kernel calls gemm();
- * which library runs it (OpenBLAS today) is this file's business alone.
+ * gemm.h: the one matrix-product interface of the worker. Every kernel calls gemm() or
+ * gemm_bf16(); which library runs a product (oneDNN by default, OpenBLAS on request) is
+ * this file's business alone, and so is the thread count every kernel shares.
  */
 #ifndef LORAD_GEMM_H
 #define LORAD_GEMM_H
+
+#include <stdint.h>
 
 /* How a weight matrix of a linear map in -> out is stored. */
 enum gemm_layout {
@@ -11,12 +14,39 @@ enum gemm_layout {
     GEMM_LAYOUT_OUT_IN, /* [out, in]: nn.Linear, embeddings used as an LM head */
 };
 
+/* The library that runs the f32 products. */
+enum gemm_backend {
+    GEMM_BACKEND_ONEDNN,   /* oneDNN's sgemm (OpenMP threads, shared with the kernels) */
+    GEMM_BACKEND_OPENBLAS, /* OpenBLAS's cblas_sgemm (its own threads) */
+};
+
 /* Row-major C (M,N) = alpha * op(A) (M,K) · op(B) (K,N) + beta * C, where op
- * transposes when TRANS_A / TRANS_B is nonzero. LDA, LDB, LDC are row strides. */
+ * transposes when TRANS_A / TRANS_B is nonzero. LDA, LDB, LDC are row strides.
+ * Called inside an OpenMP parallel region, it runs on the calling thread alone
+ * (see gemm_nests). */
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc);
 
-/* Sets the threads the products may use. */
+/* The same with B in bf16 (a frozen weight) and A converted to bf16 on the way in;
+ * oneDNN's bf16 matmul with f32 accumulation. Main thread only. A (M,K) f32, B as op(B)
+ * (K,N) bf16, C (M,N) f32. */
+void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
+               int ldb, float beta, float *C, int ldc);
+
+/* Selects the f32 backend (process-wide; the default is oneDNN). */
+void gemm_set_backend(enum gemm_backend b);
+enum gemm_backend gemm_get_backend(void);
+/* "onednn" or "openblas". */
+const char *gemm_backend_name(enum gemm_backend b);
+
+/* Sets the threads the products and the kernels may use. */
 void gemm_set_threads(int n);
+/* Nonzero when gemm() may be called from several OpenMP threads at once, each product
+ * then running on its caller's thread (oneDNN); zero when the backend keeps a thread
+ * pool of its own (OpenBLAS), so callers should not nest. */
+int gemm_nests(void);
+
+/* Frees the cached bf16 primitives and buffers (at exit; optional). */
+void gemm_release(void);
 
 #endif

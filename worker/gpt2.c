@@ -44,9 +44,9 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
     const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
     const struct act_slot plan[] = {
         {&a->encoded, N * C},   {&a->ln1, L * N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
-        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->att, L * B * NH * T * T},
+        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->lse, L * B * NH * T},
         {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
-        {&a->fch, L * N * F},   {&a->fch_gelu, L * N * F},  {&a->residual3, L * N * C},
+        {&a->fch, L * N * F},   {&a->fch_gelu, N * F},      {&a->residual3, L * N * C},
         {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&m->logits, N * V},
         {&a->losses, N},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
         {&a->tmp, N * C},       {&a->dqkv, N * 3 * C},      {&a->dfch, N * F},       {&a->dfch_gelu, N * F},
@@ -57,7 +57,7 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
 
 /* The per-layer slices of the stacked activations. */
 struct layer_acts {
-    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *att, *residual2;
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *atty, *lse, *residual2;
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *residual3;
     const float *residual; /* the layer's input */
 };
@@ -73,13 +73,13 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
         .ln1_rstd = a->ln1_rstd + l * N,
         .qkv = a->qkv + l * N * 3 * C,
         .atty = a->atty + l * N * C,
-        .att = a->att + l * (size_t)m->B * NH * T * T,
+        .lse = a->lse + l * (size_t)m->B * NH * T,
         .residual2 = a->residual2 + l * N * C,
         .ln2 = a->ln2 + l * N * C,
         .ln2_mean = a->ln2_mean + l * N,
         .ln2_rstd = a->ln2_rstd + l * N,
         .fch = a->fch + l * N * F,
-        .fch_gelu = a->fch_gelu + l * N * F,
+        .fch_gelu = a->fch_gelu, /* one layer's, recomputed by the backward */
         .residual3 = a->residual3 + l * N * C,
     };
     s.residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * N * C;
@@ -98,7 +98,7 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
         struct layer_acts s = layer_acts(m, l);
         layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
         linear_forward(&L->lin[GPT2_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
-        attention_forward(s.atty, s.att, s.qkv, s.qkv + C, s.qkv + 2 * C, &as);
+        attention_forward(s.atty, s.lse, s.qkv, s.qkv + C, s.qkv + 2 * C, m->scratch, m->attn_slots, &as);
         linear_forward(&L->lin[GPT2_PROJ], a->tmp, s.atty, m->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
         layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
@@ -130,6 +130,7 @@ static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tg
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
         /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
+        if (linear_needs_input(&L->lin[GPT2_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
         zero(a->dfch_gelu, (size_t)N * F);
         linear_backward(&L->lin[GPT2_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
         zero(a->dfch, (size_t)N * F);
@@ -142,8 +143,8 @@ static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tg
         zero(a->datty, (size_t)N * C);
         linear_backward(&L->lin[GPT2_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
         zero(a->dqkv, (size_t)N * 3 * C);
-        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, a->datty, s.qkv, s.qkv + C,
-                           s.qkv + 2 * C, s.att, &as);
+        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
+                           s.qkv + C, s.qkv + 2 * C, s.lse, &as);
         zero(a->dln, (size_t)N * C);
         linear_backward(&L->lin[GPT2_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
         layernorm_backward(a->dresid, L->dnorm1_w, L->dnorm1_b, a->dln, s.residual, L->norm1_w, s.ln1_mean,

@@ -1,13 +1,52 @@
 /*
- * kernels.c: the transformer-layer kernels declared in kernels.h. Plain loops; the
- * matrix products live in linear.c on top of gemm().
+ * kernels.c: the transformer-layer kernels declared in kernels.h. Loops over rows run on
+ * the OpenMP threads gemm_set_threads() sets, each row on one thread, so results do not
+ * depend on the thread count; attention's products and the linear maps go through
+ * gemm(). The pointwise loops are built for AVX-512, AVX2 and plain x86-64 and chosen
+ * at load time, with an exp that vectorises.
  */
 #include "kernels.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+#define KERNEL_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
+#else
+#define KERNEL_CLONES
+#endif
+
+/* Query rows of causal attention handled per block (its scratch is 2 blocks of T). */
+#define ATTN_BLOCK 64
+
+/* e^x to about 2 ulp over the float range, branch-free so that loops vectorise: x =
+ * n·ln2 + r with |r| <= ln2/2, e^r by Cephes' polynomial, 2^n into the exponent bits. */
+static inline float exp_fast(float x) {
+    x = x < -87.33f ? -87.33f : x > 88.3f ? 88.3f : x;
+    const float n = (x * 1.44269504089f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    union {
+        int32_t i;
+        float f;
+    } two_n = {.i = ((int32_t)n + 127) << 23};
+    return p * two_n.f;
+}
+
+/* tanh(u) = 1 − 2 / (e^{2u} + 1) */
+static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
+
 void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T, int C) {
+#pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
@@ -36,6 +75,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
 
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
                        const float *bias, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -52,8 +92,10 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
     }
 }
 
-void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
-                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+/* dinp (N,C) += the input gradient, one row per thread. */
+static void layernorm_backward_inp(float *dinp, const float *dout, const float *inp, const float *weight,
+                                   const float *mean, const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         const float *d = dout + (size_t)n * C;
@@ -71,14 +113,27 @@ void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *
         for (int i = 0; i < C; i++) {
             float norm = (x[i] - m) * s;
             float dnorm = weight[i] * d[i];
-            if (dbias) dbias[i] += d[i];
-            if (dweight) dweight[i] += norm * d[i];
             dx[i] += (float)((dnorm - dnorm_mean - norm * dnorm_norm_mean) * s);
         }
     }
 }
 
+void layernorm_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                        const float *weight, const float *mean, const float *rstd, int N, int C) {
+    layernorm_backward_inp(dinp, dout, inp, weight, mean, rstd, N, C);
+    if (!dweight && !dbias) return;
+    /* the parameter gradients sum over rows: one column per thread, rows in order */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < C; i++)
+        for (int n = 0; n < N; n++) {
+            const float d = dout[(size_t)n * C + i];
+            if (dbias) dbias[i] += d;
+            if (dweight) dweight[i] += (inp[(size_t)n * C + i] - mean[n]) * rstd[n] * d;
+        }
+}
+
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C, float eps) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
@@ -92,6 +147,7 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
 
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp, const float *weight,
                       const float *rstd, int N, int C) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C, *d = dout + (size_t)n * C;
         float *dx = dinp + (size_t)n * C;
@@ -99,11 +155,13 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
         double dot = 0.0; /* sum of (w·dy)·x */
         for (int i = 0; i < C; i++) dot += (double)weight[i] * d[i] * x[i];
         const float k = (float)(dot / C) * r * r * r;
-        for (int i = 0; i < C; i++) {
-            dx[i] += weight[i] * d[i] * r - k * x[i];
-            if (dweight) dweight[i] += d[i] * x[i] * r;
-        }
+        for (int i = 0; i < C; i++) dx[i] += weight[i] * d[i] * r - k * x[i];
     }
+    if (!dweight) return;
+    /* one column per thread, rows in order */
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < C; i++)
+        for (int n = 0; n < N; n++) dweight[i] += dout[(size_t)n * C + i] * inp[(size_t)n * C + i] * rstd[n];
 }
 
 /* Turns every head's pairs by the angle of its position; SIGN -1 turns back. */
@@ -155,87 +213,127 @@ void rope_tables(float *cos, float *sin, int T, int hd, double theta, const stru
     }
 }
 
-void swiglu_forward(float *out, const float *gate, const float *up, int N) {
-    for (int i = 0; i < N; i++) out[i] = gate[i] / (1.0f + expf(-gate[i])) * up[i];
+KERNEL_CLONES void swiglu_forward(float *out, const float *gate, const float *up, int N) {
+#pragma omp parallel for simd schedule(static)
+    for (int i = 0; i < N; i++) out[i] = gate[i] / (1.0f + exp_fast(-gate[i])) * up[i];
 }
 
-void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up, int N) {
+KERNEL_CLONES void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                   int N) {
+#pragma omp parallel for simd schedule(static)
     for (int i = 0; i < N; i++) {
-        float sig = 1.0f / (1.0f + expf(-gate[i])), silu = gate[i] * sig;
+        float sig = 1.0f / (1.0f + exp_fast(-gate[i])), silu = gate[i] * sig;
         dgate[i] += dout[i] * up[i] * sig * (1.0f + gate[i] * (1.0f - sig));
         dup[i] += dout[i] * silu;
     }
 }
 
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const struct attn_shape *s) {
-    const int T = s->T, NH = s->NH, hd = s->hd, group = s->NH / s->NKV;
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < s->B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const size_t qo = (size_t)h * hd, kvo = (size_t)(h / group) * hd;
-            for (int t = 0; t < T; t++) {
-                const float *qt = q + ((size_t)b * T + t) * s->q_stride + qo;
-                float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                float maxv = -INFINITY;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *kt = k + ((size_t)b * T + t2) * s->kv_stride + kvo;
-                    float dot = 0.0f;
-                    for (int i = 0; i < hd; i++) dot += qt[i] * kt[i];
-                    a[t2] = dot * scale;
-                    if (a[t2] > maxv) maxv = a[t2];
-                }
-                float sum = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    a[t2] = expf(a[t2] - maxv);
-                    sum += a[t2];
-                }
-                float inv = 1.0f / sum;
-                for (int t2 = 0; t2 < T; t2++) a[t2] = t2 <= t ? a[t2] * inv : 0.0f;
-                float *o = out + ((size_t)b * T + t) * NH * hd + qo;
-                memset(o, 0, (size_t)hd * sizeof(float));
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const float *vt = v + ((size_t)b * T + t2) * s->kv_stride + kvo;
-                    for (int i = 0; i < hd; i++) o[i] += a[t2] * vt[i];
-                }
-            }
+uint64_t attention_scratch_size(int T, int slots) { return (uint64_t)slots * 2 * ATTN_BLOCK * (uint64_t)T; }
+
+/* Pointers to one query head's and its key/value head's rows in sequence b. */
+struct attn_head {
+    const float *q, *k, *v; /* (T, hd) with strides q_stride, kv_stride */
+    size_t out;             /* offset of the head in out/dout rows of NH*hd */
+    size_t lse;             /* offset of its (T) log-sum-exps */
+};
+
+static struct attn_head attn_head(const struct attn_shape *s, const float *q, const float *k, const float *v,
+                                  int b, int h) {
+    const size_t kvo = (size_t)b * s->T * s->kv_stride + (size_t)(h / (s->NH / s->NKV)) * s->hd;
+    return (struct attn_head){q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hd, k + kvo, v + kvo,
+                              ((size_t)b * s->T) * s->NH * s->hd + (size_t)h * s->hd,
+                              ((size_t)b * s->NH + h) * s->T};
+}
+
+/* S (rows, cols) = scale · q[r0:r0+rows] · k[0:cols]ᵀ, cols = r0 + rows: one block of
+ * causal scores with row stride T. */
+static void attn_scores(float *S, const struct attn_head *a, const struct attn_shape *s, int r0, int rows) {
+    const float scale = 1.0f / sqrtf((float)s->hd);
+    gemm(0, 1, rows, r0 + rows, s->hd, scale, a->q + (size_t)r0 * s->q_stride, s->q_stride, a->k, s->kv_stride,
+         0.0f, S, s->T);
+}
+
+KERNEL_CLONES static void attn_softmax_rows(float *S, float *lse, int T, int r0, int rows) {
+    for (int i = 0; i < rows; i++) {
+        float *row = S + (size_t)i * T;
+        const int t = r0 + i;
+        float maxv = -INFINITY;
+        for (int j = 0; j <= t; j++) maxv = row[j] > maxv ? row[j] : maxv;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (int j = 0; j <= t; j++) {
+            row[j] = exp_fast(row[j] - maxv);
+            sum += row[j];
+        }
+        const float inv = 1.0f / sum;
+#pragma omp simd
+        for (int j = 0; j <= t; j++) row[j] *= inv;
+        for (int j = t + 1; j < r0 + rows; j++) row[j] = 0.0f;
+        lse[t] = maxv + logf(sum);
+    }
+}
+
+void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, float *scratch,
+                       int slots, const struct attn_shape *s) {
+    const int T = s->T, ldo = s->NH * s->hd, heads = s->B * s->NH;
+    const int nt = omp_get_max_threads() < slots ? omp_get_max_threads() : slots;
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (gemm_nests())
+    for (int bh = 0; bh < heads; bh++) {
+        float *S = scratch + (size_t)omp_get_thread_num() * 2 * ATTN_BLOCK * T;
+        const struct attn_head a = attn_head(s, q, k, v, bh / s->NH, bh % s->NH);
+        for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+            const int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK;
+            attn_scores(S, &a, s, r0, rows);
+            attn_softmax_rows(S, lse + a.lse, T, r0, rows);
+            gemm(0, 0, rows, s->hd, r0 + rows, 1.0f, S, T, a.v, s->kv_stride, 0.0f, out + a.out + (size_t)r0 * ldo,
+                 ldo);
         }
     }
 }
 
-void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q,
-                        const float *k, const float *v, const float *att, const struct attn_shape *s) {
-    const int T = s->T, NH = s->NH, hd = s->hd, group = s->NH / s->NKV;
+/* P from the saved log-sum-exp, then dS = scale · P ∘ (dP − rowsum(P ∘ dP)) in place of dP. */
+KERNEL_CLONES static void attn_softmax_backward(float *P, float *dP, const float *lse, float scale, int T, int r0,
+                                                int rows) {
+    for (int i = 0; i < rows; i++) {
+        float *p = P + (size_t)i * T, *dp = dP + (size_t)i * T;
+        const int t = r0 + i;
+        float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+        for (int j = 0; j <= t; j++) {
+            p[j] = exp_fast(p[j] - lse[t]);
+            dot += p[j] * dp[j];
+        }
+#pragma omp simd
+        for (int j = 0; j <= t; j++) dp[j] = scale * p[j] * (dp[j] - dot);
+        for (int j = t + 1; j < r0 + rows; j++) p[j] = dp[j] = 0.0f;
+    }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int slots, const float *dout,
+                        const float *q, const float *k, const float *v, const float *lse,
+                        const struct attn_shape *s) {
+    const int T = s->T, hd = s->hd, ldo = s->NH * hd, group = s->NH / s->NKV, kv_heads = s->B * s->NKV;
     const float scale = 1.0f / sqrtf((float)hd);
-    float *datt = scratch;
-    for (int b = 0; b < s->B; b++) {
-        for (int h = 0; h < NH; h++) {
-            const size_t qo = (size_t)h * hd, kvo = (size_t)(h / group) * hd;
-            for (int t = 0; t < T; t++) {
-                const float *a = att + (((size_t)b * NH + h) * T + t) * T;
-                const float *d = dout + ((size_t)b * T + t) * NH * hd + qo;
-                /* through out = att · v */
-                float weighted = 0.0f;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    const size_t kv = ((size_t)b * T + t2) * s->kv_stride + kvo;
-                    float g = 0.0f;
-                    for (int i = 0; i < hd; i++) {
-                        g += v[kv + i] * d[i];
-                        dv[kv + i] += a[t2] * d[i];
-                    }
-                    datt[t2] = g;
-                    weighted += a[t2] * g;
-                }
-                /* through the softmax: dpre = att * (datt - sum(att * datt)), then q·k */
-                const size_t qi = ((size_t)b * T + t) * s->q_stride + qo;
-                for (int t2 = 0; t2 <= t; t2++) {
-                    float dpre = a[t2] * (datt[t2] - weighted) * scale;
-                    const size_t kv = ((size_t)b * T + t2) * s->kv_stride + kvo;
-                    for (int i = 0; i < hd; i++) {
-                        dq[qi + i] += k[kv + i] * dpre;
-                        dk[kv + i] += q[qi + i] * dpre;
-                    }
-                }
+    const int nt = omp_get_max_threads() < slots ? omp_get_max_threads() : slots;
+    /* one task per key/value head: the query heads of its group add to its dk, dv */
+#pragma omp parallel for schedule(dynamic) num_threads(nt) if (gemm_nests())
+    for (int bg = 0; bg < kv_heads; bg++) {
+        float *P = scratch + (size_t)omp_get_thread_num() * 2 * ATTN_BLOCK * T, *dP = P + (size_t)ATTN_BLOCK * T;
+        const int b = bg / s->NKV;
+        for (int h = (bg % s->NKV) * group; h < (bg % s->NKV + 1) * group; h++) {
+            const struct attn_head a = attn_head(s, q, k, v, b, h);
+            const size_t qo = (size_t)(a.q - q), kvo = (size_t)(a.k - k);
+            for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+                const int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, cols = r0 + rows;
+                const float *d = dout + a.out + (size_t)r0 * ldo;
+                attn_scores(P, &a, s, r0, rows);
+                gemm(0, 1, rows, cols, hd, 1.0f, d, ldo, a.v, s->kv_stride, 0.0f, dP, T); /* dP = dO·Vᵀ */
+                attn_softmax_backward(P, dP, lse + a.lse, scale, T, r0, rows);
+                gemm(1, 0, cols, hd, rows, 1.0f, P, T, d, ldo, 1.0f, dv + kvo, s->kv_stride);   /* dV += Pᵀ·dO */
+                gemm(0, 0, rows, hd, cols, 1.0f, dP, T, a.k, s->kv_stride, 1.0f,
+                     dq + qo + (size_t)r0 * s->q_stride, s->q_stride);                          /* dQ += dS·K */
+                gemm(1, 0, cols, hd, rows, 1.0f, dP, T, a.q + (size_t)r0 * s->q_stride, s->q_stride, 1.0f,
+                     dk + kvo, s->kv_stride);                                                   /* dK += dSᵀ·Q */
             }
         }
     }
@@ -243,17 +341,19 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, const f
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
-void gelu_forward(float *out, const float *inp, int N) {
+KERNEL_CLONES void gelu_forward(float *out, const float *inp, int N) {
+#pragma omp parallel for simd schedule(static)
     for (int i = 0; i < N; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + tanh_fast(GELU_SCALE * (x + 0.044715f * x * x * x)));
     }
 }
 
-void gelu_backward(float *dinp, const float *inp, const float *dout, int N) {
+KERNEL_CLONES void gelu_backward(float *dinp, const float *inp, const float *dout, int N) {
+#pragma omp parallel for simd schedule(static)
     for (int i = 0; i < N; i++) {
         float x = inp[i];
-        float th = tanhf(GELU_SCALE * (x + 0.044715f * x * x * x));
+        float th = tanh_fast(GELU_SCALE * (x + 0.044715f * x * x * x));
         float sech2 = 1.0f - th * th;
         float local = 0.5f * (1.0f + th) + 0.5f * x * sech2 * GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += local * dout[i];
@@ -261,30 +361,40 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, int N) {
 }
 
 void residual_forward(float *out, const float *inp1, const float *inp2, int N) {
+#pragma omp parallel for simd schedule(static)
     for (int i = 0; i < N; i++) out[i] = inp1[i] + inp2[i];
+}
+
+/* One row: logits in, probabilities out; returns the loss of TARGET. */
+KERNEL_CLONES static float crossentropy_row(float *p, int32_t target, int V) {
+    float maxv = -INFINITY;
+    for (int i = 0; i < V; i++) maxv = p[i] > maxv ? p[i] : maxv;
+    const float target_logit = p[target];
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int i = 0; i < V; i++) {
+        p[i] = exp_fast(p[i] - maxv);
+        sum += p[i];
+    }
+    const float inv = 1.0f / sum;
+#pragma omp simd
+    for (int i = 0; i < V; i++) p[i] *= inv;
+    return logf(sum) + maxv - target_logit;
 }
 
 double crossentropy_forward(float *probs, float *losses, const int32_t *targets, const uint8_t *mask, int N,
                             int V) {
-    double total = 0.0;
-    for (int n = 0; n < N; n++) {
-        float *p = probs + (size_t)n * V;
-        float maxv = -INFINITY;
-        for (int i = 0; i < V; i++)
-            if (p[i] > maxv) maxv = p[i];
-        double sum = 0.0;
-        for (int i = 0; i < V; i++) sum += exp((double)p[i] - maxv);
-        float target_logit = p[targets[n]];
-        float inv = (float)(1.0 / sum);
-        for (int i = 0; i < V; i++) p[i] = expf(p[i] - maxv) * inv;
-        losses[n] = (float)(log(sum) + maxv - target_logit);
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) losses[n] = crossentropy_row(probs + (size_t)n * V, targets[n], V);
+    double total = 0.0; /* in row order, whatever the threads */
+    for (int n = 0; n < N; n++)
         if (mask[n]) total += losses[n];
-    }
     return total;
 }
 
 void crossentropy_backward(float *dlogits, const int32_t *targets, const uint8_t *mask, float scale, int N,
                            int V) {
+#pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         float *d = dlogits + (size_t)n * V;
         if (!mask[n]) {

@@ -58,14 +58,20 @@ struct attn_shape {
     int q_stride, kv_stride;
 };
 
-/* Causal self-attention with scale 1/sqrt(hd). q (B,T,q_stride), k, v (B,T,kv_stride);
- * out (B,T,NH*hd); att (B,NH,T,T) the softmax weights, saved for backward. */
-void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                       const struct attn_shape *s);
-/* dq, dk, dv laid out as q, k, v (accumulated); dout (B,T,NH*hd); q, k, v, att as in the
- * forward; scratch (T) */
-void attention_backward(float *dq, float *dk, float *dv, float *scratch, const float *dout, const float *q,
-                        const float *k, const float *v, const float *att, const struct attn_shape *s);
+/* Floats of scratch attention_forward/backward need for SLOTS threads at length T. */
+uint64_t attention_scratch_size(int T, int slots);
+
+/* Causal self-attention with scale 1/sqrt(hd), one block of query rows at a time, so no
+ * (T,T) matrix is kept: q (B,T,q_stride), k, v (B,T,kv_stride); out (B,T,NH*hd);
+ * lse (B,NH,T) each row's log-sum-exp of the scores, saved for backward. Heads run on
+ * up to SLOTS threads (scratch per attention_scratch_size). */
+void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v, float *scratch,
+                       int slots, const struct attn_shape *s);
+/* dq, dk, dv laid out as q, k, v (accumulated); dout (B,T,NH*hd); q, k, v, lse as in
+ * the forward, whose probabilities it recomputes. */
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int slots, const float *dout,
+                        const float *q, const float *k, const float *v, const float *lse,
+                        const struct attn_shape *s);
 
 /* GELU, tanh form. out, inp (N) */
 void gelu_forward(float *out, const float *inp, int N);

@@ -8,6 +8,8 @@
 
 #include "rng.h"
 
+int linear_needs_input(const struct linear *l) { return l->dw != NULL || l->n_lora > 0; }
+
 uint64_t linear_scratch_size(const struct linear *l, int N) {
     int32_t rmax = 0;
     for (int i = 0; i < l->n_lora; i++)
@@ -74,13 +76,22 @@ static void lora_backward(const struct lora_adapter *ad, float *dinp, const floa
     for (size_t k = 0; k < (size_t)N * ad->in; k++) dinp[k] += xd[k];
 }
 
+/* C (N, cols) = alpha · A (N, k) · op(W) + beta · C: the product with the base weight, in
+ * f32 or bf16, where TRANS_W transposes W as stored (LDW its row stride). */
+static void weight_product(const struct linear *l, int trans_w, int N, int cols, int k, const float *A, float beta,
+                           float *C) {
+    const int ldw = l->layout == GEMM_LAYOUT_IN_OUT ? l->out : l->in;
+    if (l->w16)
+        gemm_bf16(trans_w, N, cols, k, 1.0f, A, k, l->w16, ldw, beta, C, cols);
+    else
+        gemm(0, trans_w, N, cols, k, 1.0f, A, k, l->w, ldw, beta, C, cols);
+}
+
 void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
                     const struct dropout *dp, int N) {
-    if (l->layout == GEMM_LAYOUT_IN_OUT)
-        gemm(0, 0, N, l->out, l->in, 1.0f, inp, l->in, l->w, l->out, 0.0f, out, l->out);
-    else
-        gemm(0, 1, N, l->out, l->in, 1.0f, inp, l->in, l->w, l->in, 0.0f, out, l->out);
+    weight_product(l, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, 0.0f, out);
     if (l->b)
+#pragma omp parallel for schedule(static)
         for (int n = 0; n < N; n++)
             for (int o = 0; o < l->out; o++) out[(size_t)n * l->out + o] += l->b[o];
     for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, dp, N);
@@ -88,15 +99,14 @@ void linear_forward(const struct linear *l, float *out, const float *inp, float 
 
 void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
                      const struct dropout *dp, int N) {
-    if (l->layout == GEMM_LAYOUT_IN_OUT) {
-        gemm(0, 1, N, l->in, l->out, 1.0f, dout, l->out, l->w, l->out, 1.0f, dinp, l->in);
-        if (l->dw) gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
-    } else {
-        gemm(0, 0, N, l->in, l->out, 1.0f, dout, l->out, l->w, l->in, 1.0f, dinp, l->in);
-        if (l->dw) gemm(1, 0, l->out, l->in, N, 1.0f, dout, l->out, inp, l->in, 1.0f, l->dw, l->in);
-    }
-    if (l->db)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < l->out; o++) l->db[o] += dout[(size_t)n * l->out + o];
+    weight_product(l, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, 1.0f, dinp);
+    if (l->dw && l->layout == GEMM_LAYOUT_IN_OUT)
+        gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
+    else if (l->dw)
+        gemm(1, 0, l->out, l->in, N, 1.0f, dout, l->out, inp, l->in, 1.0f, l->dw, l->in);
+    if (l->db) /* one column per thread, rows in order */
+#pragma omp parallel for schedule(static)
+        for (int o = 0; o < l->out; o++)
+            for (int n = 0; n < N; n++) l->db[o] += dout[(size_t)n * l->out + o];
     for (int i = 0; i < l->n_lora; i++) lora_backward(l->lora[i], dinp, dout, l->out, inp, scratch, dp, N);
 }

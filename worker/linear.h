@@ -38,7 +38,8 @@ struct lora_adapter {
 };
 
 struct linear {
-    const float *w;   /* (in,out) or (out,in) as LAYOUT says */
+    const float *w;   /* (in,out) or (out,in) as LAYOUT says; NULL when W16 holds W */
+    const uint16_t *w16; /* W in bf16 (frozen, --base-dtype bf16), laid out as W, or NULL */
     float *dw;        /* NULL when W is frozen */
     const float *b;   /* (out) or NULL */
     float *db;        /* NULL when frozen or without bias */
@@ -48,6 +49,8 @@ struct linear {
     int32_t n_lora;
 };
 
+/* Nonzero when linear_backward reads its input: W or an adapter trains. */
+int linear_needs_input(const struct linear *l);
 /* Floats of scratch linear_forward/backward need for N rows. */
 uint64_t linear_scratch_size(const struct linear *l, int N);
 /* out (N,out) = inp (N,in) · W + b + adapters; scratch per linear_scratch_size */

@@ -47,7 +47,7 @@ static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
     const uint64_t half = (uint64_t)c->head_dim / 2;
     const struct act_slot plan[] = {
         {&a->encoded, N * C},     {&a->n1, L * N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
-        {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->att, L * B * NH * T * T},
+        {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->lse, L * B * NH * T},
         {&a->atty, L * N * Q},    {&a->residual2, L * N * C}, {&a->n2, L * N * C}, {&a->r2, L * N},
         {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, L * N * F},     {&a->residual3, L * N * C},
         {&a->nf, N * C},          {&a->rf, N},            {&m->logits, N * V},    {&a->losses, N},
@@ -71,7 +71,7 @@ static void llama_acts_init(struct model *m) {
 
 /* The per-layer slices of the stacked activations. */
 struct layer_acts {
-    float *n1, *r1, *q, *k, *v, *att, *atty, *residual2, *n2, *r2, *gate, *up, *h, *residual3;
+    float *n1, *r1, *q, *k, *v, *lse, *atty, *residual2, *n2, *r2, *gate, *up, *h, *residual3;
     const float *residual; /* the layer's input */
 };
 
@@ -86,7 +86,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
         .q = a->q + l * N * Q,
         .k = a->k + l * N * KV,
         .v = a->v + l * N * KV,
-        .att = a->att + l * (size_t)m->B * c->n_head * T * T,
+        .lse = a->lse + l * (size_t)m->B * c->n_head * T,
         .atty = a->atty + l * N * Q,
         .residual2 = a->residual2 + l * N * C,
         .n2 = a->n2 + l * N * C,
@@ -122,7 +122,7 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
         linear_forward(&L->lin[LLAMA_V], s.v, s.n1, m->scratch, dp, N);
         rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
         rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
-        attention_forward(s.atty, s.att, s.q, s.k, s.v, &as);
+        attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
         linear_forward(&L->lin[LLAMA_O], a->tmp, s.atty, m->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
         rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
@@ -164,7 +164,7 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     zero(a->dq, (size_t)N * as.q_stride);
     zero(a->dk, (size_t)N * as.kv_stride);
     zero(a->dv, (size_t)N * as.kv_stride);
-    attention_backward(a->dq, a->dk, a->dv, m->scratch, a->datty, s.q, s.k, s.v, s.att, &as);
+    attention_backward(a->dq, a->dk, a->dv, m->scratch, m->attn_slots, a->datty, s.q, s.k, s.v, s.lse, &as);
     rope_backward(a->dq, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
     rope_backward(a->dk, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     zero(a->dln, (size_t)N * C);

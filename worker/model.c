@@ -6,6 +6,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,7 @@
 #include "arch.h"
 #include "error.h"
 #include "fileio.h"
+#include "kernels.h"
 #include "lora.h"
 #include "peft.h"
 #include "rng.h"
@@ -32,6 +34,7 @@ void weight_ref_add(struct weight_refs *refs, const char *name, int64_t d0, int6
     r->shape[1] = d1;
     r->w = w;
     r->g = g;
+    r->w16 = NULL;
 }
 
 void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear *lin, int32_t in, int32_t out,
@@ -46,6 +49,7 @@ void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear
         snprintf(full, sizeof full, "%s.bias", name);
         weight_ref_add(refs, full, out, 0, &lin->b, &lin->db);
     }
+    refs->r[refs->n - 1 - (bias != 0)].w16 = &lin->w16;
     lin->in = in;
     lin->out = out;
     lin->layout = layout;
@@ -78,37 +82,93 @@ static int tensor_mappable(const struct st_tensor *t) {
     return t->dtype == ST_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
 }
 
+static int tensor_mappable16(const struct st_tensor *t) {
+    return t->dtype == ST_DTYPE_BF16 && ((uintptr_t)t->data % sizeof(uint16_t)) == 0;
+}
+
+/* Whether weight I is held in bf16: a frozen product weight of a --base-dtype bf16 model. */
+static int ref_bf16(const struct weight_ref *r, int32_t entry, int bf16) { return bf16 && entry < 0 && r->w16; }
+
 /* The f32 copies of the frozen weights that cannot be mapped, in REFS order: the
  * model's own when it must write them, else the base's, made once for every model that
- * borrows it (the frozen set is the same for every LoRA model of one base). */
-static float *frozen_block(struct model *m, const struct st_tensor **found, const int32_t *entry, int32_t n,
-                           int writable) {
+ * borrows it (the frozen set is the same for every LoRA model of one base and dtype; a
+ * model of the other dtype remakes it). */
+static float *frozen_block(struct model *m, const struct weight_ref *refs, const struct st_tensor **found,
+                           const int32_t *entry, int32_t n, const struct model_options *o) {
     uint64_t count = 0;
     for (int32_t i = 0; i < n; i++)
-        if (entry[i] < 0 && (writable || !tensor_mappable(found[i]))) count += (uint64_t)found[i]->numel;
+        if (entry[i] < 0 && !ref_bf16(&refs[i], entry[i], o->bf16) && (o->writable || !tensor_mappable(found[i])))
+            count += (uint64_t)found[i]->numel;
     if (!count) return NULL;
-    if (writable) return m->frozen = xalloc_aligned(count * sizeof(float));
+    if (o->writable) return m->frozen = xalloc_aligned(count * sizeof(float));
     struct base *b = m->base;
-    if (b->frozen) {
+    if (b->frozen && b->frozen_bf16 == o->bf16) {
         CHECK(b->frozen_n == count);
         return b->frozen;
     }
+    free(b->frozen);
     b->frozen = xalloc_aligned(count * sizeof(float));
     b->frozen_n = count;
+    b->frozen_bf16 = o->bf16;
     uint64_t at = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (entry[i] >= 0 || tensor_mappable(found[i])) continue;
+        if (entry[i] >= 0 || ref_bf16(&refs[i], entry[i], o->bf16) || tensor_mappable(found[i])) continue;
         CHECK(st_tensor_to_f32(found[i], b->frozen + at) == 0);
         at += (uint64_t)found[i]->numel;
     }
     return b->frozen;
 }
 
+/* Points the N bf16 weights DST at their data: the mapping where the file holds aligned
+ * BF16, else the base's bf16 block, converted once (and the f32 pages it was read from
+ * dropped, so only the bf16 copy stays resident). */
+static void bf16_bind(struct model *m, const struct st_tensor **t, const uint16_t ***dst, int32_t n) {
+    struct base *b = m->base;
+    uint64_t count = 0;
+    for (int32_t i = 0; i < n; i++)
+        if (!tensor_mappable16(t[i])) count += (uint64_t)t[i]->numel;
+    int fill = !b->frozen16;
+    if (fill && count) {
+        b->frozen16 = xalloc_aligned(count * sizeof(uint16_t));
+        b->frozen16_n = count;
+    }
+    CHECK(b->frozen16_n == count);
+    uint64_t at = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (tensor_mappable16(t[i])) {
+            *dst[i] = t[i]->data;
+            continue;
+        }
+        if (fill) {
+            CHECK(st_tensor_to_bf16(t[i], b->frozen16 + at) == 0);
+            st_tensor_drop_pages(t[i]);
+        }
+        *dst[i] = b->frozen16 + at;
+        at += (uint64_t)t[i]->numel;
+    }
+}
+
+/* The bf16 weights of a --base-dtype bf16 model: its frozen product weights and, with
+ * a tied head, the embedding the head multiplies by. */
+static void bf16_weights(struct model *m, const struct weight_ref *refs, const struct st_tensor **found,
+                         const int32_t *entry, int32_t n) {
+    const struct st_tensor **t = xcalloc((size_t)n + 1, sizeof *t);
+    const uint16_t ***dst = xcalloc((size_t)n + 1, sizeof *dst);
+    int32_t k = 0;
+    for (int32_t i = 0; i < n; i++) {
+        if (ref_bf16(&refs[i], entry[i], 1)) t[k] = found[i], dst[k++] = refs[i].w16;
+        if (m->cfg.tied && refs[i].w == &m->wte) t[k] = found[i], dst[k++] = &m->lm_head.w16;
+    }
+    bf16_bind(m, t, dst, k);
+    free(t);
+    free(dst);
+}
+
 /* Points every weight at its data: the trainable block (full mode), the mapping, or
- * the frozen block. */
+ * the frozen blocks. */
 static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t n,
-                         const struct st_tensor **found, const int32_t *entry, int writable) {
-    float *frozen = frozen_block(m, found, entry, n, writable);
+                         const struct st_tensor **found, const int32_t *entry, const struct model_options *o) {
+    float *frozen = frozen_block(m, refs, found, entry, n, o);
     uint64_t at = 0;
     for (int32_t i = 0; i < n; i++) {
         if (entry[i] >= 0) {
@@ -116,14 +176,17 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
             CHECK(st_tensor_to_f32(found[i], w) == 0);
             *refs[i].w = w;
             *refs[i].g = trainable_g(&m->tr, entry[i]);
-        } else if (!writable && tensor_mappable(found[i])) {
+        } else if (ref_bf16(&refs[i], entry[i], o->bf16)) {
+            *refs[i].w = NULL; /* bf16_weights points w16 */
+        } else if (!o->writable && tensor_mappable(found[i])) {
             *refs[i].w = found[i]->data;
         } else {
-            if (writable) CHECK(st_tensor_to_f32(found[i], frozen + at) == 0);
+            if (o->writable) CHECK(st_tensor_to_f32(found[i], frozen + at) == 0);
             *refs[i].w = frozen + at;
             at += (uint64_t)found[i]->numel;
         }
     }
+    if (o->bf16) bf16_weights(m, refs, found, entry, n);
 }
 
 static void sites_list(struct model *m) {
@@ -217,7 +280,8 @@ static void adapters_bind(struct model *m, const int32_t *entry_a, const struct 
 /* Lays out every activation and scratch tensor in one allocation. */
 static void acts_alloc(struct model *m) {
     const uint64_t N = (uint64_t)m->B * m->T;
-    uint64_t u = 0, scratch = (uint64_t)m->T;
+    m->attn_slots = omp_get_max_threads();
+    uint64_t u = 0, scratch = attention_scratch_size(m->T, m->attn_slots);
     for (int32_t i = 0; i < m->n_adapters; i++) u += N * (uint64_t)m->adapters[i].r;
     for (int32_t s = 0; s < m->n_sites; s++) {
         uint64_t need = linear_scratch_size(m->sites[s], (int)N);
@@ -260,7 +324,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
         }
         adapters_register(m, entry_a);
         trainable_alloc(&m->tr);
-        weights_bind(m, refs, n, found, entry, o->writable);
+        weights_bind(m, refs, n, found, entry, o);
     }
     free(entry);
     free(found);

@@ -22,6 +22,7 @@ struct model_options {
     int full;                     /* train every weight instead of adapters */
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int inference;                /* nothing trains: no adapters, no trainable block */
+    int bf16;                     /* frozen product weights in bf16 (linear.h's w16) */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T */
     const char *const *targets;   /* LoRA targets (ignored in full mode); none: PEFT's default */
@@ -55,10 +56,11 @@ struct gpt2_acts {
     float *ln1, *ln1_mean, *ln1_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
     float *qkv;                          /* (L,B,T,3C) */
     float *atty;                         /* (L,B,T,C) */
-    float *att;                          /* (L,B,NH,T,T) */
+    float *lse;                          /* (L,B,NH,T) attention's log-sum-exps */
     float *residual2;                    /* (L,B,T,C) */
     float *ln2, *ln2_mean, *ln2_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
-    float *fch, *fch_gelu;               /* (L,B,T,F) */
+    float *fch;                          /* (L,B,T,F) */
+    float *fch_gelu;                     /* (B,T,F): GELU(fch) of one layer at a time */
     float *residual3;                    /* (L,B,T,C) */
     float *lnf, *lnf_mean, *lnf_rstd;    /* (B,T,C), (B,T), (B,T) */
     float *losses;                       /* (B,T) */
@@ -72,7 +74,7 @@ struct llama_acts {
     float *encoded;                      /* (B,T,C) */
     float *n1, *r1;                      /* (L,B,T,C), (L,B,T): RMSNorm out and 1/rms */
     float *q, *k, *v;                    /* (L,B,T,Q), (L,B,T,KV) x2, q and k rotated */
-    float *att;                          /* (L,B,NH,T,T) */
+    float *lse;                          /* (L,B,NH,T) attention's log-sum-exps */
     float *atty;                         /* (L,B,T,Q) */
     float *residual2;                    /* (L,B,T,C) */
     float *n2, *r2;                      /* (L,B,T,C), (L,B,T) */
@@ -120,6 +122,7 @@ struct model {
     float *logits;  /* (B,T,V): logits, then probabilities, then their gradient */
     float *lora_u;  /* every adapter's (B,T,r) */
     float *scratch; /* linear and attention scratch */
+    int32_t attn_slots; /* threads attention's scratch has room for */
     int64_t n_params; /* every weight of the base model */
 };
 
