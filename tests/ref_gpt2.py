@@ -57,6 +57,7 @@ from gpt2_ref import (  # noqa: E402
     write_peft_dir)
 
 TOL_LOSS, TOL_GRAD_NORM, TOL_LR, TOL_PARAM = 1e-4, 1e-3, 1e-6, 1e-3
+TOL_BF16_LOSS, TOL_BF16_GRAD = 5e-3, 5e-2  # --base-dtype bf16 against the float64 reference
 TOL_VAL = 1e-4         # val_loss and the loss before training
 TOL_LOGITS = 1e-4      # max |diff| relative to max |logit|
 TOL_MICRO = 1e-5       # losses of other micro-batch sizes against the case's run
@@ -90,6 +91,7 @@ class Case:
     # worked out by hand from the case's --rank-pattern / --alpha-pattern; with it the
     # pattern checks run (see check_patterns)
     module_table: Dict[str, Tuple[int, float]] = field(default_factory=dict)
+    products: bool = False          # also run OpenBLAS's products and bf16 frozen weights
 
 
 def _cfg(vocab, n_inner=None, eps=1e-5):
@@ -102,7 +104,7 @@ CASES = {
         _cfg(77), TrainSpec(targets=("c_attn",), rank=4, alpha=8, batch=4, micro_batch=4,
                             seq=16, lr=1e-2, schedule="constant", warmup=0,
                             weight_decay=0.0, clip=0.0),
-        dtype="F32", prefix=True, data="bin16", n_tokens=300, seed=101),
+        dtype="F32", prefix=True, data="bin16", n_tokens=300, seed=101, products=True),
     "lora_qv_rslora": Case(
         _cfg(83, n_inner=128, eps=1e-6),
         TrainSpec(targets=("q", "v"), rank=4, alpha=16, rslora=True, batch=4, micro_batch=1,
@@ -113,14 +115,14 @@ CASES = {
                             seq=16, lr=1e-2, schedule="cosine", warmup=3, weight_decay=0.05,
                             clip=0.05),
         dtype="F32", prefix=False, data="bin16", n_tokens=300, seed=303, buffers=True,
-        micro_variants=(1, 4), clip_must_trigger=True),
+        micro_variants=(1, 4), clip_must_trigger=True, products=True),
     "lora_mlp_mask": Case(
         _cfg(71, n_inner=96),
         TrainSpec(targets=("mlp.c_fc", "attn.c_proj"), rank=4, alpha=4, batch=6,
                   micro_batch=3, seq=16, lr=1e-2, schedule="constant", warmup=3,
                   weight_decay=0.0, clip=0.5, eval_every=5),
         dtype="BF16", prefix=True, data="h5", n_tokens=7 * 16 + 1 + 6, seed=404,
-        mask_zero_frac=0.3, val_samples=7),  # 7 = 3+3+1: a partial eval micro-batch
+        mask_zero_frac=0.3, val_samples=7, products=True),  # 7 = 3+3+1: a partial eval micro-batch
     # eps 1e-6: the key bias of c_attn has an exactly zero gradient (softmax is invariant
     # to it), so AdamW's update there is float32 noise / (noise + eps); a larger eps keeps
     # that noise far below the 1e-3 tolerance.
@@ -283,9 +285,15 @@ class Variant:
     shuffle: bool = False
     seed: Optional[int] = None   # --seed; None: the case's
     lr: Optional[float] = None   # --lr; None: the case's
+    gemm: str = ""               # --gemm; "": the default (onednn)
+    base_dtype: str = ""         # --base-dtype; "": the default (f32)
+    threads: int = 1
 
     def label(self) -> str:
         parts = [f"micro-batch {self.micro}"] if self.micro is not None else []
+        parts += [f"--gemm {self.gemm}"] if self.gemm else []
+        parts += [f"--base-dtype {self.base_dtype}"] if self.base_dtype else []
+        parts += [f"{self.threads} threads"] if self.threads != 1 else []
         if self.lr is not None:
             parts.append(f"lr {self.lr:g}")
         if self.dropout:
@@ -318,12 +326,14 @@ def lorad_args(case: Case, s: Setup, out: str, v: Variant = Variant()):
              ("--seq", ts.seq), ("--lr", ts.lr if v.lr is None else v.lr), ("--warmup", ts.warmup),
              ("--weight-decay", ts.weight_decay), ("--beta1", ts.beta1),
              ("--beta2", ts.beta2), ("--eps", ts.eps), ("--clip", ts.clip),
-             ("--seed", ts.seed if v.seed is None else v.seed), ("--threads", 1),
+             ("--seed", ts.seed if v.seed is None else v.seed), ("--threads", v.threads),
              ("--log-every", 1), ("--eval-every", ts.eval_every), ("--eval-batches", 0)]
     args += ["--mode", ts.mode, "--schedule", ts.schedule,
              "--shuffle", "on" if v.shuffle else "off"]
     for flag, val in flags:
         args += [flag, fmt_num(val)]
+    args += ["--gemm", v.gemm] if v.gemm else []
+    args += ["--base-dtype", v.base_dtype] if v.base_dtype else []
     return args
 
 
@@ -827,6 +837,28 @@ def check_patterns(fails: Failures, lorad: str, case: Case, s: Setup, wd: str) -
     check_lora_output(fails, oc, so, ref, run.out)
 
 
+def check_products(fails: Failures, lorad: str, case: Case, s: Setup, wd: str, ref, main_run: Run) -> None:
+    """The other ways to run the products, on 2 threads:
+      - --gemm openblas follows the reference as closely as the main run (oneDNN);
+      - --base-dtype bf16 (frozen weights and the inputs of their products rounded to
+        bf16, f32 accumulation) stays within TOL_BF16_LOSS of the reference's losses and
+        TOL_BF16_GRAD of its gradient norms, and is not the f32 run (some loss differs)."""
+    blas = launch(fails, lorad, case, s, wd, Variant(gemm="openblas", threads=2))
+    if blas is not None:
+        check_metrics(fails, blas.rows, ref, blas.label)
+    bf16 = launch(fails, lorad, case, s, wd, Variant(base_dtype="bf16", threads=2))
+    if bf16 is None:
+        return
+    worst = {"loss": 0.0, "grad_norm": 0.0}
+    for st, row in enumerate(bf16.rows):
+        for key, want, tol in (("loss", ref.losses[st], TOL_BF16_LOSS), ("grad_norm", ref.grad_norms[st], TOL_BF16_GRAD)):
+            worst[key] = max(worst[key], rel_close(fails, row[key], want, tol, f"{bf16.label}: step {st + 1}: {key}"))
+    print(f"{bf16.label}: worst rel err against the float64 reference: loss {worst['loss']:.3g}, "
+          f"grad_norm {worst['grad_norm']:.3g}", flush=True)
+    fails.check(any(a != b for a, b in zip(bf16.losses(), main_run.losses())),
+                f"{bf16.label}: every loss equals the f32 run's: bf16 was not used")
+
+
 def check_frozen(fails: Failures, case: Case, s: Setup, run: Run) -> None:
     """With --lr 0 the adapter written is the init adapter: the parameters never moved."""
     try:
@@ -870,6 +902,8 @@ def run_case(case: Case, fails: Failures, lorad: str, wd: str) -> None:
 
     if case.module_table:
         check_patterns(fails, lorad, case, s, wd)
+    if case.products:
+        check_products(fails, lorad, case, s, wd, ref, main_run)
 
     # Micro-batch invariance: of the main run, or of the dropout runs in a dropout case.
     subject = main_run

@@ -58,7 +58,7 @@ from gpt2_ref import Failures, TrainSpec, rel_err, run_lorad  # noqa: E402
 from infer import gen, gen_ids, parse_eval  # noqa: E402
 from llama_ref import LlamaConfig, llama3_scaling, llama_logits  # noqa: E402
 from ref_gpt2 import (MIN_MOVE, TOL_LOGITS, TOL_PARAM, TOL_VAL, Run, Variant,  # noqa: E402
-                      check_logits, check_metrics, check_module_table, check_patterns_matter,
+                      check_logits, check_metrics, check_module_table, check_patterns_matter, check_products,
                       check_same_trajectory, check_val, lorad_args, random_mask, refused,
                       rel_close, step_rows)
 
@@ -87,6 +87,7 @@ class Case:
     mask_zero_frac: float = 0.0      # h5: fraction of loss_mask zeros
     val_samples: int = 0             # h5: --val with this many samples
     micro_variants: Tuple[int, ...] = ()
+    products: bool = False           # also OpenBLAS's products and bf16 frozen weights
     clip_must_trigger: bool = False
     prompt: str = ""                 # merge_generate
     # train with patterns: each adapted module (path without "model.") -> its (rank, alpha)
@@ -129,7 +130,7 @@ CASES = {
         seed=22, ts=TrainSpec(targets=("all-linear",), rank=2, alpha=4, rslora=True, batch=4,
                               micro_batch=1, seq=16, lr=1e-2, schedule="cosine", warmup=3,
                               weight_decay=0.05, clip=0.05),
-        data="bin32", n_tokens=300, micro_variants=(2, 4), clip_must_trigger=True),
+        data="bin32", n_tokens=300, micro_variants=(2, 4), clip_must_trigger=True, products=True),
     # --rank-pattern v_proj=2 and --alpha-pattern on layer 1's q_proj only (a key that is a
     # dotted suffix of model.layers.1.self_attn.q_proj): scales 2 (q_proj of layer 0,
     # down_proj), 3 (q_proj of layer 1) and 4 (v_proj, rank 2).
@@ -549,6 +550,8 @@ def run_train_case(case: Case, fails: Failures, lorad: str, wd: str) -> None:
         other = launch(fails, lorad, case, s, wd, Variant(micro=micro))
         if other:
             check_same_trajectory(fails, case, other, main)
+    if case.products:
+        check_products(fails, lorad, case, s, wd, ref, main)
     if case.module_table:  # the init adapter holds the patterns' ranks and scales
         for i, (what, over) in enumerate((("without the patterns", dict(rank_pattern=(), alpha_pattern=())),
                                           ("without --alpha-pattern", dict(alpha_pattern=())),
