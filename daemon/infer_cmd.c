@@ -51,7 +51,7 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
         int32_t k = (int32_t)(n - i < b->cap ? n - i : b->cap);
         for (int32_t j = 0; j < k; j++) ids[j] = i + j;
         rc = batch_load(b, ds, ids, k);
-        if (rc == 0) model_forward(m, b->inp, NULL, NULL, k, NULL);
+        if (rc == 0) model_forward(m, b->inp, NULL, NULL, k, NULL, 0.0f);
         if (rc == 0) rc = file_atomic_write(&fa, m->logits, (size_t)k * row);
     }
     free(ids);

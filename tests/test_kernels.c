@@ -453,12 +453,13 @@ struct model_ctx {
 
 static double model_loss(void *p) {
     struct model_ctx *c = p;
-    return 0.1 * model_forward(c->m, c->inp, c->tgt, c->mask, c->B, c->dp);
+    return 0.1 * model_forward(c->m, c->inp, c->tgt, c->mask, c->B, c->dp, 0.0f);
 }
 
 static void test_model(const char *dir, int full, const char *const *targets, int32_t n_targets) {
     struct model_options o = {.dir = dir, .full = full, .max_batch = 2, .seq = 5, .targets = targets,
-                              .n_targets = n_targets, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9};
+                              .n_targets = n_targets, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9,
+                              .head_rows = 3}; /* the head's 10 rows in chunks of 3, 3, 3, 1 */
     struct model m;
     if (model_init(&m, &o)) {
         printf("model_init: %s FAIL\n", err_msg());
@@ -472,8 +473,8 @@ static void test_model(const char *dir, int full, const char *const *targets, in
     struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5};
     struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .mask = mask, .B = 2, .dp = &dp};
     memset(m.tr.g, 0, m.tr.n * sizeof(float));
-    model_loss(&c);
-    model_backward(&m, inp, tgt, mask, 0.1f, 2, &dp);
+    model_forward(&m, inp, tgt, mask, 2, &dp, 0.1f);
+    model_backward(&m, inp, 2, &dp);
     for (int32_t i = 0; i < m.tr.n_entries; i++) {
         const struct trainable_entry *e = &m.tr.entries[i];
         size_t n = (size_t)e->shape[0] * (e->ndim == 2 ? (size_t)e->shape[1] : 1);

@@ -50,14 +50,18 @@ struct arch {
     /* Fills what the activations need once (rotary tables). */
     void (*acts_init)(struct model *m);
     double (*forward)(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                      const struct dropout *dp);
-    void (*backward)(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale, int B,
-                     const struct dropout *dp);
+                      const struct dropout *dp, float grad_scale);
+    void (*backward)(struct model *m, const int32_t *inp, int B, const struct dropout *dp);
     /* One KV-cache step of the decoder at its position. */
     void (*decode)(struct decoder *d, int32_t token);
 };
 
 extern const struct arch arch_gpt2, arch_llama;
+
+/* Layers of activations to keep for the input of the linear at SITE of every layer:
+ * all of them when some layer's backward reads it (linear_needs_input), else one, the
+ * current layer's (the forward consumes it at once). */
+uint64_t model_input_layers(const struct model *m, int32_t site);
 
 /* Room for every weight M's family may list; free refs->r. */
 void weight_refs_alloc(const struct model *m, struct weight_refs *refs);

@@ -54,8 +54,8 @@ double batch_grads(struct model *m, const struct batch *b, int32_t M, float scal
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
         struct dropout dp = {.p = p, .seed = seed, .step = step, .first = first + i, .T = b->T};
-        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, &dp);
-        model_backward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, scale, k, &dp);
+        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, &dp, scale);
+        model_backward(m, b->inp + i * T, k, &dp);
     }
     return sum;
 }
@@ -65,7 +65,7 @@ double batch_loss(struct model *m, const struct batch *b, int32_t M) {
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
-        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, NULL);
+        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, NULL, 0.0f);
     }
     return sum;
 }

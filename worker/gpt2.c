@@ -42,13 +42,14 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
     struct gpt2_acts *a = &m->a.g;
     const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
     const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
+    const uint64_t LP = model_input_layers(m, GPT2_PROJ);
     const struct act_slot plan[] = {
-        {&a->encoded, N * C},   {&a->ln1, L * N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
-        {&a->qkv, L * N * 3 * C}, {&a->atty, L * N * C},    {&a->lse, L * B * NH * T},
-        {&a->residual2, L * N * C}, {&a->ln2, L * N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
+        {&a->encoded, N * C},   {&a->ln1, N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
+        {&a->qkv, L * N * 3 * C}, {&a->atty, LP * N * C},    {&a->lse, L * B * NH * T},
+        {&a->residual2, L * N * C}, {&a->ln2, N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
         {&a->fch, L * N * F},   {&a->fch_gelu, N * F},      {&a->residual3, L * N * C},
-        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},       {&m->logits, N * V},
-        {&a->losses, N},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
+        {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},
+        {&m->logits, (uint64_t)model_logit_rows(m) * V},    {&a->losses, N},         {&a->dhead, N * C},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
         {&a->tmp, N * C},       {&a->dqkv, N * 3 * C},      {&a->dfch, N * F},       {&a->dfch_gelu, N * F},
     };
     memcpy(s, plan, sizeof plan);
@@ -68,18 +69,18 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     /* strides use the allocated batch m->B so a smaller B reuses the same slots */
     const size_t N = (size_t)m->B * T;
     struct layer_acts s = {
-        .ln1 = a->ln1 + l * N * C,
+        .ln1 = a->ln1, /* ln1, ln2, fch_gelu: one layer's; the backward recomputes them */
         .ln1_mean = a->ln1_mean + l * N,
         .ln1_rstd = a->ln1_rstd + l * N,
         .qkv = a->qkv + l * N * 3 * C,
-        .atty = a->atty + l * N * C,
+        .atty = a->atty + (model_input_layers(m, GPT2_PROJ) > 1 ? l * N * C : 0),
         .lse = a->lse + l * (size_t)m->B * NH * T,
         .residual2 = a->residual2 + l * N * C,
-        .ln2 = a->ln2 + l * N * C,
+        .ln2 = a->ln2,
         .ln2_mean = a->ln2_mean + l * N,
         .ln2_rstd = a->ln2_rstd + l * N,
         .fch = a->fch + l * N * F,
-        .fch_gelu = a->fch_gelu, /* one layer's, recomputed by the backward */
+        .fch_gelu = a->fch_gelu,
         .residual3 = a->residual3 + l * N * C,
     };
     s.residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * N * C;
@@ -87,7 +88,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
 }
 
 static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                           const struct dropout *dp) {
+                           const struct dropout *dp, float grad_scale) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
@@ -109,23 +110,19 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
     }
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
-    linear_forward(&m->lm_head, m->logits, a->lnf, m->scratch, NULL, N);
-    return tgt ? crossentropy_forward(m->logits, a->losses, tgt, mask, N, m->cfg.vocab_size) : 0.0;
+    return model_head(m, a->lnf, a->dhead, tgt, mask, N, grad_scale, a->losses);
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
-static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
-                          int B, const struct dropout *dp) {
+static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
+    const float eps = m->cfg.layer_norm_eps;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
-    crossentropy_backward(m->logits, tgt, mask, scale, N, m->cfg.vocab_size);
-    zero(a->dln, (size_t)N * C);
-    linear_backward(&m->lm_head, a->dln, m->logits, a->lnf, m->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
-    layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dln, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
+    layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dhead, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
@@ -136,6 +133,8 @@ static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tg
         zero(a->dfch, (size_t)N * F);
         gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
         zero(a->dln, (size_t)N * C);
+        if (linear_needs_input(&L->lin[GPT2_FC]))
+            layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
         linear_backward(&L->lin[GPT2_FC], a->dln, a->dfch, s.ln2, m->scratch, dp, N);
         layernorm_backward(a->dresid, L->dnorm2_w, L->dnorm2_b, a->dln, s.residual2, L->norm2_w, s.ln2_mean,
                            s.ln2_rstd, N, C);
@@ -146,6 +145,8 @@ static void gpt2_backward(struct model *m, const int32_t *inp, const int32_t *tg
         attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
                            s.qkv + C, s.qkv + 2 * C, s.lse, &as);
         zero(a->dln, (size_t)N * C);
+        if (linear_needs_input(&L->lin[GPT2_ATTN]))
+            layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
         linear_backward(&L->lin[GPT2_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
         layernorm_backward(a->dresid, L->dnorm1_w, L->dnorm1_b, a->dln, s.residual, L->norm1_w, s.ln1_mean,
                            s.ln1_rstd, N, C);

@@ -44,13 +44,14 @@ static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
     const struct model_config *c = &m->cfg;
     const uint64_t B = m->B, T = m->T, C = c->n_embd, F = c->n_inner, L = c->n_layer, NH = c->n_head;
     const uint64_t Q = NH * c->head_dim, KV = (uint64_t)c->n_kv_head * c->head_dim, V = c->vocab_size, N = B * T;
-    const uint64_t half = (uint64_t)c->head_dim / 2;
+    const uint64_t half = (uint64_t)c->head_dim / 2, LO = model_input_layers(m, LLAMA_O);
     const struct act_slot plan[] = {
-        {&a->encoded, N * C},     {&a->n1, L * N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
+        {&a->encoded, N * C},     {&a->n1, N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
         {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->lse, L * B * NH * T},
-        {&a->atty, L * N * Q},    {&a->residual2, L * N * C}, {&a->n2, L * N * C}, {&a->r2, L * N},
-        {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, L * N * F},     {&a->residual3, L * N * C},
-        {&a->nf, N * C},          {&a->rf, N},            {&m->logits, N * V},    {&a->losses, N},
+        {&a->atty, LO * N * Q},   {&a->residual2, L * N * C}, {&a->n2, N * C},    {&a->r2, L * N},
+        {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, N * F},         {&a->residual3, L * N * C},
+        {&a->nf, N * C},          {&a->rf, N},            {&m->logits, (uint64_t)model_logit_rows(m) * V},
+        {&a->losses, N},          {&a->dhead, N * C},
         {&a->cos, T * half},      {&a->sin, T * half},    {&a->dresid, N * C},    {&a->dln, N * C},
         {&a->tmp, N * C},         {&a->datty, N * Q},     {&a->dq, N * Q},        {&a->dk, N * KV},
         {&a->dv, N * KV},         {&a->dgate, N * F},     {&a->dup, N * F},       {&a->dh, N * F},
@@ -81,19 +82,19 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     const size_t N = (size_t)m->B * m->T, C = c->n_embd, F = c->n_inner, T = m->T;
     const size_t Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_kv_head * c->head_dim;
     struct layer_acts s = {
-        .n1 = a->n1 + l * N * C,
+        .n1 = a->n1, /* n1, n2, h: one layer's; the backward recomputes them */
         .r1 = a->r1 + l * N,
         .q = a->q + l * N * Q,
         .k = a->k + l * N * KV,
         .v = a->v + l * N * KV,
         .lse = a->lse + l * (size_t)m->B * c->n_head * T,
-        .atty = a->atty + l * N * Q,
+        .atty = a->atty + (model_input_layers(m, LLAMA_O) > 1 ? l * N * Q : 0),
         .residual2 = a->residual2 + l * N * C,
-        .n2 = a->n2 + l * N * C,
+        .n2 = a->n2,
         .r2 = a->r2 + l * N,
         .gate = a->gate + l * N * F,
         .up = a->up + l * N * F,
-        .h = a->h + l * N * F,
+        .h = a->h,
         .residual3 = a->residual3 + l * N * C,
     };
     s.residual = l == 0 ? a->encoded : a->residual3 + (l - 1) * N * C;
@@ -107,7 +108,7 @@ static struct attn_shape llama_shape(const struct model *m, int B) {
 }
 
 static double llama_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                            const struct dropout *dp) {
+                            const struct dropout *dp, float grad_scale) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
@@ -134,8 +135,7 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
     }
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
-    linear_forward(&m->lm_head, m->logits, a->nf, m->scratch, NULL, N);
-    return tgt ? crossentropy_forward(m->logits, a->losses, tgt, mask, N, c->vocab_size) : 0.0;
+    return model_head(m, a->nf, a->dhead, tgt, mask, N, grad_scale, a->losses);
 }
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
@@ -149,12 +149,15 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     /* residual3 = residual2 + down(silu(gate(n2)) * up(n2)) */
+    if (linear_needs_input(&L->lin[LLAMA_DOWN])) swiglu_forward(s.h, s.gate, s.up, N * F);
     zero(a->dh, (size_t)N * F);
     linear_backward(&L->lin[LLAMA_DOWN], a->dh, a->dresid, s.h, m->scratch, dp, N);
     zero(a->dgate, (size_t)N * F);
     zero(a->dup, (size_t)N * F);
     swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
     zero(a->dln, (size_t)N * C);
+    if (linear_needs_input(&L->lin[LLAMA_GATE]) || linear_needs_input(&L->lin[LLAMA_UP]))
+        rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
     linear_backward(&L->lin[LLAMA_GATE], a->dln, a->dgate, s.n2, m->scratch, dp, N);
     linear_backward(&L->lin[LLAMA_UP], a->dln, a->dup, s.n2, m->scratch, dp, N);
     rmsnorm_backward(a->dresid, L->dnorm2_w, a->dln, s.residual2, L->norm2_w, s.r2, N, C);
@@ -168,23 +171,22 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     rope_backward(a->dq, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
     rope_backward(a->dk, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     zero(a->dln, (size_t)N * C);
+    if (linear_needs_input(&L->lin[LLAMA_Q]) || linear_needs_input(&L->lin[LLAMA_K]) ||
+        linear_needs_input(&L->lin[LLAMA_V]))
+        rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
     linear_backward(&L->lin[LLAMA_Q], a->dln, a->dq, s.n1, m->scratch, dp, N);
     linear_backward(&L->lin[LLAMA_K], a->dln, a->dk, s.n1, m->scratch, dp, N);
     linear_backward(&L->lin[LLAMA_V], a->dln, a->dv, s.n1, m->scratch, dp, N);
     rmsnorm_backward(a->dresid, L->dnorm1_w, a->dln, s.residual, L->norm1_w, s.r1, N, C);
 }
 
-static void llama_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
-                           int B, const struct dropout *dp) {
+static void llama_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int N = B * m->T, C = c->n_embd;
-    crossentropy_backward(m->logits, tgt, mask, scale, N, c->vocab_size);
-    zero(a->dln, (size_t)N * C);
-    linear_backward(&m->lm_head, a->dln, m->logits, a->nf, m->scratch, NULL, N);
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
-    rmsnorm_backward(a->dresid, m->dlnf_w, a->dln, last, m->lnf_w, a->rf, N, C);
+    rmsnorm_backward(a->dresid, m->dlnf_w, a->dhead, last, m->lnf_w, a->rf, N, C);
     for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(m, l, B, dp);
     if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, B, m->T, C);
 }

@@ -369,6 +369,8 @@ int model_init(struct model *m, const struct model_options *o) {
     m->arch = m->cfg.arch == MODEL_ARCH_GPT2 ? &arch_gpt2 : &arch_llama;
     m->B = o->max_batch;
     m->T = o->seq;
+    m->inference = o->inference;
+    m->head_rows = o->head_rows > 0 ? o->head_rows : MODEL_HEAD_ROWS;
     m->rank = o->rank;
     m->alpha = o->alpha;
     m->rslora = o->rslora;
@@ -466,11 +468,43 @@ struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype,
 }
 
 double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                     const struct dropout *dp) {
-    return m->arch->forward(m, inp, tgt, mask, B, dp);
+                     const struct dropout *dp, float grad_scale) {
+    CHECK(tgt || m->inference);
+    return m->arch->forward(m, inp, tgt, mask, B, dp, grad_scale);
 }
 
-void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
-                    int B, const struct dropout *dp) {
-    m->arch->backward(m, inp, tgt, mask, scale, B, dp);
+void model_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
+    m->arch->backward(m, inp, B, dp);
+}
+
+uint64_t model_input_layers(const struct model *m, int32_t site) {
+    for (int32_t l = 0; l < m->cfg.n_layer; l++)
+        if (linear_needs_input(&m->layers[l].lin[site])) return (uint64_t)m->cfg.n_layer;
+    return 1;
+}
+
+int32_t model_logit_rows(const struct model *m) {
+    const int32_t N = m->B * m->T;
+    return m->inference || N < m->head_rows ? N : m->head_rows;
+}
+
+double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt, const uint8_t *mask, int N,
+                  float grad_scale, float *losses) {
+    const int C = m->cfg.n_embd, V = m->cfg.vocab_size, R = model_logit_rows(m);
+    if (!tgt) {
+        linear_forward(&m->lm_head, m->logits, x, m->scratch, NULL, N);
+        return 0.0;
+    }
+    if (grad_scale != 0.0f) memset(dx, 0, (size_t)N * C * sizeof *dx);
+    double loss = 0.0;
+    for (int r0 = 0; r0 < N; r0 += R) {
+        const int rows = N - r0 < R ? N - r0 : R;
+        const float *xr = x + (size_t)r0 * C;
+        linear_forward(&m->lm_head, m->logits, xr, m->scratch, NULL, rows);
+        loss += crossentropy_forward(m->logits, losses + r0, tgt + r0, mask + r0, rows, V);
+        if (grad_scale == 0.0f) continue;
+        crossentropy_backward(m->logits, tgt + r0, mask + r0, grad_scale, rows, V);
+        linear_backward(&m->lm_head, dx + (size_t)r0 * C, m->logits, xr, m->scratch, NULL, rows);
+    }
+    return loss;
 }

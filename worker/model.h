@@ -23,6 +23,7 @@ struct model_options {
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int inference;                /* nothing trains: no adapters, no trainable block */
     int bf16;                     /* frozen product weights in bf16 (linear.h's w16) */
+    int32_t head_rows;            /* logit rows at a time when training; 0: MODEL_HEAD_ROWS */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T */
     const char *const *targets;   /* LoRA targets (ignored in full mode); none: PEFT's default */
@@ -50,20 +51,23 @@ struct layer {
 };
 
 /* Activations of one forward pass (kept for backward), then the backward's scratch,
- * all pointers into one allocation. Per-layer tensors are stacked over L. */
+ * all pointers into one allocation. Per-layer tensors are stacked over L, but for those
+ * the next product consumes at once: one layer's, which the backward recomputes from
+ * what is kept (a norm's output) or, when no layer reads it back, never needs. */
 struct gpt2_acts {
     float *encoded;                      /* (B,T,C) */
-    float *ln1, *ln1_mean, *ln1_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *ln1, *ln1_mean, *ln1_rstd;    /* (B,T,C) one layer's, (L,B,T), (L,B,T) */
     float *qkv;                          /* (L,B,T,3C) */
-    float *atty;                         /* (L,B,T,C) */
+    float *atty;                         /* (L,B,T,C), one layer's when c_proj needs no input */
     float *lse;                          /* (L,B,NH,T) attention's log-sum-exps */
     float *residual2;                    /* (L,B,T,C) */
-    float *ln2, *ln2_mean, *ln2_rstd;    /* (L,B,T,C), (L,B,T), (L,B,T) */
+    float *ln2, *ln2_mean, *ln2_rstd;    /* (B,T,C) one layer's, (L,B,T), (L,B,T) */
     float *fch;                          /* (L,B,T,F) */
     float *fch_gelu;                     /* (B,T,F): GELU(fch) of one layer at a time */
     float *residual3;                    /* (L,B,T,C) */
     float *lnf, *lnf_mean, *lnf_rstd;    /* (B,T,C), (B,T), (B,T) */
     float *losses;                       /* (B,T) */
+    float *dhead;                        /* (B,T,C) the LM head's input gradient */
     float *dresid, *dln, *datty, *tmp;   /* (B,T,C) */
     float *dqkv;                         /* (B,T,3C) */
     float *dfch, *dfch_gelu;             /* (B,T,F) */
@@ -72,16 +76,18 @@ struct gpt2_acts {
 /* The same for the Llama family; Q = NH·hd and KV = NKV·hd floats per row. */
 struct llama_acts {
     float *encoded;                      /* (B,T,C) */
-    float *n1, *r1;                      /* (L,B,T,C), (L,B,T): RMSNorm out and 1/rms */
+    float *n1, *r1;                      /* (B,T,C) one layer's, (L,B,T): RMSNorm out and 1/rms */
     float *q, *k, *v;                    /* (L,B,T,Q), (L,B,T,KV) x2, q and k rotated */
     float *lse;                          /* (L,B,NH,T) attention's log-sum-exps */
-    float *atty;                         /* (L,B,T,Q) */
+    float *atty;                         /* (L,B,T,Q), one layer's when o_proj needs no input */
     float *residual2;                    /* (L,B,T,C) */
-    float *n2, *r2;                      /* (L,B,T,C), (L,B,T) */
-    float *gate, *up, *h;                /* (L,B,T,F): projections and SwiGLU */
+    float *n2, *r2;                      /* (B,T,C) one layer's, (L,B,T) */
+    float *gate, *up;                    /* (L,B,T,F): the projections */
+    float *h;                            /* (B,T,F): one layer's SwiGLU */
     float *residual3;                    /* (L,B,T,C) */
     float *nf, *rf;                      /* (B,T,C), (B,T) */
     float *losses;                       /* (B,T) */
+    float *dhead;                        /* (B,T,C) the LM head's input gradient */
     float *cos, *sin;                    /* (T, hd/2) rotary tables */
     float *dresid, *dln, *tmp;           /* (B,T,C) */
     float *datty, *dq;                   /* (B,T,Q) */
@@ -119,7 +125,9 @@ struct model {
         struct gpt2_acts g;
         struct llama_acts l;
     } a;
-    float *logits;  /* (B,T,V): logits, then probabilities, then their gradient */
+    int inference;  /* no backward: m->logits holds every row */
+    int32_t head_rows; /* else the rows it holds */
+    float *logits;  /* (model_logit_rows, V): logits, then probabilities, then their gradient */
     float *lora_u;  /* every adapter's (B,T,r) */
     float *scratch; /* linear and attention scratch */
     int32_t attn_slots; /* threads attention's scratch has room for */
@@ -131,14 +139,29 @@ int model_init(struct model *m, const struct model_options *o);
 void model_free(struct model *m);
 
 /* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted.
- * Returns the sum of the counted losses. DP may be NULL (no dropout). With TGT NULL
- * it stops at the logits, left in m->logits (B,T,V), and returns 0. */
+ * Returns the sum of the counted losses. DP may be NULL (no dropout). With GRAD_SCALE
+ * nonzero it also starts the backward of GRAD_SCALE * (that sum) at the LM head, whose
+ * logits are at hand only there (model_head), and model_backward must follow. With TGT
+ * NULL (inference models only) it stops at the logits, left in m->logits (B,T,V), and
+ * returns 0. */
 double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                     const struct dropout *dp);
-/* Backward of SCALE * (sum of counted losses) of the last forward; accumulates into the
- * trainable gradient. */
-void model_backward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, float scale,
-                    int B, const struct dropout *dp);
+                     const struct dropout *dp, float grad_scale);
+/* The rest of the backward the last forward started; accumulates into the trainable
+ * gradient. */
+void model_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp);
+
+/* Rows of logits the LM head holds at once when training: never the whole (B·T, V). */
+#define MODEL_HEAD_ROWS 128
+/* The rows m->logits holds: B·T for an inference model, else up to the head rows. */
+int32_t model_logit_rows(const struct model *m);
+/* The LM head and the loss over N rows of X (N,C), the final norm's output; LOSSES (N)
+ * each row's loss. Returns the sum of the counted losses, computing the logits
+ * model_logit_rows at a time; with GRAD_SCALE nonzero also, chunk by chunk, the head's
+ * backward of GRAD_SCALE · that sum: DX (N,C) its input gradient (overwritten), and its
+ * weight gradient where the head trains. Without targets: every row's logits into
+ * m->logits. For the families' passes. */
+double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt, const uint8_t *mask, int N,
+                  float grad_scale, float *losses);
 /* The PEFT module path of site S ("transformer.h.0.attn.c_attn") into BUF. */
 void model_site_path(const struct model *m, int32_t s, char *buf, size_t n);
 /* The module name of site S within its layer ("attn.c_attn", "self_attn.q_proj"). */
