@@ -13,6 +13,7 @@
 
 #include "error.h"
 #include "safetensors.h"
+#include "simd.h"
 
 #define DNNL_CHECK(call) CHECK((call) == dnnl_success)
 
@@ -103,6 +104,17 @@ static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float a
 /* Rows of A converted per product: the bf16 buffer stays at most 8 MB. */
 #define BF16_CHUNK ((size_t)4 << 20)
 
+/* out (M,K) = A (M,K), row stride LDA, rounded to bf16; rows on the OpenMP threads. */
+KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int M, int K) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        uint16_t *o = out + (size_t)m * K;
+#pragma omp simd
+        for (int k = 0; k < K; k++) o[k] = f32_to_bf16(a[k]);
+    }
+}
+
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
                int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
@@ -116,9 +128,7 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
     }
     for (int m0 = 0; m0 < M; m0 += rows) {
         const int mc = M - m0 < rows ? M - m0 : rows;
-#pragma omp parallel for schedule(static)
-        for (int m = 0; m < mc; m++)
-            for (int k = 0; k < K; k++) bf.a16[(size_t)m * K + k] = f32_to_bf16(A[(size_t)(m0 + m) * lda + k]);
+        bf16_rows(bf.a16, A + (size_t)m0 * lda, lda, mc, K);
         struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, ldc);
         dnnl_memory_t ma, mb, mc_mem;
         DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));

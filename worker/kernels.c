@@ -12,12 +12,7 @@
 #include <string.h>
 
 #include "gemm.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
-#define KERNEL_CLONES __attribute__((target_clones("avx512f", "avx2,fma", "default")))
-#else
-#define KERNEL_CLONES
-#endif
+#include "simd.h"
 
 /* Query rows of causal attention handled per block (its scratch is 2 blocks of T). */
 #define ATTN_BLOCK 64
@@ -73,19 +68,22 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
     }
 }
 
-void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
-                       const float *bias, int N, int C, float eps) {
+KERNEL_CLONES void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *weight,
+                                     const float *bias, int N, int C, float eps) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C;
         float *o = out + (size_t)n * C;
         double m = 0.0;
+#pragma omp simd reduction(+ : m)
         for (int i = 0; i < C; i++) m += x[i];
         m /= C;
         double v = 0.0;
+#pragma omp simd reduction(+ : v)
         for (int i = 0; i < C; i++) v += (x[i] - m) * (x[i] - m);
         v /= C;
         float s = (float)(1.0 / sqrt(v + eps));
+#pragma omp simd
         for (int i = 0; i < C; i++) o[i] = (float)((x[i] - m) * s) * weight[i] + bias[i];
         mean[n] = (float)m;
         rstd[n] = s;
@@ -93,7 +91,7 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 }
 
 /* dinp (N,C) += the input gradient, one row per thread. */
-static void layernorm_backward_inp(float *dinp, const float *dout, const float *inp, const float *weight,
+KERNEL_CLONES static void layernorm_backward_inp(float *dinp, const float *dout, const float *inp, const float *weight,
                                    const float *mean, const float *rstd, int N, int C) {
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) {
@@ -102,6 +100,7 @@ static void layernorm_backward_inp(float *dinp, const float *dout, const float *
         float *dx = dinp + (size_t)n * C;
         float m = mean[n], s = rstd[n];
         double dnorm_mean = 0.0, dnorm_norm_mean = 0.0;
+#pragma omp simd reduction(+ : dnorm_mean, dnorm_norm_mean)
         for (int i = 0; i < C; i++) {
             float norm = (x[i] - m) * s;
             float dnorm = weight[i] * d[i];
@@ -110,6 +109,7 @@ static void layernorm_backward_inp(float *dinp, const float *dout, const float *
         }
         dnorm_mean /= C;
         dnorm_norm_mean /= C;
+#pragma omp simd
         for (int i = 0; i < C; i++) {
             float norm = (x[i] - m) * s;
             float dnorm = weight[i] * d[i];
