@@ -141,7 +141,10 @@ static int train_setup(struct train *t, const Lorad__JobSpec *job, struct comm *
     t->job = job;
     t->comm = comm;
     t->ctl = ctl;
-    if (comm_agree(comm, setup_local(t) != 0)) return -1;
+    int failed = comm_agree(comm, setup_local(t) != 0);
+    /* every rank of the node has mapped the shared bf16 block (or failed): drop its name */
+    if (t->model.base) base_unshare(t->model.base);
+    if (failed) return -1;
     /* rank 0 may have resumed: every rank takes its parameters, moments and position */
     struct trainable *tr = &t->model.tr;
     comm_bcast(comm, &t->rs, sizeof t->rs);

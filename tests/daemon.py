@@ -250,7 +250,8 @@ def finish_after_restart(fails, lorad, work, state, j, fl):
 
 def case_kill(fails, lorad, work):
     model, data = inputs(work)
-    fl = flags(model, data, 150, ["--ckpt-every", 1, "--keep", 2])
+    # enough steps that the kill lands mid-job on a fast machine: a step here takes ~2 ms
+    fl = flags(model, data, 400, ["--ckpt-every", 1, "--keep", 2])
     state = os.path.join(work, "state")
     d = Daemon(lorad, state)
     try:
@@ -266,7 +267,7 @@ def case_kill(fails, lorad, work):
 
 def case_signal(fails, lorad, work):
     model, data = inputs(work)
-    fl = flags(model, data, 400, ["--ckpt-every", 100])
+    fl = flags(model, data, 2000, ["--ckpt-every", 500])
     state = os.path.join(work, "state")
     d = Daemon(lorad, state)
     try:

@@ -17,6 +17,10 @@ Cases (--case):
   replica
       LORAD_FAULT skews one parameter of rank 1 after step 2: the replica check (every
       step here) stops the job with a message, exit non-zero
+  equiv_bf16
+      --base-dtype bf16 on 1, 2 and 3 ranks against one process, the ranks of the node
+      sharing one bf16 copy of the weights through /dev/shm: the same agreement, and no
+      file of lorad's left in /dev/shm afterwards.
   bytes
       allreduce_bytes of every step is 4 x (trainable parameters) + the fixed 64-byte
       header; the trainable count comes from the model's shapes, not from lorad.
@@ -99,7 +103,12 @@ def compare(fails, label, base, other):
     fails.check(worst_t <= 1e-4, f"{label}: trained tensors differ from one process by {worst_t:.2e}")
 
 
+def shm_files():
+    return {f for f in os.listdir("/dev/shm") if f.startswith(f"lorad-{os.getuid()}-")} if os.path.isdir("/dev/shm") else set()
+
+
 def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llama=False):
+    shm_before = shm_files()
     model, data = make_inputs(work, np.random.default_rng(3), masked, llama)
     single = os.path.join(work, "single")
     p = ref.run_lorad(lorad, train_args(model, data, single, extra))
@@ -113,6 +122,8 @@ def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llam
         p, _ = mpirun(n, lorad, train_args(model, data, out, extra))
         if fails.check(p.returncode == 0, f"{n} ranks failed: {p.stderr.strip()}"):
             compare(fails, f"{n} ranks", base, outputs(out))
+    left = shm_files() - shm_before
+    fails.check(not left, f"files left in /dev/shm: {sorted(left)}")
 
 
 def case_fault(fails, lorad, work, kind):
@@ -168,6 +179,8 @@ CASES = {
     "mask": partial(case_equiv, extra=["--targets", "all-linear"], masked=True, ranks=(3,)),
     "equiv_llama": partial(case_equiv, extra=["--targets", "q_proj,v_proj,down_proj", "--rank", 3, "--dropout", 0.1],
                            ranks=(1, 2, 3), llama=True),
+    "equiv_bf16": partial(case_equiv, extra=["--targets", "q,v,mlp.c_fc", "--rank", 2, "--base-dtype", "bf16"],
+                          ranks=(1, 2, 3)),
     "fault_exit": partial(case_fault, kind="exit"),
     "fault_nan": partial(case_fault, kind="nan"),
     "bytes": case_bytes,

@@ -1,11 +1,17 @@
 /*
- * base.c: opening a base model directory once (base.h).
+ * base.c: opening a base model directory once (base.h), and its bf16 block, shared by
+ * the processes of a node through a file in /dev/shm.
  */
 #include "base.h"
 
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
@@ -67,9 +73,13 @@ int base_open(struct base *b, const char *dir) {
 }
 
 void base_close(struct base *b) {
+    base_unshare(b);
     st_set_close(&b->st);
     free(b->frozen);
-    free(b->frozen16);
+    if (b->frozen16_map)
+        munmap(b->frozen16_map, b->frozen16_map_len);
+    else
+        free(b->frozen16);
     free(b->config_text);
     free(b->dir);
     memset(b, 0, sizeof *b);
@@ -84,4 +94,92 @@ int base_keep(struct base *b, const char *dir, int *reused) {
     if (*reused) return 0;
     base_close(b);
     return base_open(b, dir);
+}
+
+/* ---- the bf16 block, one per node ---- */
+
+#define SHARE_DIR "/dev/shm"
+#define SHARE_MAGIC 0x3161686264726f6cULL /* "lordbha1": the layout of this file */
+#define SHARE_HEAD 64                     /* bytes before the data: magic, count */
+
+/* Maps PATH if it is a complete block of N elements (renamed into place only once
+ * written); NULL otherwise. */
+static void *share_map(const char *path, uint64_t n, size_t len) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return NULL;
+    struct stat st;
+    void *map = NULL;
+    if (fstat(fd, &st) == 0 && (uint64_t)st.st_size == len) map = mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED || !map) return NULL;
+    const uint64_t *head = map;
+    if (head[0] == SHARE_MAGIC && head[1] == n) return map;
+    munmap(map, len);
+    return NULL;
+}
+
+/* Writes the block to a temporary file beside PATH, FILL filling its data, and renames
+ * it into place; the mapping, or NULL when /dev/shm cannot take it. */
+static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(void *, uint16_t *), void *ctx) {
+    char tmp[300];
+    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
+    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return NULL;
+    void *map = MAP_FAILED;
+    if (posix_fallocate(fd, 0, (off_t)len) == 0) map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    close(fd);
+    if (map == MAP_FAILED) {
+        unlink(tmp);
+        return NULL;
+    }
+    uint64_t *head = map;
+    head[0] = SHARE_MAGIC;
+    head[1] = n;
+    fill(ctx, (uint16_t *)((char *)map + SHARE_HEAD));
+    if (rename(tmp, path) != 0) {
+        munmap(map, len);
+        unlink(tmp);
+        return NULL;
+    }
+    mprotect(map, len, PROT_READ);
+    return map;
+}
+
+uint16_t *base_bf16_block(struct base *b, uint64_t n, void (*fill)(void *ctx, uint16_t *block), void *ctx) {
+    if (b->frozen16) {
+        CHECK(b->frozen16_n == n);
+        return b->frozen16;
+    }
+    b->frozen16_n = n;
+    const size_t len = SHARE_HEAD + n * sizeof(uint16_t);
+    snprintf(b->share_path, sizeof b->share_path, "%s/lorad-%d-%016llx.bf16", SHARE_DIR, (int)getuid(),
+             (unsigned long long)(b->fingerprint ^ b->stamp));
+    /* one process of the node writes it, under the lock; the others wait and map it */
+    char lock[310];
+    snprintf(lock, sizeof lock, "%s.lock", b->share_path);
+    int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    void *map = NULL;
+    if (lfd >= 0 && flock(lfd, LOCK_EX) == 0) {
+        map = share_map(b->share_path, n, len);
+        if (!map) map = share_write(b->share_path, n, len, fill, ctx);
+    }
+    if (lfd >= 0) close(lfd); /* releases the lock */
+    if (map) {
+        b->frozen16_map = map;
+        b->frozen16_map_len = len;
+        return b->frozen16 = (uint16_t *)((char *)map + SHARE_HEAD);
+    }
+    b->share_path[0] = '\0'; /* no /dev/shm: a private block */
+    b->frozen16 = xalloc_aligned(n * sizeof(uint16_t));
+    fill(ctx, b->frozen16);
+    return b->frozen16;
+}
+
+void base_unshare(struct base *b) {
+    if (!b->share_path[0]) return;
+    unlink(b->share_path); /* whoever comes first; the others find it gone */
+    char lock[310];
+    snprintf(lock, sizeof lock, "%s.lock", b->share_path);
+    unlink(lock);
+    b->share_path[0] = '\0';
 }

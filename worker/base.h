@@ -24,6 +24,9 @@ struct base {
     int frozen_bf16;          /* FROZEN was made for a --base-dtype bf16 model (fewer tensors) */
     uint16_t *frozen16;       /* bf16 copies of frozen product weights (--base-dtype bf16), or NULL */
     uint64_t frozen16_n;      /* elements in FROZEN16 */
+    void *frozen16_map;       /* the node's shared file FROZEN16 lies in, or NULL (private) */
+    size_t frozen16_map_len;
+    char share_path[256];     /* that file's name until base_unshare, else "" */
     uint64_t stamp;           /* of the files' identities and times, for base_current */
 };
 
@@ -33,6 +36,15 @@ void base_close(struct base *b);
 /* Whether B is DIR as it is on disk now: the same directory and the same files (device,
  * inode, size and modification time of config.json and every weights file). */
 int base_current(const struct base *b, const char *dir);
+
+/* B's bf16 block of N elements (made once; later calls return it): in a file of
+ * /dev/shm named after B's files, which the first process of the node writes with
+ * FILL(CTX, block) under a lock and the others map, so the ranks of a node share one
+ * copy; a private allocation where /dev/shm is not there. */
+uint16_t *base_bf16_block(struct base *b, uint64_t n, void (*fill)(void *ctx, uint16_t *block), void *ctx);
+/* Removes the node's file name once every process of the node has mapped the block
+ * (the mappings stay); a no-op for a private block or when already done. */
+void base_unshare(struct base *b);
 
 /* Keeps B open on DIR: *REUSED = 1 when B already is DIR as on disk, else B is reopened
  * (and *REUSED = 0). -1 with an error (B closed) when DIR cannot be opened. */

@@ -119,31 +119,39 @@ static float *frozen_block(struct model *m, const struct weight_ref *refs, const
     return b->frozen;
 }
 
+/* The tensors the bf16 block holds, in order. */
+struct bf16_fill {
+    const struct st_tensor **t;
+    int32_t n;
+};
+
+static void bf16_fill(void *ctx, uint16_t *block) {
+    const struct bf16_fill *f = ctx;
+    uint64_t at = 0;
+    for (int32_t i = 0; i < f->n; i++) {
+        if (tensor_mappable16(f->t[i])) continue;
+        CHECK(st_tensor_to_bf16(f->t[i], block + at) == 0);
+        st_tensor_drop_pages(f->t[i]);
+        at += (uint64_t)f->t[i]->numel;
+    }
+}
+
 /* Points the N bf16 weights DST at their data: the mapping where the file holds aligned
- * BF16, else the base's bf16 block, converted once (and the f32 pages it was read from
- * dropped, so only the bf16 copy stays resident). */
+ * BF16, else the base's bf16 block, converted once per node (and the f32 pages it was
+ * read from dropped, so only the bf16 copy stays resident). */
 static void bf16_bind(struct model *m, const struct st_tensor **t, const uint16_t ***dst, int32_t n) {
-    struct base *b = m->base;
     uint64_t count = 0;
     for (int32_t i = 0; i < n; i++)
         if (!tensor_mappable16(t[i])) count += (uint64_t)t[i]->numel;
-    int fill = !b->frozen16;
-    if (fill && count) {
-        b->frozen16 = xalloc_aligned(count * sizeof(uint16_t));
-        b->frozen16_n = count;
-    }
-    CHECK(b->frozen16_n == count);
+    struct bf16_fill f = {t, n};
+    const uint16_t *block = count ? base_bf16_block(m->base, count, bf16_fill, &f) : NULL;
     uint64_t at = 0;
     for (int32_t i = 0; i < n; i++) {
         if (tensor_mappable16(t[i])) {
             *dst[i] = t[i]->data;
             continue;
         }
-        if (fill) {
-            CHECK(st_tensor_to_bf16(t[i], b->frozen16 + at) == 0);
-            st_tensor_drop_pages(t[i]);
-        }
-        *dst[i] = b->frozen16 + at;
+        *dst[i] = block + at;
         at += (uint64_t)t[i]->numel;
     }
 }
