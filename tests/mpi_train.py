@@ -19,8 +19,9 @@ Cases (--case):
       step here) stops the job with a message, exit non-zero
   equiv_bf16
       --base-dtype bf16 on 1, 2 and 3 ranks against one process, the ranks of the node
-      sharing one bf16 copy of the weights through /dev/shm: the same agreement, and no
-      file of lorad's left in /dev/shm afterwards.
+      sharing one bf16 copy of the weights through /dev/shm: losses within 1e-4, tensors
+      1e-3 (bf16 rounding amplifies the ranks' float-rounding differences), and no file
+      of lorad's left in /dev/shm afterwards.
   bytes
       allreduce_bytes of every step is 4 x (trainable parameters) + the fixed 64-byte
       header; the trainable count comes from the model's shapes, not from lorad.
@@ -92,22 +93,22 @@ def outputs(out):
     return rows, tensors
 
 
-def compare(fails, label, base, other):
+def compare(fails, label, base, other, tol_loss=1e-5, tol_tensor=1e-4):
     (rows0, t0), (rows1, t1) = base, other
     fails.check(len(rows1) == len(rows0), f"{label}: {len(rows1)} metric rows, expected {len(rows0)}")
     worst_loss = max(ref.rel_err(a["loss"], b["loss"]) for a, b in zip(rows1, rows0))
     worst_t = max(ref.rel_err(t1[k], t0[k]) for k in t0)
     fails.check(set(t1) == set(t0), f"{label}: tensor names differ")
     print(f"{label}: worst loss rel err {worst_loss:.2e}, worst tensor rel err {worst_t:.2e}", flush=True)
-    fails.check(worst_loss <= 1e-5, f"{label}: loss differs from one process by {worst_loss:.2e}")
-    fails.check(worst_t <= 1e-4, f"{label}: trained tensors differ from one process by {worst_t:.2e}")
+    fails.check(worst_loss <= tol_loss, f"{label}: loss differs from one process by {worst_loss:.2e}")
+    fails.check(worst_t <= tol_tensor, f"{label}: trained tensors differ from one process by {worst_t:.2e}")
 
 
 def shm_files():
     return {f for f in os.listdir("/dev/shm") if f.startswith(f"lorad-{os.getuid()}-")} if os.path.isdir("/dev/shm") else set()
 
 
-def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llama=False):
+def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llama=False, tols=(1e-5, 1e-4)):
     shm_before = shm_files()
     model, data = make_inputs(work, np.random.default_rng(3), masked, llama)
     single = os.path.join(work, "single")
@@ -121,7 +122,7 @@ def case_equiv(fails, lorad, work, extra, masked=False, ranks=(1, 2, 3, 4), llam
         out = os.path.join(work, f"np{n}")
         p, _ = mpirun(n, lorad, train_args(model, data, out, extra))
         if fails.check(p.returncode == 0, f"{n} ranks failed: {p.stderr.strip()}"):
-            compare(fails, f"{n} ranks", base, outputs(out))
+            compare(fails, f"{n} ranks", base, outputs(out), *tols)
     left = shm_files() - shm_before
     fails.check(not left, f"files left in /dev/shm: {sorted(left)}")
 
@@ -179,8 +180,10 @@ CASES = {
     "mask": partial(case_equiv, extra=["--targets", "all-linear"], masked=True, ranks=(3,)),
     "equiv_llama": partial(case_equiv, extra=["--targets", "q_proj,v_proj,down_proj", "--rank", 3, "--dropout", 0.1],
                            ranks=(1, 2, 3), llama=True),
+    # bf16 rounds every product's input: the ranks' float-rounding differences in the
+    # summed gradient (1e-7) flip some roundings in later steps, 1e-5 seen on the loss
     "equiv_bf16": partial(case_equiv, extra=["--targets", "q,v,mlp.c_fc", "--rank", 2, "--base-dtype", "bf16"],
-                          ranks=(1, 2, 3)),
+                          ranks=(1, 2, 3), tols=(1e-4, 1e-3)),
     "fault_exit": partial(case_fault, kind="exit"),
     "fault_nan": partial(case_fault, kind="nan"),
     "bytes": case_bytes,

@@ -18,10 +18,17 @@
 #define ATTN_BLOCK 64
 
 /* e^x to about 2 ulp over the float range, branch-free so that loops vectorise: x =
- * n·ln2 + r with |r| <= ln2/2, e^r by Cephes' polynomial, 2^n into the exponent bits. */
+ * n·ln2 + r with |r| <= ln2/2, e^r by Cephes' polynomial, 2^n into the exponent bits.
+ * n comes from the rounding trick (adding 1.5·2^23 leaves n in the low mantissa bits),
+ * so no float-to-int conversion is needed, and a NaN stays NaN without undefined
+ * behaviour. */
 static inline float exp_fast(float x) {
     x = x < -87.33f ? -87.33f : x > 88.3f ? 88.3f : x;
-    const float n = (x * 1.44269504089f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    union {
+        float f;
+        uint32_t u;
+    } v = {.f = x * 1.44269504089f + 12582912.0f}, two_n;
+    const float n = v.f - 12582912.0f;
     const float r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -30,10 +37,7 @@ static inline float exp_fast(float x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
-    union {
-        int32_t i;
-        float f;
-    } two_n = {.i = ((int32_t)n + 127) << 23};
+    two_n.u = (v.u + 127u) << 23; /* the bits of 2^n: (n + 127) << 23, the rest shifted out */
     return p * two_n.f;
 }
 
