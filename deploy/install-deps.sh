@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything lorad needs to build and test on Debian 12: the build tools, the
 # libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson) and the test-only packages
-# (Debian's python3-torch and python3-numpy, hdf5-tools; clang and libclang-rt-14-dev,
-# libFuzzer's runtime, for the fuzz targets of tests/fuzz). Idempotent: it installs only
+# (Debian's python3-torch and python3-numpy, hdf5-tools; clang with libclang-rt-14-dev,
+# libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz targets of tests/fuzz). Idempotent: it installs only
 # what is missing, so running it again costs one dpkg query.
 set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config
-  clang libclang-rt-14-dev
+  clang libclang-rt-14-dev libomp-dev
   libopenblas-dev libdnnl-dev
   libhdf5-dev hdf5-tools
   libopenmpi-dev openmpi-bin
