@@ -1,0 +1,245 @@
+"""slurm.py: deploy/slurm/train.sbatch, the committed script, on a real Slurm on this host.
+
+Set-up: installs slurm-wlm and munge from Debian when they are missing (apt-get, as root),
+then, in a temporary directory, writes a munge key and a single-node slurm.conf for this
+host (proctrack/pgid, task/none, select/cons_tres, JobRequeue=1, MailProg=/bin/true) and
+starts munged (its socket in that directory), slurmctld and slurmd in the foreground as
+children of this script. Every daemon started here is stopped at the end, also on failure.
+
+Case train_requeue: the bundled example (examples/base, LoRA on the Devil's Dictionary)
+runs as `sbatch --ntasks=2 train.sbatch`, and is preempted twice while it trains:
+  1. `scancel --signal=USR1 --batch` (what Slurm sends 120 s before the time limit): the
+     script's trap forwards USR1, lorad checkpoints and exits 75, the script requeues;
+  2. `scontrol requeue` (an administrator's or a preemption's requeue): the job gets TERM,
+     checkpoints, and Slurm requeues it; the run after it must resume past that point.
+After each requeue the test lifts the 120 s BeginTime hold (`scontrol update StartTime=now`).
+The job must end COMPLETED with exit 0 after 2 restarts (SLURM_RESTART_COUNT 1 then 2
+in its output), resume twice from the checkpoints of the preemptions, and its metrics rows
+(but timings) and adapter_model.safetensors must equal those of an uninterrupted
+`mpirun -np 2 lorad train` with the same flags.
+"""
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ckpt_resume  # noqa: E402
+import gpt2_ref as ref  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SBATCH = os.path.join(REPO, "deploy", "slurm", "train.sbatch")
+STEPS = 60
+USR1_AT, REQUEUE_AT = 8, 30  # metrics rows (steps done) before each preemption
+
+
+def expect(fails, ok, what, detail=""):
+    """Prints one checked fact; a false one is a failure, reported with DETAIL."""
+    print(f"{'ok' if ok else 'FAIL'}: {what}" + ("" if ok or not detail else f": {detail}"), flush=True)
+    if not ok:
+        fails.msgs.append(what)
+    return ok
+
+
+def ensure_packages():
+    if shutil.which("slurmctld") and shutil.which("slurmd") and shutil.which("munged"):
+        return
+    print("slurm: installing slurm-wlm and munge from Debian", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "slurm-wlm", "munge"],
+                   check=True, env=env)
+
+
+SLURM_CONF = """# single-node Slurm for tests/slurm.py
+ClusterName=loradtest
+SlurmctldHost={host}
+SlurmctldPort={port}
+SlurmdPort={dport}
+AuthType=auth/munge
+AuthInfo=socket={sock}
+CredType=cred/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation={d}/ctld
+SlurmdSpoolDir={d}/spool
+SlurmctldPidFile={d}/slurmctld.pid
+SlurmdPidFile={d}/slurmd.pid
+SlurmctldLogFile={d}/slurmctld.log
+SlurmdLogFile={d}/slurmd.log
+ProctrackType=proctrack/pgid
+TaskPlugin=task/none
+SelectType=select/cons_tres
+SelectTypeParameters=CR_CPU
+JobRequeue=1
+MailProg=/bin/true
+ReturnToService=2
+NodeName={host} CPUs={cpus} State=UNKNOWN
+PartitionName=test Nodes={host} Default=YES MaxTime=INFINITE State=UP
+"""
+
+
+class Slurm:
+    """munged, slurmctld and slurmd on this host, configured in a temporary directory."""
+
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="lorad-slurm-")
+        os.chmod(self.dir, 0o755)  # munge clients of every user must reach the socket
+        self.conf = os.path.join(self.dir, "slurm.conf")
+        self.env = dict(os.environ, SLURM_CONF=self.conf)
+        self.procs = []
+
+    def start(self, name, cmd):
+        log = open(os.path.join(self.dir, f"{name}.out"), "w")
+        print("+ " + " ".join(cmd), flush=True)
+        self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)))
+
+    def __enter__(self):
+        d, sock = self.dir, os.path.join(self.dir, "munge.socket")
+        for sub in ("ctld", "spool"):
+            os.makedirs(os.path.join(d, sub))
+        key = os.path.join(d, "munge.key")
+        subprocess.run(["mungekey", "--create", "--keyfile", key], check=True)
+        self.start("munged", ["munged", "--foreground", "--force", f"--socket={sock}", f"--key-file={key}",
+                              f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log",
+                              f"--seed-file={d}/munged.seed"])
+        base = 20000 + os.getpid() % 20000
+        with open(self.conf, "w") as f:
+            f.write(SLURM_CONF.format(host=socket.gethostname(), port=base, dport=base + 1, sock=sock, d=d,
+                                      cpus=os.cpu_count()))
+        wait_until(lambda: os.path.exists(sock), 20, "munged's socket")
+        self.start("slurmctld", ["slurmctld", "-D", "-f", self.conf])
+        self.start("slurmd", ["slurmd", "-D", "-f", self.conf])
+        wait_until(lambda: self.run(["sinfo", "-h", "-o", "%T"]).stdout.strip() == "idle", 60, "an idle node")
+        return self
+
+    def __exit__(self, *exc):
+        self.run(["scancel", "--full", "-u", "root"])
+        for name, p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            print(f"slurm: stopped {name} (exit {p.returncode})", flush=True)
+        if exc[0] is not None:
+            for log in ("slurmctld.log", "slurmd.log"):
+                path = os.path.join(self.dir, log)
+                if os.path.exists(path):
+                    print(f"--- {log} (tail)\n" + open(path).read()[-2000:], flush=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def run(self, cmd):
+        return subprocess.run(cmd, capture_output=True, text=True, env=self.env)
+
+    def job(self, jobid):
+        """scontrol's fields of JOBID as a dict (JobState, Restarts, ExitCode, ...)."""
+        out = self.run(["scontrol", "show", "job", "-o", jobid]).stdout
+        return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_until(cond, timeout, what):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+
+
+def train_flags(model, data):
+    return ["--model", model, "--data", data, "--targets", "c_attn", "--rank", 8, "--alpha", 16,
+            "--steps", STEPS, "--batch", 8, "--seq", 128, "--lr", 2e-3, "--warmup", 5, "--log-every", 10,
+            "--ckpt-every", 1000]
+
+
+def metric_rows(out):
+    path = os.path.join(out, "metrics.jsonl")
+    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
+
+
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
+
+
+def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
+    """Waits for AFTER_ROWS metrics rows, preempts with HOW, waits for the requeue, releases it."""
+    wait_until(lambda: metric_rows(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
+               f"{after_rows} steps of job {jobid}")
+    if not expect(fails, metric_rows(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
+                  str(slurm.job(jobid))):
+        return False
+    cmd = {"usr1": ["scancel", "--signal=USR1", "--batch", jobid], "requeue": ["scontrol", "requeue", jobid]}[how]
+    print(f"+ {' '.join(cmd)}   (at {metric_rows(out)} steps)", flush=True)
+    p = slurm.run(cmd)
+    expect(fails, p.returncode == 0, f"{' '.join(cmd)} succeeded", p.stderr.strip())
+    wait_until(lambda: slurm.job(jobid).get("Restarts") == str(restarts) and
+               slurm.job(jobid).get("JobState") == "PENDING", 180, f"job {jobid} requeued ({how})")
+    expect(fails, True, f"after {how} the job is PENDING with Restarts={restarts}")
+    # slurmctld refuses to start a job in the same second its credential was revoked
+    # (the requeue), so lift the 120 s BeginTime hold only after that second.
+    time.sleep(2)
+    p = slurm.run(["scontrol", "update", f"jobid={jobid}", "StartTime=now"])
+    return expect(fails, p.returncode == 0, "released the requeued job", p.stderr.strip())
+
+
+def case_train_requeue(fails, lorad, work):
+    data = os.path.join(work, "devil-train.h5")
+    p = ref.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
+                              "--out", data])
+    if not expect(fails, p.returncode == 0, "lorad prep of the Devil's Dictionary", p.stderr.strip()):
+        return
+    flags = train_flags(os.path.join(REPO, "examples", "base"), data)
+    straight = os.path.join(work, "straight")
+    p = ref.run_lorad_mpi(lorad, 2, ["train"] + flags + ["--out", straight, "--resume", "auto"], timeout=600)
+    if not expect(fails, p.returncode == 0, "the uninterrupted 2-rank run", p.stderr.strip()[-400:]):
+        return
+    ensure_packages()
+    with Slurm() as slurm:
+        out, log = os.path.join(work, "job"), os.path.join(work, "job.out")
+        env = dict(slurm.env, LORAD=lorad, LORAD_OUT=out, **ref.MPI_ENV)
+        cmd = ["sbatch", "--parsable", "--ntasks=2", f"--output={log}", f"--chdir={work}", SBATCH] + \
+              [str(a) for a in flags]
+        print("+ " + " ".join(cmd), flush=True)
+        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if not expect(fails, p.returncode == 0, "sbatch accepted the job", p.stderr.strip()):
+            return
+        jobid = p.stdout.strip().split(";")[0]
+        if preempt(fails, slurm, jobid, out, USR1_AT, "usr1", 1):
+            preempt(fails, slurm, jobid, out, REQUEUE_AT, "requeue", 2)
+        wait_until(lambda: slurm.job(jobid).get("JobState") in ENDED, 300, f"job {jobid} to end")
+        info = slurm.job(jobid)
+        text = open(log).read()
+        print(f"--- {log} (but the progress lines)\n" + "".join(l for l in text.splitlines(True) if not l.startswith("step ")), flush=True)
+        expect(fails, info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0",
+               f"job ended COMPLETED with exit 0:0 (got {info.get('JobState')} {info.get('ExitCode')})")
+        expect(fails, info.get("Restarts") == "2", f"job restarted twice (Restarts={info.get('Restarts')})")
+        runs = re.split(r"(?m)^(?=train\.sbatch: job )", text)[1:]
+        expect(fails, [re.search(r"restart (\d+),", r).group(1) for r in runs] == ["0", "1", "2"],
+               "three runs of the script, SLURM_RESTART_COUNT unset, then 1, then 2")
+        if len(runs) == 3:
+            stop = re.search(r"lorad: stopped at step (\d+)", runs[0])
+            expect(fails, "got SIGUSR1" in runs[0] and stop and "requeueing job" in runs[0],
+                   "USR1: the trap fired, lorad checkpointed and stopped, the script requeued the job")
+            resumed = [re.search(r"lorad: resuming from \S+ at step (\d+)", r) for r in runs[1:]]
+            expect(fails, stop and resumed[0] and resumed[0].group(1) == stop.group(1),
+                   "the first requeued run resumed where USR1 stopped it")
+            # mpirun gets TERM too and may drop the ranks' last words, so the proof of the
+            # checkpoint at TERM is where the last run resumed: past the requeue point, and
+            # --ckpt-every is longer than the run.
+            expect(fails, "got SIGTERM" in runs[1], "TERM (scontrol requeue): the trap fired")
+            expect(fails, resumed[1] and int(resumed[1].group(1)) >= REQUEUE_AT,
+                   f"the last run resumed from a checkpoint written at the TERM (step >= {REQUEUE_AT})")
+            expect(fails, "lorad exited 0" in runs[2], "the last run finished")
+        expect(fails, ckpt_resume.rows(out) == ckpt_resume.rows(straight),
+               "metrics rows (but timings) equal the uninterrupted run's")
+        expect(fails, ckpt_resume.adapter_bytes(out) == ckpt_resume.adapter_bytes(straight),
+               "adapter_model.safetensors is byte-identical to the uninterrupted run's")
+
+
+if __name__ == "__main__":
+    ref.run_driver("slurm", {"train_requeue": case_train_requeue})
