@@ -17,7 +17,13 @@ The job must end COMPLETED with exit 0 after 2 restarts (SLURM_RESTART_COUNT 1 t
 in its output), resume twice from the checkpoints of the preemptions, and its metrics rows
 (but timings) and adapter_model.safetensors must equal those of an uninterrupted
 `mpirun -np 2 lorad train` with the same flags.
+
+Case serve: deploy/slurm/serve.sbatch starts the daemon on the job's 2 tasks; a client
+submits a short LoRA job on the bundled base through its socket and it succeeds; scancel
+ends the job (CANCELLED, the script sees mpirun exit); a second serve.sbatch on the same
+state directory, as after a requeue, reports that job as succeeded.
 """
+import json
 import os
 import re
 import shutil
@@ -32,7 +38,7 @@ import ckpt_resume  # noqa: E402
 import gpt2_ref as ref  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SBATCH = os.path.join(REPO, "deploy", "slurm", "train.sbatch")
+SBATCH = {w: os.path.join(REPO, "deploy", "slurm", f"{w}.sbatch") for w in ("train", "serve")}
 STEPS = 60
 USR1_AT, REQUEUE_AT = 8, 30  # metrics rows (steps done) before each preemption
 
@@ -187,11 +193,27 @@ def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
     return expect(fails, p.returncode == 0, "released the requeued job", p.stderr.strip())
 
 
-def case_train_requeue(fails, lorad, work):
+def prep_devil(fails, lorad, work):
     data = os.path.join(work, "devil-train.h5")
     p = ref.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
                               "--out", data])
-    if not expect(fails, p.returncode == 0, "lorad prep of the Devil's Dictionary", p.stderr.strip()):
+    return data if expect(fails, p.returncode == 0, "lorad prep of the Devil's Dictionary", p.stderr.strip()) else None
+
+
+def sbatch(fails, slurm, which, log, env, args=()):
+    """Submits the committed deploy/slurm/WHICH.sbatch on 2 tasks; returns the job id or None."""
+    cmd = ["sbatch", "--parsable", "--ntasks=2", f"--output={log}", f"--chdir={os.path.dirname(log)}",
+           SBATCH[which]] + [str(a) for a in args]
+    print("+ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(slurm.env, **ref.MPI_ENV, **env))
+    if not expect(fails, p.returncode == 0, f"sbatch accepted {which}.sbatch", p.stderr.strip()):
+        return None
+    return p.stdout.strip().split(";")[0]
+
+
+def case_train_requeue(fails, lorad, work):
+    data = prep_devil(fails, lorad, work)
+    if not data:
         return
     flags = train_flags(os.path.join(REPO, "examples", "base"), data)
     straight = os.path.join(work, "straight")
@@ -201,14 +223,9 @@ def case_train_requeue(fails, lorad, work):
     ensure_packages()
     with Slurm() as slurm:
         out, log = os.path.join(work, "job"), os.path.join(work, "job.out")
-        env = dict(slurm.env, LORAD=lorad, LORAD_OUT=out, **ref.MPI_ENV)
-        cmd = ["sbatch", "--parsable", "--ntasks=2", f"--output={log}", f"--chdir={work}", SBATCH] + \
-              [str(a) for a in flags]
-        print("+ " + " ".join(cmd), flush=True)
-        p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if not expect(fails, p.returncode == 0, "sbatch accepted the job", p.stderr.strip()):
+        jobid = sbatch(fails, slurm, "train", log, {"LORAD": lorad, "LORAD_OUT": out}, flags)
+        if not jobid:
             return
-        jobid = p.stdout.strip().split(";")[0]
         if preempt(fails, slurm, jobid, out, USR1_AT, "usr1", 1):
             preempt(fails, slurm, jobid, out, REQUEUE_AT, "requeue", 2)
         wait_until(lambda: slurm.job(jobid).get("JobState") in ENDED, 300, f"job {jobid} to end")
@@ -241,5 +258,55 @@ def case_train_requeue(fails, lorad, work):
                "adapter_model.safetensors is byte-identical to the uninterrupted run's")
 
 
+def serve_job(fails, slurm, lorad, work, name, state):
+    """sbatch serve.sbatch on STATE; returns (job id, client function) once the daemon answers."""
+    log = os.path.join(work, f"{name}.out")
+    jobid = sbatch(fails, slurm, "serve", log, {"LORAD": lorad, "LORAD_STATE": state})
+    sock = os.path.join(state, "lorad.sock")
+    client = lambda *a: ref.run_lorad(lorad, [str(x) for x in a] + ["--socket", sock], timeout=60)
+    if jobid:
+        wait_until(lambda: client("status").returncode == 0, 120, "the daemon's socket")
+    return jobid, client, log
+
+
+def cancel(fails, slurm, jobid, log):
+    """scancel JOBID; waits for the job to end and for the script to see mpirun exit."""
+    print(f"+ scancel {jobid}", flush=True)
+    slurm.run(["scancel", jobid])
+    wait_until(lambda: slurm.job(jobid).get("JobState") in ENDED, 120, f"job {jobid} to end")
+    text = open(log).read()
+    print(f"--- {log}\n{text}", flush=True)
+    expect(fails, slurm.job(jobid).get("JobState") == "CANCELLED", f"job {jobid} ended CANCELLED")
+    expect(fails, "serve.sbatch: lorad serve exited" in text, "the script waited for mpirun to exit")
+    return text
+
+
+def case_serve(fails, lorad, work):
+    data = prep_devil(fails, lorad, work)
+    if not data:
+        return
+    ensure_packages()
+    state = os.path.join(work, "state")
+    with Slurm() as slurm:
+        jobid, client, log = serve_job(fails, slurm, lorad, work, "serve1", state)
+        if not jobid:
+            return
+        p = client("submit", "--model", os.path.join(REPO, "examples", "base"), "--data", data,
+                   "--steps", 5, "--batch", 8, "--seq", 128)
+        if expect(fails, p.returncode == 0, "lorad submit to the daemon in the Slurm job", p.stderr.strip()):
+            job = p.stdout.strip()
+            state_of = lambda: json.loads(client("status", job, "--json").stdout or "{}").get("state")
+            wait_until(lambda: state_of() in ("succeeded", "failed", "cancelled"), 180, f"daemon job {job}")
+            expect(fails, state_of() == "succeeded", f"the daemon's job {job} succeeded (state {state_of()})")
+        text = cancel(fails, slurm, jobid, log)
+        expect(fails, "with 2 ranks" in text, "lorad serve ran on the job's 2 tasks")
+        # the next daemon on the same state directory (as after a requeue) knows the job
+        jobid, client, log = serve_job(fails, slurm, lorad, work, "serve2", state)
+        if jobid:
+            p = client("status", 1, "--json")
+            expect(fails, p.returncode == 0 and json.loads(p.stdout).get("state") == "succeeded",
+                   "a second serve.sbatch on the same state directory reports job 1 succeeded", p.stdout + p.stderr)
+            cancel(fails, slurm, jobid, log)
+
 if __name__ == "__main__":
-    ref.run_driver("slurm", {"train_requeue": case_train_requeue})
+    ref.run_driver("slurm", {"train_requeue": case_train_requeue, "serve": case_serve})
