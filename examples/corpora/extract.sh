@@ -5,7 +5,7 @@
 # the LoRA adaptation. Needs root for apt-get when the packages are missing.
 #   kjv-train.txt   Genesis to 2 Kings, one verse a line, references stripped
 #   kjv-val.txt     Ezra and Nehemiah (held out), the same format
-#   devil-train.txt the dictionary's entries but every 10th
+#   devil-train.txt the dictionary's entries but every 10th, runs of spaces squeezed
 #   devil-val.txt   every 10th entry (held out)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,4 +28,7 @@ zcat /usr/share/dictd/devil.dict.dz | awk '
   n == 0 { next }
   /^ abcdefghijklmnopqrstuvwxyz$/ { next }
   { print > ((n % 10 == 0) ? "devil-val.txt" : "devil-train.txt") }'
+# Then runs of spaces (verse indentation, right-aligned attributions, two after a full
+# stop) become one, so that a small model spends itself on words rather than padding.
+sed -i -E 's/^ +//; s/ {2,}/ /g' devil-train.txt devil-val.txt
 wc -c kjv-train.txt kjv-val.txt devil-train.txt devil-val.txt
