@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs everything lorad needs to build and test on Debian 12: the build tools, the
-# libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson) and the test-only packages
-# (Debian's python3-torch and python3-numpy, hdf5-tools; clang with libclang-rt-14-dev,
-# libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz targets of tests/fuzz). Idempotent: it installs only
-# what is missing, so running it again costs one dpkg query.
+# libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson) and the test-only
+# packages (Debian's python3-torch and python3-numpy, hdf5-tools; clang with
+# libclang-rt-14-dev, libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz
+# targets of tests/fuzz) and gnuplot-nox (the quickstart's loss curve). Idempotent: it
+# installs only what is missing, so running it again costs one dpkg query.
 set -euo pipefail
 
 packages=(
@@ -16,6 +17,7 @@ packages=(
   libjansson-dev
   iproute2 util-linux procps hostname
   python3 python3-torch python3-numpy python3-h5py
+  gnuplot-nox
 )
 
 missing=()
