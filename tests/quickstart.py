@@ -71,7 +71,8 @@ def case(fails, lorad, work):
     m = re.match(r"(\d+) trainable parameters \(([0-9.]+)% of (\d+)\)", line)
     print(f"check: trainable '{line}' against {want} of {total} from the adapter config and the base", flush=True)
     if fails.check(m is not None, f"no trainable count in the summary: {line!r}"):
-        fails.check(int(m.group(1)) == want and int(m.group(3)) == total, f"trainable {line!r}, expected {want} of {total}")
+        fails.check(int(m.group(1)) == want and int(m.group(3)) == total,
+                    f"trainable {line!r}, expected {want} of {total}")
         fails.check(abs(float(m.group(2)) - 100.0 * want / total) < 0.01, f"percentage in {line!r} is wrong")
 
     ckpt = summary_field(text, "checkpoint")
@@ -80,7 +81,8 @@ def case(fails, lorad, work):
     fails.check(os.path.isfile(os.path.join(adapter, "adapter_model.safetensors")), f"no adapter at {adapter}")
     samples = [open(os.path.join(work, f"sample-{w}.txt"), "rb").read() for w in ("base", "adapted")]
     print(f"check: the samples differ ({len(samples[0])} and {len(samples[1])} bytes)", flush=True)
-    fails.check(samples[0] and samples[1] and samples[0] != samples[1], "the base and adapted samples are equal or empty")
+    fails.check(samples[0] and samples[1] and samples[0] != samples[1],
+                "the base and adapted samples are equal or empty")
 
     png = summary_field(text, "loss curve")
     head = open(png, "rb").read(16) if png and os.path.isfile(png) else b""

@@ -25,6 +25,7 @@ state directory, as after a requeue, reports that job as succeeded.
 """
 import json
 import os
+import pwd
 import re
 import shutil
 import socket
@@ -105,6 +106,14 @@ class Slurm:
         self.procs.append((name, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=self.env)))
 
     def __enter__(self):
+        try:
+            self._start_all()
+        except BaseException:
+            self.__exit__(*sys.exc_info())  # a daemon that started must not outlive a failed start
+            raise
+        return self
+
+    def _start_all(self):
         d, sock = self.dir, os.path.join(self.dir, "munge.socket")
         for sub in ("ctld", "spool"):
             os.makedirs(os.path.join(d, sub))
@@ -114,17 +123,16 @@ class Slurm:
                               f"--pid-file={d}/munged.pid", f"--log-file={d}/munged.log",
                               f"--seed-file={d}/munged.seed"])
         base = 20000 + os.getpid() % 20000
+        host = socket.gethostname().split(".")[0]  # slurmd knows itself by the short name
         with open(self.conf, "w") as f:
-            f.write(SLURM_CONF.format(host=socket.gethostname(), port=base, dport=base + 1, sock=sock, d=d,
-                                      cpus=os.cpu_count()))
+            f.write(SLURM_CONF.format(host=host, port=base, dport=base + 1, sock=sock, d=d, cpus=os.cpu_count()))
         wait_until(lambda: os.path.exists(sock), 20, "munged's socket")
         self.start("slurmctld", ["slurmctld", "-D", "-f", self.conf])
         self.start("slurmd", ["slurmd", "-D", "-f", self.conf])
         wait_until(lambda: self.run(["sinfo", "-h", "-o", "%T"]).stdout.strip() == "idle", 60, "an idle node")
-        return self
 
     def __exit__(self, *exc):
-        self.run(["scancel", "--full", "-u", "root"])
+        self.run(["scancel", "--full", "-u", pwd.getpwuid(os.getuid()).pw_name])
         for name, p in reversed(self.procs):
             p.terminate()
             try:
@@ -231,7 +239,8 @@ def case_train_requeue(fails, lorad, work):
         wait_until(lambda: slurm.job(jobid).get("JobState") in ENDED, 300, f"job {jobid} to end")
         info = slurm.job(jobid)
         text = open(log).read()
-        print(f"--- {log} (but the progress lines)\n" + "".join(l for l in text.splitlines(True) if not l.startswith("step ")), flush=True)
+        quiet = "".join(line for line in text.splitlines(True) if not line.startswith("step "))
+        print(f"--- {log} (but the progress lines)\n{quiet}", flush=True)
         expect(fails, info.get("JobState") == "COMPLETED" and info.get("ExitCode") == "0:0",
                f"job ended COMPLETED with exit 0:0 (got {info.get('JobState')} {info.get('ExitCode')})")
         expect(fails, info.get("Restarts") == "2", f"job restarted twice (Restarts={info.get('Restarts')})")
