@@ -7,13 +7,13 @@
 # the base and of the adapted model, tokens/s, where the checkpoint and the PEFT adapter
 # are), a greedy sample of each model from the same prompt, and a loss-curve PNG.
 #   LORAD_QUICKSTART_OUT    output directory (default ./quickstart-out)
-#   LORAD_QUICKSTART_STEPS  LoRA steps (default 200, about 2 minutes; CI uses fewer)
+#   LORAD_QUICKSTART_STEPS  LoRA steps (default 400, about a minute; CI uses fewer)
 #   LORAD_QUICKSTART_LORAD  an already built lorad: skip installing and building (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 out=${LORAD_QUICKSTART_OUT:-$root/quickstart-out}
-steps=${LORAD_QUICKSTART_STEPS:-200}
+steps=${LORAD_QUICKSTART_STEPS:-400}
 prompt="POLITICS, n."
 
 if [ -n "${LORAD_QUICKSTART_LORAD:-}" ]; then
@@ -49,7 +49,7 @@ echo
 echo "== LoRA on The Devil's Dictionary: mpirun -np 2 lorad train, $steps steps"
 mpirun --oversubscribe -np 2 "$lorad" train --model "$base" --data "$out/devil-train.h5" \
   --val "$out/devil-val.h5" --out "$out/run" --targets c_attn --rank 4 --alpha 8 \
-  --steps "$steps" --batch 8 --seq 128 --lr 1e-2 --warmup 10 --eval-every 50 --log-every 10
+  --steps "$steps" --batch 8 --seq 128 --lr 1e-2 --warmup 10 --eval-every 50 --log-every 20
 
 echo "== the adapted model continues \"$prompt\":"
 sample --adapter "$out/run/adapter" | tee "$out/sample-adapted.txt"

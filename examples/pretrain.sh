@@ -4,7 +4,9 @@
 # byte-level tokens, `lorad init-model` writes a random 6-layer, 128-wide GPT-2 with a
 # 256-byte vocabulary (1.24 M parameters), and `mpirun -np 2 lorad train --mode full`
 # pretrains it; the result replaces examples/base/ and the final validation loss is
-# printed (examples/README.md records it). About 25 minutes on 2 cores.
+# printed (examples/README.md records it). It took 25 minutes on 2 shared cores with the
+# kernels of its day; other kernels round differently, so a rerun gives a base of the same
+# quality, not the same bytes.
 # Needs a built lorad (LORAD, default build/lorad); work files go to
 # ${LORAD_PRETRAIN_WORK:-examples/pretrain-work}, which --resume auto lets an interrupted
 # run continue from.
