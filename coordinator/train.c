@@ -62,12 +62,20 @@ static int dataset_open(struct tokens *ds, const char *path, const struct model 
     return tokens_validate(ds, m->cfg.vocab_size, T);
 }
 
+/* The most sequences of a step this rank runs: its part of the batch. */
+static int32_t rank_cap(const struct train *t) {
+    return (int32_t)(((int64_t)t->job->batch + t->comm->size - 1) / t->comm->size);
+}
+
 static int train_model_load(struct train *t) {
     const Lorad__JobSpec *job = t->job;
+    const int32_t micro = job_micro_batch(job);
     struct model_options o = {
         .dir = job->model,
         .full = job->mode == LORAD__MODE__MODE_FULL,
-        .max_batch = job_micro_batch(job),
+        /* a forward runs at most a micro-batch, and at most this rank's part: activations
+         * for no more, so a node's memory does not grow with its ranks */
+        .max_batch = micro < rank_cap(t) ? micro : rank_cap(t),
         .seq = job->seq,
         .targets = (const char *const *)job->targets,
         .n_targets = (int32_t)job->n_targets,
@@ -121,8 +129,7 @@ static int setup_local(struct train *t) {
     t->has_val = job->val && job->val[0];
     if (t->has_val && dataset_open(&t->val, job->val, &t->model, job->seq)) return -1;
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
-    /* this rank's largest part of a step */
-    int32_t cap = (int32_t)(((int64_t)job->batch + t->comm->size - 1) / t->comm->size);
+    const int32_t cap = rank_cap(t);
     batch_init(&t->batch, cap, job->seq);
     t->ids = xcalloc((size_t)cap, sizeof *t->ids);
     t->meta = (struct export_meta){.base = job->model, .dropout = (float)job->dropout};
