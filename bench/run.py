@@ -1,16 +1,19 @@
 """run.py: lorad's benchmark, in one run (bench/README.md says what each number means).
 
-    /usr/bin/python3 bench/run.py [--smoke] [--lorad build/lorad] [--sgemm build/bench/sgemm_peak]
+    /usr/bin/python3 bench/run.py [--smoke] [--lorad build/lorad] [--peak build/bench/gemm_peak]
                                   [--workdir DIR] [--results FILE] [--no-profile]
 
 Side by side, one after the other (never two at once: the machine's cores are the
-subject): OpenBLAS sgemm at the model's shapes (the peak MFU is measured against); lorad's
-LoRA step; the same step in PyTorch; lorad --mode full; lorad on 2 ranks (the all-reduce's
-share of the step); checkpoint save, checkpoint load and model load; peak RSS of each
-process (os.wait4); optionally a perf profile of lorad's LoRA step. It prints a table and
-writes it to bench/RESULTS.md (with --smoke: a tiny model, every part in a few seconds,
-the table written under the work directory, and a non-zero exit if any part produced no
-number; timings are never asserted).
+subject): the matrix products at the model's shapes on OpenBLAS, oneDNN f32 and oneDNN
+bf16 (the peaks MFU is measured against); lorad's LoRA step in f32 on oneDNN (the
+default), on OpenBLAS (--gemm openblas) and with bf16 frozen weights (--base-dtype bf16);
+the same step in PyTorch; lorad --mode full; lorad on 2 ranks in f32 and in bf16 (the
+all-reduce's share of the step, and the node's memory against 1 rank); checkpoint save,
+checkpoint load and model load; peak RSS of each process (os.wait4) and PSS sampled while
+it runs; optionally a perf profile of the default LoRA run. It prints a table, headed by
+the issue's targets, and writes it to bench/RESULTS.md (with --smoke: a tiny model, every
+part in a few seconds, the table written under the work directory, and a non-zero exit if
+any part produced no number; timings are never asserted).
 
 The parent stays small on purpose (no numpy, no torch here): a child's ru_maxrss starts at
 its parent's resident size, so a big parent would inflate every RSS measured.
@@ -36,15 +39,31 @@ ROOT = os.path.dirname(HERE)
 CONFIGS = {
     # GPT-2 124M's shape; the measured steps are few because a PyTorch step takes seconds.
     "full": dict(layers=12, dim=768, heads=12, vocab=50257, positions=1024, batch=4, seq=256, rank=8, alpha=8.0,
-                 targets="q,v", threads=2, warmup=1, lora_steps=5, full_steps=3, torch_steps=3, mpi_steps=3,
-                 sgemm_min_time=0.5),
+                 targets="q,v", threads=2, warmup=1, lora_steps=5, variant_steps=3, full_steps=3, torch_steps=3,
+                 mpi_steps=3, peak_min_time=0.5, mem_interval=0.1),
     "smoke": dict(layers=2, dim=64, heads=2, vocab=256, positions=64, batch=2, seq=32, rank=8, alpha=8.0,
-                  targets="q,v", threads=2, warmup=1, lora_steps=2, full_steps=1, torch_steps=1, mpi_steps=1,
-                  sgemm_min_time=0.005),
+                  targets="q,v", threads=2, warmup=1, lora_steps=2, variant_steps=1, full_steps=1, torch_steps=1,
+                  mpi_steps=1, peak_min_time=0.005, mem_interval=0.01),
 }
 
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
            "OMPI_MCA_rmaps_base_oversubscribe": "1"}
+
+# The libraries gemm_peak times (its "lib" field) and how the tables name them.
+LIBS = {"openblas": "OpenBLAS sgemm", "onednn": "oneDNN f32", "onednn_bf16": "oneDNN bf16"}
+
+# The training runs of the step table: part key, column label, the library of the frozen
+# weights' products (its peak is the run's MFU denominator), the library of the other
+# (f32) products, the FLOPs of its step. Labels with {threads} / {torch} are filled in.
+COLUMNS = [
+    ("lora", "lorad LoRA f32 (oneDNN)", "onednn", "onednn", "lora"),
+    ("lora_openblas", "lorad LoRA f32 (`--gemm openblas`)", "openblas", "openblas", "lora"),
+    ("lora_bf16", "lorad LoRA `--base-dtype bf16`", "onednn_bf16", "onednn", "lora"),
+    ("torch", "PyTorch {torch} LoRA", "openblas", "openblas", "lora"),
+    ("full", "lorad full (oneDNN)", "onednn", "onednn", "full"),
+    ("mpi", "lorad LoRA f32, 2 ranks × {threads} thread", "onednn", "onednn", "lora"),
+    ("mpi_bf16", "lorad LoRA bf16, 2 ranks × {threads} thread", "onednn_bf16", "onednn", "lora"),
+]
 
 
 class BenchError(Exception):
@@ -87,16 +106,116 @@ def wait_idle(max_wait_s, threshold=0.10):
         waited += 2.0
 
 
+def proc_descendants(pid):
+    """Every descendant of PID (/proc/PID/task/*/children, recursively)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tasks:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except (OSError, ValueError):
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def proc_comm(pid):
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def proc_kib(path, *keys):
+    """The values of KEYS in a /proc file of `Key:  N kB` lines, as a list (None when the
+    process is gone, or a zombie whose memory is already released)."""
+    found = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key = line.split(":", 1)[0]
+                if key in keys:
+                    found[key] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return [found[k] for k in keys] if len(found) == len(keys) else None
+
+
+PSS_KEYS = ("Pss", "Pss_Anon", "Pss_File", "Pss_Shmem")
+
+
+class MemSampler:
+    """Samples the memory of a running child every INTERVAL s: the child itself or, given
+    RANK_NAME (under mpirun), its descendants of that name. Keeps the peak over samples of
+    the sum of their PSS (/proc/PID/smaps_rollup: shared pages split among the processes
+    that map them, so the sum is what the node holds for them), the largest VmHWM (peak
+    RSS) seen of each, and the CPU time the sampling itself took (in this process)."""
+
+    def __init__(self, pid, interval, rank_name=None):
+        self.pid, self.interval, self.rank_name = pid, interval, rank_name
+        self.peak_kib, self.hwm_kib, self.samples, self.cpu_s = [0] * len(PSS_KEYS), {}, 0, 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.loop)
+        self.thread.start()
+
+    def targets(self):
+        if self.rank_name is None:
+            return [self.pid]
+        return [p for p in proc_descendants(self.pid) if proc_comm(p) == self.rank_name]
+
+    def sample(self):
+        pids = self.targets()
+        pss = [proc_kib(f"/proc/{p}/smaps_rollup", *PSS_KEYS) for p in pids]
+        if pids and None not in pss:
+            total = [sum(col) for col in zip(*pss)]  # Pss and its parts, summed over the processes
+            if total[0] > self.peak_kib[0]:
+                self.peak_kib = total
+            self.samples += 1
+        for p in pids:
+            hwm = proc_kib(f"/proc/{p}/status", "VmHWM")
+            if hwm is not None:
+                self.hwm_kib[p] = max(self.hwm_kib.get(p, 0), hwm[0])
+
+    def loop(self):
+        """Samples every INTERVAL s, or less often when one sample costs over 1/20 of it:
+        reading smaps_rollup walks the page tables (~10 ms for a 1 GB process), and the
+        sampler must not take much of the cores it measures."""
+        t0 = time.thread_time()
+        while not self.stop.is_set():
+            c0 = time.thread_time()
+            self.sample()
+            self.stop.wait(max(self.interval, 20 * (time.thread_time() - c0)))
+        self.cpu_s = time.thread_time() - t0
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        anon, file, shmem = (x / 1024.0 for x in self.peak_kib[1:])
+        return dict(pss_peak_mib=self.peak_kib[0] / 1024.0 if self.samples else float("nan"),
+                    pss_anon_mib=anon, pss_file_mib=file, pss_shmem_mib=shmem,
+                    rank_hwm_mib=[self.hwm_kib[p] / 1024.0 for p in sorted(self.hwm_kib)],
+                    mem_samples=self.samples, sampler_cpu_s=self.cpu_s)
+
+
 class Run:
     """One finished child: exit code, wall time, peak RSS (MiB, from wait4), its stderr
-    lines with the monotonic time each arrived, and the share of the machine's cores that
-    other processes used meanwhile (busy CPU from /proc/stat minus the child's own)."""
+    lines with the monotonic time each arrived, the share of the machine's cores that
+    other processes used meanwhile (busy CPU from /proc/stat minus the child's own and the
+    memory sampler's), and the sampled memory (MemSampler.finish, or {})."""
 
-    def __init__(self, cmd, rc, t0, t1, usage, busy_s, lines, stdout):
+    def __init__(self, cmd, rc, t0, t1, usage, busy_s, lines, stdout, mem):
         self.cmd, self.rc, self.t0, self.wall_s = cmd, rc, t0, t1 - t0
         self.rss_mib = usage.ru_maxrss / 1024.0
-        self.lines, self.stdout = lines, stdout
-        own = usage.ru_utime + usage.ru_stime
+        self.lines, self.stdout, self.mem = lines, stdout, mem
+        own = usage.ru_utime + usage.ru_stime + mem.get("sampler_cpu_s", 0.0)
         self.other_cpu = max(0.0, (busy_s - own) / (self.wall_s * (os.cpu_count() or 1)))
 
     def first(self, pattern):
@@ -107,7 +226,8 @@ class Run:
         return None
 
 
-def run(cmd, env=None, check=True, quiet=False):
+def run(cmd, env=None, check=True, quiet=False, sample=None):
+    """Runs CMD to its end; SAMPLE = (interval, rank name or None) samples its memory."""
     cmd = [str(c) for c in cmd]
     if not quiet:
         log("+ " + " ".join(cmd))
@@ -116,6 +236,7 @@ def run(cmd, env=None, check=True, quiet=False):
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=dict(os.environ, **(env or {})))
+    sampler = MemSampler(proc.pid, *sample) if sample else None
 
     def read_err():
         for raw in iter(proc.stderr.readline, b""):
@@ -127,13 +248,16 @@ def run(cmd, env=None, check=True, quiet=False):
     readers = [threading.Thread(target=read_err), threading.Thread(target=read_out)]
     for r in readers:
         r.start()
+    # the sampler must see the ranks before they are reaped: wait without reaping first
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)
+    mem = sampler.finish() if sampler else {}
     _, status, usage = os.wait4(proc.pid, 0)
     t1 = time.monotonic()
     busy = cpu_busy_s() - b0
     proc.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
         r.join()
-    res = Run(cmd, proc.returncode, t0, t1, usage, busy, lines, "".join(out))
+    res = Run(cmd, proc.returncode, t0, t1, usage, busy, lines, "".join(out), mem)
     if check and res.rc != 0:
         tail = "\n".join(line for _, line in lines[-8:])
         raise BenchError(f"{os.path.basename(cmd[0])} exited {res.rc}:\n{tail}")
@@ -204,27 +328,57 @@ def step_flops(c):
     return dict(forward=mm_fwd + attn_fwd + lora_fwd, lora=lora, full=full)
 
 
-def gemm_time_estimate(c, rates):
-    """Seconds the step's sgemm calls take at sgemm_peak's measured (mean) rate of each
-    shape: the step's time if everything but the products were free."""
+def product_seconds(c, rates, frozen_lib, f32_lib, mode):
+    """Seconds a step's products take at gemm_peak's measured (mean) rate of each shape,
+    the frozen weights' products (forward, input gradient) on FROZEN_LIB, the others
+    (weight gradients, the thin LoRA products) on F32_LIB: the step's time if everything
+    but the products were free."""
     C, F, V, L, N, r = c["dim"], 4 * c["dim"], c["vocab"], c["layers"], c["batch"] * c["seq"], c["rank"]
-    k = model_counts(c)
+    fz, f32 = rates[frozen_lib], rates[f32_lib]
 
-    def t(name, m, n, kk):
-        return 2.0 * m * n * kk / (rates[name] * 1e9)
+    def t(rate, name, m, n, kk):
+        return 2.0 * m * n * kk / (rate[name] * 1e9)
 
-    fwd = L * (t("fwd c_attn", N, 3 * C, C) + t("fwd attn.c_proj", N, C, C) + t("fwd mlp.c_fc", N, F, C)
-               + t("fwd mlp.c_proj", N, C, F)) + t("fwd lm_head", N, V, C)
-    dx = L * (t("dx c_attn", N, C, 3 * C) + t("dx attn.c_proj", N, C, C) + t("dx mlp.c_fc", N, C, F)
-              + t("dx mlp.c_proj", N, F, C)) + t("dx lm_head", N, C, V)
-    dw = L * (t("dw c_attn (full)", C, 3 * C, N) + t("dw attn.c_proj (full)", C, C, N)
-              + t("dw mlp.c_fc (full)", C, F, N) + t("dw mlp.c_proj (full)", F, C, N)) + t("dw lm_head (full)", V, C, N)
+    maps = [("c_attn", 3 * C, C), ("attn.c_proj", C, C), ("mlp.c_fc", F, C), ("mlp.c_proj", C, F)]
+    fwd = L * sum(t(fz, "fwd " + m, N, o, i) for m, o, i in maps) + t(fz, "fwd lm_head", N, V, C)
+    dx = L * sum(t(fz, "dx " + m, N, i, o) for m, o, i in maps) + t(fz, "dx lm_head", N, C, V)
+    if mode == "full":
+        dw = L * sum(t(f32, f"dw {m} (full)", i, o, N) for m, o, i in maps) + t(f32, "dw lm_head (full)", V, C, N)
+        return fwd + dx + dw
     # per adapter: 2 thin products forward, 4 backward
-    thin = k["adapters"] * (3 * t("lora x.A^T", N, r, C) + 3 * t("lora u.B^T", N, C, r))
-    return dict(lora=fwd + dx + thin, full=fwd + dx + dw)
+    thin = model_counts(c)["adapters"] * (3 * t(f32, "lora x.A^T", N, r, C) + 3 * t(f32, "lora u.B^T", N, C, r))
+    return fwd + dx + thin
 
 
 # ---------------------------------------------------------------------------- parts
+
+# OpenBLAS 0.3.21 does not know CPUs newer than it (Sapphire Rapids among them) and falls
+# back to its generic Prescott kernels; on a CPU with AVX-512 the benchmark then sets the
+# core itself for every process it starts that runs OpenBLAS (PyTorch, gemm_peak, lorad
+# --gemm openblas), so that the baseline is what a tuned user would get.
+OPENBLAS_GENERIC = ("prescott", "nehalem", "katmai", "core2", "generic")
+OPENBLAS_TUNED = "SkylakeX"
+
+
+def openblas_detected():
+    """The core OpenBLAS picks in this environment (its corename), or '?'."""
+    code = ("import ctypes; l = ctypes.CDLL('libopenblas.so.0'); l.openblas_get_corename.restype = ctypes.c_char_p; "
+            "print(l.openblas_get_corename().decode())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    return p.stdout.strip() or "?"
+
+
+def openblas_tune():
+    """Sets OPENBLAS_CORETYPE where OpenBLAS would run generic kernels on an AVX-512 CPU;
+    returns (the core it detects on its own, the core set or None)."""
+    auto = openblas_detected()
+    with open("/proc/cpuinfo") as f:
+        avx512 = " avx512f " in f.read()
+    if "OPENBLAS_CORETYPE" in os.environ or auto.lower() not in OPENBLAS_GENERIC or not avx512:
+        return auto, None
+    os.environ["OPENBLAS_CORETYPE"] = OPENBLAS_TUNED
+    return auto, OPENBLAS_TUNED
+
 
 def part_machine(args):
     cpu = platform.processor() or "?"
@@ -252,18 +406,48 @@ def part_machine(args):
     # the harness itself (bench/) is not what is measured
     if git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench"):
         commit += " (with uncommitted changes outside bench/)"
+    sources = git("ls-files", "--", *LORAD_SOURCES).splitlines()
     return dict(cpu=cpu, cores=os.cpu_count(), mem=mem, kernel=platform.release(), commit=commit,
-                date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
+                load=os.getloadavg(), date=utc(time.time()), built=os.path.getmtime(args.lorad),
+                newer=sources_newer(sources, os.path.getmtime(args.lorad)))
 
 
-def part_sgemm(args, c, model=None, data=None):
-    res = run([args.sgemm, "--threads", c["threads"], "--tokens", c["batch"] * c["seq"], "--dim", c["dim"],
-               "--vocab", c["vocab"], "--rank", c["rank"], "--min-time", c["sgemm_min_time"]])
+# What the lorad binary is built from: a file here newer than the binary may not be in it.
+LORAD_SOURCES = ["worker", "coordinator", "storage", "daemon", "proto", "CMakeLists.txt"]
+
+
+def utc(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def sources_newer(paths, t):
+    """The paths (relative to the repository) of the files modified after T, newest first."""
+    stamped = [(os.path.getmtime(os.path.join(ROOT, p)), p) for p in paths if os.path.exists(os.path.join(ROOT, p))]
+    return [p for m, p in sorted(stamped, reverse=True) if m > t]
+
+
+def build_note(m):
+    """RESULTS.md's warning when the measured binary is older than the sources of the commit."""
+    if not m.get("newer"):
+        return f"lorad built {utc(m['built'])}, after its last source change"
+    return (f"**the lorad binary measured (built {utc(m['built'])}) is older than {len(m['newer'])} of its source "
+            f"files ({', '.join(m['newer'][:3])}{', …' if len(m['newer']) > 3 else ''}): these numbers may not be "
+            f"the commit's; rebuild and run again**")
+
+
+def part_peak(args, c, model=None, data=None):
+    """gemm_peak: every shape on every library; the peak of each library is its best rate
+    over the model-sized shapes (the thin LoRA products excluded)."""
+    res = run([args.peak, "--threads", c["threads"], "--tokens", c["batch"] * c["seq"], "--dim", c["dim"],
+               "--vocab", c["vocab"], "--rank", c["rank"], "--min-time", c["peak_min_time"]])
     shapes = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
-    blas = next((line for _, line in res.lines if "OpenBLAS" in line), "")
-    big = [s for s in shapes if not s["name"].startswith("lora")]
-    return dict(shapes=shapes, peak=max(s["gflops_best"] for s in big), blas=blas.replace("sgemm_peak: ", ""),
-                other_cpu=res.other_cpu, rates={s["name"]: s["gflops_mean"] for s in shapes})
+    by_lib = {lib: [s for s in shapes if s["lib"] == lib] for lib in LIBS}
+    peaks = {lib: max((s["gflops_best"] for s in ss if not s["name"].startswith("lora")), default=float("nan"))
+             for lib, ss in by_lib.items()}
+    libs = next((line for _, line in res.lines if line.startswith("gemm_peak: ")), "")
+    return dict(shapes=shapes, peaks=peaks, rates={lib: {s["name"]: s["gflops_mean"] for s in ss}
+                                                   for lib, ss in by_lib.items()},
+                libs=libs.replace("gemm_peak: ", ""), other_cpu=res.other_cpu)
 
 
 def train_args(c, model, data, out, steps, threads):
@@ -286,10 +470,19 @@ def mean(xs):
 
 
 def step_stats(rows, warmup, tokens):
-    meas = [r for r in rows if r["step"] > warmup]
-    st = mean(r["step_s"] for r in meas)
-    return dict(step_s=st, step_min=min(r["step_s"] for r in meas), step_max=max(r["step_s"] for r in meas),
-                tokens_per_s=tokens / st, n=len(meas), loss1=rows[0]["loss"])
+    """Mean, least and most step time over the steps after WARMUP (NaN when none)."""
+    meas = [r["step_s"] for r in rows if r["step"] > warmup]
+    st = mean(meas)
+    return dict(step_s=st, step_min=min(meas, default=float("nan")), step_max=max(meas, default=float("nan")),
+                tokens_per_s=tokens / st, n=len(meas), loss1=rows[0]["loss"], first_step_s=rows[0]["step_s"])
+
+
+def comm_stats(rows, warmup, step_s):
+    """Rank 0's all-reduce time (comm_s) over the measured steps, and its share of the step."""
+    meas = [r for r in rows if r["step"] > warmup] or rows
+    comm = mean(r.get("comm_s", 0.0) for r in meas)
+    return dict(comm_s=comm, comm_min_s=min(r.get("comm_s", 0.0) for r in meas), comm_frac=comm / step_s,
+                allreduce_bytes=meas[-1].get("allreduce_bytes", 0))
 
 
 def ckpt_saves(res):
@@ -308,90 +501,129 @@ def file_mb(path):
     return os.path.getsize(os.path.realpath(path)) / 1e6
 
 
-def part_lora(args, c, model, data):
-    """LoRA steps with a checkpoint after each; one more step resumed from the last of
-    them; `lorad inspect` of it; then one step with the model file cold in the page cache."""
-    out = os.path.join(args.workdir, "out-lora")
+def lorad_train(args, c, model, data, name, steps, flags=(), ranks=1, ckpt_every=0):
+    """Runs one lorad training variant: the shared LoRA flags plus FLAGS, in WORKDIR/out-NAME,
+    on RANKS ranks (under mpirun when more than 1) that share the config's threads, with its
+    memory sampled. Returns the step, all-reduce and memory numbers, and the Run."""
+    out = os.path.join(args.workdir, "out-" + name)
     shutil.rmtree(out, ignore_errors=True)
-    steps = c["warmup"] + c["lora_steps"]
-    res = run([args.lorad] + train_args(c, model, data, out, steps, c["threads"]) + ["--ckpt-every", 1])
+    threads = max(1, c["threads"] // ranks)
+    cmd = [args.lorad] + train_args(c, model, data, out, steps, threads) + ["--ckpt-every", ckpt_every] + list(flags)
+    env, rank_name = None, None
+    if ranks > 1:
+        cmd = ["mpirun", "--oversubscribe", "-np", ranks] + cmd
+        env, rank_name = MPI_ENV, os.path.basename(args.lorad)[:15]  # comm is at most 15 characters
+    res = run(cmd, env=env, sample=(c["mem_interval"], rank_name))
     rows = read_metrics(out)
     r = step_stats(rows, c["warmup"], c["batch"] * c["seq"])
+    r.update(comm_stats(rows, c["warmup"], r["step_s"]))
+    r.update(res.mem, ranks=ranks, threads=threads, out=out, other_cpu=res.other_cpu,
+             setup_s=res.first(r"trainable parameters"))
+    # one process: wait4's exact peak; ranks: the largest VmHWM sampled of each
+    r["rank_rss_mib"] = res.mem["rank_hwm_mib"] if ranks > 1 else [res.rss_mib]
+    r["rss_mib"] = max(r["rank_rss_mib"], default=float("nan"))
+    return r, res
+
+
+def part_lora(args, c, model, data):
+    """The default LoRA run (f32 on oneDNN) with a checkpoint after each step; one more
+    step resumed from the last of them; `lorad inspect` of it; then one step with the model
+    file cold in the page cache."""
+    steps = c["warmup"] + c["lora_steps"]
+    r, res = lorad_train(args, c, model, data, "lora", steps, ckpt_every=1)
     saves = ckpt_saves(res)
-    ckpt = os.path.join(out, "checkpoints", f"step-{steps:08d}.h5")
-    r.update(rss_mib=res.rss_mib, other_cpu=res.other_cpu, setup_s=res.first(r"trainable parameters"),
-             ckpt_save_s=mean(saves), ckpt_saves=len(saves), ckpt_mb=file_mb(ckpt),
-             warm_extra_s=rows[0]["step_s"] - r["step_s"])
+    ckpt = os.path.join(r["out"], "checkpoints", f"step-{steps:08d}.h5")
+    r.update(ckpt_save_s=mean(saves), ckpt_saves=len(saves), ckpt_mb=file_mb(ckpt),
+             warm_extra_s=r["first_step_s"] - r["step_s"])
     # resume from the last checkpoint for one more step: setup now includes the restore
-    res2 = run([args.lorad] + train_args(c, model, data, out, steps + 1, c["threads"])
-               + ["--ckpt-every", 0, "--resume", ckpt])
-    r["resume_setup_s"] = res2.first(r"trainable parameters")
+    resumed, _ = lorad_train(args, c, model, data, "lora-resume", steps + 1, ["--resume", ckpt])
+    r["resume_setup_s"] = resumed["setup_s"]
     r["inspect_s"] = run([args.lorad, "inspect", ckpt]).wall_s
     # a cold start: the weights must come from the disk
-    cold = os.path.join(args.workdir, "out-lora-cold")
-    shutil.rmtree(cold, ignore_errors=True)
     evict_page_cache(os.path.join(model, "model.safetensors"))
-    res3 = run([args.lorad] + train_args(c, model, data, cold, 1, c["threads"]) + ["--ckpt-every", 0])
-    r["cold_setup_s"] = res3.first(r"trainable parameters")
-    r["cold_extra_s"] = read_metrics(cold)[0]["step_s"] - r["step_s"]
+    cold, _ = lorad_train(args, c, model, data, "lora-cold", 1)
+    r["cold_setup_s"] = cold["setup_s"]
+    r["cold_extra_s"] = cold["first_step_s"] - r["step_s"]
     return r
 
 
 def part_full(args, c, model, data):
-    out = os.path.join(args.workdir, "out-full")
-    shutil.rmtree(out, ignore_errors=True)
+    """--mode full, checkpoint and export at the end only."""
     steps = c["warmup"] + c["full_steps"]
-    res = run([args.lorad] + train_args(c, model, data, out, steps, c["threads"])
-              + ["--mode", "full", "--ckpt-every", 0])
-    rows = read_metrics(out)
-    r = step_stats(rows, c["warmup"], c["batch"] * c["seq"])
+    r, res = lorad_train(args, c, model, data, "full", steps, ["--mode", "full"])
     saves = ckpt_saves(res)
-    ckpt = os.path.join(out, "checkpoints", f"step-{steps:08d}.h5")
+    ckpt = os.path.join(r["out"], "checkpoints", f"step-{steps:08d}.h5")
     t_ck = next((t for t, line in res.lines if "lorad: checkpoint " in line), None)
     t_wr = next((t for t, line in res.lines if "lorad: wrote " in line), None)
-    r.update(rss_mib=res.rss_mib, other_cpu=res.other_cpu, setup_s=res.first(r"trainable parameters"),
-             ckpt_save_s=mean(saves), ckpt_saves=len(saves), ckpt_mb=file_mb(ckpt),
+    r.update(ckpt_save_s=mean(saves), ckpt_saves=len(saves), ckpt_mb=file_mb(ckpt),
              export_s=(t_wr - t_ck) if t_ck is not None and t_wr is not None else float("nan"))
     r["inspect_s"] = run([args.lorad, "inspect", ckpt]).wall_s
-    shutil.rmtree(os.path.join(out, "model"), ignore_errors=True)  # 500 MB nobody reads
+    shutil.rmtree(os.path.join(r["out"], "model"), ignore_errors=True)  # 500 MB nobody reads
     return r
 
 
-def part_mpi(args, c, model, data):
-    out = os.path.join(args.workdir, "out-mpi2")
-    shutil.rmtree(out, ignore_errors=True)
-    steps = c["warmup"] + c["mpi_steps"]
-    threads = max(1, c["threads"] // 2)
-    res = run(["mpirun", "--oversubscribe", "-np", 2, args.lorad]
-              + train_args(c, model, data, out, steps, threads) + ["--ckpt-every", 0], env=MPI_ENV)
-    rows = read_metrics(out)
-    r = step_stats(rows, c["warmup"], c["batch"] * c["seq"])
-    meas = [x for x in rows if x["step"] > c["warmup"]]
-    r.update(comm_s=mean(x["comm_s"] for x in meas), comm_min_s=min(x["comm_s"] for x in meas),
-             allreduce_bytes=meas[-1]["allreduce_bytes"],
-             rss_mib=res.rss_mib, other_cpu=res.other_cpu, threads=threads)
-    r["comm_frac"] = r["comm_s"] / r["step_s"]
-    return r
+def part_variant(name, steps_key, flags=(), ranks=1):
+    """A part that runs one more lorad variant (FLAGS, RANKS) and keeps its numbers."""
+    def part(args, c, model, data):
+        return lorad_train(args, c, model, data, name, c["warmup"] + c[steps_key], flags, ranks)[0]
+    return part
 
 
 def part_torch(args, c, model, data):
     steps = c["warmup"] + c["torch_steps"]
     res = run([sys.executable, os.path.join(HERE, "torch_step.py"), "--model", model, "--data", data,
                "--batch", c["batch"], "--seq", c["seq"], "--steps", steps, "--threads", c["threads"],
-               "--targets", c["targets"], "--rank", c["rank"], "--alpha", c["alpha"]])
+               "--targets", c["targets"], "--rank", c["rank"], "--alpha", c["alpha"]],
+              sample=(c["mem_interval"], None))
     j = json.loads(res.stdout.strip().splitlines()[-1])
     meas = [s["step_s"] for s in j["steps"][c["warmup"]:]]
     t1 = res.first(r"^torch step 1/")
     st = mean(meas)
     return dict(step_s=st, step_min=min(meas), step_max=max(meas), tokens_per_s=c["batch"] * c["seq"] / st,
-                n=len(meas), loss1=j["steps"][0]["loss"], rss_mib=res.rss_mib, other_cpu=res.other_cpu,
-                version=j["torch"], load_s=j["load_s"], setup_s=t1 - j["steps"][0]["step_s"] if t1 else None,
-                threads=j["threads"], trainable=j["trainable"])
+                n=len(meas), loss1=j["steps"][0]["loss"], rss_mib=res.rss_mib, rank_rss_mib=[res.rss_mib],
+                other_cpu=res.other_cpu, version=j["torch"], load_s=j["load_s"], ranks=1, threads=j["threads"],
+                setup_s=t1 - j["steps"][0]["step_s"] if t1 else None, trainable=j["trainable"], **res.mem)
+
+
+def perf_samples(pdata, sort, limit):
+    """(percent of all samples, thread id, object, function) rows of `perf report`, those
+    of at least LIMIT percent. oneDNN's generated kernels show as the object `[JIT] tid N`."""
+    rep = run(["perf", "report", "-i", pdata, "--stdio", "--no-children", "--sort", sort, "--percent-limit", limit],
+              check=False, quiet=True)
+    rows = []
+    for line in rep.stdout.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\d+):\S*\s+(.+?)(?:\s+\[[.k]\]\s+(.+))?$", line.rstrip())
+        if m:
+            obj = re.sub(r"^\[JIT\] tid \d+$", "[JIT] (oneDNN's kernels)", m.group(3).strip())
+            sym = re.sub(r"(\s+-)+\s*$", "", m.group(4) or "").strip()
+            rows.append((float(m.group(1)), int(m.group(2)), obj, sym))
+    return rows
+
+
+def profile_summary(pdata):
+    """The main thread's samples by function and the other threads' by object."""
+    objs = perf_samples(pdata, "pid,dso", 0)
+    threads = {}
+    for p, t, _, _ in objs:
+        threads[t] = threads.get(t, 0.0) + p
+    if not threads:
+        return None
+    main_tid = min(threads)  # the main thread's id is the process id, below its threads'
+    main, others = threads[main_tid], sum(v for t, v in threads.items() if t != main_tid)
+    # JIT code has no symbols, its samples spread over many addresses: one row for it all
+    jit = [(p, t, d, "(generated code)") for p, t, d, _ in objs if d.startswith("[JIT]")]
+    rows = [r for r in perf_samples(pdata, "pid,dso,symbol", 0.2) if not r[2].startswith("[JIT]")] + jit
+    top = sorted(((100 * p / main, d, f) for p, t, d, f in rows if t == main_tid), reverse=True)[:12]
+    by_obj = {}
+    for p, t, d, _ in objs:
+        if t != main_tid:
+            by_obj[d] = by_obj.get(d, 0.0) + p
+    other_objs = sorted(((100 * p / others, d) for d, p in by_obj.items()), reverse=True)[:6] if others else []
+    return dict(rows=top, main_share=main, other_threads=len(threads) - 1, other_objs=other_objs)
 
 
 def part_profile(args, c, model, data):
-    """perf record of a LoRA run (setup, one warm-up and one measured step); the share of
-    the samples by shared object and by function."""
+    """perf record of the default LoRA run (setup, one warm-up and one measured step)."""
     if not shutil.which("perf"):
         return None
     out = os.path.join(args.workdir, "out-perf")
@@ -405,33 +637,8 @@ def part_profile(args, c, model, data):
     if rec.rc != 0:
         log("perf record failed; no profile (" + " ".join(line for _, line in rec.lines[-2:]) + ")")
         return None
-    rep = run(["perf", "report", "-i", pdata, "--stdio", "--no-children", "--sort", "pid,dso,symbol",
-               "--percent-limit", 0.2], check=False, quiet=True)
-    rows = []  # (percent of all samples, thread id, object, function)
-    for line in rep.stdout.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(\d+):\S*\s+(\S+)\s+\[[.k]\]\s+(.+)$", line)
-        if m:
-            sym = re.sub(r"(\s+-)+\s*$", "", m.group(4)).strip()
-            rows.append((float(m.group(1)), int(m.group(2)), m.group(3), sym))
-    tot = run(["perf", "report", "-i", pdata, "--stdio", "--no-children", "--sort", "pid"], check=False, quiet=True)
-    threads = {}
-    for line in tot.stdout.splitlines():
-        m = re.match(r"\s*([\d.]+)%\s+(\d+):", line)
-        if m:
-            threads[int(m.group(2))] = float(m.group(1))
-    if not threads:
-        return None
-    main_tid = min(threads)  # the main thread's id is the process id, below its threads'
-    main = threads[main_tid]
-    top = [(100 * p / main, d, f) for p, t, d, f in rows if t == main_tid][:12]
-    others = sum(v for t, v in threads.items() if t != main_tid)
-
-    def share(pred):
-        return 100 * sum(p for p, t, d, f in rows if t != main_tid and pred(d, f)) / others if others else 0.0
-
-    return dict(rows=top, main_share=main, other_threads=len(threads) - 1, other_cpu=rec.other_cpu,
-                others_blas=share(lambda d, f: "openblas" in d and "yield" not in f),
-                others_wait=share(lambda d, f: d == "[kernel.kallsyms]" or "sched_yield" in f))
+    summary = profile_summary(pdata)
+    return dict(summary, other_cpu=rec.other_cpu) if summary else None
 
 
 # ---------------------------------------------------------------------------- report
@@ -448,47 +655,147 @@ def table(head, rows):
     return "\n".join(out)
 
 
-def report(args, c, R):
-    m, sg, lo, fu, mp, to = R["machine"], R["sgemm"], R["lora"], R["full"], R["mpi"], R["torch"]
-    k, fl, peak = model_counts(c), step_flops(c), sg["peak"]
-    gt = gemm_time_estimate(c, sg["rates"])
-    tok = c["batch"] * c["seq"]
-    cols = [("lorad LoRA", lo, fl["lora"]), (f"PyTorch {to['version']} LoRA", to, fl["lora"]),
-            ("lorad full", fu, fl["full"]), (f"lorad LoRA, 2 ranks × {mp['threads']} thread", mp, fl["lora"])]
+def mfu(r, flops, peak):
+    return flops / r["step_s"] / 1e9 / peak
+
+
+def columns(R, c):
+    """The step table's columns that ran: (label, run, frozen lib, f32 lib, FLOPs)."""
+    fl = step_flops(c)
+    out = []
+    for key, label, lib, f32_lib, fkey in COLUMNS:
+        r = R.get(key)
+        if r:
+            name = label.format(torch=r.get("version", ""), threads=r.get("threads", ""))
+            out.append((name, r, lib, f32_lib, fl[fkey], key))
+    return out
+
+
+def report_targets(R, c):
+    """The issue's targets: what was measured, and whether it meets each (never asserted)."""
+    P, fl = R["peak"]["peaks"], step_flops(c)
+    lo, ob, bf, to, fu, mp, mb = (R[k] for k in ("lora", "lora_openblas", "lora_bf16", "torch", "full", "mpi",
+                                                 "mpi_bf16"))
+    x, pct = "{:.2f}×", "{:.1%}"
+    rows = [  # target, measured, bound (negative: an upper bound), format, detail, the runs it compares
+        ("LoRA tokens/s ≥ 1.5× PyTorch's (f32)", lo["tokens_per_s"] / to["tokens_per_s"], 1.5, x,
+         f"{lo['tokens_per_s']:.1f} vs {to['tokens_per_s']:.1f} tokens/s", (lo, to)),
+        ("LoRA tokens/s ≥ 2.5× PyTorch's (`--base-dtype bf16`)", bf["tokens_per_s"] / to["tokens_per_s"], 2.5, x,
+         f"{bf['tokens_per_s']:.1f} vs {to['tokens_per_s']:.1f} tokens/s", (bf, to)),
+        ("MFU ≥ 60 % of the oneDNN f32 peak (f32, oneDNN)", mfu(lo, fl["lora"], P["onednn"]), 0.60, pct,
+         f"--gemm openblas: {mfu(ob, fl['lora'], P['openblas']):.1%} of the OpenBLAS peak", (lo, R["peak"])),
+        ("MFU ≥ 60 % of the oneDNN bf16 peak (bf16)", mfu(bf, fl["lora"], P["onednn_bf16"]), 0.60, pct,
+         f"peak {P['onednn_bf16']:.1f} GFLOP/s", (bf, R["peak"])),
+        ("peak RSS ≤ 0.5× PyTorch's (f32)", lo["rss_mib"] / to["rss_mib"], -0.5, x,
+         f"{lo['rss_mib']:.0f} vs {to['rss_mib']:.0f} MiB", (lo, to)),
+        ("peak RSS ≤ 0.3× PyTorch's (bf16)", bf["rss_mib"] / to["rss_mib"], -0.3, x,
+         f"{bf['rss_mib']:.0f} vs {to['rss_mib']:.0f} MiB", (bf, to)),
+        ("lorad LoRA step ≤ 0.70× lorad full step", lo["step_s"] / fu["step_s"], -0.70, x,
+         f"{lo['step_s']:.3f} vs {fu['step_s']:.3f} s", (lo, fu)),
+        ("all-reduce ≤ 2 % of the step, 2 ranks", mp["comm_frac"], -0.02, "{:.2%}",
+         f"f32; bf16: {mb['comm_frac']:.2%}", (mp, mb)),
+    ]
+
+    def met(v, bound):
+        ok = v <= -bound if bound < 0 else v >= bound
+        return "**met**" if ok else "**not met**"
+
+    def others(runs):  # the most CPU other processes took during any of the runs compared
+        return f"{100 * max(r['other_cpu'] for r in runs):.0f} %"
+
+    return table(["target", "measured", "", "detail", "others' CPU (most of the runs compared)"],
+                 [[name, f.format(v), met(v, b), note, others(runs)] for name, v, b, f, note, runs in rows])
+
+
+def report_step(R, c):
+    """The training-step table (one column per run) and the ratios below it."""
+    P, rates = R["peak"]["peaks"], R["peak"]["rates"]
+    cols = columns(R, c)
 
     def row(label, f):
-        return [label] + [f(r, F) for _, r, F in cols]
+        return [label] + [f(*col) for col in cols]
 
-    step_rows = [
+    def products(name, r, lib, f32_lib, F, key):
+        if r["ranks"] > 1:  # each rank runs half the tokens on 1 thread: the 2-thread rates do not apply
+            return "–"
+        t = product_seconds(c, rates, lib, f32_lib, "full" if key == "full" else "lora")
+        return f"{t:.3f} ({100 * t / r['step_s']:.0f} %)"
+
+    rows = [
         row("step time (s), mean of measured",
-            lambda r, F: f"{fmt(r['step_s'], '.3f')} ({fmt(r['step_min'], '.3f')}–{fmt(r['step_max'], '.3f')})"),
-        row("measured steps (after warm-up)", lambda r, F: str(r["n"])),
-        row("tokens/s", lambda r, F: fmt(r["tokens_per_s"], ".1f")),
-        row("model GFLOP / step", lambda r, F: fmt(F / 1e9, ".4g")),
-        row("achieved GFLOP/s", lambda r, F: fmt(F / r["step_s"] / 1e9, ".1f")),
-        row(f"MFU (vs sgemm peak {peak:.1f} GFLOP/s)",
-            lambda r, F: fmt(100 * F / r["step_s"] / 1e9 / peak, ".1f") + " %"),
-        row("peak RSS (MiB)", lambda r, F: fmt(r["rss_mib"], ".0f")),
-        row("loss at step 1 (same model, same batch)", lambda r, F: fmt(r["loss1"], ".5f")),
-        row("other processes' CPU meanwhile (% of the cores)", lambda r, F: fmt(100 * r["other_cpu"], ".1f") + " %"),
+            lambda n, r, *_: f"{fmt(r['step_s'], '.3f')} ({fmt(r['step_min'], '.3f')}–{fmt(r['step_max'], '.3f')})"),
+        row("measured steps (after warm-up)", lambda n, r, *_: str(r["n"])),
+        row("tokens/s", lambda n, r, *_: fmt(r["tokens_per_s"], ".1f")),
+        row("model GFLOP / step", lambda n, r, l, f, F, k: fmt(F / 1e9, ".4g")),
+        row("achieved GFLOP/s", lambda n, r, l, f, F, k: fmt(F / r["step_s"] / 1e9, ".1f")),
+        row("frozen products on (its peak, GFLOP/s)", lambda n, r, l, *_: f"{LIBS[l]} ({fmt(P[l], '.1f')})"),
+        row("**MFU** (vs that peak)", lambda n, r, l, f, F, k: f"**{fmt(100 * mfu(r, F, P[l]), '.1f')} %**"),
+        row("products alone at their measured rates (s; share of the step)", products),
+        row("peak RSS (MiB; the largest rank)", lambda n, r, *_: fmt(r["rss_mib"], ".0f")),
+        row("loss at step 1 (same model, same batch)", lambda n, r, *_: fmt(r["loss1"], ".5f")),
+        row("all-reduce (`comm_s`) share of the step",
+            lambda n, r, *_: fmt(100 * r["comm_frac"], ".2f") + " %" if r["ranks"] > 1 else "–"),
+        row("other processes' CPU meanwhile (% of the cores)",
+            lambda n, r, *_: fmt(100 * r["other_cpu"], ".1f") + " %"),
     ]
-    ratios = [
-        f"- lorad / PyTorch, tokens/s: **{lo['tokens_per_s'] / to['tokens_per_s']:.2f}×**; "
-        f"peak RSS: **{lo['rss_mib'] / to['rss_mib']:.2f}×**",
+    lo, ob, bf, to, fu, mp = (R[k] for k in ("lora", "lora_openblas", "lora_bf16", "torch", "full", "mpi"))
+    notes = [
+        f"- lorad / PyTorch, tokens/s: f32 **{lo['tokens_per_s'] / to['tokens_per_s']:.2f}×**, "
+        f"`--gemm openblas` {ob['tokens_per_s'] / to['tokens_per_s']:.2f}×, "
+        f"bf16 **{bf['tokens_per_s'] / to['tokens_per_s']:.2f}×**; "
+        f"peak RSS: f32 **{lo['rss_mib'] / to['rss_mib']:.2f}×**, bf16 **{bf['rss_mib'] / to['rss_mib']:.2f}×**",
+        f"- oneDNN / OpenBLAS (lorad f32), step time: {lo['step_s'] / ob['step_s']:.2f}; "
+        f"bf16 / f32 (lorad, oneDNN): {bf['step_s'] / lo['step_s']:.2f}",
         f"- LoRA / full (lorad), step time: **{lo['step_s'] / fu['step_s']:.2f}**; "
         f"peak RSS: **{lo['rss_mib'] / fu['rss_mib']:.2f}**",
-        f"- 2 ranks: all-reduce (`comm_s`) **{100 * mp['comm_frac']:.2f} %** of the step "
-        f"({1e3 * mp['comm_s']:.2f} ms of {mp['step_s']:.3f} s, the least {1e3 * mp['comm_min_s']:.2f} ms; "
-        f"{mp['allreduce_bytes']:,} bytes per step; comm_s includes waiting for the slower rank); "
-        f"tokens/s {mp['tokens_per_s']:.1f} against {lo['tokens_per_s']:.1f} for 1 rank × {c['threads']} threads",
-        f"- sgemm share: the step's products at sgemm_peak's measured rate of each shape take "
-        f"{gt['lora']:.3f} s of lorad's {lo['step_s']:.3f} s LoRA step (**{100 * gt['lora'] / lo['step_s']:.0f} %**) "
-        f"and {gt['full']:.3f} s of the {fu['step_s']:.3f} s full step ({100 * gt['full'] / fu['step_s']:.0f} %); "
-        f"the rest is everything else (attention loops, LayerNorm, GELU, softmax/cross-entropy, AdamW, memsets)",
+        *[f"- 2 ranks, {what}: all-reduce **{100 * m['comm_frac']:.2f} %** of the step ({1e3 * m['comm_s']:.2f} ms of "
+          f"{m['step_s']:.3f} s, the least {1e3 * m['comm_min_s']:.2f} ms; {m['allreduce_bytes']:,} bytes per step; "
+          f"comm_s includes waiting for the slower rank); tokens/s {m['tokens_per_s']:.1f} against "
+          f"{one['tokens_per_s']:.1f} for 1 rank × {c['threads']} threads"
+          for what, m, one in (("f32", mp, lo), ("bf16", R["mpi_bf16"], bf))],
     ]
-    sg_rows = [[s["name"], s["trans"], f"{s['M']}×{s['N']}×{s['K']}", fmt(s["gflops_best"], ".1f"),
-                fmt(s["gflops_mean"], ".1f")] for s in sg["shapes"]]
-    io_rows = [
+    over = [col[0] for col in cols if mfu(col[1], col[4], P[col[2]]) > 1.0]
+    if over:
+        notes.append(f"- MFU over 100 % ({', '.join(over)}): the run went faster than the peak `gemm_peak` measured "
+                     f"for its library, so that peak is an underestimate (taken under load, or at a thread count "
+                     f"the run does not use): read that MFU as a bound, not a fraction")
+    return table(["", *[col[0] for col in cols]], rows) + "\n\n" + "\n".join(notes)
+
+
+def report_memory(R, c):
+    """Memory per node at 1 and 2 ranks: each rank's peak RSS and the node's summed PSS."""
+    specs = [("f32", "lora", "1 × 2"), ("f32", "mpi", "2 × 1"), ("bf16", "lora_bf16", "1 × 2"),
+             ("bf16", "mpi_bf16", "2 × 1"), ("f32, full", "full", "1 × 2"), ("PyTorch f32", "torch", "1 × 2")]
+    one = {"mpi": R["lora"], "mpi_bf16": R["lora_bf16"]}
+    rows = []
+    for what, key, layout in specs:
+        r = R[key]
+        growth = r["pss_peak_mib"] / one[key]["pss_peak_mib"] if key in one else None
+        rows.append([what, layout, " / ".join(fmt(x, ".0f") for x in r["rank_rss_mib"]),
+                     f"**{fmt(r['pss_peak_mib'], '.0f')}**", fmt(growth, ".2f") + "×" if growth else "–",
+                     " / ".join(fmt(r[k], ".0f") for k in ("pss_anon_mib", "pss_file_mib", "pss_shmem_mib")),
+                     str(r["mem_samples"])])
+    return table(["run", "ranks × threads", "peak RSS of each rank (MiB)",
+                  "node: peak of the ranks' summed PSS (MiB)", "node PSS vs 1 rank",
+                  "of which anon / file / shmem (MiB)", "samples"], rows)
+
+
+def report_peaks(R):
+    """The products on each library side by side: best (mean) GFLOP/s per shape."""
+    pk = R["peak"]
+    cell = {(s["name"], s["lib"]): f"{s['gflops_best']:.1f} ({s['gflops_mean']:.1f})" for s in pk["shapes"]}
+    names = list(dict.fromkeys(s["name"] for s in pk["shapes"]))
+    first = {s["name"]: s for s in reversed(pk["shapes"])}
+    rows = [[n, first[n]["trans"], f"{first[n]['M']}×{first[n]['N']}×{first[n]['K']}",
+             *[cell.get((n, lib), "–") for lib in LIBS]] for n in names]
+    rows.append(["**peak** (best of the model-sized shapes)", "", "",
+                 *[f"**{fmt(pk['peaks'][lib], '.1f')}**" for lib in LIBS]])
+    return table(["product", "op", "M×N×K", *[f"{name} best (mean)" for name in LIBS.values()]], rows)
+
+
+def report_io(R):
+    lo, fu, to = R["lora"], R["full"], R["torch"]
+    rows = [
         ["checkpoint size (MB)", fmt(lo["ckpt_mb"], ".2f"), fmt(fu["ckpt_mb"], ".1f"), "–"],
         ["checkpoint save (s)", f"{fmt(lo['ckpt_save_s'], '.4f')} (mean of {lo['ckpt_saves']})",
          f"{fmt(fu['ckpt_save_s'], '.3f')} (the final one)", "–"],
@@ -502,54 +809,84 @@ def report(args, c, R):
          f"{fmt(lo['warm_extra_s'], '.3f')} / {fmt(lo['cold_extra_s'], '.3f')}", "–", "–"],
         ["export at the end: model.safetensors (s)", "–", fmt(fu.get("export_s"), ".3f"), "–"],
     ]
-    L = []
-    L.append("# lorad benchmark results\n")
-    L.append(f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['mem']} RAM, Linux {m['kernel']}; {sg['blas']}")
-    L.append(f"- **Date**: {m['date']}; **commit** {m['commit']}")
-    L.append(f"- **Command**: `{R['command']}`" + (" (smoke: a tiny model, numbers meaningless)" if args.smoke else ""))
-    L.append(f"- **Model**: GPT-2 shape, {c['layers']} layers, d={c['dim']}, {c['heads']} heads, vocab {c['vocab']}, "
-             f"{c['positions']} positions: {k['params'] / 1e6:.2f} M parameters ({k['matmul_params'] / 1e6:.2f} M in "
-             f"products, LM head tied), random weights from `lorad init-model`, F32")
-    L.append(f"- **Step**: batch {c['batch']} × seq {c['seq']} = {tok} tokens; "
-             f"LoRA r={c['rank']} α={c['alpha']:g} on "
-             f"{c['targets']} ({k['lora_params']:,} trainable parameters); AdamW, clip 1; {c['threads']} threads "
-             f"(OpenBLAS and OpenMP); {c['warmup']} warm-up step not counted")
-    L.append("\n## Training step\n")
-    L.append(table(["", *[n for n, _, _ in cols]], step_rows))
-    L.append("")
-    L.extend(ratios)
-    L.append(f"\n## sgemm (OpenBLAS cblas_sgemm, {c['threads']} threads, row-major as lorad calls it)\n")
-    L.append(table(["product", "op", "M×N×K", "best GFLOP/s", "mean GFLOP/s"], sg_rows))
-    L.append(f"\nPeak (the best of the model-sized shapes, thin LoRA products excluded): **{peak:.1f} GFLOP/s**; "
-             f"other processes used {100 * sg['other_cpu']:.1f} % of the cores meanwhile.")
-    L.append("\n## Checkpoints and loading (lorad)\n")
-    L.append(table(["", "lorad LoRA", "lorad full", "PyTorch LoRA"], io_rows))
-    pr = R.get("profile")
-    if pr:
-        L.append("\n## Where lorad's LoRA step goes (perf record of setup + 2 steps)\n")
-        L.append(f"The main thread runs the whole time ({pr['main_share']:.0f} % of all samples), so its profile is "
-                 f"the run's wall time; the share of its samples by function:\n")
-        L.append(table(["main thread", "object", "function"], [[f"{p:.1f} %", d, f"`{f}`"] for p, d, f in pr["rows"]]))
-        L.append(f"\nThe other {pr['other_threads']} thread(s) (OpenBLAS's workers) spend {pr['others_blas']:.0f} % of "
-                 f"their samples in OpenBLAS and {pr['others_wait']:.0f} % yielding the CPU while they wait "
-                 f"(`sched_yield` and the scheduler): the time the main thread runs single-threaded code.")
+    return table(["", "lorad LoRA", "lorad full", "PyTorch LoRA"], rows)
+
+
+def report_profile(pr):
+    return "\n".join([
+        "\n## Where lorad's default LoRA step goes (perf record of setup + 2 steps)\n",
+        f"The main thread runs the whole time ({pr['main_share']:.0f} % of all samples; it also takes its share "
+        f"of every OpenMP region), so its profile is the run's wall time; the share of its samples by function "
+        f"(`[JIT]` is oneDNN's generated product kernels, which perf sees without symbols):\n",
+        table(["main thread", "object", "function"], [[f"{p:.1f} %", d, f"`{f}`"] for p, d, f in pr["rows"]]),
+        f"\nThe other {pr['other_threads']} thread(s) (OpenMP's workers, which run oneDNN's products and lorad's "
+        f"parallel kernels, and OpenBLAS's idle pool) by object, the share of their samples:\n",
+        table(["other threads", "object"], [[f"{p:.1f} %", d] for p, d in pr["other_objs"]]),
+    ])
+
+
+def openblas_core(libs):
+    m = re.search(r"\(core (\w+)\)", libs)
+    return m.group(1) if m else "?"
+
+
+def report(args, c, R):
+    m, pk = R["machine"], R["peak"]
+    k, tok = model_counts(c), c["batch"] * c["seq"]
+    load = ", ".join(f"{x:.2f}" for x in m["load"])
+    L = ["# lorad benchmark results\n",
+         f"- **Command**: `{R['command']}`" + (" (smoke: a tiny model, numbers meaningless)" if args.smoke else ""),
+         f"- **Machine**: {m['cpu']}, {m['cores']} cores, {m['mem']} RAM, Linux {m['kernel']}; load average "
+         f"{load} at the start; {pk['libs']}",
+         f"- **Date**: {m['date']}; **commit** {m['commit']}; {build_note(m)}",
+         f"- **OpenBLAS core**: detects `{m['openblas_auto']}` here" +
+         (f"; the benchmark sets `OPENBLAS_CORETYPE={m['openblas_set']}` (AVX-512 kernels) for PyTorch, gemm_peak "
+          f"and `--gemm openblas`, so the baseline does not run OpenBLAS's generic kernels" if m["openblas_set"]
+          else ""),
+         f"- **Model**: GPT-2 shape, {c['layers']} layers, d={c['dim']}, {c['heads']} heads, vocab {c['vocab']}, "
+         f"{c['positions']} positions: {k['params'] / 1e6:.2f} M parameters ({k['matmul_params'] / 1e6:.2f} M in "
+         f"products, LM head tied), random weights from `lorad init-model`, F32 on disk",
+         f"- **Step**: batch {c['batch']} × seq {c['seq']} = {tok} tokens; LoRA r={c['rank']} α={c['alpha']:g} on "
+         f"{c['targets']} ({k['lora_params']:,} trainable parameters); AdamW, clip 1; {c['threads']} threads "
+         f"(OpenMP, and OpenBLAS's where it runs); {c['warmup']} warm-up step not counted",
+         "\n## Targets (issue #8)\n", report_targets(R, c),
+         "\n## Training step\n", report_step(R, c),
+         "\n## Memory per node, 1 and 2 ranks\n", report_memory(R, c),
+         f"\nPSS sampled every {c['mem_interval']:g} s from `/proc/PID/smaps_rollup` of each lorad rank (the "
+         f"children of mpirun) or of the one process; shared pages (the mapped model file) count once per node. "
+         f"Anon is private memory (activations, gradients, converted weights), file the mapped files (the model, "
+         f"libraries), shmem shared memory (Open MPI's segments).",
+         f"\n## Matrix products at the model's shapes ({c['threads']} threads, row-major as lorad calls them, "
+         f"through worker/gemm.h)\n", report_peaks(R),
+         f"\nGFLOP/s, best of the repetitions (mean in brackets); bf16 applies to the frozen-weight products only. "
+         f"OpenBLAS ran its `{openblas_core(pk['libs'])}` kernels (DYNAMIC_ARCH's choice on this CPU; PyTorch "
+         f"loads the same library). Other processes used {100 * pk['other_cpu']:.1f} % of the cores meanwhile.",
+         "\n## Checkpoints and loading (lorad, default LoRA run)\n", report_io(R)]
+    if R.get("profile"):
+        L.append(report_profile(R["profile"]))
     L.append("\nbench/README.md explains how each number is measured and the FLOP formulas.")
     return "\n".join(L) + "\n"
 
 
 def numbers_missing(R):
     """The smoke check: every part must have produced a finite number (never a timing)."""
-    need = {"sgemm": ["peak"], "lora": ["step_s", "tokens_per_s", "rss_mib", "setup_s", "ckpt_save_s", "inspect_s",
-                                        "resume_setup_s", "cold_setup_s", "cold_extra_s", "ckpt_mb"],
-            "torch": ["step_s", "tokens_per_s", "rss_mib", "setup_s"],
-            "full": ["step_s", "rss_mib", "ckpt_save_s", "inspect_s"],
-            "mpi": ["step_s", "comm_s", "comm_frac", "allreduce_bytes"]}
-    bad = []
+    run_keys = ["step_s", "tokens_per_s", "rss_mib", "pss_peak_mib"]
+    need = {"lora": run_keys + ["setup_s", "ckpt_save_s", "inspect_s", "resume_setup_s", "cold_setup_s",
+                                "cold_extra_s", "ckpt_mb"],
+            "lora_openblas": run_keys, "lora_bf16": run_keys, "torch": run_keys + ["setup_s"],
+            "full": run_keys + ["ckpt_save_s", "inspect_s"],
+            "mpi": run_keys + ["comm_s", "comm_frac", "allreduce_bytes"],
+            "mpi_bf16": run_keys + ["comm_s", "comm_frac", "allreduce_bytes"]}
+    bad = [f"peak.{lib} = {v!r}" for lib, v in R.get("peak", {}).get("peaks", {lib: None for lib in LIBS}).items()
+           if not isinstance(v, (int, float)) or not math.isfinite(v)]
     for part, keys in need.items():
         for key in keys:
-            v = R.get(part, {}).get(key)
+            v = (R.get(part) or {}).get(key)
             if not isinstance(v, (int, float)) or not math.isfinite(v):
                 bad.append(f"{part}.{key} = {v!r}")
+    for part in ("mpi", "mpi_bf16"):
+        if len((R.get(part) or {}).get("rank_rss_mib", [])) != 2:
+            bad.append(f"{part}.rank_rss_mib: not one number per rank")
     return bad
 
 
@@ -579,11 +916,26 @@ def default_binary(*names):
     return os.path.join(ROOT, names[0])
 
 
+PARTS = [
+    ("peak", "matrix-product peaks (OpenBLAS, oneDNN f32, oneDNN bf16)", part_peak),
+    ("lora", "lorad LoRA f32 (oneDNN)", part_lora),
+    ("lora_openblas", "lorad LoRA f32 --gemm openblas", part_variant("lora-openblas", "variant_steps",
+                                                                       ["--gemm", "openblas"])),
+    ("lora_bf16", "lorad LoRA --base-dtype bf16", part_variant("lora-bf16", "variant_steps",
+                                                                 ["--base-dtype", "bf16"])),
+    ("torch", "PyTorch LoRA", part_torch),
+    ("full", "lorad --mode full", part_full),
+    ("mpi", "lorad LoRA f32 on 2 ranks", part_variant("mpi2", "mpi_steps", ranks=2)),
+    ("mpi_bf16", "lorad LoRA bf16 on 2 ranks", part_variant("mpi2-bf16", "mpi_steps", ["--base-dtype", "bf16"],
+                                                            ranks=2)),
+]
+
+
 def main():
     ap = argparse.ArgumentParser(description="lorad's benchmark (bench/README.md)")
     ap.add_argument("--smoke", action="store_true", help="a tiny model, every part quickly; results to the workdir")
     ap.add_argument("--lorad", help="the lorad binary (default: build-bench/lorad or build/lorad)")
-    ap.add_argument("--sgemm", help="the sgemm_peak binary (default: bench/sgemm_peak next to lorad's build)")
+    ap.add_argument("--peak", help="the gemm_peak binary (default: bench/gemm_peak next to lorad's build)")
     ap.add_argument("--workdir", help="scratch: model, data, runs (default /tmp/lorad-bench[-smoke])")
     ap.add_argument("--results", help="where the table goes (default bench/RESULTS.md, or WORKDIR/RESULTS.md)")
     ap.add_argument("--no-profile", action="store_true", help="skip the perf profile (never run with --smoke)")
@@ -593,13 +945,13 @@ def main():
                     "idle (default 600; 0 with --smoke)")
     args = ap.parse_args()
     args.lorad = os.path.abspath(args.lorad or default_binary("build-bench/lorad", "build/lorad"))
-    args.sgemm = os.path.abspath(args.sgemm or os.path.join(os.path.dirname(args.lorad), "bench", "sgemm_peak"))
+    args.peak = os.path.abspath(args.peak or os.path.join(os.path.dirname(args.lorad), "bench", "gemm_peak"))
     args.workdir = os.path.abspath(args.workdir or ("/tmp/lorad-bench-smoke" if args.smoke else "/tmp/lorad-bench"))
     args.results = os.path.abspath(args.results or (os.path.join(args.workdir, "RESULTS.md") if args.smoke
                                                     else os.path.join(HERE, "RESULTS.md")))
-    for b in (args.lorad, args.sgemm):
+    for b in (args.lorad, args.peak):
         if not os.access(b, os.X_OK):
-            sys.exit(f"run.py: {b}: not found (hint: cmake --build BUILD; or pass --lorad / --sgemm)")
+            sys.exit(f"run.py: {b}: not found (hint: cmake --build BUILD; or pass --lorad / --peak)")
     os.makedirs(args.workdir, exist_ok=True)
     c = CONFIGS["smoke" if args.smoke else "full"]
     if args.max_wait is None:
@@ -607,24 +959,22 @@ def main():
     argv = " ".join(os.path.relpath(a, ROOT) if os.path.isabs(a) and a.startswith(ROOT) else a for a in sys.argv[1:])
     R = {"command": f"/usr/bin/python3 bench/run.py {argv}".strip(), "config": c}
     t0 = time.monotonic()
+    parts = PARTS + ([] if args.smoke or args.no_profile else
+                     [("profile", "perf profile of lorad LoRA (default run)", part_profile)])
     try:
         R["machine"] = part_machine(args)
+        R["machine"]["openblas_auto"], R["machine"]["openblas_set"] = openblas_tune()
         model, data = model_dir(args.workdir, c, args.lorad), data_file(args.workdir, c)
-        parts = [("sgemm", "sgemm peak", part_sgemm), ("lora", "lorad LoRA", part_lora),
-                 ("torch", "PyTorch LoRA", part_torch), ("full", "lorad --mode full", part_full),
-                 ("mpi", "lorad LoRA on 2 ranks", part_mpi)]
-        if not args.smoke and not args.no_profile:
-            parts.append(("profile", "perf profile of lorad LoRA", part_profile))
         for key, what, fn in parts:
             R[key] = measure(args, what, lambda: fn(args, c, model, data))
     except BenchError as e:
         sys.exit(f"run.py: {e}")
+    with open(os.path.join(args.workdir, "results.json"), "w") as f:
+        json.dump(R, f, indent=1, default=str)
     text = report(args, c, R)
     print(text)
     with open(args.results, "w") as f:
         f.write(text)
-    with open(os.path.join(args.workdir, "results.json"), "w") as f:
-        json.dump(R, f, indent=1, default=str)
     log(f"wrote {args.results} ({time.monotonic() - t0:.0f} s)")
     bad = numbers_missing(R)
     if bad:
