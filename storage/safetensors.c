@@ -365,11 +365,16 @@ int st_tensor_to_bf16(const struct st_tensor *t, uint16_t *out) {
     return 0;
 }
 
-void st_tensor_drop_pages(const struct st_tensor *t) {
+/* Drops the whole pages inside [P, P + N) of a read-only mapping. */
+static void pages_drop(const void *p, size_t n) {
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    uintptr_t lo = ((uintptr_t)t->data + page - 1) / page * page, hi = ((uintptr_t)t->data + t->nbytes) / page * page;
+    uintptr_t lo = ((uintptr_t)p + page - 1) / page * page, hi = ((uintptr_t)p + n) / page * page;
     if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED); /* advice: failure costs only memory */
 }
+
+void st_tensor_drop_pages(const struct st_tensor *t) { pages_drop(t->data, t->nbytes); }
+
+void safetensors_drop_pages(const struct safetensors *st) { pages_drop(st->map, st->map_size); }
 
 int st_tensor_expect_shape(const struct safetensors *st, const struct st_tensor *t, int32_t ndim,
                            const int64_t *shape) {

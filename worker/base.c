@@ -66,7 +66,11 @@ int base_open(struct base *b, const char *dir) {
         return -1;
     }
     uint64_t h = hash_bytes(HASH_INIT, b->config_text, len);
-    for (int32_t i = 0; i < b->st.n_files; i++) h = fingerprint_file(h, &b->st.files[i]);
+    for (int32_t i = 0; i < b->st.n_files; i++) {
+        h = fingerprint_file(h, &b->st.files[i]);
+        /* the samples faulted in 64 KiB around each: let go of them, a model maps what it uses */
+        safetensors_drop_pages(&b->st.files[i]);
+    }
     b->fingerprint = h;
     b->stamp = stamp_compute(b, dir);
     return 0;

@@ -94,6 +94,7 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
     const float eps = m->cfg.layer_norm_eps;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
     encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
+    model_lookup_done(m);
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);

@@ -114,6 +114,7 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
     const struct attn_shape as = llama_shape(m, B);
     for (int n = 0; n < N; n++) memcpy(a->encoded + (size_t)n * C, m->wte + (size_t)inp[n] * C, (size_t)C * sizeof(float));
+    model_lookup_done(m);
     for (int l = 0; l < c->n_layer; l++) {
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);

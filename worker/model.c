@@ -195,6 +195,12 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
         }
     }
     if (o->bf16) bf16_weights(m, refs, found, entry, n);
+    for (int32_t i = 0; i < n; i++)
+        if (refs[i].w == &m->wte && m->wte == found[i]->data && (!m->cfg.tied || o->bf16)) m->wte_lookup_only = found[i];
+}
+
+void model_lookup_done(const struct model *m) {
+    if (m->wte_lookup_only) st_tensor_drop_pages(m->wte_lookup_only);
 }
 
 static void sites_list(struct model *m) {

@@ -104,6 +104,7 @@ struct model {
     float *frozen; /* writable copies of the frozen tensors (merging), one allocation */
     const struct arch *arch; /* the family's names, shapes and passes */
     const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C) (GPT-2), final norm (C), (C) (GPT-2) */
+    const struct st_tensor *wte_lookup_only; /* WTE mapped and read by no product: its pages dropped after each lookup */
     float *dwte, *dwpe, *dlnf_w, *dlnf_b;
     struct layer *layers;
     struct linear lm_head; /* tied to wte, or its own weight */
@@ -162,6 +163,10 @@ int32_t model_logit_rows(const struct model *m);
  * m->logits. For the families' passes. */
 double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt, const uint8_t *mask, int N,
                   float grad_scale, float *losses);
+/* After a family's embedding lookup: lets go of the mapped rows it read when nothing
+ * else reads the table (model_init decides), so they do not pile up over the steps
+ * (every lookup maps 64 KiB around its row). */
+void model_lookup_done(const struct model *m);
 /* The PEFT module path of site S ("transformer.h.0.attn.c_attn") into BUF. */
 void model_site_path(const struct model *m, int32_t s, char *buf, size_t n);
 /* The module name of site S within its layer ("attn.c_attn", "self_attn.q_proj"). */
