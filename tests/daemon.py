@@ -48,7 +48,10 @@ class Daemon:
         self.lorad, self.state = lorad, state
         self.sock = os.path.join(state, "lorad.sock")
         self.log = open(os.path.join(os.path.dirname(state), "serve.log"), "a")
-        cmd = ["mpirun", "--oversubscribe", "-np", str(ranks), lorad, "serve", "--state", state] + list(extra)
+        # SIGTERM to mpirun reaches the ranks as SIGTERM, then SIGKILL after this many seconds
+        # (1 by default): the running job's checkpoint must fit in it on a loaded machine
+        cmd = ["mpirun", "--oversubscribe", "--mca", "odls_base_sigkill_timeout", "5", "-np", str(ranks), lorad,
+               "serve", "--state", state] + list(extra)
         print("+ " + " ".join(cmd), flush=True)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True,
                                      env=dict(os.environ, **ref.MPI_ENV))
@@ -267,7 +270,11 @@ def case_kill(fails, lorad, work):
 
 def case_signal(fails, lorad, work):
     model, data = inputs(work)
-    fl = flags(model, data, 2000, ["--ckpt-every", 500])
+    # once mpirun has its SIGTERM it stops draining the ranks' stderr: a progress line every
+    # step of 0.1 ms fills the pipe before the stop, and the rank blocks there until SIGKILL.
+    # Lines every 50 steps leave room (real steps take far longer); batch 32 makes the 2000
+    # steps last a few seconds, so that the signal lands mid-job.
+    fl = flags(model, data, 2000, ["--ckpt-every", 500, "--log-every", 50, "--batch", 32])
     state = os.path.join(work, "state")
     d = Daemon(lorad, state)
     try:
