@@ -82,7 +82,12 @@ double comm_time(void) {
 
 void comm_allreduce_floats(struct comm *c, float *buf, size_t n) {
     if (!c->mpi) return;
+    /* the ranks meet first, so that comm_s is the reduction alone and wait_s the time this
+     * rank waited for the slowest */
     double t = comm_time();
+    MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
+    c->wait_s += comm_time() - t;
+    t = comm_time();
     /* MPI counts are int: reduce in pieces below 2^30 elements */
     for (size_t at = 0; at < n; at += (size_t)1 << 30) {
         size_t k = n - at < ((size_t)1 << 30) ? n - at : (size_t)1 << 30;

@@ -14,7 +14,8 @@ struct comm {
     int mpi;                    /* MPI was initialised */
     int rank, size;             /* in the world */
     int local_size;             /* ranks on this node */
-    double comm_s;              /* seconds spent in comm_allreduce since the last read */
+    double comm_s;              /* seconds spent in comm_allreduce_floats' reduction since the last read */
+    double wait_s;              /* seconds it waited there for the other ranks to arrive */
 };
 
 /* Initialises MPI when launched by mpirun/srun; a world of one otherwise. Only the
@@ -32,7 +33,8 @@ void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi);
 double comm_time(void);
 /* Broadcasts N bytes at BUF from rank 0 into every rank's BUF. */
 void comm_bcast(struct comm *c, void *buf, size_t n);
-/* In-place sum over ranks of N floats; adds its time to c->comm_s. */
+/* In-place sum over ranks of N floats, after a barrier: adds the reduction's time to
+ * c->comm_s and the barrier's (waiting for the slowest rank) to c->wait_s. */
 void comm_allreduce_floats(struct comm *c, float *buf, size_t n);
 /* In-place sum over ranks of N doubles. */
 void comm_allreduce_doubles(struct comm *c, double *buf, size_t n);

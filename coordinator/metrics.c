@@ -77,6 +77,7 @@ static void row_write(FILE *f, const struct step_report *r) {
     json_object_set_new(row, "target_tokens", json_integer(r->target_tokens));
     json_object_set_new(row, "allreduce_bytes", json_integer(r->allreduce_bytes));
     json_object_set_new(row, "comm_s", json_number(r->comm_s));
+    json_object_set_new(row, "wait_s", json_number(r->wait_s));
     json_object_set_new(row, "tokens_per_s", json_number(r->step_s > 0 ? r->tokens / r->step_s : 0.0));
     json_object_set_new(row, "elapsed_s", json_number(r->elapsed_s));
     if (!isnan(r->val_loss)) json_object_set_new(row, "val_loss", json_number(r->val_loss));

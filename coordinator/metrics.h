@@ -19,6 +19,7 @@ struct step_report {
     int64_t target_tokens; /* targets counted in the loss */
     int64_t allreduce_bytes; /* bytes each rank all-reduced this step (0 alone) */
     double comm_s;         /* seconds in the all-reduce */
+    double wait_s;         /* seconds waiting for the other ranks before it */
     double step_s;
     double elapsed_s;
     double val_loss;       /* NaN when the step ran no evaluation */

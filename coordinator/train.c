@@ -201,7 +201,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || t->stop_why);
     tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
                                      comm_time() - t->last_ckpt >= job->ckpt_every_seconds);
-    t->comm->comm_s = 0.0;
+    t->comm->comm_s = t->comm->wait_s = 0.0;
     comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
     if (tr->hdr[STEP_HDR_FAULTS] > 0) return comm_agree(t->comm, failed);
     /* the block holds gradient sums: one pass divides by the count and clips */
@@ -218,7 +218,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
                               .tokens = (int64_t)G * job->seq, .target_tokens = (int64_t)count,
                               .allreduce_bytes = t->comm->mpi ? (int64_t)(tr->n + TRAINABLE_HDR) * 4 : 0,
-                              .comm_s = t->comm->comm_s, .step_s = comm_time() - t_start, .val_loss = NAN};
+                              .comm_s = t->comm->comm_s, .wait_s = t->comm->wait_s, .step_s = comm_time() - t_start, .val_loss = NAN};
     return 0;
 }
 

@@ -42,7 +42,7 @@ LLAMA = llama_ref.LlamaConfig(model_type="llama", vocab_size=61, hidden_size=32,
                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                               attention_bias=True, max_position_embeddings=32)
 T, G = 16, 4
-TIMING = {"tokens_per_s", "elapsed_s", "comm_s"}
+TIMING = {"tokens_per_s", "elapsed_s", "comm_s", "wait_s"}
 REQUEUE = 75
 # Open MPI never frees some of its own allocations: LeakSanitizer is off under mpirun only.
 MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",

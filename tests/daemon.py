@@ -38,7 +38,7 @@ import gpt2_ref as ref  # noqa: E402
 
 CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
 T, G = 16, 4
-TIMING = {"tokens_per_s", "elapsed_s", "comm_s"}
+TIMING = {"tokens_per_s", "elapsed_s", "comm_s", "wait_s"}
 
 
 class Daemon:

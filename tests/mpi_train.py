@@ -168,7 +168,7 @@ def case_bytes(fails, lorad, work):
         want = 4 * trainable + HEADER_BYTES
         print(f"{n} ranks: allreduce_bytes {sorted(got)}, expected {want} (4 x {trainable} + {HEADER_BYTES})")
         fails.check(got == {want}, f"{n} ranks: allreduce_bytes {sorted(got)} != {want}")
-        fails.check(all(row["comm_s"] >= 0 for row in rows), "comm_s missing or negative")
+        fails.check(all(row["comm_s"] >= 0 and row["wait_s"] >= 0 for row in rows), "comm_s or wait_s missing or negative")
 
 
 CASES = {
