@@ -108,9 +108,9 @@ def wait_idle(max_wait_s, threshold=0.10):
 
 def proc_descendants(pid):
     """Every descendant of PID (/proc/PID/task/*/children, recursively)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
+    out, stack = [], [pid]
+    while stack:
+        p = stack.pop()
         try:
             tasks = os.listdir(f"/proc/{p}/task")
         except OSError:
@@ -122,7 +122,7 @@ def proc_descendants(pid):
             except (OSError, ValueError):
                 continue
             out += kids
-            todo += kids
+            stack += kids
     return out
 
 
