@@ -101,8 +101,8 @@ static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float a
     return p;
 }
 
-/* Rows of A converted per product: the bf16 buffer stays at most 8 MB. */
-#define BF16_CHUNK ((size_t)4 << 20)
+/* Rows of A converted per product: the bf16 buffer stays at most 16 MB. */
+#define BF16_CHUNK ((size_t)8 << 20)
 
 /* out (M,K) = A (M,K), row stride LDA, rounded to bf16; rows on the OpenMP threads. */
 KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int M, int K) {
