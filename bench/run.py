@@ -41,7 +41,7 @@ CONFIGS = {
     "full": dict(layers=12, dim=768, heads=12, vocab=50257, positions=1024, batch=4, seq=256, rank=8, alpha=8.0,
                  targets="q,v", threads=2, warmup=1, lora_steps=5, variant_steps=3, full_steps=3, torch_steps=3,
                  mpi_steps=3, peak_min_time=0.5, mem_interval=0.1),
-    "smoke": dict(layers=2, dim=64, heads=2, vocab=256, positions=64, batch=2, seq=32, rank=8, alpha=8.0,
+    "smoke": dict(layers=2, dim=64, heads=2, vocab=384, positions=64, batch=2, seq=32, rank=8, alpha=8.0,
                   targets="q,v", threads=2, warmup=1, lora_steps=2, variant_steps=1, full_steps=1, torch_steps=1,
                   mpi_steps=1, peak_min_time=0.005, mem_interval=0.01),
 }
@@ -328,18 +328,45 @@ def step_flops(c):
     return dict(forward=mm_fwd + attn_fwd + lora_fwd, lora=lora, full=full)
 
 
+def linear_maps(c):
+    """Each layer's frozen linear maps: (name, out, in)."""
+    C, F = c["dim"], 4 * c["dim"]
+    return [("c_attn", 3 * C, C), ("attn.c_proj", C, C), ("mlp.c_fc", F, C), ("mlp.c_proj", C, F)]
+
+
+LORA_PRODUCTS = {  # (op, the side that is the rank): the thin product of an adapter
+    ("NT", "n"): "lora x.A^T", ("NT", "k"): "lora u.B^T", ("TN", "n"): "lora dB (out×r)",
+    ("NN", "n"): "lora du (N×r)", ("TN", "m"): "lora dA (r×in)", ("NN", "k"): "lora dx += du.A"}
+
+
+def product_name(c, row):
+    """The name gemm_peak gives the product of a `--profile` row (op, m, n, k); the thin
+    LoRA products are told apart by which side is the rank."""
+    C, V, r, op, n, k = c["dim"], c["vocab"], c["rank"], row["op"], row["n"], row["k"]
+    side = next((x for x in ("n", "k", "m") if row[x] == r), None)
+    if (op, side) in LORA_PRODUCTS:
+        return LORA_PRODUCTS[op, side]
+    for name, out, inp in linear_maps(c) + [("lm_head", V, C)]:
+        nt_fwd = op == ("NT" if name == "lm_head" else "NN")  # the tied head multiplies by wte^T
+        if (n, k) == (out, inp) and nt_fwd:
+            return "fwd " + name
+        if (n, k) == (inp, out) and not nt_fwd and op[0] == "N":
+            return "dx " + name
+    return None
+
+
 def product_seconds(c, rates, frozen_lib, f32_lib, mode):
     """Seconds a step's products take at gemm_peak's measured (mean) rate of each shape,
     the frozen weights' products (forward, input gradient) on FROZEN_LIB, the others
     (weight gradients, the thin LoRA products) on F32_LIB: the step's time if everything
     but the products were free."""
-    C, F, V, L, N, r = c["dim"], 4 * c["dim"], c["vocab"], c["layers"], c["batch"] * c["seq"], c["rank"]
+    C, V, L, N, r = c["dim"], c["vocab"], c["layers"], c["batch"] * c["seq"], c["rank"]
     fz, f32 = rates[frozen_lib], rates[f32_lib]
 
     def t(rate, name, m, n, kk):
         return 2.0 * m * n * kk / (rate[name] * 1e9)
 
-    maps = [("c_attn", 3 * C, C), ("attn.c_proj", C, C), ("mlp.c_fc", F, C), ("mlp.c_proj", C, F)]
+    maps = linear_maps(c)
     fwd = L * sum(t(fz, "fwd " + m, N, o, i) for m, o, i in maps) + t(fz, "fwd lm_head", N, V, C)
     dx = L * sum(t(fz, "dx " + m, N, i, o) for m, o, i in maps) + t(fz, "dx lm_head", N, C, V)
     if mode == "full":
@@ -510,7 +537,9 @@ def lorad_train(args, c, model, data, name, steps, flags=(), ranks=1, ckpt_every
     out = os.path.join(args.workdir, "out-" + name)
     shutil.rmtree(out, ignore_errors=True)
     threads = max(1, c["threads"] // ranks)
-    cmd = [args.lorad] + train_args(c, model, data, out, steps, threads) + ["--ckpt-every", ckpt_every] + list(flags)
+    # one process times its products per shape (two clock reads per product)
+    cmd = ([args.lorad] + train_args(c, model, data, out, steps, threads) + ["--ckpt-every", ckpt_every]
+           + (["--profile"] if ranks == 1 else []) + list(flags))
     env, rank_name = None, None
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "-np", ranks] + cmd
@@ -526,6 +555,10 @@ def lorad_train(args, c, model, data, name, steps, flags=(), ranks=1, ckpt_every
     # one process: wait4's exact peak; ranks: the largest VmHWM sampled of each
     r["rank_rss_mib"] = res.mem["rank_hwm_mib"] if ranks > 1 else [res.rss_mib]
     r["rss_mib"] = max(r["rank_rss_mib"], default=float("nan"))
+    prof = os.path.join(out, "profile.jsonl")
+    if os.path.exists(prof):
+        with open(prof) as f:
+            r["products"] = [json.loads(line) for line in f if line.strip()]
     return r, res
 
 
@@ -800,6 +833,56 @@ def report_peaks(R):
     return table(["product", "op", "M×N×K", *[f"{name} best (mean)" for name in LIBS.values()]], rows)
 
 
+PRODUCT_RUNS = [("lora", "f32 (oneDNN)", "onednn"), ("lora_bf16", "`--base-dtype bf16`", "onednn_bf16")]
+
+
+def report_products(R, c):
+    """Each run's step, product by product (`lorad train --profile`): the time and rate of
+    every shape in the step, against gemm_peak's rate for it, and the rest of the step;
+    then how far the step is from the library's peak, and why."""
+    pk = R["peak"]
+    rate = {(s["name"], s["lib"]): s for s in pk["shapes"]}
+    out = []
+    for key, label, lib in PRODUCT_RUNS:
+        r = R.get(key)
+        if not r or not r.get("products"):
+            continue
+        step, steps = r["step_s"], max(1, r["products"][0]["steps"])
+        rows, total_s, total_f = [], 0.0, 0.0
+        for p in sorted(r["products"], key=lambda p: -p["seconds"]):
+            s_step, f_step = p["seconds"] / steps, 2.0 * p["m"] * p["n"] * p["k"] * p["calls"] / steps
+            total_s, total_f = total_s + s_step, total_f + f_step
+            name = product_name(c, p) or "?"
+            ref = rate.get((name, p["lib"]))
+            rows.append([name, LIBS.get(p["lib"], p["lib"]), f"{p['op']} {p['m']}×{p['n']}×{p['k']}",
+                         f"{p['calls'] / steps:g}", f"{1e3 * s_step:.1f}", f"{100 * s_step / step:.1f} %",
+                         f"{fmt(f_step / p['seconds'] * steps * 1e-9, '.1f')}",
+                         f"{ref['gflops_mean']:.1f} ({ref['gflops_best']:.1f})" if ref else "–",
+                         f"{1e3 * p['convert_s'] / steps:.1f}" if p["lib"] == "onednn_bf16" else "–"])
+        rows.append(["**all timed products**", "", "", "", f"**{1e3 * total_s:.1f}**", f"**{100 * total_s / step:.1f} %**",
+                     f"**{total_f / total_s * 1e-9:.1f}**", "", ""])
+        rest = step - total_s
+        rows.append(["the rest of the step", "", "", "", f"{1e3 * rest:.1f}", f"{100 * rest / step:.1f} %", "", "", ""])
+        peak, flops = pk["peaks"][lib], step_flops(c)["lora"]
+        at_peak = total_f / (peak * 1e9)
+        out += [f"\n### {label}: {1e3 * step:.0f} ms a step, MFU {100 * mfu(r, flops, peak):.1f} % of {peak:.1f} "
+                f"GFLOP/s\n",
+                table(["product", "library", "op M×N×K", "calls / step", "ms / step", "of the step",
+                       "GFLOP/s in the step", "gemm_peak alone, mean (best)", "A → bf16 (ms / step)"], rows),
+                f"\nAt {peak:.1f} GFLOP/s (the best of gemm_peak's shapes) the step's FLOPs would take "
+                f"{1e3 * flops / (peak * 1e9):.0f} ms. The timed products did {total_f / 1e9:.1f} GFLOP in "
+                f"{1e3 * total_s:.0f} ms, {1e3 * (total_s - at_peak):.0f} ms more than at that peak; the rest of the "
+                f"step took {1e3 * rest:.0f} ms."]
+    if not out:
+        return ""
+    return "\n".join(["\n## Where the step goes, product by product (`lorad train --profile`)\n",
+                      "Every product lorad's main thread calls, timed per shape over the measured steps (the "
+                      "products attention runs per head inside its OpenMP threads are not timed apart: they are in "
+                      "the rest, with the norms, GELU, softmax, the loss, AdamW and the memsets). \"gemm_peak alone\" "
+                      "is the same shape's rate in the table of products below (1024 rows; the LM head's products "
+                      "run 128 rows at a time in the step)."] + out)
+
+
 def report_io(R):
     lo, fu, to = R["lora"], R["full"], R["torch"]
     rows = [
@@ -858,6 +941,7 @@ def report(args, c, R):
          f"(OpenMP, and OpenBLAS's where it runs); {c['warmup']} warm-up step not counted",
          "\n## Targets (issue #8)\n", report_targets(R, c),
          "\n## Training step\n", report_step(R, c),
+         report_products(R, c),
          "\n## Memory per node, 1 and 2 ranks\n", report_memory(R, c),
          f"\nPSS sampled every {c['mem_interval']:g} s from `/proc/PID/smaps_rollup` of each lorad rank (the "
          f"children of mpirun) or of the one process; shared pages (the mapped model file) count once per node. "

@@ -1,5 +1,6 @@
 /*
- * metrics.c: metrics.jsonl rows (with jansson) and the stderr progress line (metrics.h).
+ * metrics.c: metrics.jsonl rows (with jansson), the stderr progress line and the product
+ * profile (metrics.h).
  */
 #include "metrics.h"
 
@@ -12,6 +13,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "gemm.h"
 
 /* Rewrites PATH (atomically) with only its rows of steps up to STEP. */
 static int rows_keep(const char *path, int64_t step) {
@@ -135,4 +137,32 @@ void metrics_close(struct metrics *mt) {
     if (mt->jsonl) fclose(mt->jsonl);
     if (mt->log) fclose(mt->log);
     mt->jsonl = mt->log = NULL;
+}
+
+int metrics_profile(const char *out_dir, int64_t steps) {
+    int n;
+    const struct gemm_profile_row *rows = gemm_profile_rows(&n);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    CHECK(f);
+    for (int i = 0; i < n; i++) {
+        const struct gemm_profile_row *r = &rows[i];
+        const double flops = 2.0 * r->M * r->N * r->K * (double)r->calls;
+        char op[3] = {r->trans_a ? 'T' : 'N', r->trans_b ? 'T' : 'N', 0};
+        json_t *row = json_pack("{s:I, s:s, s:s, s:i, s:i, s:i, s:I, s:o, s:o, s:o}", "steps", (json_int_t)steps,
+                                "lib", r->lib, "op", op, "m", r->M, "n", r->N, "k", r->K, "calls",
+                                (json_int_t)r->calls, "seconds", json_number(r->seconds), "convert_s",
+                                json_number(r->convert_s), "gflops",
+                                json_number(r->seconds > 0 ? flops / r->seconds * 1e-9 : 0.0));
+        json_dumpf(row, f, JSON_COMPACT | JSON_REAL_PRECISION(9));
+        fputc('\n', f);
+        json_decref(row);
+    }
+    fclose(f);
+    char *path = path_join(out_dir, "profile.jsonl");
+    int rc = file_write_atomic(path, text, len);
+    free(path);
+    free(text);
+    return rc;
 }

@@ -45,5 +45,8 @@ void metrics_step(struct metrics *mt, const struct step_report *r);
 /* Prints a message line "lorad: ..." on stderr without breaking the progress line. */
 void metrics_say(struct metrics *mt, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void metrics_close(struct metrics *mt);
+/* Writes OUT/profile.jsonl (atomically): one row per product shape of the profile that
+ * STEPS steps gathered (gemm_profile_rows). -1 with an error naming the file. */
+int metrics_profile(const char *out_dir, int64_t steps);
 
 #endif

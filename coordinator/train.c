@@ -279,9 +279,14 @@ static int train_loop(struct train *t) {
         if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.6f", base_val);
     }
     t->t0 = t->last_ckpt = comm_time();
-    for (int64_t s = t->rs.step; s < job->steps; s++) {
+    const int64_t first = t->rs.step;
+    gemm_profile_clear();
+    for (int64_t s = first; s < job->steps; s++) {
         struct step_report r;
-        if (train_step(t, s, &r)) return -1;
+        gemm_profile_set(job->profile && s > first); /* the first step makes the primitives */
+        int failed = train_step(t, s, &r);
+        gemm_profile_set(0);
+        if (failed) return -1;
         int last = s + 1 == job->steps;
         int eval_now = t->has_val && ((job->eval_every && (s + 1) % job->eval_every == 0) || last);
         if (eval_now && train_eval(t, &r.val_loss)) return -1;
@@ -300,6 +305,10 @@ static int train_loop(struct train *t) {
                             t->stop_why ? t->stop_why : "a signal on another rank");
             return TRAIN_STOPPED;
         }
+    }
+    if (job->profile) {
+        const int64_t n = job->steps - first - 1;
+        if (comm_agree(t->comm, t->comm->rank == 0 && metrics_profile(job->out, n > 0 ? n : 0))) return -1;
     }
     return train_export(t);
 }

@@ -2,7 +2,8 @@
  * gemm.c: gemm() on oneDNN's dnnl_sgemm or OpenBLAS's cblas_sgemm, and gemm_bf16() on
  * oneDNN's bf16 matmul primitive. The primitives of the few shapes a model runs are
  * created once and kept in a small cache; the bf16 copy of A lives in one buffer that
- * grows to the largest product and is then reused, so a step allocates nothing.
+ * grows to the largest product and is then reused, so a step allocates nothing. When
+ * asked, it also times the products per shape (the profile of `lorad train --profile`).
  */
 #include "gemm.h"
 
@@ -10,6 +11,7 @@
 #include <dnnl.h>
 #include <omp.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "error.h"
 #include "safetensors.h"
@@ -19,16 +21,61 @@
 
 static enum gemm_backend backend = GEMM_BACKEND_ONEDNN;
 
+/* The product profile (gemm.h): one row per shape timed while it is on. */
+#define PROFILE_ROWS 256
+
+static struct {
+    int on, n;
+    struct gemm_profile_row rows[PROFILE_ROWS];
+} prof;
+
+void gemm_profile_clear(void) { prof.n = 0; }
+
+void gemm_profile_set(int on) { prof.on = on; }
+
+const struct gemm_profile_row *gemm_profile_rows(int *n) {
+    *n = prof.n;
+    return prof.rows;
+}
+
+/* The start time of a product to profile, or -1 when none is taken (off, or called
+ * inside an OpenMP region, where the calls overlap). */
+static double profile_begin(void) { return prof.on && !omp_in_parallel() ? omp_get_wtime() : -1.0; }
+
+/* Adds a product begun at T0 (profile_begin) to its shape's row; CONVERT_S of it went to
+ * rounding A to bf16. Shapes beyond the table share its last row, named "other". */
+static void profile_end(double t0, const char *lib, int trans_a, int trans_b, int M, int N, int K, double convert_s) {
+    if (t0 < 0) return;
+    struct gemm_profile_row *r = NULL;
+    for (int i = 0; i < prof.n && !r; i++) {
+        struct gemm_profile_row *e = &prof.rows[i];
+        if (!strcmp(e->lib, lib) && e->trans_a == trans_a && e->trans_b == trans_b && e->M == M && e->N == N && e->K == K)
+            r = e;
+    }
+    if (!r && prof.n < PROFILE_ROWS - 1) {
+        r = &prof.rows[prof.n++];
+        *r = (struct gemm_profile_row){.lib = lib, .trans_a = trans_a, .trans_b = trans_b, .M = M, .N = N, .K = K};
+    } else if (!r) {
+        r = &prof.rows[PROFILE_ROWS - 1];
+        if (prof.n < PROFILE_ROWS) *r = (struct gemm_profile_row){.lib = "other"};
+        prof.n = PROFILE_ROWS;
+    }
+    r->calls++;
+    r->seconds += omp_get_wtime() - t0;
+    r->convert_s += convert_s;
+}
+
 void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const float *A, int lda,
           const float *B, int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
-    if (backend == GEMM_BACKEND_ONEDNN) {
+    const double t0 = profile_begin();
+    if (backend == GEMM_BACKEND_ONEDNN)
         DNNL_CHECK(dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', M, N, K, alpha, A, lda, B, ldb, beta, C,
                               ldc));
-        return;
-    }
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N, K,
-                alpha, A, lda, B, ldb, beta, C, ldc);
+    else
+        cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, M, N,
+                    K, alpha, A, lda, B, ldb, beta, C, ldc);
+    profile_end(t0, gemm_backend_name(backend), trans_a, trans_b, M, N, K, 0.0);
 }
 
 /* One cached bf16 matmul: its shape and scalars, and the primitive made for them. */
@@ -119,6 +166,8 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
                int ldb, float beta, float *C, int ldc) {
     if (M == 0 || N == 0) return;
     CHECK(!omp_in_parallel());
+    const double t0 = profile_begin();
+    double convert_s = 0.0;
     const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
     const size_t need = (size_t)rows * K;
     if (need > bf.a16_cap) {
@@ -128,7 +177,9 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
     }
     for (int m0 = 0; m0 < M; m0 += rows) {
         const int mc = M - m0 < rows ? M - m0 : rows;
+        const double tc = omp_get_wtime();
         bf16_rows(bf.a16, A + (size_t)m0 * lda, lda, mc, K);
+        convert_s += omp_get_wtime() - tc;
         struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, ldc);
         dnnl_memory_t ma, mb, mc_mem;
         DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));
@@ -141,6 +192,7 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
         dnnl_memory_destroy(mb);
         dnnl_memory_destroy(mc_mem);
     }
+    profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
 }
 
 void gemm_release(void) {

@@ -46,6 +46,22 @@ void gemm_set_threads(int n);
  * pool of its own (OpenBLAS), so callers should not nest. */
 int gemm_nests(void);
 
+/* The product profile behind `lorad train --profile`. While it is on, every product
+ * called outside an OpenMP region (all of them but attention's per-head products, which
+ * the threads run side by side) adds its wall time to the row of its shape. */
+struct gemm_profile_row {
+    const char *lib; /* "onednn", "openblas", "onednn_bf16"; "other" for shapes past the table */
+    int trans_a, trans_b, M, N, K;
+    int64_t calls;
+    double seconds;   /* whole calls */
+    double convert_s; /* of which gemm_bf16 spent rounding A to bf16 */
+};
+/* Empties the profile; gemm_profile_set turns the timing on or off (off at start). */
+void gemm_profile_clear(void);
+void gemm_profile_set(int on);
+/* The rows so far: *N of them, in the order their shapes first ran. */
+const struct gemm_profile_row *gemm_profile_rows(int *n);
+
 /* Frees the cached bf16 primitives and buffers (at exit; optional). */
 void gemm_release(void);
 
