@@ -93,7 +93,7 @@ static void product(enum lib lib, const struct shape *s, const struct operands *
     const int M = (int)s->M, N = (int)s->N, K = (int)s->K;
     const int lda = s->ta ? M : K, ldb = s->tb ? K : N;
     if (lib == LIB_ONEDNN_BF16)
-        gemm_bf16(s->tb, M, N, K, 1.0f, op->A, lda, op->B16, ldb, s->beta, op->C, N);
+        gemm_bf16(s->tb, M, N, K, 1.0f, op->A, lda, op->B16, ldb, s->beta, NULL, op->C, N);
     else
         gemm(s->ta, s->tb, M, N, K, 1.0f, op->A, lda, op->B, ldb, s->beta, op->C, N);
 }

@@ -80,10 +80,10 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const floa
 
 /* One cached bf16 matmul: its shape and scalars, and the primitive made for them. */
 struct bf16_prim {
-    int trans_b, M, N, K, ldb, ldc;
+    int trans_b, M, N, K, ldb, ldc, has_bias;
     float alpha, beta;
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t a, b, c;
+    dnnl_memory_desc_t a, b, c, bias;
 };
 
 #define BF16_CACHE 64
@@ -99,12 +99,13 @@ static struct {
 
 static void bf16_prim_make(struct bf16_prim *p) {
     const dnnl_dims_t ad = {p->M, p->K}, as = {p->K, 1}, bd = {p->K, p->N}, cd = {p->M, p->N}, cs = {p->ldc, 1};
-    const dnnl_dims_t bs_n = {p->ldb, 1}, bs_t = {1, p->ldb};
+    const dnnl_dims_t bs_n = {p->ldb, 1}, bs_t = {1, p->ldb}, biasd = {1, p->N}, biass = {p->N, 1};
     DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->a, 2, ad, dnnl_bf16, as));
     DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->b, 2, bd, dnnl_bf16, p->trans_b ? bs_t : bs_n));
     DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->c, 2, cd, dnnl_f32, cs));
+    if (p->has_bias) DNNL_CHECK(dnnl_memory_desc_init_by_strides(&p->bias, 2, biasd, dnnl_f32, biass));
     dnnl_matmul_desc_t md;
-    DNNL_CHECK(dnnl_matmul_desc_init(&md, &p->a, &p->b, NULL, &p->c));
+    DNNL_CHECK(dnnl_matmul_desc_init(&md, &p->a, &p->b, p->has_bias ? &p->bias : NULL, &p->c));
     dnnl_primitive_attr_t attr;
     DNNL_CHECK(dnnl_primitive_attr_create(&attr));
     if (p->alpha != 1.0f) DNNL_CHECK(dnnl_primitive_attr_set_output_scales(attr, 1, 0, &p->alpha));
@@ -123,11 +124,11 @@ static void bf16_prim_make(struct bf16_prim *p) {
 }
 
 static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float alpha, int ldb, float beta,
-                                       int ldc) {
+                                       int has_bias, int ldc) {
     for (int i = 0; i < bf.n; i++) {
         struct bf16_prim *p = &bf.cache[i];
         if (p->trans_b == trans_b && p->M == M && p->N == N && p->K == K && p->ldb == ldb && p->ldc == ldc &&
-            p->alpha == alpha && p->beta == beta)
+            p->alpha == alpha && p->beta == beta && p->has_bias == has_bias)
             return p;
     }
     if (!bf.engine) {
@@ -143,7 +144,7 @@ static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float a
         dnnl_primitive_destroy(p->prim);
     }
     *p = (struct bf16_prim){.trans_b = trans_b, .M = M, .N = N, .K = K, .ldb = ldb, .ldc = ldc,
-                            .alpha = alpha, .beta = beta};
+                            .has_bias = has_bias, .alpha = alpha, .beta = beta};
     bf16_prim_make(p);
     return p;
 }
@@ -163,9 +164,9 @@ KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int 
 }
 
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
-               int ldb, float beta, float *C, int ldc) {
+               int ldb, float beta, const float *bias, float *C, int ldc) {
     if (M == 0 || N == 0) return;
-    CHECK(!omp_in_parallel());
+    CHECK(!omp_in_parallel() && (!bias || alpha == 1.0f));
     const double t0 = profile_begin();
     double convert_s = 0.0;
     const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
@@ -180,17 +181,20 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
         const double tc = omp_get_wtime();
         bf16_rows(bf.a16, A + (size_t)m0 * lda, lda, mc, K);
         convert_s += omp_get_wtime() - tc;
-        struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, ldc);
-        dnnl_memory_t ma, mb, mc_mem;
+        struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, bias != NULL, ldc);
+        dnnl_memory_t ma, mb, mc_mem, mbias = NULL;
         DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));
         DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
         DNNL_CHECK(dnnl_memory_create(&mc_mem, &p->c, bf.engine, C + (size_t)m0 * ldc));
-        const dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc_mem}};
-        DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, 3, args));
+        if (bias) DNNL_CHECK(dnnl_memory_create(&mbias, &p->bias, bf.engine, (void *)bias));
+        const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc_mem},
+                                         {DNNL_ARG_BIAS, mbias}};
+        DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, bias ? 4 : 3, args));
         DNNL_CHECK(dnnl_stream_wait(bf.stream));
         dnnl_memory_destroy(ma);
         dnnl_memory_destroy(mb);
         dnnl_memory_destroy(mc_mem);
+        if (mbias) dnnl_memory_destroy(mbias);
     }
     profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
 }

@@ -28,10 +28,11 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const floa
           const float *B, int ldb, float beta, float *C, int ldc);
 
 /* The same with B in bf16 (a frozen weight) and A converted to bf16 on the way in;
- * oneDNN's bf16 matmul with f32 accumulation. Main thread only. A (M,K) f32, B as op(B)
- * (K,N) bf16, C (M,N) f32. */
+ * oneDNN's bf16 matmul with f32 accumulation, and BIAS (N) f32, when not NULL, added to
+ * every row of the product in the same pass (then ALPHA must be 1). Main thread only.
+ * A (M,K) f32, B as op(B) (K,N) bf16, C (M,N) f32. */
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
-               int ldb, float beta, float *C, int ldc);
+               int ldb, float beta, const float *bias, float *C, int ldc);
 
 /* Selects the f32 backend (process-wide; the default is oneDNN). */
 void gemm_set_backend(enum gemm_backend b);

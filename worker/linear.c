@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "rng.h"
+#include "simd.h"
 
 int linear_needs_input(const struct linear *l) { return l->dw != NULL || l->n_lora > 0; }
 
@@ -76,30 +77,39 @@ static void lora_backward(const struct lora_adapter *ad, float *dinp, const floa
     for (size_t k = 0; k < (size_t)N * ad->in; k++) dinp[k] += xd[k];
 }
 
-/* C (N, cols) = alpha · A (N, k) · op(W) + beta · C: the product with the base weight, in
- * f32 or bf16, where TRANS_W transposes W as stored (LDW its row stride). */
-static void weight_product(const struct linear *l, int trans_w, int N, int cols, int k, const float *A, float beta,
-                           float *C) {
+/* out (N, out) += b (out) on every row. */
+KERNEL_CLONES static void bias_add(float *out, const float *b, int N, int cols) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        float *o = out + (size_t)n * cols;
+#pragma omp simd
+        for (int j = 0; j < cols; j++) o[j] += b[j];
+    }
+}
+
+/* C (N, cols) = A (N, k) · op(W) + BIAS (cols; NULL for none) + beta · C: the product with
+ * the base weight, in f32 or bf16, where TRANS_W transposes W as stored (LDW its row
+ * stride). The bf16 matmul adds the bias in its own pass over C. */
+static void weight_product(const struct linear *l, int trans_w, int N, int cols, int k, const float *A,
+                           const float *bias, float beta, float *C) {
     const int ldw = l->layout == GEMM_LAYOUT_IN_OUT ? l->out : l->in;
-    if (l->w16)
-        gemm_bf16(trans_w, N, cols, k, 1.0f, A, k, l->w16, ldw, beta, C, cols);
-    else
-        gemm(0, trans_w, N, cols, k, 1.0f, A, k, l->w, ldw, beta, C, cols);
+    if (l->w16) {
+        gemm_bf16(trans_w, N, cols, k, 1.0f, A, k, l->w16, ldw, beta, bias, C, cols);
+        return;
+    }
+    gemm(0, trans_w, N, cols, k, 1.0f, A, k, l->w, ldw, beta, C, cols);
+    if (bias) bias_add(C, bias, N, cols);
 }
 
 void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
                     const struct dropout *dp, int N) {
-    weight_product(l, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, 0.0f, out);
-    if (l->b)
-#pragma omp parallel for schedule(static)
-        for (int n = 0; n < N; n++)
-            for (int o = 0; o < l->out; o++) out[(size_t)n * l->out + o] += l->b[o];
+    weight_product(l, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, l->b, 0.0f, out);
     for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, dp, N);
 }
 
 void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
                      const struct dropout *dp, int N) {
-    weight_product(l, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, 1.0f, dinp);
+    weight_product(l, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, NULL, 1.0f, dinp);
     if (l->dw && l->layout == GEMM_LAYOUT_IN_OUT)
         gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
     else if (l->dw)
