@@ -4,12 +4,17 @@
  * cblas_sgemm and oneDNN's dnnl_sgemm via gemm(), and oneDNN's bf16 matmul via gemm_bf16()
  * (A converted to bf16 inside, as in a step). bench/run.py turns the fastest rate of each
  * library into the "peak" that the MFU of the runs on that library is measured against.
+ * One more column is a path lorad does not take, measured as the lever it would be: the
+ * bf16 matmul with the weight re-laid once, ahead of time, in the layout oneDNN's kernel
+ * prefers, instead of on every call from the plain bf16 matrix.
  *
- * usage: gemm_peak [--threads N] [--tokens BT] [--dim C] [--vocab V] [--rank R] [--min-time S]
+ * usage: gemm_peak [--threads N] [--tokens BT] [--dim C] [--vocab V] [--rank R] [--head-rows H]
+ *                  [--min-time S]
  *
  * Every shape is called as worker/linear.c calls it (row-major, the same transposes, beta 1
  * where a step accumulates): the forward products of the four linear maps and the tied LM
- * head, their input gradients (what LoRA's backward runs on a frozen weight), the weight
+ * head (H rows at a time, as the step computes its logits), their input gradients (what
+ * LoRA's backward runs on a frozen weight), the weight
  * gradients (what only --mode full runs), and the thin LoRA products of rank R. bf16 applies
  * to the frozen-weight products only (forward and input gradient, B the bf16 weight). Each
  * (library, shape) runs once to warm up (oneDNN makes its primitive there), then repeatedly
@@ -26,6 +31,7 @@
 
 #include "gemm.h"
 #include "safetensors.h"
+#include "simd.h"
 
 struct shape {
     const char *name; /* what the product is in the model */
@@ -35,9 +41,9 @@ struct shape {
     int frozen;       /* B is a frozen weight: the product runs in bf16 with --base-dtype bf16 */
 };
 
-enum lib { LIB_OPENBLAS, LIB_ONEDNN, LIB_ONEDNN_BF16, LIB_COUNT };
+enum lib { LIB_OPENBLAS, LIB_ONEDNN, LIB_ONEDNN_BF16, LIB_ONEDNN_BF16_PACKED, LIB_COUNT };
 
-static const char *const lib_names[LIB_COUNT] = {"openblas", "onednn", "onednn_bf16"};
+static const char *const lib_names[LIB_COUNT] = {"openblas", "onednn", "onednn_bf16", "onednn_bf16_packed"};
 
 /* Operands big enough for every shape; B also in bf16. */
 struct operands {
@@ -88,11 +94,107 @@ static void operands_free(struct operands *op) {
     free(op->B16);
 }
 
+#define DNNL_OK(call)                                                               \
+    do {                                                                            \
+        if ((call) != dnnl_success) {                                               \
+            fprintf(stderr, "gemm_peak: %s:%d: oneDNN call failed\n", __FILE__, __LINE__); \
+            exit(2);                                                                \
+        }                                                                           \
+    } while (0)
+
+/* The bf16 matmul of one shape with its weight pre-packed: the primitive, the packed B,
+ * and A's bf16 buffer, all made before the timing. */
+static struct {
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c;
+    uint16_t *a16;
+} packed;
+
+/* dst (row-major, strided) or, with ANY, the layout the primitive is to choose. */
+static void md_2d(dnnl_memory_desc_t *md, long rows, long cols, dnnl_data_type_t dt, int transposed, int any) {
+    const dnnl_dims_t d = {rows, cols}, plain = {cols, 1}, trans = {1, rows};
+    if (any)
+        DNNL_OK(dnnl_memory_desc_init_by_tag(md, 2, d, dt, dnnl_format_tag_any));
+    else
+        DNNL_OK(dnnl_memory_desc_init_by_strides(md, 2, d, dt, transposed ? trans : plain));
+}
+
+static void packed_make(const struct shape *s, const struct operands *op) {
+    if (!packed.engine) {
+        DNNL_OK(dnnl_engine_create(&packed.engine, dnnl_cpu, 0));
+        DNNL_OK(dnnl_stream_create(&packed.stream, packed.engine, dnnl_stream_default_flags));
+    }
+    dnnl_memory_desc_t a, b_any, b_plain, c;
+    md_2d(&a, s->M, s->K, dnnl_bf16, 0, 0);
+    md_2d(&b_any, s->K, s->N, dnnl_bf16, 0, 1);
+    md_2d(&b_plain, s->K, s->N, dnnl_bf16, s->tb, 0);
+    md_2d(&c, s->M, s->N, dnnl_f32, 0, 0);
+    dnnl_matmul_desc_t md;
+    DNNL_OK(dnnl_matmul_desc_init(&md, &a, &b_any, NULL, &c));
+    dnnl_primitive_attr_t attr;
+    DNNL_OK(dnnl_primitive_attr_create(&attr));
+    dnnl_post_ops_t po = NULL;
+    if (s->beta != 0.0f) {
+        DNNL_OK(dnnl_post_ops_create(&po));
+        DNNL_OK(dnnl_post_ops_append_sum(po, s->beta));
+        DNNL_OK(dnnl_primitive_attr_set_post_ops(attr, po));
+    }
+    dnnl_primitive_desc_t pd;
+    DNNL_OK(dnnl_primitive_desc_create(&pd, &md, attr, packed.engine, NULL));
+    DNNL_OK(dnnl_primitive_create(&packed.prim, pd));
+    const dnnl_memory_desc_t *b_packed = dnnl_primitive_desc_query_md(pd, dnnl_query_weights_md, 0);
+    packed.a16 = must_alloc((size_t)(s->M * s->K) * sizeof *packed.a16);
+    DNNL_OK(dnnl_memory_create(&packed.a, &a, packed.engine, packed.a16));
+    DNNL_OK(dnnl_memory_create(&packed.b, b_packed, packed.engine, DNNL_MEMORY_ALLOCATE));
+    DNNL_OK(dnnl_memory_create(&packed.c, &c, packed.engine, op->C));
+    dnnl_memory_t from;
+    dnnl_primitive_desc_t rpd;
+    dnnl_primitive_t reorder;
+    DNNL_OK(dnnl_memory_create(&from, &b_plain, packed.engine, op->B16));
+    DNNL_OK(dnnl_reorder_primitive_desc_create(&rpd, &b_plain, packed.engine, b_packed, packed.engine, NULL));
+    DNNL_OK(dnnl_primitive_create(&reorder, rpd));
+    const dnnl_exec_arg_t args[2] = {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, packed.b}};
+    DNNL_OK(dnnl_primitive_execute(reorder, packed.stream, 2, args));
+    DNNL_OK(dnnl_stream_wait(packed.stream));
+    dnnl_primitive_destroy(reorder);
+    dnnl_primitive_desc_destroy(rpd);
+    dnnl_memory_destroy(from);
+    dnnl_primitive_desc_destroy(pd);
+    dnnl_primitive_attr_destroy(attr);
+    if (po) dnnl_post_ops_destroy(po);
+}
+
+/* out (n) = A (n) rounded to bf16, vectorised on the OpenMP threads as gemm_bf16 does it. */
+KERNEL_CLONES static void bf16_round(uint16_t *out, const float *A, long n) {
+#pragma omp parallel for simd schedule(static)
+    for (long i = 0; i < n; i++) out[i] = f32_to_bf16(A[i]);
+}
+
+/* A rounded to bf16, then the matmul. */
+static void packed_run(const struct shape *s, const struct operands *op) {
+    bf16_round(packed.a16, op->A, s->M * s->K);
+    const dnnl_exec_arg_t args[3] = {{DNNL_ARG_SRC, packed.a}, {DNNL_ARG_WEIGHTS, packed.b}, {DNNL_ARG_DST, packed.c}};
+    DNNL_OK(dnnl_primitive_execute(packed.prim, packed.stream, 3, args));
+    DNNL_OK(dnnl_stream_wait(packed.stream));
+}
+
+static void packed_free(void) {
+    dnnl_primitive_destroy(packed.prim);
+    dnnl_memory_destroy(packed.a);
+    dnnl_memory_destroy(packed.b);
+    dnnl_memory_destroy(packed.c);
+    free(packed.a16);
+}
+
 /* One product of shape S on library LIB, exactly as a step calls it. */
 static void product(enum lib lib, const struct shape *s, const struct operands *op) {
     const int M = (int)s->M, N = (int)s->N, K = (int)s->K;
     const int lda = s->ta ? M : K, ldb = s->tb ? K : N;
-    if (lib == LIB_ONEDNN_BF16)
+    if (lib == LIB_ONEDNN_BF16_PACKED)
+        packed_run(s, op);
+    else if (lib == LIB_ONEDNN_BF16)
         gemm_bf16(s->tb, M, N, K, 1.0f, op->A, lda, op->B16, ldb, s->beta, NULL, op->C, N);
     else
         gemm(s->ta, s->tb, M, N, K, 1.0f, op->A, lda, op->B, ldb, s->beta, op->C, N);
@@ -122,8 +224,15 @@ static void time_shape(enum lib lib, const struct shape *s, const struct operand
 static void time_library(enum lib lib, const struct shape *shapes, size_t n, const struct operands *op,
                          double min_time) {
     if (lib != LIB_ONEDNN_BF16) gemm_set_backend(lib == LIB_OPENBLAS ? GEMM_BACKEND_OPENBLAS : GEMM_BACKEND_ONEDNN);
-    for (size_t i = 0; i < n; i++)
-        if (lib != LIB_ONEDNN_BF16 || shapes[i].frozen) time_shape(lib, &shapes[i], op, min_time);
+    for (size_t i = 0; i < n; i++) {
+        if (lib == LIB_ONEDNN_BF16 && !shapes[i].frozen) continue;
+        time_shape(lib, &shapes[i], op, min_time);
+        if (lib != LIB_ONEDNN_BF16) continue;
+        /* the same shape pre-packed right after, so that both see the machine alike */
+        packed_make(&shapes[i], op);
+        time_shape(LIB_ONEDNN_BF16_PACKED, &shapes[i], op, min_time);
+        packed_free();
+    }
 }
 
 static const char *arg_value(int argc, char **argv, const char *flag) {
@@ -148,15 +257,16 @@ int main(int argc, char **argv) {
     for (int i = 1; i < argc; i++)
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fprintf(stderr, "usage: gemm_peak [--threads N] [--tokens BT] [--dim C] [--vocab V] [--rank R] "
-                            "[--min-time S]\n");
+                            "[--head-rows H] [--min-time S]\n");
             return 0;
         }
     const int threads = (int)arg_long(argc, argv, "--threads", 2);
     const long N = arg_long(argc, argv, "--tokens", 1024), C = arg_long(argc, argv, "--dim", 768);
     const long V = arg_long(argc, argv, "--vocab", 50257), R = arg_long(argc, argv, "--rank", 8);
+    const long H = arg_long(argc, argv, "--head-rows", 128);
     const char *mt = arg_value(argc, argv, "--min-time");
     const double min_time = mt ? strtod(mt, NULL) : 0.5;
-    if (threads < 1 || N < 1 || C < 1 || V < 1 || R < 1) {
+    if (threads < 1 || N < 1 || C < 1 || V < 1 || R < 1 || H < 1) {
         fprintf(stderr, "gemm_peak: every size must be positive\n");
         return 2;
     }
@@ -164,30 +274,35 @@ int main(int argc, char **argv) {
     print_libraries(threads);
     /* worker/linear.c: forward gemm(0,0,N,out,in) (beta 0), input gradient gemm(0,1,N,in,out)
      * (beta 1), weight gradient gemm(1,0,in,out,N) (beta 1); the LM head uses wte (V,C) as
-     * [out,in]; LoRA u = x.A^T (beta 0), out += s u.B^T (beta 1). */
+     * [out,in], H rows at a time (worker/model.c, model_head); LoRA u = x.A^T (beta 0),
+     * out += s u.B^T (beta 1). */
     const struct shape shapes[] = {
         {"fwd c_attn", 0, 0, N, 3 * C, C, 0.0f, 1},
         {"fwd attn.c_proj", 0, 0, N, C, C, 0.0f, 1},
         {"fwd mlp.c_fc", 0, 0, N, 4 * C, C, 0.0f, 1},
         {"fwd mlp.c_proj", 0, 0, N, C, 4 * C, 0.0f, 1},
-        {"fwd lm_head", 0, 1, N, V, C, 0.0f, 1},
+        {"fwd lm_head", 0, 1, H, V, C, 0.0f, 1},
         {"dx c_attn", 0, 1, N, C, 3 * C, 1.0f, 1},
         {"dx attn.c_proj", 0, 1, N, C, C, 1.0f, 1},
         {"dx mlp.c_fc", 0, 1, N, C, 4 * C, 1.0f, 1},
         {"dx mlp.c_proj", 0, 1, N, 4 * C, C, 1.0f, 1},
-        {"dx lm_head", 0, 0, N, C, V, 1.0f, 1},
+        {"dx lm_head", 0, 0, H, C, V, 1.0f, 1},
         {"dw c_attn (full)", 1, 0, C, 3 * C, N, 1.0f, 0},
         {"dw attn.c_proj (full)", 1, 0, C, C, N, 1.0f, 0},
         {"dw mlp.c_fc (full)", 1, 0, C, 4 * C, N, 1.0f, 0},
         {"dw mlp.c_proj (full)", 1, 0, 4 * C, C, N, 1.0f, 0},
-        {"dw lm_head (full)", 1, 0, V, C, N, 1.0f, 0},
+        {"dw lm_head (full)", 1, 0, V, C, H, 1.0f, 0},
         {"lora x.A^T", 0, 1, N, R, C, 0.0f, 0},
         {"lora u.B^T", 0, 1, N, C, R, 1.0f, 0},
     };
     const size_t n = sizeof shapes / sizeof shapes[0];
     struct operands op = operands_make(shapes, n);
-    for (int lib = 0; lib < LIB_COUNT; lib++) time_library((enum lib)lib, shapes, n, &op, min_time);
+    for (int lib = 0; lib <= LIB_ONEDNN_BF16; lib++) time_library((enum lib)lib, shapes, n, &op, min_time);
     operands_free(&op);
+    if (packed.engine) {
+        dnnl_stream_destroy(packed.stream);
+        dnnl_engine_destroy(packed.engine);
+    }
     gemm_release();
     return 0;
 }

@@ -51,6 +51,9 @@ MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
 
 # The libraries gemm_peak times (its "lib" field) and how the tables name them.
 LIBS = {"openblas": "OpenBLAS sgemm", "onednn": "oneDNN f32", "onednn_bf16": "oneDNN bf16"}
+# measured by gemm_peak as a lever, not a library lorad runs: no peak, no MFU
+PACKED = "onednn_bf16_packed"
+HEAD_ROWS = 128  # the LM head's rows per product (MODEL_HEAD_ROWS, worker/model.h)
 
 # The training runs of the step table: part key, column label, the library of the frozen
 # weights' products (its peak is the run's MFU denominator), the library of the other
@@ -466,7 +469,7 @@ def part_peak(args, c, model=None, data=None):
     """gemm_peak: every shape on every library; the peak of each library is its best rate
     over the model-sized shapes (the thin LoRA products excluded)."""
     res = run([args.peak, "--threads", c["threads"], "--tokens", c["batch"] * c["seq"], "--dim", c["dim"],
-               "--vocab", c["vocab"], "--rank", c["rank"], "--min-time", c["peak_min_time"]])
+               "--vocab", c["vocab"], "--rank", c["rank"], "--head-rows", min(HEAD_ROWS, c["batch"] * c["seq"]), "--min-time", c["peak_min_time"]])
     shapes = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]
     by_lib = {lib: [s for s in shapes if s["lib"] == lib] for lib in LIBS}
     peaks = {lib: max((s["gflops_best"] for s in ss if not s["name"].startswith("lora")), default=float("nan"))
@@ -827,10 +830,11 @@ def report_peaks(R):
     names = list(dict.fromkeys(s["name"] for s in pk["shapes"]))
     first = {s["name"]: s for s in reversed(pk["shapes"])}
     rows = [[n, first[n]["trans"], f"{first[n]['M']}×{first[n]['N']}×{first[n]['K']}",
-             *[cell.get((n, lib), "–") for lib in LIBS]] for n in names]
+             *[cell.get((n, lib), "–") for lib in (*LIBS, PACKED)]] for n in names]
     rows.append(["**peak** (best of the model-sized shapes)", "", "",
-                 *[f"**{fmt(pk['peaks'][lib], '.1f')}**" for lib in LIBS]])
-    return table(["product", "op", "M×N×K", *[f"{name} best (mean)" for name in LIBS.values()]], rows)
+                 *[f"**{fmt(pk['peaks'][lib], '.1f')}**" for lib in LIBS], "(not a peak: lorad does not pack)"])
+    return table(["product", "op", "M×N×K", *[f"{name} best (mean)" for name in LIBS.values()],
+                  "oneDNN bf16, weight pre-packed, best (mean)"], rows)
 
 
 PRODUCT_RUNS = [("lora", "f32 (oneDNN)", "onednn"), ("lora_bf16", "`--base-dtype bf16`", "onednn_bf16")]
@@ -838,8 +842,9 @@ PRODUCT_RUNS = [("lora", "f32 (oneDNN)", "onednn"), ("lora_bf16", "`--base-dtype
 
 def report_products(R, c):
     """Each run's step, product by product (`lorad train --profile`): the time and rate of
-    every shape in the step, against gemm_peak's rate for it, and the rest of the step;
-    then how far the step is from the library's peak, and why."""
+    every shape in the step, against gemm_peak's rates for it, and the rest of the step;
+    then the step's distance from the library's peak taken apart, and what the measured
+    levers would give."""
     pk = R["peak"]
     rate = {(s["name"], s["lib"]): s for s in pk["shapes"]}
     out = []
@@ -848,39 +853,65 @@ def report_products(R, c):
         if not r or not r.get("products"):
             continue
         step, steps = r["step_s"], max(1, r["products"][0]["steps"])
-        rows, total_s, total_f = [], 0.0, 0.0
+        rows, total_s, total_f, alone_s, packed_s = [], 0.0, 0.0, 0.0, 0.0
         for p in sorted(r["products"], key=lambda p: -p["seconds"]):
             s_step, f_step = p["seconds"] / steps, 2.0 * p["m"] * p["n"] * p["k"] * p["calls"] / steps
-            total_s, total_f = total_s + s_step, total_f + f_step
             name = product_name(c, p) or "?"
-            ref = rate.get((name, p["lib"]))
+            ref, packed = rate.get((name, p["lib"])), rate.get((name, PACKED)) if p["lib"] == lib else None
+            # the shape's time at gemm_peak's mean rate (alone), and pre-packed; the step's own without one
+            alone = f_step / (ref["gflops_mean"] * 1e9) if ref else s_step
+            total_s, total_f, alone_s = total_s + s_step, total_f + f_step, alone_s + alone
+            packed_s += f_step / (packed["gflops_mean"] * 1e9) if packed and lib == "onednn_bf16" else alone
             rows.append([name, LIBS.get(p["lib"], p["lib"]), f"{p['op']} {p['m']}×{p['n']}×{p['k']}",
                          f"{p['calls'] / steps:g}", f"{1e3 * s_step:.1f}", f"{100 * s_step / step:.1f} %",
                          f"{fmt(f_step / p['seconds'] * steps * 1e-9, '.1f')}",
                          f"{ref['gflops_mean']:.1f} ({ref['gflops_best']:.1f})" if ref else "–",
+                         f"{packed['gflops_mean']:.1f} ({packed['gflops_best']:.1f})"
+                         if packed and lib == "onednn_bf16" else "–",
                          f"{1e3 * p['convert_s'] / steps:.1f}" if p["lib"] == "onednn_bf16" else "–"])
-        rows.append(["**all timed products**", "", "", "", f"**{1e3 * total_s:.1f}**", f"**{100 * total_s / step:.1f} %**",
-                     f"**{total_f / total_s * 1e-9:.1f}**", "", ""])
         rest = step - total_s
-        rows.append(["the rest of the step", "", "", "", f"{1e3 * rest:.1f}", f"{100 * rest / step:.1f} %", "", "", ""])
+        rows.append(["**all timed products**", "", "", "", f"**{1e3 * total_s:.1f}**",
+                     f"**{100 * total_s / step:.1f} %**", f"**{total_f / total_s * 1e-9:.1f}**", "", "", ""])
+        rows.append(["the rest of the step", "", "", "", f"{1e3 * rest:.1f}", f"{100 * rest / step:.1f} %", "", "",
+                     "", ""])
         peak, flops = pk["peaks"][lib], step_flops(c)["lora"]
         at_peak = total_f / (peak * 1e9)
+
+        def mfu_if(products_s):
+            return f"{100 * flops / (products_s + rest) / (peak * 1e9):.0f} %"
+
+        lines = [
+            f"- The step's FLOPs ({flops / 1e9:.1f} GFLOP) at {peak:.1f} GFLOP/s, the best of gemm_peak's shapes, "
+            f"take {1e3 * flops / (peak * 1e9):.0f} ms; the step took {1e3 * step:.0f}.",
+            f"- The timed products did {total_f / 1e9:.1f} GFLOP in {1e3 * total_s:.0f} ms "
+            f"({total_f / total_s * 1e-9:.0f} GFLOP/s): {1e3 * (total_s - at_peak):.0f} ms more than at that peak. "
+            f"Each shape alone, at gemm_peak's mean rate, would take {1e3 * alone_s:.0f} ms: the step's products run "
+            f"{100 * abs(total_s / alone_s - 1):.0f} % {'slower' if total_s > alone_s else 'faster'} than the same "
+            f"shapes repeated alone with their operands hot in the caches, and the shapes alone average {total_f / alone_s * 1e-9:.0f} GFLOP/s, "
+            f"{100 * total_f / alone_s / (peak * 1e9):.0f} % of the best shape's best.",
+            f"- The rest of the step (attention with its per-head products, the norms, GELU, the loss, AdamW) "
+            f"took {1e3 * rest:.0f} ms. With every product at the peak and the rest as it is, MFU would be "
+            f"{mfu_if(at_peak)}; with the products at their rates alone, {mfu_if(alone_s)}."]
+        if lib == "onednn_bf16":
+            gib = 2 * model_counts(c)["matmul_params"] / 2**20
+            lines.append(
+                f"- Pre-packed weights (gemm_peak's \"pre-packed\" column: the bf16 weight re-laid once in oneDNN's "
+                f"preferred layout) would take the products to {1e3 * packed_s:.0f} ms at those rates alone, MFU "
+                f"{mfu_if(packed_s)}. The input gradient multiplies by Wᵀ, which needs a second packed copy: "
+                f"{gib:.0f} MiB more per node, {(r['rss_mib'] + gib) / R['torch']['rss_mib']:.2f}× PyTorch's "
+                f"peak RSS against the 0.3× target.")
         out += [f"\n### {label}: {1e3 * step:.0f} ms a step, MFU {100 * mfu(r, flops, peak):.1f} % of {peak:.1f} "
                 f"GFLOP/s\n",
                 table(["product", "library", "op M×N×K", "calls / step", "ms / step", "of the step",
-                       "GFLOP/s in the step", "gemm_peak alone, mean (best)", "A → bf16 (ms / step)"], rows),
-                f"\nAt {peak:.1f} GFLOP/s (the best of gemm_peak's shapes) the step's FLOPs would take "
-                f"{1e3 * flops / (peak * 1e9):.0f} ms. The timed products did {total_f / 1e9:.1f} GFLOP in "
-                f"{1e3 * total_s:.0f} ms, {1e3 * (total_s - at_peak):.0f} ms more than at that peak; the rest of the "
-                f"step took {1e3 * rest:.0f} ms."]
+                       "GFLOP/s in the step", "gemm_peak alone, mean (best)", "the same pre-packed, mean (best)",
+                       "A → bf16 (ms / step)"], rows), ""] + lines
     if not out:
         return ""
     return "\n".join(["\n## Where the step goes, product by product (`lorad train --profile`)\n",
                       "Every product lorad's main thread calls, timed per shape over the measured steps (the "
                       "products attention runs per head inside its OpenMP threads are not timed apart: they are in "
                       "the rest, with the norms, GELU, softmax, the loss, AdamW and the memsets). \"gemm_peak alone\" "
-                      "is the same shape's rate in the table of products below (1024 rows; the LM head's products "
-                      "run 128 rows at a time in the step)."] + out)
+                      "is the same shape's rate in the table of products below."] + out)
 
 
 def report_io(R):
