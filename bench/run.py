@@ -837,6 +837,7 @@ def report_peaks(R):
                   "oneDNN bf16, weight pre-packed, best (mean)"], rows)
 
 
+MFU_TARGET = 0.60  # issue #8
 PRODUCT_RUNS = [("lora", "f32 (oneDNN)", "onednn"), ("lora_bf16", "`--base-dtype bf16`", "onednn_bf16")]
 
 
@@ -892,6 +893,14 @@ def report_products(R, c):
             f"- The rest of the step (attention with its per-head products, the norms, GELU, the loss, AdamW) "
             f"took {1e3 * rest:.0f} ms. With every product at the peak and the rest as it is, MFU would be "
             f"{mfu_if(at_peak)}; with the products at their rates alone, {mfu_if(alone_s)}."]
+        budget = flops / (MFU_TARGET * peak * 1e9)  # the step time that is MFU_TARGET
+        need = total_f / (budget - rest) * 1e-9 if budget > rest else float("inf")
+        lines.append(
+            f"- {100 * MFU_TARGET:.0f} % MFU is a {1e3 * budget:.0f} ms step. With the rest as it is, the products "
+            + (f"would have to average {need:.0f} GFLOP/s ({100 * need / peak:.0f} % of the peak; they do "
+               f"{total_f / total_s * 1e-9:.0f} in the step, {total_f / alone_s * 1e-9:.0f} alone)." if need <= peak else
+               f"would have to beat the peak itself ({need:.0f} GFLOP/s): the rest must shrink too, to at most "
+               f"{1e3 * (budget - at_peak):.0f} ms with every product at the peak."))
         if lib == "onednn_bf16":
             gib = 2 * model_counts(c)["matmul_params"] / 2**20
             lines.append(
