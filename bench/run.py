@@ -854,7 +854,7 @@ def report_products(R, c):
         if not r or not r.get("products"):
             continue
         step, steps = r["step_s"], max(1, r["products"][0]["steps"])
-        rows, total_s, total_f, alone_s, packed_s = [], 0.0, 0.0, 0.0, 0.0
+        rows, total_s, total_f, alone_s, packed_s, lost = [], 0.0, 0.0, 0.0, 0.0, []
         for p in sorted(r["products"], key=lambda p: -p["seconds"]):
             s_step, f_step = p["seconds"] / steps, 2.0 * p["m"] * p["n"] * p["k"] * p["calls"] / steps
             name = product_name(c, p) or "?"
@@ -862,6 +862,7 @@ def report_products(R, c):
             # the shape's time at gemm_peak's mean rate (alone), and pre-packed; the step's own without one
             alone = f_step / (ref["gflops_mean"] * 1e9) if ref else s_step
             total_s, total_f, alone_s = total_s + s_step, total_f + f_step, alone_s + alone
+            lost.append((s_step - f_step / (pk["peaks"][lib] * 1e9), f"{name} ({p['m']} rows)"))
             packed_s += f_step / (packed["gflops_mean"] * 1e9) if packed and lib == "onednn_bf16" else alone
             rows.append([name, LIBS.get(p["lib"], p["lib"]), f"{p['op']} {p['m']}×{p['n']}×{p['k']}",
                          f"{p['calls'] / steps:g}", f"{1e3 * s_step:.1f}", f"{100 * s_step / step:.1f} %",
@@ -893,6 +894,9 @@ def report_products(R, c):
             f"- The rest of the step (attention with its per-head products, the norms, GELU, the loss, AdamW) "
             f"took {1e3 * rest:.0f} ms. With every product at the peak and the rest as it is, MFU would be "
             f"{mfu_if(at_peak)}; with the products at their rates alone, {mfu_if(alone_s)}."]
+        lost = sorted(lost + [(rest - (flops - total_f) / (peak * 1e9), "the rest of the step")], reverse=True)
+        lines.append("- Where the time beyond the peak goes, the largest first (each item's time less its FLOPs at "
+                     "the peak): " + "; ".join(f"{what} {1e3 * t:.0f} ms" for t, what in lost[:5]) + ".")
         budget = flops / (MFU_TARGET * peak * 1e9)  # the step time that is MFU_TARGET
         need = total_f / (budget - rest) * 1e-9 if budget > rest else float("inf")
         lines.append(
