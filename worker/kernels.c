@@ -364,14 +364,16 @@ KERNEL_CLONES void gelu_backward(float *dinp, const float *inp, const float *dou
     }
 }
 
-void residual_forward(float *out, const float *inp1, const float *inp2, int N) {
+KERNEL_CLONES void residual_forward(float *out, const float *inp1, const float *inp2, int N) {
 #pragma omp parallel for simd schedule(static)
     for (int i = 0; i < N; i++) out[i] = inp1[i] + inp2[i];
 }
 
-/* One row: logits in, probabilities out; returns the loss of TARGET. */
-KERNEL_CLONES static float crossentropy_row(float *p, int32_t target, int V) {
+/* One row p (V): returns the loss of TARGET; when SCALE is nonzero p becomes its gradient
+ * SCALE · (softmax(p) − onehot(TARGET)), otherwise exp(p − max p). */
+KERNEL_CLONES static float crossentropy_row(float *p, int32_t target, float scale, int V) {
     float maxv = -INFINITY;
+#pragma omp simd reduction(max : maxv)
     for (int i = 0; i < V; i++) maxv = p[i] > maxv ? p[i] : maxv;
     const float target_logit = p[target];
     float sum = 0.0f;
@@ -380,32 +382,25 @@ KERNEL_CLONES static float crossentropy_row(float *p, int32_t target, int V) {
         p[i] = exp_fast(p[i] - maxv);
         sum += p[i];
     }
-    const float inv = 1.0f / sum;
+    if (scale != 0.0f) {
+        const float k = scale / sum;
 #pragma omp simd
-    for (int i = 0; i < V; i++) p[i] *= inv;
+        for (int i = 0; i < V; i++) p[i] *= k;
+        p[target] -= scale;
+    }
     return logf(sum) + maxv - target_logit;
 }
 
-double crossentropy_forward(float *probs, float *losses, const int32_t *targets, const uint8_t *mask, int N,
-                            int V) {
+double crossentropy_forward(float *logits, float *losses, const int32_t *targets, const uint8_t *mask,
+                            float grad_scale, int N, int V) {
 #pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) losses[n] = crossentropy_row(probs + (size_t)n * V, targets[n], V);
+    for (int n = 0; n < N; n++) {
+        float *row = logits + (size_t)n * V;
+        losses[n] = crossentropy_row(row, targets[n], mask[n] ? grad_scale : 0.0f, V);
+        if (grad_scale != 0.0f && !mask[n]) memset(row, 0, (size_t)V * sizeof *row);
+    }
     double total = 0.0; /* in row order, whatever the threads */
     for (int n = 0; n < N; n++)
         if (mask[n]) total += losses[n];
     return total;
-}
-
-void crossentropy_backward(float *dlogits, const int32_t *targets, const uint8_t *mask, float scale, int N,
-                           int V) {
-#pragma omp parallel for schedule(static)
-    for (int n = 0; n < N; n++) {
-        float *d = dlogits + (size_t)n * V;
-        if (!mask[n]) {
-            memset(d, 0, (size_t)V * sizeof(float));
-            continue;
-        }
-        for (int i = 0; i < V; i++) d[i] *= scale;
-        d[targets[n]] -= scale;
-    }
 }

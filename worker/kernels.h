@@ -81,14 +81,11 @@ void gelu_backward(float *dinp, const float *inp, const float *dout, int N);
 /* out = inp1 + inp2, all (N) */
 void residual_forward(float *out, const float *inp1, const float *inp2, int N);
 
-/* Softmax cross-entropy. probs (N,V): logits in, probabilities out (in place);
- * losses (N); targets (N); mask (N) bytes, 0 = not counted. Returns the sum of the
- * counted losses (double). */
-double crossentropy_forward(float *probs, float *losses, const int32_t *targets, const uint8_t *mask, int N,
-                            int V);
-/* dlogits (N,V): probabilities in, gradients out (in place) for loss = SCALE * sum of
- * counted losses; uncounted rows become zero. */
-void crossentropy_backward(float *dlogits, const int32_t *targets, const uint8_t *mask, float scale, int N,
-                           int V);
+/* Softmax cross-entropy and, in the same pass, its gradient. logits (N,V); losses (N);
+ * targets (N); mask (N) bytes, 0 = not counted. Returns the sum of the counted losses
+ * (double). With GRAD_SCALE nonzero the logits become (in place) the gradient of
+ * GRAD_SCALE * that sum, uncounted rows zero; otherwise they are left clobbered. */
+double crossentropy_forward(float *logits, float *losses, const int32_t *targets, const uint8_t *mask,
+                            float grad_scale, int N, int V);
 
 #endif

@@ -515,9 +515,8 @@ double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt
         const int rows = N - r0 < R ? N - r0 : R;
         const float *xr = x + (size_t)r0 * C;
         linear_forward(&m->lm_head, m->logits, xr, m->scratch, NULL, rows);
-        loss += crossentropy_forward(m->logits, losses + r0, tgt + r0, mask + r0, rows, V);
+        loss += crossentropy_forward(m->logits, losses + r0, tgt + r0, mask + r0, grad_scale, rows, V);
         if (grad_scale == 0.0f) continue;
-        crossentropy_backward(m->logits, tgt + r0, mask + r0, grad_scale, rows, V);
         linear_backward(&m->lm_head, dx + (size_t)r0 * C, m->logits, xr, m->scratch, NULL, rows);
     }
     return loss;
