@@ -178,14 +178,22 @@ int generate_cmd(const Lorad__GenerateSpec *s) {
         struct decoder d;
         decoder_init(&d, &m, P);
         const float *logits = NULL;
+        int32_t stopped = 0; /* new tokens when the context ran out first */
         for (int32_t i = 0; i < n; i++) logits = decoder_step(&d, (unsigned char)s->prompt[i]);
         for (int32_t i = 0; i < s->max_new; i++) {
             int32_t next = decoder_pick(logits, V, (float)s->temperature, s->top_k, s->seed, d.pos);
             token_put(s, next, i == 0);
-            if (d.pos == P) break; /* the model sees no further position */
+            if (d.pos == P) { /* the model sees no further position */
+                if (i + 1 < s->max_new) stopped = i + 1;
+                break;
+            }
             logits = decoder_step(&d, next);
         }
         if (s->ids) putchar('\n');
+        fflush(stdout);
+        if (stopped) /* on a line of its own after the text, which ends without a newline */
+            fprintf(stderr, "%slorad: generate: stopped after %d of --max-new %d tokens: the model sees at most %d "
+                            "positions\n", s->ids ? "" : "\n", stopped, (int)s->max_new, P);
         decoder_free(&d);
     }
     model_free(&m);

@@ -22,7 +22,8 @@ Cases (--case):
                   continuation, with and without an adapter and up to the last position;
                   seeded top-k sampling is reproducible, depends on the seed and stays in
                   the reference's top k; --max-new 0 prints nothing; a prompt longer than
-                  n_positions is refused naming --prompt
+                  n_positions is refused naming --prompt; a run the context cuts short
+                  says so on stderr
 """
 import json
 import math
@@ -542,6 +543,7 @@ def case_generate(fails, lorad, work):
 
     # the bytes form: the same tokens as bytes, <|N|> past 255
     p = gen(lorad, model, prompt, ["--temperature", 0, "--max-new", 20])
+    fails.check("stopped after" not in p.stderr, f"generate within the context says it stopped: {p.stderr!r}")
     if expect_ok(fails, p, "greedy, bytes"):
         k = next((i for i, m in enumerate(margins) if m < MARGIN_MIN), len(want))
         if k == len(want):
@@ -552,9 +554,14 @@ def case_generate(fails, lorad, work):
     # prediction from all 64
     long_prompt = "".join(chr(c) for c in rng.integers(ord("a"), ord("z") + 1, CFG.n_positions - 3))
     want_l, margins_l = ref_greedy(W, list(long_prompt.encode()), 20)
-    got_l = gen_ids(fails, gen(lorad, model, long_prompt, greedy), "greedy at the end of the context")
+    p_l = gen(lorad, model, long_prompt, greedy)
+    got_l = gen_ids(fails, p_l, "greedy at the end of the context")
     if got_l is not None:
         fails.check(len(got_l) >= 3, f"greedy at the end of the context: only {len(got_l)} tokens")
+        # a run cut short by the context says so on stderr, in one line
+        note = f"stopped after {len(got_l)} of --max-new 20 tokens: the model sees at most {CFG.n_positions}"
+        fails.check(note in p_l.stderr and len(p_l.stderr.strip().splitlines()) == 1,
+                    f"generate at the end of the context: stderr {p_l.stderr!r} lacks {note!r}")
         k = next((i for i, m in enumerate(margins_l) if m < MARGIN_MIN), len(want_l))
         print(f"end of context: lorad {got_l}, reference {want_l}, margins {[round(m, 4) for m in margins_l]}")
         fails.check(got_l[:k] == want_l[:min(k, len(got_l))] and len(got_l) <= len(want_l),
