@@ -23,6 +23,8 @@ import sys
 
 import numpy as np
 
+import gpt2_ref as ref
+
 L, C, H, V, P = 2, 64, 4, 300, 128  # layers, width, heads, vocab, positions
 B, T, R, STEPS = 3, 64, 4, 4         # sequences, their length, LoRA rank, steps
 HEAD_ROWS = 128                      # the LM head's rows per chunk (worker/model.h)
@@ -132,12 +134,8 @@ def main():
     if not os.path.exists(os.path.join(model, "model.safetensors")):
         subprocess.run([a.lorad, "init-model", "--out", model, "--layers", str(L), "--dim", str(C), "--heads",
                         str(H), "--vocab", str(V), "--positions", str(P)], check=True, capture_output=True)
-    tokens = np.random.default_rng(0).integers(0, V, 4096).astype(np.uint16)
-    header = np.zeros(256, np.int32)
-    header[:3] = [20240520, 1, len(tokens)]
     data = os.path.join(a.workdir, "data.bin")
-    with open(data, "wb") as f:
-        f.write(header.tobytes() + tokens.tobytes())
+    ref.write_bin(data, np.random.default_rng(0).integers(0, V, 4096))
     ok = all([check(a, model, data, "f32", [], "onednn", "onednn"),
               check(a, model, data, "openblas", ["--gemm", "openblas"], "openblas", "openblas", nests=False),
               check(a, model, data, "bf16", ["--base-dtype", "bf16"], "onednn_bf16", "onednn")])
