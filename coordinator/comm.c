@@ -3,8 +3,6 @@
  */
 #include "comm.h"
 
-#include <pthread.h>
-#include <signal.h>
 
 #include <mpi.h>
 #include <stdio.h>
@@ -13,6 +11,7 @@
 #include <time.h>
 
 #include "error.h"
+#include "signals.h"
 
 #define COMM_ERR_LEN 512
 
@@ -28,21 +27,14 @@ static int launched_by_mpi(void) {
 void comm_init(struct comm *c, int *argc, char ***argv) {
     memset(c, 0, sizeof *c);
     c->size = c->local_size = 1;
-    if (!launched_by_mpi()) return;
-    /* Open MPI's own threads (created in MPI_Init) keep the stop signals blocked, so that
-     * the kernel delivers them to this thread: a signal frame holds the AVX-512 and AMX
-     * state (over 10 KB), and landing on a library thread's small stack it wrote into
-     * the heap (glibc then aborted with "corrupted size vs. prev_size"). */
-    sigset_t stops, old;
-    sigemptyset(&stops);
-    sigaddset(&stops, SIGTERM);
-    sigaddset(&stops, SIGUSR1);
-    sigaddset(&stops, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &stops, &old);
+    if (!launched_by_mpi()) {
+        signals_start();
+        return;
+    }
     int provided;
     MPI_CHECK(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided));
     CHECK(provided >= MPI_THREAD_FUNNELED);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    signals_start();
     c->mpi = 1;
     MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &c->rank));
     MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &c->size));

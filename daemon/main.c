@@ -180,6 +180,7 @@ static int is_client_command(const char *cmd) {
 }
 
 int main(int argc, char **argv) {
+    signals_block();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? LORAD_EXIT_USER : 0;
@@ -188,15 +189,17 @@ int main(int argc, char **argv) {
         printf("lorad %s\n", LORAD_VERSION);
         return 0;
     }
+    /* the commands that may run as MPI ranks: comm_init starts the signal thread */
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
+    signals_start();
     if (!strcmp(argv[1], "prep")) return cmd_prep(argc - 2, argv + 2);
     if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
     if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
     if (!strcmp(argv[1], "inspect")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_inspect, "inspect");
     if (!strcmp(argv[1], "export")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_export, "export");
-    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
     if (is_client_command(argv[1])) {
         struct comm alone = {.size = 1, .local_size = 1};
         return leave(&alone, client_run(argv[1], argc - 2, argv + 2));
