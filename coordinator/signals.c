@@ -1,16 +1,17 @@
 /*
  * signals.c: the stop request raised by signals (signals.h). No thread ever runs a
  * signal handler. signals_block, first thing in main, blocks the stop signals before
- * any library makes a thread (Open MPI, OpenMP, oneDNN), so every thread inherits the
- * mask; signals_start then makes one thread of ours that takes them with sigwait. A
- * handler that interrupted the main thread inside oneDNN's kernels or Open MPI's
- * progress engine corrupted the heap about one stop in eight (glibc: "corrupted size
- * vs. prev_size").
+ * Open MPI, OpenMP and oneDNN make their threads, so they inherit the mask;
+ * signals_start then makes one thread of ours that takes them with sigwait. (The pool
+ * OpenBLAS starts before main does not block them: there the same code runs as a
+ * handler, on an idle thread.) A handler that interrupted a computing thread corrupted
+ * the heap about one stop in eight (glibc: "corrupted size vs. prev_size").
  */
 #include "signals.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "error.h"
@@ -18,29 +19,35 @@
 static sigset_t stops;
 static volatile sig_atomic_t stop_signal, armed;
 
-/* Takes every stop signal: before signals_install, the default action (the process dies
- * of it); after, the first one is the stop request and a second SIGINT exits at once. */
+static volatile sig_atomic_t interrupts;
+
+/* One stop signal: before signals_install, the default action (the process dies of it);
+ * after, the first one is the stop request and a second SIGINT exits at once.
+ * Async-signal-safe: it also runs as the handler on the threads libraries made before
+ * main (OpenBLAS's pool), which do not block the signals. */
+static void signals_take(int sig) {
+    if (!armed) {
+        sigset_t one;
+        sigemptyset(&one);
+        sigaddset(&one, sig);
+        signal(sig, SIG_DFL);
+        pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+        raise(sig);
+        return;
+    }
+    if (sig == SIGINT && ++interrupts >= 2) {
+        static const char msg[] = "lorad: second interrupt, exiting now\n";
+        (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
+        _exit(130);
+    }
+    if (!stop_signal) stop_signal = sig;
+}
+
 static void *signals_wait(void *unused) {
     (void)unused;
-    int interrupts = 0;
     for (;;) {
         int sig;
-        if (sigwait(&stops, &sig) != 0) continue;
-        if (!armed) {
-            sigset_t one;
-            sigemptyset(&one);
-            sigaddset(&one, sig);
-            signal(sig, SIG_DFL);
-            pthread_sigmask(SIG_UNBLOCK, &one, NULL);
-            raise(sig);
-            continue;
-        }
-        if (sig == SIGINT && ++interrupts >= 2) {
-            static const char msg[] = "lorad: second interrupt, exiting now\n";
-            (void)!write(STDERR_FILENO, msg, sizeof msg - 1);
-            _exit(130);
-        }
-        if (!stop_signal) stop_signal = sig;
+        if (sigwait(&stops, &sig) == 0) signals_take(sig);
     }
     return NULL;
 }
@@ -51,6 +58,13 @@ void signals_block(void) {
     sigaddset(&stops, SIGUSR1);
     sigaddset(&stops, SIGINT);
     CHECK(pthread_sigmask(SIG_BLOCK, &stops, NULL) == 0);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = signals_take;
+    sigfillset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sigismember(&stops, sig)) CHECK(sigaction(sig, &sa, NULL) == 0);
 }
 
 void signals_start(void) {
