@@ -7,9 +7,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "error.h"
+#include "signals.h"
 
 int fault_from_env(struct fault *f) {
     memset(f, 0, sizeof *f);
@@ -37,6 +39,11 @@ enum fault_kind fault_due(const struct fault *f, int rank, int64_t step) {
                 (long long)step);
         _exit(1);
     }
-    if (f->kind == FAULT_KIND_STOP) kill(getpid(), SIGUSR1); /* to the process: its threads block it */
+    if (f->kind == FAULT_KIND_STOP) {
+        /* to the process (its threads block it), then wait until the signal thread has
+         * taken it, so that the stop is due at this very step */
+        kill(getpid(), SIGUSR1);
+        for (int i = 0; i < 5000 && !signals_stop_requested(NULL); i++) nanosleep(&(struct timespec){0, 1000000}, NULL);
+    }
     return f->kind;
 }

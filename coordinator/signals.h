@@ -13,8 +13,7 @@
  * first in main, before any library starts a thread. */
 void signals_block(void);
 /* Starts the thread that takes the stop signals; until signals_install they end the
- * process as by default. An MPI process calls it after MPI_Init (comm_init does): made
- * before, the thread left the daemon's status answers stalling up to 140 ms. */
+ * process as by default. An MPI process calls it after MPI_Init (comm_init does). */
 void signals_start(void);
 /* From now on a stop signal requests a stop instead. */
 void signals_install(void);
