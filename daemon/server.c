@@ -8,6 +8,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
+#include <sched.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -208,7 +209,18 @@ static int conn_write(struct server *s, struct conn *c) {
     return 1;
 }
 
+/* The control thread runs on any core: mpirun binds a rank to one core, which its
+ * training thread keeps busy, and a status answer would wait for that thread's slice. */
+static void server_unbind(void) {
+    cpu_set_t all;
+    CPU_ZERO(&all);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET((int)i, &all);
+    (void)sched_setaffinity(0, sizeof all, &all); /* best effort: a cpuset may refuse */
+}
+
 static void *server_main(void *arg) {
+    server_unbind();
     struct server *s = arg;
     struct pollfd p[SERVER_MAX_CONNS + 3];
     for (;;) {
