@@ -10,6 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "comm.h"
 #include "error.h"
 #include "signals.h"
 
@@ -19,16 +20,21 @@ int fault_from_env(struct fault *f) {
     if (!v || !v[0]) return 0;
     char kind[16];
     long long step;
-    if (sscanf(v, "rank:%d:step:%lld:%15s", &f->rank, &step, kind) != 3 || step < 1) {
+    int ms = 0, end = 0;
+    if (sscanf(v, "rank:%d:step:%lld:%15[a-z]%n:%d%n", &f->rank, &step, kind, &end, &ms, &end) < 3 || v[end] ||
+        step < 1 || ms < 0) {
         err_set("LORAD_FAULT", "'%s' is malformed", v);
-        return err_hint("use rank:R:step:S:exit, :nan, :stop or :skew");
+        return err_hint("use rank:R:step:S:exit, :nan, :stop, :skew or :slow:MS");
     }
     f->step = step;
-    if (!strcmp(kind, "exit")) f->kind = FAULT_KIND_EXIT;
+    f->floor_s = 1e-3 * ms;
+    if (!strcmp(kind, "slow") && ms > 0) f->kind = FAULT_KIND_SLOW;
+    else if (ms > 0) return err_set("LORAD_FAULT", "only slow takes milliseconds, not %s", kind);
+    else if (!strcmp(kind, "exit")) f->kind = FAULT_KIND_EXIT;
     else if (!strcmp(kind, "nan")) f->kind = FAULT_KIND_NAN;
     else if (!strcmp(kind, "stop")) f->kind = FAULT_KIND_STOP;
     else if (!strcmp(kind, "skew")) f->kind = FAULT_KIND_SKEW;
-    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit, nan, stop or skew)", kind);
+    else return err_set("LORAD_FAULT", "unknown fault kind '%s' (exit, nan, stop, skew or slow:MS)", kind);
     return 0;
 }
 
@@ -46,4 +52,10 @@ enum fault_kind fault_due(const struct fault *f, int rank, int64_t step) {
         for (int i = 0; i < 5000 && !signals_stop_requested(NULL); i++) nanosleep(&(struct timespec){0, 1000000}, NULL);
     }
     return f->kind;
+}
+
+void fault_pace(const struct fault *f, int rank, int64_t step, double t_start) {
+    if (f->kind != FAULT_KIND_SLOW || f->rank != rank || step < f->step) return;
+    for (double left; (left = t_start + f->floor_s - comm_time()) > 0;)
+        nanosleep(&(struct timespec){(time_t)left, (long)((left - (double)(time_t)left) * 1e9)}, NULL);
 }

@@ -6,26 +6,48 @@
  * OpenBLAS starts before main does not block them: there the same code runs as a
  * handler, on an idle thread.) A handler that interrupted a computing thread corrupted
  * the heap about one stop in eight (glibc: "corrupted size vs. prev_size").
+ *
+ * SIGCONT is taken too. Open MPI 4.1's mpirun, given SIGTERM or SIGINT, sends its ranks
+ * SIGCONT at once, SIGTERM only odls_base_sigkill_timeout seconds later and SIGKILL as
+ * long after that (orte/mca/odls/base/odls_base_default_fns.c, kill_local_procs); Slurm
+ * and systemd also send SIGCONT beside their SIGTERM. So a SIGCONT that finds the process
+ * running is the first word of a stop, and requests one. A SIGCONT that ends a stop
+ * (SIGSTOP, or Ctrl-Z on mpirun and then fg) does not: the signal thread wakes every
+ * SIGNALS_TICK_MS, and a silence of more than SIGNALS_STOPPED_MS before the SIGCONT
+ * means the process was stopped.
  */
 #include "signals.h"
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "comm.h"
 #include "error.h"
+
+#define SIGNALS_TICK_MS 100
+#define SIGNALS_STOPPED_MS 1000
 
 static sigset_t stops;
 static volatile sig_atomic_t stop_signal, armed;
-
 static volatile sig_atomic_t interrupts;
+static _Atomic double awake; /* when the signal thread last woke (comm_time) */
 
-/* One stop signal: before signals_install, the default action (the process dies of it);
- * after, the first one is the stop request and a second SIGINT exits at once.
- * Async-signal-safe: it also runs as the handler on the threads libraries made before
- * main (OpenBLAS's pool), which do not block the signals. */
+/* Whether a SIGCONT now follows a stop of the process rather than interrupting a run. */
+static int signals_was_stopped(void) {
+    double now = comm_time(), last = atomic_exchange(&awake, now);
+    return now - last > 1e-3 * SIGNALS_STOPPED_MS;
+}
+
+/* One stop signal: before signals_install, the default action (the process dies of it;
+ * SIGCONT only continues it); after, the first one is the stop request and a second
+ * SIGINT exits at once. Async-signal-safe: it also runs as the handler on the threads
+ * libraries made before main (OpenBLAS's pool), which do not block the signals. */
 static void signals_take(int sig) {
+    if (sig == SIGCONT && (signals_was_stopped() || !armed)) return;
     if (!armed) {
         sigset_t one;
         sigemptyset(&one);
@@ -45,9 +67,11 @@ static void signals_take(int sig) {
 
 static void *signals_wait(void *unused) {
     (void)unused;
+    const struct timespec tick = {0, SIGNALS_TICK_MS * 1000000L};
     for (;;) {
-        int sig;
-        if (sigwait(&stops, &sig) == 0) signals_take(sig);
+        int sig = sigtimedwait(&stops, NULL, &tick);
+        if (sig > 0) signals_take(sig);
+        else atomic_store(&awake, comm_time());
     }
     return NULL;
 }
@@ -57,6 +81,7 @@ void signals_block(void) {
     sigaddset(&stops, SIGTERM);
     sigaddset(&stops, SIGUSR1);
     sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGCONT);
     CHECK(pthread_sigmask(SIG_BLOCK, &stops, NULL) == 0);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -65,6 +90,7 @@ void signals_block(void) {
     sa.sa_flags = SA_RESTART;
     for (int sig = 1; sig < NSIG; sig++)
         if (sigismember(&stops, sig)) CHECK(sigaction(sig, &sa, NULL) == 0);
+    atomic_store(&awake, comm_time());
 }
 
 void signals_start(void) {
@@ -77,6 +103,10 @@ void signals_install(void) { armed = 1; }
 
 int signals_stop_requested(const char **name) {
     int sig = stop_signal;
-    if (name) *name = sig == SIGTERM ? "SIGTERM" : sig == SIGUSR1 ? "SIGUSR1" : "SIGINT";
+    if (name)
+        *name = sig == SIGTERM   ? "SIGTERM"
+                : sig == SIGUSR1 ? "SIGUSR1"
+                : sig == SIGCONT ? "SIGCONT (mpirun, Slurm or systemd stopping the job)"
+                                 : "SIGINT";
     return sig != 0;
 }

@@ -1,5 +1,7 @@
 /*
- * signals.h: SIGTERM, SIGUSR1 and SIGINT ask the run to stop at the next step boundary:
+ * signals.h: SIGTERM, SIGUSR1 and SIGINT ask the run to stop at the next step boundary, and
+ * so does a SIGCONT while the process runs (the first signal mpirun sends its ranks when it
+ * is given SIGTERM or SIGINT; signals.c):
  * every rank folds the request into the step's all-reduce, so all ranks agree, write a
  * checkpoint and exit with TRAIN_EXIT_REQUEUE. A second SIGINT exits at once.
  */

@@ -196,6 +196,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, t->rs.samples + g);
     memset(tr->g, 0, (tr->n + TRAINABLE_HDR) * sizeof(float));
     int failed = step_local(t, s, lo, (int32_t)(hi - lo)) != 0;
+    fault_pace(&t->fault, t->comm->rank, s + 1, t_start);
     tr->hdr[STEP_HDR_FAULTS] = (float)failed;
     if (t->comm->rank == 0 && t->ctl->stop && !t->stop_why) t->stop_why = t->ctl->stop(t->ctl->ctx);
     tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || t->stop_why);

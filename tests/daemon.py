@@ -11,8 +11,12 @@ Cases (--case):
   kill     kill -9 of the whole daemon (mpirun and ranks) while a job checkpoints every
            step; the restarted daemon queues it again, resumes it from its checkpoint,
            and it ends with the adapter bytes of an uninterrupted run.
-  signal   SIGTERM to mpirun while a job runs: the job checkpoints, the daemon exits, and
-           the record says QUEUED; the next daemon finishes the job.
+  signal   SIGTERM to mpirun while a job runs: the job checkpoints within a few steps of
+           the signal, the daemon exits, and the record says QUEUED; the next daemon
+           finishes the job.
+The kill and signal cases pace the job (LORAD_FAULT ...:slow:MS, every step lasts at
+least MS) so that it is still running when the kill or the signal comes, however fast
+the machine.
   hostile  while a job trains: 50 concurrent clients poll status, every answer within
            100 ms; a silent client and one that sent half a frame never block anyone;
            garbage, oversized and other-version frames get an error reply; TCP (bound to
@@ -22,6 +26,7 @@ Cases (--case):
 """
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -39,22 +44,25 @@ import gpt2_ref as ref  # noqa: E402
 CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
 T, G = 16, 4
 TIMING = {"tokens_per_s", "elapsed_s", "comm_s", "wait_s"}
+PACE_MS = 100  # the least a step of a paced job lasts
+PACED = {"LORAD_FAULT": f"rank:0:step:1:slow:{PACE_MS}"}
 
 
 class Daemon:
     """One `mpirun -np RANKS lorad serve` on a state directory, and its clients."""
 
-    def __init__(self, lorad, state, ranks=2, extra=()):
+    def __init__(self, lorad, state, ranks=2, extra=(), env=None):
         self.lorad, self.state = lorad, state
         self.sock = os.path.join(state, "lorad.sock")
         self.log = open(os.path.join(os.path.dirname(state), "serve.log"), "a")
-        # SIGTERM to mpirun reaches the ranks as SIGTERM, then SIGKILL after this many seconds
-        # (1 by default): the running job's checkpoint must fit in it on a loaded machine
+        # SIGTERM to mpirun reaches the ranks as SIGCONT at once (the stop), SIGTERM after this
+        # many seconds (1 by default) and SIGKILL as long after: the running job's step and
+        # checkpoint must fit in it on a loaded machine
         cmd = ["mpirun", "--oversubscribe", "--mca", "odls_base_sigkill_timeout", "5", "-np", str(ranks), lorad,
                "serve", "--state", state] + list(extra)
         print("+ " + " ".join(cmd), flush=True)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True,
-                                     env=dict(os.environ, **ref.MPI_ENV))
+                                     env=dict(os.environ, **ref.MPI_ENV, **(env or {})))
         deadline = time.time() + 60
         while time.time() < deadline and self.proc.poll() is None:
             p = self.client("status")
@@ -253,10 +261,10 @@ def finish_after_restart(fails, lorad, work, state, j, fl):
 
 def case_kill(fails, lorad, work):
     model, data = inputs(work)
-    # enough steps that the kill lands mid-job on a fast machine: a step here takes ~2 ms
+    # paced: the 400 steps last at least 40 s, and the kill comes after 20
     fl = flags(model, data, 400, ["--ckpt-every", 1, "--keep", 2])
     state = os.path.join(work, "state")
-    d = Daemon(lorad, state)
+    d = Daemon(lorad, state, env=PACED)
     try:
         j = d.submit(fl)
         d.wait(j, lambda r: r["step"] >= 20)
@@ -271,25 +279,28 @@ def case_kill(fails, lorad, work):
 def case_signal(fails, lorad, work):
     model, data = inputs(work)
     # once mpirun has its SIGTERM it stops draining the ranks' stderr: a progress line every
-    # step of 0.1 ms fills the pipe before the stop, and the rank blocks there until SIGKILL.
-    # Lines every 50 steps leave room (real steps take far longer); batch 32 makes the 2000
-    # steps last a few seconds, so that the signal lands mid-job.
-    fl = flags(model, data, 2000, ["--ckpt-every", 500, "--log-every", 50, "--batch", 32])
+    # step could fill the pipe before the stop, and the rank would block there until SIGKILL.
+    # Paced, the 2000 steps last at least 200 s; the signal comes after 5.
+    fl = flags(model, data, 2000, ["--ckpt-every", 500, "--log-every", 50])
     state = os.path.join(work, "state")
-    d = Daemon(lorad, state)
+    d = Daemon(lorad, state, env=PACED)
     try:
         j = d.submit(fl)
-        d.wait(j, lambda r: r["step"] >= 5)
+        at = d.wait(j, lambda r: r["step"] >= 5)["step"]
         os.kill(d.proc.pid, signal.SIGTERM)
-        print(f"mpirun exited {d.end()} on SIGTERM", flush=True)
+        print(f"SIGTERM to mpirun at step {at}; mpirun exited {d.end()}", flush=True)
     finally:
         if d.proc.poll() is None:
             d.kill9()
     with open(os.path.join(state, "jobs", str(j), "train.log")) as f:
         log = f.read()
-    fails.check("stopped at step" in log, f"the job did not stop with a checkpoint: {log[-300:]!r}")
+    stop = re.search(r"stopped at step (\d+) on SIGCONT", log)
+    fails.check(stop, f"the job did not stop with a checkpoint on mpirun's SIGCONT: {log[-300:]!r}")
+    # a step lasts at least PACE_MS: a stop within 5 steps is one within half a second
+    fails.check(stop and at <= int(stop.group(1)) <= at + 5,
+                f"the job stopped at step {stop and stop.group(1)}, more than 5 steps after the signal at {at}")
     with open(os.path.join(work, "serve.log"), errors="replace") as f:
-        fails.check("daemon stopped on SIGTERM" in f.read(), "the daemon did not say it stopped on SIGTERM")
+        fails.check("daemon stopped on SIGCONT" in f.read(), "the daemon did not say it stopped on mpirun's SIGCONT")
     with open(os.path.join(state, "jobs", str(j), "job.pb"), "rb") as f:
         fails.check(f.read(), "no job record")
     finish_after_restart(fails, lorad, work, state, j, fl)

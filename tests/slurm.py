@@ -13,6 +13,9 @@ runs as `sbatch --ntasks=2 train.sbatch`, and is preempted twice while it trains
   2. `scontrol requeue` (an administrator's or a preemption's requeue): the job gets TERM,
      checkpoints, and Slurm requeues it; the run after it must resume past that point.
 After each requeue the test lifts the 120 s BeginTime hold (`scontrol update StartTime=now`).
+The job's runs are paced (LORAD_FAULT ...:slow:MS: every step lasts at least PACE_MS), so
+that each preemption finds the job training however fast the machine, and each stop must
+come within STOP_WITHIN steps of the preemption.
 The job must end COMPLETED with exit 0 after 2 restarts (SLURM_RESTART_COUNT 1 then 2
 in its output), resume twice from the checkpoints of the preemptions, and its metrics rows
 (but timings) and adapter_model.safetensors must equal those of an uninterrupted
@@ -42,6 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = {w: os.path.join(REPO, "deploy", "slurm", f"{w}.sbatch") for w in ("train", "serve")}
 STEPS = 60
 USR1_AT, REQUEUE_AT = 8, 30  # metrics rows (steps done) before each preemption
+PACE_MS, STOP_WITHIN = 200, 5  # the least a step lasts; so a stop within 5 steps is one within 1 s
 
 
 def expect(fails, ok, what, detail=""):
@@ -181,14 +185,16 @@ ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
 
 
 def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
-    """Waits for AFTER_ROWS metrics rows, preempts with HOW, waits for the requeue, releases it."""
+    """Waits for AFTER_ROWS metrics rows, preempts with HOW, waits for the requeue, releases it.
+    Returns the rows done at the preemption, or None."""
     wait_until(lambda: metric_rows(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
                f"{after_rows} steps of job {jobid}")
     if not expect(fails, metric_rows(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
                   str(slurm.job(jobid))):
-        return False
+        return None
     cmd = {"usr1": ["scancel", "--signal=USR1", "--batch", jobid], "requeue": ["scontrol", "requeue", jobid]}[how]
-    print(f"+ {' '.join(cmd)}   (at {metric_rows(out)} steps)", flush=True)
+    at = metric_rows(out)
+    print(f"+ {' '.join(cmd)}   (at {at} steps)", flush=True)
     p = slurm.run(cmd)
     expect(fails, p.returncode == 0, f"{' '.join(cmd)} succeeded", p.stderr.strip())
     wait_until(lambda: slurm.job(jobid).get("Restarts") == str(restarts) and
@@ -198,7 +204,7 @@ def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
     # (the requeue), so lift the 120 s BeginTime hold only after that second.
     time.sleep(2)
     p = slurm.run(["scontrol", "update", f"jobid={jobid}", "StartTime=now"])
-    return expect(fails, p.returncode == 0, "released the requeued job", p.stderr.strip())
+    return at if expect(fails, p.returncode == 0, "released the requeued job", p.stderr.strip()) else None
 
 
 def prep_devil(fails, lorad, work):
@@ -231,11 +237,12 @@ def case_train_requeue(fails, lorad, work):
     ensure_packages()
     with Slurm() as slurm:
         out, log = os.path.join(work, "job"), os.path.join(work, "job.out")
-        jobid = sbatch(fails, slurm, "train", log, {"LORAD": lorad, "LORAD_OUT": out}, flags)
+        jobid = sbatch(fails, slurm, "train", log, {"LORAD": lorad, "LORAD_OUT": out,
+                                                    "LORAD_FAULT": f"rank:0:step:1:slow:{PACE_MS}"}, flags)
         if not jobid:
             return
-        if preempt(fails, slurm, jobid, out, USR1_AT, "usr1", 1):
-            preempt(fails, slurm, jobid, out, REQUEUE_AT, "requeue", 2)
+        usr1_at = preempt(fails, slurm, jobid, out, USR1_AT, "usr1", 1)
+        requeue_at = usr1_at and preempt(fails, slurm, jobid, out, REQUEUE_AT, "requeue", 2)
         wait_until(lambda: slurm.job(jobid).get("JobState") in ENDED, 300, f"job {jobid} to end")
         info = slurm.job(jobid)
         text = open(log).read()
@@ -251,6 +258,8 @@ def case_train_requeue(fails, lorad, work):
             stop = re.search(r"lorad: stopped at step (\d+)", runs[0])
             expect(fails, "got SIGUSR1" in runs[0] and stop and "requeueing job" in runs[0],
                    "USR1: the trap fired, lorad checkpointed and stopped, the script requeued the job")
+            expect(fails, stop and usr1_at <= int(stop.group(1)) <= usr1_at + STOP_WITHIN,
+                   f"USR1 at step {usr1_at}: the stop came within {STOP_WITHIN} steps", stop and stop.group(0))
             resumed = [re.search(r"lorad: resuming from \S+ at step (\d+)", r) for r in runs[1:]]
             expect(fails, stop and resumed[0] and resumed[0].group(1) == stop.group(1),
                    "the first requeued run resumed where USR1 stopped it")
@@ -258,8 +267,9 @@ def case_train_requeue(fails, lorad, work):
             # checkpoint at TERM is where the last run resumed: past the requeue point, and
             # --ckpt-every is longer than the run.
             expect(fails, "got SIGTERM" in runs[1], "TERM (scontrol requeue): the trap fired")
-            expect(fails, resumed[1] and int(resumed[1].group(1)) >= REQUEUE_AT,
-                   f"the last run resumed from a checkpoint written at the TERM (step >= {REQUEUE_AT})")
+            expect(fails, resumed[1] and requeue_at and requeue_at <= int(resumed[1].group(1)) <= requeue_at + STOP_WITHIN,
+                   f"the last run resumed from a checkpoint written within {STOP_WITHIN} steps of the TERM "
+                   f"at step {requeue_at}", resumed[1] and resumed[1].group(0))
             expect(fails, "lorad exited 0" in runs[2], "the last run finished")
         expect(fails, ckpt_resume.rows(out) == ckpt_resume.rows(straight),
                "metrics rows (but timings) equal the uninterrupted run's")
