@@ -27,8 +27,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "gemm.h"
 #include "safetensors.h"
 #include "simd.h"
@@ -50,12 +50,6 @@ struct operands {
     float *A, *B, *C;
     uint16_t *B16;
 };
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void *must_alloc(size_t bytes) {
     void *p = malloc(bytes);
@@ -206,9 +200,9 @@ static void time_shape(enum lib lib, const struct shape *s, const struct operand
     double best = 1e30, total = 0.0;
     int reps = 0;
     while (reps < 2 || total < min_time) {
-        double t0 = now();
+        double t0 = clock_now();
         product(lib, s, op);
-        double dt = now() - t0;
+        double dt = clock_now() - t0;
         if (dt < best) best = dt;
         total += dt;
         reps++;

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "error.h"
 #include "signals.h"
 
@@ -80,26 +81,20 @@ void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi) {
     *hi = n * (c->rank + 1) / c->size;
 }
 
-double comm_time(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void comm_allreduce_floats(struct comm *c, float *buf, size_t n) {
     if (!c->mpi) return;
     /* the ranks meet first, so that comm_s is the reduction alone and wait_s the time this
      * rank waited for the slowest */
-    double t = comm_time();
+    double t = clock_now();
     MPI_CHECK(MPI_Barrier(MPI_COMM_WORLD));
-    c->wait_s += comm_time() - t;
-    t = comm_time();
+    c->wait_s += clock_now() - t;
+    t = clock_now();
     /* MPI counts are int: reduce in pieces below 2^30 elements */
     for (size_t at = 0; at < n; at += (size_t)1 << 30) {
         size_t k = n - at < ((size_t)1 << 30) ? n - at : (size_t)1 << 30;
         MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, buf + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD));
     }
-    c->comm_s += comm_time() - t;
+    c->comm_s += clock_now() - t;
 }
 
 void comm_allreduce_doubles(struct comm *c, double *buf, size_t n) {

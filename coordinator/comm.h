@@ -29,8 +29,6 @@ void comm_finalize(struct comm *c);
 void comm_bcast_bytes(struct comm *c, uint8_t **buf, size_t *n);
 /* This rank's contiguous part [*LO, *HI) of N items; parts differ by at most one. */
 void comm_part(const struct comm *c, int64_t n, int64_t *lo, int64_t *hi);
-/* Seconds on a monotonic clock. */
-double comm_time(void);
 /* Broadcasts N bytes at BUF from rank 0 into every rank's BUF. */
 void comm_bcast(struct comm *c, void *buf, size_t n);
 /* In-place sum over ranks of N floats, after a barrier: adds the reduction's time to

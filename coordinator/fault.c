@@ -10,7 +10,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm.h"
+#include "clock.h"
 #include "error.h"
 #include "signals.h"
 
@@ -56,6 +56,6 @@ enum fault_kind fault_due(const struct fault *f, int rank, int64_t step) {
 
 void fault_pace(const struct fault *f, int rank, int64_t step, double t_start) {
     if (f->kind != FAULT_KIND_SLOW || f->rank != rank || step < f->step) return;
-    for (double left; (left = t_start + f->floor_s - comm_time()) > 0;)
+    for (double left; (left = t_start + f->floor_s - clock_now()) > 0;)
         nanosleep(&(struct timespec){(time_t)left, (long)((left - (double)(time_t)left) * 1e9)}, NULL);
 }

@@ -35,7 +35,7 @@ int fault_from_env(struct fault *f);
 /* The fault due on RANK at STEP (1-based), FAULT_KIND_NONE otherwise. An exit fault
  * prints one line naming the rank and ends the process here. */
 enum fault_kind fault_due(const struct fault *f, int rank, int64_t step);
-/* A slow fault: waits until step STEP (1-based) of RANK, begun at T_START (comm_time),
+/* A slow fault: waits until step STEP (1-based) of RANK, begun at T_START (clock_now),
  * has lasted its floor. */
 void fault_pace(const struct fault *f, int rank, int64_t step, double t_start);
 

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "comm.h"
+#include "clock.h"
 #include "error.h"
 
 #define SIGNALS_TICK_MS 100
@@ -34,11 +34,11 @@
 static sigset_t stops;
 static volatile sig_atomic_t stop_signal, armed;
 static volatile sig_atomic_t interrupts;
-static _Atomic double awake; /* when the signal thread last woke (comm_time) */
+static _Atomic double awake; /* when the signal thread last woke (clock_now) */
 
 /* Whether a SIGCONT now follows a stop of the process rather than interrupting a run. */
 static int signals_was_stopped(void) {
-    double now = comm_time(), last = atomic_exchange(&awake, now);
+    double now = clock_now(), last = atomic_exchange(&awake, now);
     return now - last > 1e-3 * SIGNALS_STOPPED_MS;
 }
 
@@ -71,7 +71,7 @@ static void *signals_wait(void *unused) {
     for (;;) {
         int sig = sigtimedwait(&stops, NULL, &tick);
         if (sig > 0) signals_take(sig);
-        else atomic_store(&awake, comm_time());
+        else atomic_store(&awake, clock_now());
     }
     return NULL;
 }
@@ -90,7 +90,7 @@ void signals_block(void) {
     sa.sa_flags = SA_RESTART;
     for (int sig = 1; sig < NSIG; sig++)
         if (sigismember(&stops, sig)) CHECK(sigaction(sig, &sa, NULL) == 0);
-    atomic_store(&awake, comm_time());
+    atomic_store(&awake, clock_now());
 }
 
 void signals_start(void) {

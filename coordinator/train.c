@@ -15,6 +15,7 @@
 
 #include "batch.h"
 #include "checkpoint.h"
+#include "clock.h"
 #include "error.h"
 #include "eval.h"
 #include "export.h"
@@ -190,7 +191,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     const Lorad__JobSpec *job = t->job;
     struct trainable *tr = &t->model.tr;
     const int32_t G = job->batch;
-    double t_start = comm_time();
+    double t_start = clock_now();
     int64_t lo, hi;
     comm_part(t->comm, G, &lo, &hi);
     for (int64_t g = lo; g < hi; g++) t->ids[g - lo] = order_sample(&t->order, t->rs.samples + g);
@@ -201,7 +202,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     if (t->comm->rank == 0 && t->ctl->stop && !t->stop_why) t->stop_why = t->ctl->stop(t->ctl->ctx);
     tr->hdr[STEP_HDR_STOP] = (float)(signals_stop_requested(NULL) || t->stop_why);
     tr->hdr[STEP_HDR_CKPT] = (float)(t->comm->rank == 0 && job->ckpt_every_seconds > 0 &&
-                                     comm_time() - t->last_ckpt >= job->ckpt_every_seconds);
+                                     clock_now() - t->last_ckpt >= job->ckpt_every_seconds);
     t->comm->comm_s = t->comm->wait_s = 0.0;
     comm_allreduce_floats(t->comm, tr->g, tr->n + TRAINABLE_HDR);
     if (tr->hdr[STEP_HDR_FAULTS] > 0) return comm_agree(t->comm, failed);
@@ -219,7 +220,7 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
                               .tokens = (int64_t)G * job->seq, .target_tokens = (int64_t)count,
                               .allreduce_bytes = t->comm->mpi ? (int64_t)(tr->n + TRAINABLE_HDR) * 4 : 0,
-                              .comm_s = t->comm->comm_s, .wait_s = t->comm->wait_s, .step_s = comm_time() - t_start, .val_loss = NAN};
+                              .comm_s = t->comm->comm_s, .wait_s = t->comm->wait_s, .step_s = clock_now() - t_start, .val_loss = NAN};
     return 0;
 }
 
@@ -247,7 +248,7 @@ static int train_checkpoint(struct train *t) {
     if (t->comm->rank != 0) return comm_agree(t->comm, 0);
     char *path = checkpoint_save(t->job, &t->model, &t->meta, &t->rs, t->comm->size, t->order.n);
     if (path) metrics_say(&t->metrics, "checkpoint %s", path);
-    t->last_ckpt = comm_time();
+    t->last_ckpt = clock_now();
     free(path);
     return comm_agree(t->comm, path == NULL);
 }
@@ -279,7 +280,7 @@ static int train_loop(struct train *t) {
         if (train_eval(t, &base_val)) return -1;
         if (t->comm->rank == 0) metrics_say(&t->metrics, "validation loss before training: %.6f", base_val);
     }
-    t->t0 = t->last_ckpt = comm_time();
+    t->t0 = t->last_ckpt = clock_now();
     const int64_t first = t->rs.step;
     gemm_profile_clear();
     for (int64_t s = first; s < job->steps; s++) {
@@ -293,7 +294,7 @@ static int train_loop(struct train *t) {
         if (eval_now && train_eval(t, &r.val_loss)) return -1;
         int check_now = (job->replica_check_every && (s + 1) % job->replica_check_every == 0) || last;
         if (check_now && replicas_check(t, s + 1)) return -1;
-        r.elapsed_s = comm_time() - t->t0;
+        r.elapsed_s = clock_now() - t->t0;
         if (t->comm->rank == 0) metrics_step(&t->metrics, &r);
         if (t->comm->rank == 0 && t->ctl->step) t->ctl->step(t->ctl->ctx, &r);
         if (checkpoint_due(t, s) && train_checkpoint(t)) return -1;
@@ -317,10 +318,10 @@ static int train_loop(struct train *t) {
 int train_run(const Lorad__JobSpec *job, struct comm *comm, struct train_ctl *ctl) {
     struct train_ctl none = {0};
     struct train t;
-    double t0 = comm_time();
+    double t0 = clock_now();
     if (!ctl) ctl = &none;
     int rc = train_setup(&t, job, comm, ctl);
-    ctl->setup_s = comm_time() - t0;
+    ctl->setup_s = clock_now() - t0;
     if (rc == 0) rc = train_loop(&t);
     train_free(&t);
     return rc;

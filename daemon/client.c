@@ -20,6 +20,7 @@
 #include "fileio.h"
 #include "frame.h"
 #include "job.h"
+#include "netaddr.h"
 #include "protojson.h"
 
 #define CLIENT_TIMEOUT_MS 30000
@@ -37,13 +38,8 @@ static const struct {
 /* A connected socket to the daemon CS names; -1 with an error. */
 static int daemon_connect(const Lorad__ClientSpec *cs) {
     if (cs->connect[0]) {
-        char host[256];
-        const char *colon = strrchr(cs->connect, ':');
-        if (!colon) return err_set("--connect", "'%s' is not HOST:PORT", cs->connect);
-        snprintf(host, sizeof host, "%.*s", (int)(colon - cs->connect), cs->connect);
-        struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai;
-        int e = getaddrinfo(host, colon + 1, &hints, &ai);
-        if (e) return err_set("--connect", "'%s': %s", cs->connect, gai_strerror(e));
+        struct addrinfo *ai;
+        if (netaddr_resolve("--connect", cs->connect, 0, &ai)) return -1;
         int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
         if (fd >= 0 && connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
             close(fd);

@@ -9,9 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "fileio.h"
 
@@ -94,16 +94,10 @@ int frame_send(int fd, const uint8_t *buf, size_t n) {
     return 0;
 }
 
-static double now_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec * 1e-6;
-}
-
-/* Reads exactly N bytes into BUF before DEADLINE (now_ms). */
+/* Reads exactly N bytes into BUF before DEADLINE (1e3 * clock_now()). */
 static int read_full(int fd, uint8_t *buf, size_t n, double deadline) {
     for (size_t at = 0; at < n;) {
-        int left = (int)(deadline - now_ms());
+        int left = (int)(deadline - 1e3 * clock_now());
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int ready = left > 0 ? poll(&p, 1, left) : 0;
         if (ready < 0 && errno == EINTR) continue;
@@ -117,7 +111,7 @@ static int read_full(int fd, uint8_t *buf, size_t n, double deadline) {
 }
 
 Lorad__Response *frame_response_recv(int fd, int timeout_ms) {
-    double deadline = now_ms() + timeout_ms;
+    double deadline = 1e3 * clock_now() + timeout_ms;
     uint8_t hdr[FRAME_HDR];
     if (read_full(fd, hdr, sizeof hdr, deadline)) return NULL;
     uint32_t len = be32_get(hdr);

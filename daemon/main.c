@@ -21,7 +21,6 @@
 #include "signals.h"
 #include "train.h"
 
-#define LORAD_VERSION "0.1.0"
 
 static void usage(FILE *out) {
     fprintf(out,

@@ -16,11 +16,12 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "frame.h"
+#include "netaddr.h"
 
 #define SERVER_MAX_CONNS 128
 #define SERVER_IDLE_S 30.0 /* a connection silent this long is closed */
@@ -45,12 +46,6 @@ struct server {
     struct conn conns[SERVER_MAX_CONNS];
     int n;
 };
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
 
 static void nonblock(int fd) { fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK); }
 
@@ -112,20 +107,10 @@ static int unix_listen(struct server *s) {
     return 0;
 }
 
-/* "HOST:PORT", "[V6]:PORT" or "PORT" (on 127.0.0.1). */
+/* LISTEN_AT as netaddr.h reads it. */
 static int tcp_listen(struct server *s, const char *listen_at) {
-    char host[256] = "127.0.0.1", port[32];
-    const char *colon = strrchr(listen_at, ':');
-    if (colon) {
-        const char *h = listen_at;
-        size_t hn = (size_t)(colon - listen_at);
-        if (hn >= 2 && h[0] == '[' && h[hn - 1] == ']') h++, hn -= 2;
-        snprintf(host, sizeof host, "%.*s", (int)(hn < sizeof host - 1 ? hn : sizeof host - 1), h);
-    }
-    snprintf(port, sizeof port, "%s", colon ? colon + 1 : listen_at);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *ai;
-    int e = getaddrinfo(host, port, &hints, &ai);
-    if (e) return err_set("--listen", "'%s': %s", listen_at, gai_strerror(e));
+    struct addrinfo *ai;
+    if (netaddr_resolve("--listen", listen_at, 1, &ai)) return -1;
     s->tcp_fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
     int one = 1;
     setsockopt(s->tcp_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -152,7 +137,7 @@ static void accept_all(struct server *s, int lfd, int tcp) {
             close(fd);
             continue;
         }
-        s->conns[s->n++] = (struct conn){.fd = fd, .tcp = tcp, .last = now_s()};
+        s->conns[s->n++] = (struct conn){.fd = fd, .tcp = tcp, .last = clock_now()};
     }
 }
 
@@ -187,7 +172,7 @@ static int conn_read(struct server *s, struct conn *c) {
     if (c->in_cap < c->in_n + SERVER_READ) c->in = xrealloc(c->in, c->in_cap = c->in_n + SERVER_READ);
     ssize_t k = read(c->fd, c->in + c->in_n, SERVER_READ);
     if (k < 0) return errno == EAGAIN || errno == EINTR;
-    c->last = now_s();
+    c->last = clock_now();
     if (k == 0) c->hangup = 1; /* answer what came, then close */
     c->in_n += (size_t)k;
     conn_serve(s, c);
@@ -198,7 +183,7 @@ static int conn_read(struct server *s, struct conn *c) {
 static int conn_write(struct server *s, struct conn *c) {
     ssize_t k = send(c->fd, c->out + c->out_at, c->out_n - c->out_at, MSG_NOSIGNAL);
     if (k < 0) return errno == EAGAIN || errno == EINTR;
-    c->last = now_s();
+    c->last = clock_now();
     c->out_at += (size_t)k;
     if (c->out_at < c->out_n) return 1;
     free(c->out);
@@ -239,7 +224,7 @@ static void *server_main(void *arg) {
             break;
         }
         int n = s->n;
-        double now = now_s();
+        double now = clock_now();
         for (int i = 0; i < n; i++) {
             struct conn *c = &s->conns[i];
             short ev = p[base + i].revents;

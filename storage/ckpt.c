@@ -18,7 +18,6 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define LORAD_VERSION "0.1.0"
 #define CKPT_RNG_SCHEME "splitmix64-counter" /* worker/rng.c */
 #define CORRUPT_HINT "the file is corrupt; --resume auto falls back to an older checkpoint"
 #define VERSION_HINT "resume with the lorad version that wrote it"

@@ -148,7 +148,7 @@ static void test_round_trip(const char *path) {
     expect_checksummed(path, "/job/spec");
     expect_checksummed(path, "/adapter/base_model.model.transformer.h.0.attn.c_attn.lora_B.weight");
     expect_root_str(path, "base_fingerprint_hex", "fedcba9876543210");
-    expect_root_str(path, "lorad_version", "0.1.0");
+    expect_root_str(path, "lorad_version", LORAD_VERSION);
 
     /* Full mode, with /params. */
     char *full = path_join(tmp_dir, "full.h5");

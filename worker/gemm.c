@@ -209,7 +209,6 @@ void gemm_release(void) {
 
 void gemm_set_backend(enum gemm_backend b) { backend = b; }
 
-enum gemm_backend gemm_get_backend(void) { return backend; }
 
 const char *gemm_backend_name(enum gemm_backend b) { return b == GEMM_BACKEND_ONEDNN ? "onednn" : "openblas"; }
 

@@ -36,7 +36,6 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
 
 /* Selects the f32 backend (process-wide; the default is oneDNN). */
 void gemm_set_backend(enum gemm_backend b);
-enum gemm_backend gemm_get_backend(void);
 /* "onednn" or "openblas". */
 const char *gemm_backend_name(enum gemm_backend b);
 

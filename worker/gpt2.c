@@ -22,12 +22,12 @@ static void gpt2_weights_plan(struct model *m, struct weight_refs *refs) {
 #define NAME(suffix) (snprintf(name, sizeof name, "transformer.h.%d.%s", l, suffix), name)
         weight_ref_add(refs, NAME("ln_1.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
         weight_ref_add(refs, NAME("ln_1.bias"), C, 0, &L->norm1_b, &L->dnorm1_b);
-        weight_ref_linear(refs, NAME("attn.c_attn"), &L->lin[GPT2_ATTN], C, 3 * C, GEMM_LAYOUT_IN_OUT, 1);
-        weight_ref_linear(refs, NAME("attn.c_proj"), &L->lin[GPT2_PROJ], C, C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("attn.c_attn"), &L->lin[GPT2_SITE_ATTN], C, 3 * C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("attn.c_proj"), &L->lin[GPT2_SITE_PROJ], C, C, GEMM_LAYOUT_IN_OUT, 1);
         weight_ref_add(refs, NAME("ln_2.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
         weight_ref_add(refs, NAME("ln_2.bias"), C, 0, &L->norm2_b, &L->dnorm2_b);
-        weight_ref_linear(refs, NAME("mlp.c_fc"), &L->lin[GPT2_FC], C, F, GEMM_LAYOUT_IN_OUT, 1);
-        weight_ref_linear(refs, NAME("mlp.c_proj"), &L->lin[GPT2_FCPROJ], F, C, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("mlp.c_fc"), &L->lin[GPT2_SITE_FC], C, F, GEMM_LAYOUT_IN_OUT, 1);
+        weight_ref_linear(refs, NAME("mlp.c_proj"), &L->lin[GPT2_SITE_FCPROJ], F, C, GEMM_LAYOUT_IN_OUT, 1);
 #undef NAME
     }
     weight_ref_add(refs, "transformer.ln_f.weight", C, 0, &m->lnf_w, &m->dlnf_w);
@@ -42,7 +42,7 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
     struct gpt2_acts *a = &m->a.g;
     const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
     const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
-    const uint64_t LP = model_input_layers(m, GPT2_PROJ);
+    const uint64_t LP = model_input_layers(m, GPT2_SITE_PROJ);
     const struct act_slot plan[] = {
         {&a->encoded, N * C},   {&a->ln1, N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
         {&a->qkv, L * N * 3 * C}, {&a->atty, LP * N * C},    {&a->lse, L * B * NH * T},
@@ -73,7 +73,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
         .ln1_mean = a->ln1_mean + l * N,
         .ln1_rstd = a->ln1_rstd + l * N,
         .qkv = a->qkv + l * N * 3 * C,
-        .atty = a->atty + (model_input_layers(m, GPT2_PROJ) > 1 ? l * N * C : 0),
+        .atty = a->atty + (model_input_layers(m, GPT2_SITE_PROJ) > 1 ? l * N * C : 0),
         .lse = a->lse + l * (size_t)m->B * NH * T,
         .residual2 = a->residual2 + l * N * C,
         .ln2 = a->ln2,
@@ -99,14 +99,14 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
         layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
-        linear_forward(&L->lin[GPT2_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_SITE_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
         attention_forward(s.atty, s.lse, s.qkv, s.qkv + C, s.qkv + 2 * C, m->scratch, m->attn_slots, &as);
-        linear_forward(&L->lin[GPT2_PROJ], a->tmp, s.atty, m->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_SITE_PROJ], a->tmp, s.atty, m->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
         layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
-        linear_forward(&L->lin[GPT2_FC], s.fch, s.ln2, m->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, dp, N);
         gelu_forward(s.fch_gelu, s.fch, N * F);
-        linear_forward(&L->lin[GPT2_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
+        linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
         residual_forward(s.residual3, s.residual2, a->tmp, N * C);
     }
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
@@ -128,27 +128,27 @@ static void gpt2_backward(struct model *m, const int32_t *inp, int B, const stru
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
         /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
-        if (linear_needs_input(&L->lin[GPT2_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
+        if (linear_needs_input(&L->lin[GPT2_SITE_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
         zero(a->dfch_gelu, (size_t)N * F);
-        linear_backward(&L->lin[GPT2_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
         zero(a->dfch, (size_t)N * F);
         gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
         zero(a->dln, (size_t)N * C);
-        if (linear_needs_input(&L->lin[GPT2_FC]))
+        if (linear_needs_input(&L->lin[GPT2_SITE_FC]))
             layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
-        linear_backward(&L->lin[GPT2_FC], a->dln, a->dfch, s.ln2, m->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_SITE_FC], a->dln, a->dfch, s.ln2, m->scratch, dp, N);
         layernorm_backward(a->dresid, L->dnorm2_w, L->dnorm2_b, a->dln, s.residual2, L->norm2_w, s.ln2_mean,
                            s.ln2_rstd, N, C);
         /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
         zero(a->datty, (size_t)N * C);
-        linear_backward(&L->lin[GPT2_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
         zero(a->dqkv, (size_t)N * 3 * C);
         attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
                            s.qkv + C, s.qkv + 2 * C, s.lse, &as);
         zero(a->dln, (size_t)N * C);
-        if (linear_needs_input(&L->lin[GPT2_ATTN]))
+        if (linear_needs_input(&L->lin[GPT2_SITE_ATTN]))
             layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
-        linear_backward(&L->lin[GPT2_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
+        linear_backward(&L->lin[GPT2_SITE_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
         layernorm_backward(a->dresid, L->dnorm1_w, L->dnorm1_b, a->dln, s.residual, L->norm1_w, s.ln1_mean,
                            s.ln1_rstd, N, C);
     }
@@ -164,14 +164,14 @@ static void gpt2_decode(struct decoder *d, int32_t token) {
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const struct layer *L = &m->layers[l];
         layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm1_w, L->norm1_b, 1, C, eps);
-        linear_forward(&L->lin[GPT2_ATTN], d->q, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[GPT2_SITE_ATTN], d->q, d->ln, d->scratch, NULL, 1);
         decoder_attend(d, l, d->q, d->q + C, d->q + 2 * C, NH, NH, C / NH);
-        linear_forward(&L->lin[GPT2_PROJ], d->tmp, d->att, d->scratch, NULL, 1);
+        linear_forward(&L->lin[GPT2_SITE_PROJ], d->tmp, d->att, d->scratch, NULL, 1);
         residual_forward(d->x, d->x, d->tmp, C);
         layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm2_w, L->norm2_b, 1, C, eps);
-        linear_forward(&L->lin[GPT2_FC], d->f1, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[GPT2_SITE_FC], d->f1, d->ln, d->scratch, NULL, 1);
         gelu_forward(d->f2, d->f1, F);
-        linear_forward(&L->lin[GPT2_FCPROJ], d->tmp, d->f2, d->scratch, NULL, 1);
+        linear_forward(&L->lin[GPT2_SITE_FCPROJ], d->tmp, d->f2, d->scratch, NULL, 1);
         residual_forward(d->x, d->x, d->tmp, C);
     }
     layernorm_forward(d->ln, &mean, &d->rstd, d->x, m->lnf_w, m->lnf_b, 1, C, eps);
@@ -185,7 +185,7 @@ const struct arch arch_gpt2 = {
     .site_fmt = "transformer.h.%d.%s",
     .n_sites = 4,
     .site_names = gpt2_sites,
-    .fused_qkv = GPT2_ATTN,
+    .fused_qkv = GPT2_SITE_ATTN,
     .targets_hint = "c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj, c_proj, q, k, v, all-linear",
     .default_targets = gpt2_default_targets,
     .n_default_targets = 1,

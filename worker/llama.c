@@ -22,14 +22,14 @@ static void llama_weights_plan(struct model *m, struct weight_refs *refs) {
         char name[96];
 #define NAME(suffix) (snprintf(name, sizeof name, "model.layers.%d.%s", l, suffix), name)
         weight_ref_add(refs, NAME("input_layernorm.weight"), C, 0, &L->norm1_w, &L->dnorm1_w);
-        weight_ref_linear(refs, NAME("self_attn.q_proj"), &L->lin[LLAMA_Q], C, Q, lay, c->qkv_bias);
-        weight_ref_linear(refs, NAME("self_attn.k_proj"), &L->lin[LLAMA_K], C, KV, lay, c->qkv_bias);
-        weight_ref_linear(refs, NAME("self_attn.v_proj"), &L->lin[LLAMA_V], C, KV, lay, c->qkv_bias);
-        weight_ref_linear(refs, NAME("self_attn.o_proj"), &L->lin[LLAMA_O], Q, C, lay, c->o_bias);
+        weight_ref_linear(refs, NAME("self_attn.q_proj"), &L->lin[LLAMA_SITE_Q], C, Q, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.k_proj"), &L->lin[LLAMA_SITE_K], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.v_proj"), &L->lin[LLAMA_SITE_V], C, KV, lay, c->qkv_bias);
+        weight_ref_linear(refs, NAME("self_attn.o_proj"), &L->lin[LLAMA_SITE_O], Q, C, lay, c->o_bias);
         weight_ref_add(refs, NAME("post_attention_layernorm.weight"), C, 0, &L->norm2_w, &L->dnorm2_w);
-        weight_ref_linear(refs, NAME("mlp.gate_proj"), &L->lin[LLAMA_GATE], C, F, lay, 0);
-        weight_ref_linear(refs, NAME("mlp.up_proj"), &L->lin[LLAMA_UP], C, F, lay, 0);
-        weight_ref_linear(refs, NAME("mlp.down_proj"), &L->lin[LLAMA_DOWN], F, C, lay, 0);
+        weight_ref_linear(refs, NAME("mlp.gate_proj"), &L->lin[LLAMA_SITE_GATE], C, F, lay, 0);
+        weight_ref_linear(refs, NAME("mlp.up_proj"), &L->lin[LLAMA_SITE_UP], C, F, lay, 0);
+        weight_ref_linear(refs, NAME("mlp.down_proj"), &L->lin[LLAMA_SITE_DOWN], F, C, lay, 0);
 #undef NAME
     }
     weight_ref_add(refs, "model.norm.weight", C, 0, &m->lnf_w, &m->dlnf_w);
@@ -44,7 +44,7 @@ static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
     const struct model_config *c = &m->cfg;
     const uint64_t B = m->B, T = m->T, C = c->n_embd, F = c->n_inner, L = c->n_layer, NH = c->n_head;
     const uint64_t Q = NH * c->head_dim, KV = (uint64_t)c->n_kv_head * c->head_dim, V = c->vocab_size, N = B * T;
-    const uint64_t half = (uint64_t)c->head_dim / 2, LO = model_input_layers(m, LLAMA_O);
+    const uint64_t half = (uint64_t)c->head_dim / 2, LO = model_input_layers(m, LLAMA_SITE_O);
     const struct act_slot plan[] = {
         {&a->encoded, N * C},     {&a->n1, N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
         {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->lse, L * B * NH * T},
@@ -88,7 +88,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
         .k = a->k + l * N * KV,
         .v = a->v + l * N * KV,
         .lse = a->lse + l * (size_t)m->B * c->n_head * T,
-        .atty = a->atty + (model_input_layers(m, LLAMA_O) > 1 ? l * N * Q : 0),
+        .atty = a->atty + (model_input_layers(m, LLAMA_SITE_O) > 1 ? l * N * Q : 0),
         .residual2 = a->residual2 + l * N * C,
         .n2 = a->n2,
         .r2 = a->r2 + l * N,
@@ -119,19 +119,19 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
         const struct layer *L = &m->layers[l];
         struct layer_acts s = layer_acts(m, l);
         rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_Q], s.q, s.n1, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_K], s.k, s.n1, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_V], s.v, s.n1, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, dp, N);
         rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
         rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
         attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
-        linear_forward(&L->lin[LLAMA_O], a->tmp, s.atty, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, dp, N);
         residual_forward(s.residual2, s.residual, a->tmp, N * C);
         rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_GATE], s.gate, s.n2, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_UP], s.up, s.n2, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, dp, N);
         swiglu_forward(s.h, s.gate, s.up, N * F);
-        linear_forward(&L->lin[LLAMA_DOWN], a->tmp, s.h, m->scratch, dp, N);
+        linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, dp, N);
         residual_forward(s.residual3, s.residual2, a->tmp, N * C);
     }
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
@@ -150,21 +150,21 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     /* residual3 = residual2 + down(silu(gate(n2)) * up(n2)) */
-    if (linear_needs_input(&L->lin[LLAMA_DOWN])) swiglu_forward(s.h, s.gate, s.up, N * F);
+    if (linear_needs_input(&L->lin[LLAMA_SITE_DOWN])) swiglu_forward(s.h, s.gate, s.up, N * F);
     zero(a->dh, (size_t)N * F);
-    linear_backward(&L->lin[LLAMA_DOWN], a->dh, a->dresid, s.h, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_DOWN], a->dh, a->dresid, s.h, m->scratch, dp, N);
     zero(a->dgate, (size_t)N * F);
     zero(a->dup, (size_t)N * F);
     swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
     zero(a->dln, (size_t)N * C);
-    if (linear_needs_input(&L->lin[LLAMA_GATE]) || linear_needs_input(&L->lin[LLAMA_UP]))
+    if (linear_needs_input(&L->lin[LLAMA_SITE_GATE]) || linear_needs_input(&L->lin[LLAMA_SITE_UP]))
         rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
-    linear_backward(&L->lin[LLAMA_GATE], a->dln, a->dgate, s.n2, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_UP], a->dln, a->dup, s.n2, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_GATE], a->dln, a->dgate, s.n2, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_UP], a->dln, a->dup, s.n2, m->scratch, dp, N);
     rmsnorm_backward(a->dresid, L->dnorm2_w, a->dln, s.residual2, L->norm2_w, s.r2, N, C);
     /* residual2 = residual + o(attention(rope(q(n1)), rope(k(n1)), v(n1))) */
     zero(a->datty, (size_t)N * as.q_stride);
-    linear_backward(&L->lin[LLAMA_O], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_O], a->datty, a->dresid, s.atty, m->scratch, dp, N);
     zero(a->dq, (size_t)N * as.q_stride);
     zero(a->dk, (size_t)N * as.kv_stride);
     zero(a->dv, (size_t)N * as.kv_stride);
@@ -172,12 +172,12 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     rope_backward(a->dq, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
     rope_backward(a->dk, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     zero(a->dln, (size_t)N * C);
-    if (linear_needs_input(&L->lin[LLAMA_Q]) || linear_needs_input(&L->lin[LLAMA_K]) ||
-        linear_needs_input(&L->lin[LLAMA_V]))
+    if (linear_needs_input(&L->lin[LLAMA_SITE_Q]) || linear_needs_input(&L->lin[LLAMA_SITE_K]) ||
+        linear_needs_input(&L->lin[LLAMA_SITE_V]))
         rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
-    linear_backward(&L->lin[LLAMA_Q], a->dln, a->dq, s.n1, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_K], a->dln, a->dk, s.n1, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_V], a->dln, a->dv, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_Q], a->dln, a->dq, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_K], a->dln, a->dk, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_V], a->dln, a->dv, s.n1, m->scratch, dp, N);
     rmsnorm_backward(a->dresid, L->dnorm1_w, a->dln, s.residual, L->norm1_w, s.r1, N, C);
 }
 
@@ -202,19 +202,19 @@ static void llama_decode(struct decoder *d, int32_t token) {
     for (int l = 0; l < c->n_layer; l++) {
         const struct layer *L = &m->layers[l];
         rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm1_w, 1, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_Q], q, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_K], k, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_V], v, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_Q], q, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_K], k, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_V], v, d->ln, d->scratch, NULL, 1);
         rope_forward(q, cos, sin, 1, 1, Q, c->n_head, hd);
         rope_forward(k, cos, sin, 1, 1, KV, c->n_kv_head, hd);
         decoder_attend(d, l, q, k, v, c->n_head, c->n_kv_head, hd);
-        linear_forward(&L->lin[LLAMA_O], d->tmp, d->att, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_O], d->tmp, d->att, d->scratch, NULL, 1);
         residual_forward(d->x, d->x, d->tmp, C);
         rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm2_w, 1, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_GATE], d->f1, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_UP], d->f2, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_GATE], d->f1, d->ln, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_UP], d->f2, d->ln, d->scratch, NULL, 1);
         swiglu_forward(d->f3, d->f1, d->f2, F);
-        linear_forward(&L->lin[LLAMA_DOWN], d->tmp, d->f3, d->scratch, NULL, 1);
+        linear_forward(&L->lin[LLAMA_SITE_DOWN], d->tmp, d->f3, d->scratch, NULL, 1);
         residual_forward(d->x, d->x, d->tmp, C);
     }
     rmsnorm_forward(d->ln, &d->rstd, d->x, m->lnf_w, 1, C, c->layer_norm_eps);

@@ -1,9 +1,11 @@
 /*
- * model.h: a GPT-2-family transformer with LoRA adapters: loading from a Hugging Face
- * model directory, the forward pass with its loss, and the backward pass into the
- * trainable block. Frozen weights are read-only: mapped from the safetensors file when
- * it holds aligned F32, converted once into one block otherwise; their backward
- * computes only input gradients. In full mode every weight lives in the trainable block.
+ * model.h: a transformer of GPT-2 or of the Llama family (Llama, Mistral, Qwen2: each
+ * family behind worker/arch.h, in gpt2.c and llama.c) with LoRA adapters: loading from
+ * a Hugging Face model directory, the forward pass with its loss, and the backward pass
+ * into the trainable block. Frozen weights are read-only: mapped from the safetensors
+ * file when it holds aligned F32, converted once into one block otherwise; their
+ * backward computes only input gradients. In full mode every weight lives in the
+ * trainable block.
  */
 #ifndef LORAD_MODEL_H
 #define LORAD_MODEL_H
@@ -38,8 +40,8 @@ struct model_options {
 };
 
 /* The linears of a layer, in each family's order (its LoRA sites). */
-enum gpt2_site { GPT2_ATTN, GPT2_PROJ, GPT2_FC, GPT2_FCPROJ };
-enum llama_site { LLAMA_Q, LLAMA_K, LLAMA_V, LLAMA_O, LLAMA_GATE, LLAMA_UP, LLAMA_DOWN };
+enum gpt2_site { GPT2_SITE_ATTN, GPT2_SITE_PROJ, GPT2_SITE_FC, GPT2_SITE_FCPROJ };
+enum llama_site { LLAMA_SITE_Q, LLAMA_SITE_K, LLAMA_SITE_V, LLAMA_SITE_O, LLAMA_SITE_GATE, LLAMA_SITE_UP, LLAMA_SITE_DOWN };
 #define LAYER_MAX_SITES 7
 
 /* One transformer layer of either family: two norms (RMSNorm has no bias) around the
