@@ -149,6 +149,19 @@ static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(
     return map;
 }
 
+float *base_f32_block(struct base *b, uint64_t n, int kind, void (*fill)(void *ctx, float *block), void *ctx) {
+    if (b->frozen && b->frozen_kind == kind) {
+        CHECK(b->frozen_n == n);
+        return b->frozen;
+    }
+    free(b->frozen);
+    b->frozen = xalloc_aligned(n * sizeof(float));
+    b->frozen_n = n;
+    b->frozen_kind = kind;
+    fill(ctx, b->frozen);
+    return b->frozen;
+}
+
 uint16_t *base_bf16_block(struct base *b, uint64_t n, void (*fill)(void *ctx, uint16_t *block), void *ctx) {
     if (b->frozen16) {
         CHECK(b->frozen16_n == n);

@@ -21,7 +21,7 @@ struct base {
     char *config_text;        /* config.json as read */
     float *frozen;            /* f32 copies of the unmappable frozen weights, or NULL */
     uint64_t frozen_n;        /* floats in FROZEN */
-    int frozen_bf16;          /* FROZEN was made for a --base-dtype bf16 model (fewer tensors) */
+    int frozen_kind;          /* the KIND base_f32_block made FROZEN for */
     uint16_t *frozen16;       /* bf16 copies of frozen product weights (--base-dtype bf16), or NULL */
     uint64_t frozen16_n;      /* elements in FROZEN16 */
     void *frozen16_map;       /* the node's shared file FROZEN16 lies in, or NULL (private) */
@@ -37,6 +37,10 @@ void base_close(struct base *b);
  * inode, size and modification time of config.json and every weights file). */
 int base_current(const struct base *b, const char *dir);
 
+/* B's f32 block of N floats for models of dtype KIND (--base-dtype bf16 models need
+ * fewer f32 copies): made by FILL(CTX, block) on the first call, and again when KIND
+ * changes; later calls of the same KIND return it. Private to the process. */
+float *base_f32_block(struct base *b, uint64_t n, int kind, void (*fill)(void *ctx, float *block), void *ctx);
 /* B's bf16 block of N elements (made once; later calls return it): in a file of
  * /dev/shm named after B's files, which the first process of the node writes with
  * FILL(CTX, block) under a lock and the others map, so the ranks of a node share one

@@ -93,6 +93,24 @@ static int ref_bf16(const struct weight_ref *r, int32_t entry, int bf16) { retur
  * model's own when it must write them, else the base's, made once for every model that
  * borrows it (the frozen set is the same for every LoRA model of one base and dtype; a
  * model of the other dtype remakes it). */
+struct f32_fill {
+    const struct weight_ref *refs;
+    const struct st_tensor **found;
+    const int32_t *entry;
+    int32_t n;
+    int bf16;
+};
+
+static void f32_fill(void *ctx, float *block) {
+    const struct f32_fill *f = ctx;
+    uint64_t at = 0;
+    for (int32_t i = 0; i < f->n; i++) {
+        if (f->entry[i] >= 0 || ref_bf16(&f->refs[i], f->entry[i], f->bf16) || tensor_mappable(f->found[i])) continue;
+        CHECK(st_tensor_to_f32(f->found[i], block + at) == 0);
+        at += (uint64_t)f->found[i]->numel;
+    }
+}
+
 static float *frozen_block(struct model *m, const struct weight_ref *refs, const struct st_tensor **found,
                            const int32_t *entry, int32_t n, const struct model_options *o) {
     uint64_t count = 0;
@@ -101,22 +119,8 @@ static float *frozen_block(struct model *m, const struct weight_ref *refs, const
             count += (uint64_t)found[i]->numel;
     if (!count) return NULL;
     if (o->writable) return m->frozen = xalloc_aligned(count * sizeof(float));
-    struct base *b = m->base;
-    if (b->frozen && b->frozen_bf16 == o->bf16) {
-        CHECK(b->frozen_n == count);
-        return b->frozen;
-    }
-    free(b->frozen);
-    b->frozen = xalloc_aligned(count * sizeof(float));
-    b->frozen_n = count;
-    b->frozen_bf16 = o->bf16;
-    uint64_t at = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (entry[i] >= 0 || ref_bf16(&refs[i], entry[i], o->bf16) || tensor_mappable(found[i])) continue;
-        CHECK(st_tensor_to_f32(found[i], b->frozen + at) == 0);
-        at += (uint64_t)found[i]->numel;
-    }
-    return b->frozen;
+    struct f32_fill f = {refs, found, entry, n, o->bf16};
+    return base_f32_block(m->base, count, o->bf16, f32_fill, &f);
 }
 
 /* The tensors the bf16 block holds, in order. */
