@@ -24,11 +24,8 @@ command="deploy/fuzz.sh $seconds"
 
 ./deploy/install-deps.sh
 
-jobs=$(nproc 2>/dev/null || echo 2)
 echo "== build the fuzz targets (clang, libFuzzer + ASan/UBSan)"
-CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLORAD_FUZZ=ON -DLORAD_SANITIZE=ON \
-  -DLORAD_WERROR=OFF >/dev/null
-cmake --build build-fuzz --target fuzz -j "$jobs"
+./deploy/build.sh fuzz
 
 # The commit the targets were built from; RESULTS.md itself does not make it dirty.
 commit=$(git rev-parse --short HEAD)

@@ -21,8 +21,7 @@ if [ -n "${LORAD_QUICKSTART_LORAD:-}" ]; then
 else
   ./deploy/install-deps.sh
   echo "== building lorad (build/)"
-  cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-  cmake --build build -j "$(nproc 2>/dev/null || echo 2)" >/dev/null
+  ./deploy/build.sh release >/dev/null
   lorad=$root/build/lorad
 fi
 # Open MPI refuses to run as root without these (containers, CI); harmless otherwise.

@@ -12,20 +12,16 @@ cd "$(dirname "$0")/.."
 jobs=$(nproc 2>/dev/null || echo 2)
 
 echo "== build with AddressSanitizer and UndefinedBehaviorSanitizer"
-cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DLORAD_SANITIZE=ON -DLORAD_WERROR=ON >/dev/null
-cmake --build build-asan -j "$jobs"
+./deploy/build.sh asan
 echo "== tests under ASan/UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs"
 
 echo "== fuzz targets (clang, libFuzzer + ASan/UBSan)"
-CC=clang cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=Debug -DLORAD_FUZZ=ON -DLORAD_SANITIZE=ON \
-  -DLORAD_WERROR=OFF >/dev/null
-cmake --build build-fuzz --target fuzz -j "$jobs"
+./deploy/build.sh fuzz
 ctest --test-dir build-fuzz -L fuzz --output-on-failure -j "$jobs"
 
 echo "== release build"
-cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DLORAD_WERROR=ON >/dev/null
-cmake --build build -j "$jobs"
+./deploy/build.sh release
 echo "== tests"
 ctest --test-dir build --output-on-failure -j "$jobs"
