@@ -207,7 +207,7 @@ int generate_cmd(const Lorad__GenerateSpec *s) {
     if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     int32_t n = (int32_t)strlen(s->prompt), V = m.cfg.vocab_size, P = m.cfg.n_positions;
     int rc = 0;
-    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, too small for byte-level prompts", V);
+    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, fewer than the 256 bytes of a byte-level prompt", V);
     if (rc == 0 && n > P) rc = err_set("--prompt", "has %d bytes; the model sees at most %d positions", n, P);
     if (rc == 0) {
         struct decoder d;
