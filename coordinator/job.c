@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "error.h"
+#include "hf_config.h"
+#include "model.h"
 
 void job_defaults(Lorad__JobSpec *job) {
     lorad__job_spec__init(job);
@@ -21,7 +23,7 @@ void job_defaults(Lorad__JobSpec *job) {
     job->steps = 1000;
     job->batch = 8;
     job->micro_batch = 0;
-    job->seq = 256;
+    job->seq = 0; /* the model's context, at most MODEL_SEQ_DEFAULT: job_resolve */
     job->lr = 2e-4;
     job->schedule = LORAD__SCHEDULE__SCHEDULE_LINEAR;
     job->warmup = 0;
@@ -108,8 +110,9 @@ int job_validate(const Lorad__JobSpec *job) {
         need(job->dropout >= 0 && job->dropout < 1, "--dropout", "must be in [0, 1) (got %g)", job->dropout) ||
         need(job->steps >= 1, "--steps", "must be at least 1 (got %g)", (double)job->steps) ||
         need(job->batch >= 1, "--batch", "must be at least 1 (got %g)", job->batch) ||
-        need(job->micro_batch >= 0, "--micro-batch", "must be at least 1 (got %g)", job->micro_batch) ||
-        need(job->seq >= 1, "--seq", "must be at least 1 (got %g)", job->seq) ||
+        need(job->micro_batch >= 0, "--micro-batch", "must be non-negative, 0 takes the whole batch (got %g)",
+             job->micro_batch) ||
+        need(job->seq >= 0, "--seq", "must be non-negative, 0 takes the model's context (got %g)", job->seq) ||
         need(job->lr >= 0 && job->lr < FLT_MAX, "--lr", "must be a non-negative float (got %g)", job->lr) ||
         need(job->warmup >= 0, "--warmup", "must be non-negative (got %g)", (double)job->warmup) ||
         need(job->weight_decay >= 0 && job->weight_decay < FLT_MAX, "--weight-decay",
@@ -133,6 +136,10 @@ int job_validate(const Lorad__JobSpec *job) {
         err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);
         return err_hint("choose a micro-batch that divides the batch");
     }
+    if (job->overwrite && job->resume[0] && strcmp(job->resume, "auto") != 0) {
+        err_set("--overwrite", "starts the run again, --resume %s continues one", job->resume);
+        return err_hint("drop one of them");
+    }
     if (full && job->init_adapter[0]) return err_set("--init-adapter", "has no meaning with --mode full");
     struct peft_pattern *patterns;
     int32_t n_patterns;
@@ -150,6 +157,13 @@ int job_validate(const Lorad__JobSpec *job) {
         return err_hint("drop --base-dtype or use --mode lora");
     }
     return 0;
+}
+
+int job_resolve(Lorad__JobSpec *job) {
+    struct model_config cfg;
+    if (hf_config_read(&cfg, job->model)) return -1;
+    if (job->seq == 0) job->seq = model_seq_default(&cfg);
+    return model_seq_check(&cfg, job->seq);
 }
 
 int32_t job_micro_batch(const Lorad__JobSpec *job) { return job->micro_batch ? job->micro_batch : job->batch; }

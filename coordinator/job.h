@@ -12,6 +12,11 @@
 void job_defaults(Lorad__JobSpec *job);
 /* Checks ranges and combinations; -1 with an error naming the flag. */
 int job_validate(const Lorad__JobSpec *job);
+/* Fills in what depends on the model (read from its config.json): --seq 0 becomes
+ * model_seq_default. -1 with an error when the config cannot be read or --seq exceeds
+ * the model's context. Rank 0 runs it once, before the job goes to the other ranks, so
+ * the resolved value is the one every rank uses and the checkpoint keeps. */
+int job_resolve(Lorad__JobSpec *job);
 /* The job's --rank-pattern and --alpha-pattern items (MODULE=VALUE) as PEFT patterns,
  * rank items first; keys point into JOB; the caller frees *OUT. -1 with an error naming
  * the flag when an item is malformed. */

@@ -26,6 +26,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "order.h"
+#include "rundir.h"
 #include "signals.h"
 #include "tokens.h"
 
@@ -135,12 +136,15 @@ static int setup_local(struct train *t) {
     t->ids = xcalloc((size_t)cap, sizeof *t->ids);
     t->meta = (struct export_meta){.base = job->model, .dropout = (float)job->dropout};
     if (t->comm->rank != 0) return 0;
-    if (dir_make(job->out) || resume_local(t)) return -1;
+    if (rundir_claim(job->out, job->resume, job->overwrite, 1) || resume_local(t)) return -1;
     if (metrics_open(&t->metrics, job->out, job->steps, job->log_every, t->rs.step)) return -1;
     int64_t n = model_n_trainable(&t->model);
-    metrics_say(&t->metrics, "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens, %d rank%s",
+    metrics_say(&t->metrics,
+                "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens (--seq %d, the model's "
+                "context %d), %d rank%s",
                 (long long)n, 100.0 * (double)n / (double)t->model.n_params, (long long)t->model.n_params,
-                (long long)t->order.n, job->seq, t->comm->size, t->comm->size > 1 ? "s" : "");
+                (long long)t->order.n, job->seq, job->seq, t->model.cfg.n_positions, t->comm->size,
+                t->comm->size > 1 ? "s" : "");
     return 0;
 }
 

@@ -11,6 +11,7 @@
 #include "ckpt.h"
 #include "error.h"
 #include "export.h"
+#include "outputs.h"
 
 static int ckpt_load(const Lorad__CheckpointSpec *spec, struct ckpt *c) {
     memset(c, 0, sizeof *c);
@@ -22,6 +23,7 @@ static int ckpt_load(const Lorad__CheckpointSpec *spec, struct ckpt *c) {
 }
 
 int ckpt_inspect(const Lorad__CheckpointSpec *spec) {
+    if (spec->out[0] || spec->overwrite) return err_set(spec->out[0] ? "--out" : "--overwrite", "applies to export");
     struct ckpt c;
     if (ckpt_load(spec, &c)) return -1;
     char when[64];
@@ -54,10 +56,22 @@ int ckpt_inspect(const Lorad__CheckpointSpec *spec) {
     return 0;
 }
 
+/* What export writes into --out: an adapter's files or a full model's (either, so that
+ * one directory never holds both). */
+static const char *const export_files_all[] = {
+    OUTPUTS_WITH_TMP("adapter_config.json"), OUTPUTS_WITH_TMP("adapter_model.safetensors"),
+    OUTPUTS_WITH_TMP("config.json"), OUTPUTS_WITH_TMP("model.safetensors"), NULL,
+};
+
 int ckpt_export(const Lorad__CheckpointSpec *spec) {
     if (!spec->out[0]) return err_set("--out", "is required");
+    if (outputs_claim(spec->out, export_files_all, spec->overwrite, "--out", "an export")) return -1;
     struct ckpt c;
     if (ckpt_load(spec, &c)) return -1;
+    if (spec->overwrite && outputs_remove(spec->out, export_files_all)) {
+        ckpt_free(&c);
+        return -1;
+    }
     struct st_write_entry *e = xcalloc((size_t)c.n_tensors + 1, sizeof *e);
     for (int32_t i = 0; i < c.n_tensors; i++)
         e[i] = (struct st_write_entry){.name = c.tensors[i].name, .data = c.tensors[i].data, .ndim = c.tensors[i].ndim,

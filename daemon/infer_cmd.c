@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "decode.h"
@@ -16,6 +17,7 @@
 #include "gemm.h"
 #include "merge.h"
 #include "model.h"
+#include "outputs.h"
 
 /* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
 static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
@@ -29,6 +31,11 @@ static int model_open(struct model *m, const char *model_dir, const char *adapte
     return 0;
 }
 
+static int threads_check(int32_t threads) {
+    if (threads >= 0) return 0;
+    return err_set("--threads", "must be non-negative, 0 uses the node's cores (got %d)", threads);
+}
+
 static void threads_set(int32_t threads, const struct comm *c) {
     long cores = sysconf(_SC_NPROCESSORS_ONLN) / c->local_size;
     gemm_set_threads(threads ? threads : cores > 0 ? (int)cores : 1);
@@ -37,7 +44,7 @@ static void threads_set(int32_t threads, const struct comm *c) {
 void eval_defaults(Lorad__EvalSpec *spec) {
     lorad__eval_spec__init(spec);
     spec->batch = 8;
-    spec->seq = 256;
+    spec->seq = 0; /* the model's context, at most MODEL_SEQ_DEFAULT */
 }
 
 /* Writes the logits of the first N samples of DS to PATH: float32 (N, T, V), C order. */
@@ -65,18 +72,23 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
 int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
     if (!s->data[0]) return err_set("--data", "is required");
     if (s->logits[0] && comm->size > 1) return err_set("--logits", "needs a single process (run without mpirun)");
-    if (s->batch < 1 || s->seq < 1) return err_set(s->batch < 1 ? "--batch" : "--seq", "must be at least 1");
+    if (s->batch < 1) return err_set("--batch", "must be at least 1 (got %d)", s->batch);
+    if (s->seq < 0) return err_set("--seq", "must be non-negative, 0 takes the model's context (got %d)", s->seq);
+    if (s->max_batches < 0)
+        return err_set("--max-batches", "must be non-negative, 0 takes the whole dataset (got %lld)",
+                       (long long)s->max_batches);
+    if (threads_check(s->threads)) return -1;
     threads_set(s->threads, comm);
     struct model m;
     struct tokens ds = {0};
     int rc = model_open(&m, s->model, s->adapter, s->batch, s->seq);
     int loaded = rc == 0;
     if (rc == 0) rc = tokens_open(&ds, s->data);
-    if (rc == 0) rc = tokens_validate(&ds, m.cfg.vocab_size, s->seq);
+    if (rc == 0) rc = tokens_validate(&ds, m.cfg.vocab_size, m.T); /* T: --seq, or the model's default */
     struct eval_result r = {0};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {
-        batch_init(&b, s->batch, s->seq);
+        batch_init(&b, s->batch, m.T);
         rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, &r);
         if (rc == 0 && s->logits[0]) rc = logits_write(&m, &b, &ds, r.samples, s->logits);
         batch_free(&b);
@@ -119,16 +131,39 @@ static int extras_copy(const char *src, const char *dst) {
     return 0;
 }
 
+/* What merge writes into --out: the weights (one file, or shards and their index) and
+ * the files extras_copy copies. */
+static const char *const merge_files[] = {
+    OUTPUTS_WITH_TMP("model.safetensors"), OUTPUTS_WITH_TMP("model-[0-9]*-of-[0-9]*.safetensors"),
+    OUTPUTS_WITH_TMP("model.safetensors.index.json"), OUTPUTS_WITH_TMP("config.json"),
+    OUTPUTS_WITH_TMP("generation_config.json"), OUTPUTS_WITH_TMP("tokenizer.json"),
+    OUTPUTS_WITH_TMP("tokenizer_config.json"), OUTPUTS_WITH_TMP("tokenizer.model"), OUTPUTS_WITH_TMP("vocab.json"),
+    OUTPUTS_WITH_TMP("merges.txt"), OUTPUTS_WITH_TMP("special_tokens_map.json"), OUTPUTS_WITH_TMP("added_tokens.json"),
+    NULL,
+};
+
+/* Whether paths A and B name the same existing directory. */
+static int same_dir(const char *a, const char *b) {
+    struct stat x, y;
+    return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
+}
+
 int merge_cmd(const Lorad__MergeSpec *s) {
     if (!s->adapter[0]) return err_set("--adapter", "is required");
     if (!s->out[0]) return err_set("--out", "is required");
-    if (!(s->max_shard_mb > 0)) return err_set("--max-shard-mb", "must be positive");
+    if (!(s->max_shard_mb > 0)) return err_set("--max-shard-mb", "must be positive (got %g)", s->max_shard_mb);
+    if (same_dir(s->out, s->model)) {
+        err_set("--out", "%s is the --model directory", s->out);
+        return err_hint("merge into a directory of its own");
+    }
+    if (outputs_claim(s->out, merge_files, s->overwrite, "--out", "a model")) return -1;
     struct model m;
     if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
     int32_t n;
     struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);
-    int rc = dir_make(s->out);
+    int rc = s->overwrite ? outputs_remove(s->out, merge_files) : 0;
+    if (rc == 0) rc = dir_make(s->out);
     if (rc == 0) rc = st_set_write(s->out, e, n, (uint64_t)(s->max_shard_mb * 1048576.0));
     if (rc == 0) rc = extras_copy(s->model, s->out);
     if (rc == 0) fprintf(stderr, "lorad: wrote %s (%s + %s)\n", s->out, s->model, s->adapter);
@@ -147,10 +182,10 @@ void generate_defaults(Lorad__GenerateSpec *spec) {
 
 static int generate_check(const Lorad__GenerateSpec *s) {
     if (!s->prompt[0]) return err_set("--prompt", "is required (byte-level models need at least one token)");
-    if (s->max_new < 0) return err_set("--max-new", "must be non-negative");
-    if (s->temperature < 0) return err_set("--temperature", "must be non-negative, 0 is greedy");
-    if (s->top_k < 0) return err_set("--top-k", "must be non-negative, 0 keeps every token");
-    return 0;
+    if (s->max_new < 0) return err_set("--max-new", "must be non-negative (got %d)", s->max_new);
+    if (s->temperature < 0) return err_set("--temperature", "must be non-negative, 0 is greedy (got %g)", s->temperature);
+    if (s->top_k < 0) return err_set("--top-k", "must be non-negative, 0 keeps every token (got %d)", s->top_k);
+    return threads_check(s->threads);
 }
 
 /* Writes TOKEN as its byte (<|N|> beyond 255), or as an id with --ids. */
@@ -172,7 +207,7 @@ int generate_cmd(const Lorad__GenerateSpec *s) {
     if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     int32_t n = (int32_t)strlen(s->prompt), V = m.cfg.vocab_size, P = m.cfg.n_positions;
     int rc = 0;
-    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, too small for byte-level prompts", V);
+    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, fewer than the 256 bytes of a byte-level prompt", V);
     if (rc == 0 && n > P) rc = err_set("--prompt", "has %d bytes; the model sees at most %d positions", n, P);
     if (rc == 0) {
         struct decoder d;

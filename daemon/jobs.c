@@ -14,6 +14,7 @@
 #include "job.h"
 #include "jobrec.h"
 #include "protojson.h"
+#include "rundir.h"
 #include "signals.h"
 #include "train.h"
 
@@ -80,8 +81,10 @@ static void string_replace(char **field, const char *value) {
 }
 
 /* A submitted spec: absolute paths (the daemon does not share the client's working
- * directory) and the checks of `lorad train`. */
-static int spec_check(const Lorad__JobSpec *spec) {
+ * directory), the checks of `lorad train` and its model-dependent values (--seq), and
+ * the job's directory, which must be new (or, with --overwrite, is emptied of an
+ * unrecorded run's files). */
+static int spec_check(Lorad__JobSpec *spec) {
     const char *const paths[][2] = {{"--model", spec->model}, {"--data", spec->data}, {"--val", spec->val},
                                     {"--init-adapter", spec->init_adapter}};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++)
@@ -89,7 +92,7 @@ static int spec_check(const Lorad__JobSpec *spec) {
             err_set(paths[i][0], "'%s' is a relative path", paths[i][1]);
             return err_hint("the daemon runs elsewhere; lorad submit makes paths absolute");
         }
-    return job_validate(spec);
+    return job_validate(spec) || job_resolve(spec) || rundir_claim(spec->out, NULL, spec->overwrite, 1) ? -1 : 0;
 }
 
 uint64_t jobs_submit(struct jobs *j, const Lorad__JobSpec *spec) {

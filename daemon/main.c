@@ -17,6 +17,7 @@
 #include "job.h"
 #include "prep.h"
 #include "protojson.h"
+#include "rundir.h"
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
@@ -83,7 +84,9 @@ static int cmd_train(int argc, char **argv) {
     job_defaults(&defaults);
     Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
     int rc = -1;
-    if (job && job_validate(job) == 0) {
+    /* the output is checked here too, so a refusal comes before any rank loads the model */
+    if (job && job_validate(job) == 0 && job_resolve(job) == 0 &&
+        rundir_claim(job->out, job->resume, job->overwrite, 0) == 0) {
         size_t n = lorad__job_spec__get_packed_size(job);
         uint8_t *bytes = xmalloc(n + 1);
         lorad__job_spec__pack(job, bytes);

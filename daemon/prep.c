@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
@@ -13,6 +14,10 @@
 int prep_run(const Lorad__PrepSpec *spec) {
     if (!spec->text[0]) return err_set("--text", "is required");
     if (!spec->out[0]) return err_set("--out", "is required");
+    if (!spec->overwrite && access(spec->out, F_OK) == 0) {
+        err_set("--out", "%s exists", spec->out);
+        return err_hint("--overwrite replaces it");
+    }
     size_t n;
     char *text = file_read_all(spec->text, &n);
     if (!text) return -1;

@@ -30,8 +30,8 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 rm -rf "$out/run"
 mkdir -p "$out"
 base=$root/examples/base
-"$lorad" prep --text examples/corpora/devil-train.txt --out "$out/devil-train.h5" >/dev/null
-"$lorad" prep --text examples/corpora/devil-val.txt --out "$out/devil-val.h5" >/dev/null
+"$lorad" prep --text examples/corpora/devil-train.txt --out "$out/devil-train.h5" --overwrite >/dev/null
+"$lorad" prep --text examples/corpora/devil-val.txt --out "$out/devil-val.h5" --overwrite >/dev/null
 
 val_loss() {  # $@: extra eval flags; prints the validation loss of the Devil's Dictionary
   "$lorad" eval --model "$base" --data "$out/devil-val.h5" --seq 128 --json "$@" |

@@ -17,8 +17,8 @@ work=${LORAD_PRETRAIN_WORK:-$PWD/examples/pretrain-work}
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$work"
 
-"$lorad" prep --text examples/corpora/kjv-train.txt --out "$work/kjv-train.h5"
-"$lorad" prep --text examples/corpora/kjv-val.txt --out "$work/kjv-val.h5"
+"$lorad" prep --text examples/corpora/kjv-train.txt --out "$work/kjv-train.h5" --overwrite
+"$lorad" prep --text examples/corpora/kjv-val.txt --out "$work/kjv-val.h5" --overwrite
 "$lorad" init-model --out "$work/init" --layers 6 --dim 128 --heads 4 --vocab 256 --positions 128 --seed 42
 mpirun --oversubscribe -np 2 "$lorad" train --model "$work/init" --mode full \
   --data "$work/kjv-train.h5" --val "$work/kjv-val.h5" --out "$work/run" --resume auto \

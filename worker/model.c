@@ -360,6 +360,25 @@ static int base_take(struct model *m, const struct model_options *o) {
     return base_open(m->base, o->dir);
 }
 
+int32_t model_seq_default(const struct model_config *cfg) {
+    int32_t context = cfg->n_positions;
+    if (cfg->sliding_window > 0 && cfg->sliding_window < context) context = cfg->sliding_window;
+    return context < MODEL_SEQ_DEFAULT ? context : MODEL_SEQ_DEFAULT;
+}
+
+int model_seq_check(const struct model_config *cfg, int32_t seq) {
+    if (seq > cfg->n_positions) {
+        err_set("--seq", "%d exceeds the model's n_positions %d", seq, cfg->n_positions);
+        return err_hint("use --seq %d or less", cfg->n_positions);
+    }
+    if (cfg->sliding_window && seq > cfg->sliding_window) {
+        err_set("--seq", "%d exceeds the model's sliding_window %d", seq, cfg->sliding_window);
+        return err_hint("lorad does not implement sliding-window attention; use --seq %d or less",
+                        cfg->sliding_window);
+    }
+    return 0;
+}
+
 int model_init(struct model *m, const struct model_options *o) {
     memset(m, 0, sizeof *m);
     if (base_take(m, o)) {
@@ -367,10 +386,10 @@ int model_init(struct model *m, const struct model_options *o) {
         return -1;
     }
     m->cfg = m->base->cfg;
-    if (o->seq > m->cfg.n_positions) {
-        err_set("--seq", "%d exceeds the model's n_positions %d", o->seq, m->cfg.n_positions);
+    const int32_t seq = o->seq ? o->seq : model_seq_default(&m->cfg);
+    if (model_seq_check(&m->cfg, seq)) {
         model_free(m);
-        return err_hint("use --seq %d or less", m->cfg.n_positions);
+        return -1;
     }
     if ((int64_t)9 * m->cfg.n_layer > st_set_count(&m->base->st)) {
         err_set(m->base->st.path, "holds %lld tensors, too few for the %d layers config.json declares",
@@ -378,15 +397,9 @@ int model_init(struct model *m, const struct model_options *o) {
         model_free(m);
         return err_hint("config.json and model.safetensors must come from the same model");
     }
-    if (m->cfg.sliding_window && o->seq > m->cfg.sliding_window) {
-        err_set("--seq", "%d exceeds the model's sliding_window %d", o->seq, m->cfg.sliding_window);
-        model_free(m);
-        return err_hint("lorad does not implement sliding-window attention; use --seq %d or less",
-                        m->cfg.sliding_window);
-    }
     m->arch = m->cfg.arch == MODEL_ARCH_GPT2 ? &arch_gpt2 : &arch_llama;
     m->B = o->max_batch;
-    m->T = o->seq;
+    m->T = seq;
     m->inference = o->inference;
     m->head_rows = o->head_rows > 0 ? o->head_rows : MODEL_HEAD_ROWS;
     m->rank = o->rank;

@@ -27,7 +27,7 @@ struct model_options {
     int bf16;                     /* frozen product weights in bf16 (linear.h's w16) */
     int32_t head_rows;            /* logit rows at a time when training; 0: MODEL_HEAD_ROWS */
     int32_t max_batch;            /* most sequences per forward */
-    int32_t seq;                  /* T */
+    int32_t seq;                  /* T; 0: model_seq_default */
     const char *const *targets;   /* LoRA targets (ignored in full mode); none: PEFT's default */
     int32_t n_targets;
     int32_t rank;
@@ -136,6 +136,13 @@ struct model {
     int32_t attn_slots; /* threads attention's scratch has room for */
     int64_t n_params; /* every weight of the base model */
 };
+
+/* The --seq of a command left at its default (0): the model's context (n_positions, or
+ * a shorter sliding_window, which lorad does not implement), at most MODEL_SEQ_DEFAULT. */
+#define MODEL_SEQ_DEFAULT 256
+int32_t model_seq_default(const struct model_config *cfg);
+/* -1 with an error naming --seq, the value and the context, when SEQ does not fit CFG. */
+int model_seq_check(const struct model_config *cfg, int32_t seq);
 
 /* Loads DIR, attaches adapters and sizes activations. -1 with an error on bad input. */
 int model_init(struct model *m, const struct model_options *o);
