@@ -109,7 +109,7 @@ def expect_ok(fails, p, what):
 
 
 def straight(fails, r, ranks, steps, extra=()):
-    out = os.path.join(r.work, f"straight_{ranks}")
+    out = os.path.join(r.work, f"straight_{ranks}_{steps}")
     expect_ok(fails, r.run(ranks, r.args(out, steps, extra)), "the uninterrupted run")
     return out
 
