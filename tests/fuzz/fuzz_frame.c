@@ -4,7 +4,8 @@
  *
  * The input is a stream, cut into frames by frame_request_take as the server does: each
  * decoded request is answered by control_handle against a job table in a scratch state
- * directory (one queued job with a log), except submit, whose spec is fuzz_job_spec's
+ * directory (one queued job with a log, on a model directory that holds only a
+ * config.json, which the daemon reads at submit), except submit, whose spec is fuzz_job_spec's
  * business and would fill the directory. Invariants: a decoded frame lies inside the
  * input and speaks FRAME_VERSION; a refused one leaves an error line; every answer is
  * one whole frame that decodes as a lorad.Response.
@@ -21,7 +22,8 @@ static struct jobs table;
 static char state[256];
 
 static void state_remove(void) {
-    static const char *const files[] = {"jobs/1/job.pb", "jobs/1/train.log", "jobs/1", "jobs", ""};
+    static const char *const files[] = {"jobs/1/job.pb", "jobs/1/train.log", "jobs/1", "jobs",
+                                        "model/config.json", "model", ""};
     char path[512];
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         snprintf(path, sizeof path, "%s/%s", state, files[i]);
@@ -34,9 +36,16 @@ static void table_setup(void) {
     if (!mkdtemp(state)) fuzz_die("mkdtemp");
     atexit(state_remove);
     if (jobs_open(&table, state)) fuzz_die(err_msg());
+    char model[300], config[320];
+    snprintf(model, sizeof model, "%s/model", state);
+    snprintf(config, sizeof config, "%s/config.json", model);
+    FILE *c = mkdir(model, 0700) == 0 ? fopen(config, "w") : NULL;
+    if (!c) fuzz_die("model/config.json");
+    fputs("{\"n_embd\":8,\"n_head\":2,\"n_layer\":1,\"n_positions\":16,\"vocab_size\":32}\n", c);
+    fclose(c);
     Lorad__JobSpec spec;
     job_defaults(&spec);
-    spec.model = "/models/base";
+    spec.model = model;
     spec.data = "/data/train.bin";
     if (jobs_submit(&table, &spec) != 1) fuzz_die(err_msg());
     char log[512];
