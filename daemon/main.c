@@ -22,7 +22,6 @@
 #include "signals.h"
 #include "train.h"
 
-
 static void usage(FILE *out) {
     fprintf(out,
             "lorad %s: LoRA fine-tuning of transformer language models\n"
