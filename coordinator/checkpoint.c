@@ -15,6 +15,7 @@
 
 #include "error.h"
 #include "fileio.h"
+#include "flags.h"
 #include "jsonio.h"
 #include "protojson.h"
 
@@ -171,44 +172,6 @@ int checkpoint_find(const Lorad__JobSpec *job, struct ckpt *c, char **path, int 
     return rc;
 }
 
-/* A checkpoint's saved value of a flag differs from the job's. */
-static int mismatch(const char *flag, const char *now, const char *saved) {
-    err_set(flag, "%s differs from the checkpoint's %s", now[0] ? now : "(none)", saved[0] ? saved : "(none)");
-    return err_hint("a resumed run keeps its base model, mode, targets, rank, alpha, rsLoRA, patterns and --seq");
-}
-
-/* A repeated string field as "a,b,c". */
-static void list_text(char *const *items, size_t count, char *buf, size_t n) {
-    buf[0] = '\0';
-    for (size_t i = 0; i < count; i++) snprintf(buf + strlen(buf), n - strlen(buf), "%s%s", i ? "," : "", items[i]);
-}
-
-static int shape_check(const Lorad__JobSpec *job, const Lorad__JobSpec *saved) {
-    char a[256], b[256];
-    if (job->mode != saved->mode) return mismatch("--mode", job->mode ? "full" : "lora", saved->mode ? "full" : "lora");
-    if (job->seq != saved->seq) {
-        snprintf(a, sizeof a, "%d", job->seq);
-        snprintf(b, sizeof b, "%d", saved->seq);
-        return mismatch("--seq", a, b);
-    }
-    if (job->mode == LORAD__MODE__MODE_FULL) return 0;
-    list_text(job->targets, job->n_targets, a, sizeof a);
-    list_text(saved->targets, saved->n_targets, b, sizeof b);
-    if (strcmp(a, b)) return mismatch("--targets", a, b);
-    list_text(job->rank_pattern, job->n_rank_pattern, a, sizeof a);
-    list_text(saved->rank_pattern, saved->n_rank_pattern, b, sizeof b);
-    if (strcmp(a, b)) return mismatch("--rank-pattern", a, b);
-    list_text(job->alpha_pattern, job->n_alpha_pattern, a, sizeof a);
-    list_text(saved->alpha_pattern, saved->n_alpha_pattern, b, sizeof b);
-    if (strcmp(a, b)) return mismatch("--alpha-pattern", a, b);
-    if (job->rank != saved->rank || job->alpha != saved->alpha || job->rslora != saved->rslora) {
-        snprintf(a, sizeof a, "rank %d alpha %g%s", job->rank, job->alpha, job->rslora ? " rslora" : "");
-        snprintf(b, sizeof b, "rank %d alpha %g%s", saved->rank, saved->alpha, saved->rslora ? " rslora" : "");
-        return mismatch("--rank/--alpha/--rslora", a, b);
-    }
-    return 0;
-}
-
 /* export_get_fn over a checkpoint's tensors. */
 static int ckpt_get(void *ctx, const char *name, int32_t ndim, const int64_t *shape, float *out) {
     const struct ckpt *c = ctx;
@@ -231,7 +194,7 @@ int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, const struct 
     }
     Lorad__JobSpec *saved = lorad__job_spec__unpack(NULL, c->job_len, c->job);
     if (!saved) return err_set("checkpoint", "its job spec cannot be decoded");
-    int rc = shape_check(job, saved);
+    int rc = flags_resume_check(&job->base, &saved->base, job->mode == LORAD__MODE__MODE_LORA);
     lorad__job_spec__free_unpacked(saved, NULL);
     if (rc) return -1;
     if (c->n != m->tr.n) return err_set("checkpoint", "holds %llu optimizer values, the model trains %llu",

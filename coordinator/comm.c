@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clock.h"
 #include "error.h"
@@ -132,4 +133,10 @@ int comm_agree(struct comm *c, int failed) {
     }
     free(all);
     return -1;
+}
+
+int comm_node_cores(const struct comm *c) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long per_rank = (cores > 0 ? cores : 1) / (c->local_size > 0 ? c->local_size : 1);
+    return per_rank > 0 ? (int)per_rank : 1;
 }

@@ -43,5 +43,7 @@ int comm_all_equal(struct comm *c, uint64_t v);
  * on rank 0 the current error names the first failing rank and its cause ("rank 2:
  * ..."), or is rank 0's own error when rank 0 failed. */
 int comm_agree(struct comm *c, int failed);
+/* This node's cores shared among its ranks (at least 1): the threads of a rank by default. */
+int comm_node_cores(const struct comm *c);
 
 #endif

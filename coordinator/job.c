@@ -1,5 +1,5 @@
 /*
- * job.c: JobSpec defaults, validation and the learning-rate schedule (job.h).
+ * job.c: JobSpec validation, patterns and the learning-rate schedule (job.h).
  */
 #include "job.h"
 
@@ -10,51 +10,9 @@
 #include <string.h>
 
 #include "error.h"
+#include "flags.h"
 #include "hf_config.h"
 #include "model.h"
-
-void job_defaults(Lorad__JobSpec *job) {
-    lorad__job_spec__init(job);
-    /* no targets: the family's PEFT default (c_attn; q_proj,v_proj), chosen by the model */
-    job->rank = 8;
-    job->alpha = 8.0;
-    job->init = LORAD__INIT__INIT_KAIMING;
-    job->mode = LORAD__MODE__MODE_LORA;
-    job->steps = 1000;
-    job->batch = 8;
-    job->micro_batch = 0;
-    job->seq = 0; /* the model's context, at most MODEL_SEQ_DEFAULT: job_resolve */
-    job->lr = 2e-4;
-    job->schedule = LORAD__SCHEDULE__SCHEDULE_LINEAR;
-    job->warmup = 0;
-    job->weight_decay = 0.0;
-    job->beta1 = 0.9;
-    job->beta2 = 0.999;
-    job->eps = 1e-8;
-    job->clip = 1.0;
-    job->seed = 42;
-    job->shuffle = 1;
-    job->threads = 0;
-    job->log_every = 10;
-    job->eval_every = 0;
-    job->eval_batches = 0;
-    job->replica_check_every = 100;
-    job->ckpt_every = 500;
-    job->keep = 3;
-}
-
-static int need(int ok, const char *flag, const char *fmt, double value) {
-    if (ok) return 0;
-    char problem[128];
-    snprintf(problem, sizeof problem, fmt, value);
-    return err_set(flag, "%s", problem);
-}
-
-static int need_path(const char *path, const char *flag) {
-    if (path && path[0]) return 0;
-    err_set(flag, "is required");
-    return err_hint("lorad train --help lists the flags");
-}
 
 /* One MODULE=VALUE item of FLAG into P, its key copied to KEY: a rank (an integer, at
  * least 1) or an alpha (positive). */
@@ -102,36 +60,8 @@ int job_patterns(const Lorad__JobSpec *job, struct peft_pattern **out, int32_t *
 }
 
 int job_validate(const Lorad__JobSpec *job) {
-    if (need_path(job->model, "--model") || need_path(job->data, "--data") || need_path(job->out, "--out"))
-        return -1;
+    if (flags_check(&job->base, NULL)) return -1;
     int full = job->mode == LORAD__MODE__MODE_FULL;
-    if (need(job->rank >= 1, "--rank", "must be at least 1 (got %g)", job->rank) ||
-        need(job->alpha > 0 && job->alpha < FLT_MAX, "--alpha", "must be a positive float (got %g)", job->alpha) ||
-        need(job->dropout >= 0 && job->dropout < 1, "--dropout", "must be in [0, 1) (got %g)", job->dropout) ||
-        need(job->steps >= 1, "--steps", "must be at least 1 (got %g)", (double)job->steps) ||
-        need(job->batch >= 1, "--batch", "must be at least 1 (got %g)", job->batch) ||
-        need(job->micro_batch >= 0, "--micro-batch", "must be non-negative, 0 takes the whole batch (got %g)",
-             job->micro_batch) ||
-        need(job->seq >= 0, "--seq", "must be non-negative, 0 takes the model's context (got %g)", job->seq) ||
-        need(job->lr >= 0 && job->lr < FLT_MAX, "--lr", "must be a non-negative float (got %g)", job->lr) ||
-        need(job->warmup >= 0, "--warmup", "must be non-negative (got %g)", (double)job->warmup) ||
-        need(job->weight_decay >= 0 && job->weight_decay < FLT_MAX, "--weight-decay",
-             "must be a non-negative float (got %g)", job->weight_decay) ||
-        need(job->beta1 >= 0 && job->beta1 < 1, "--beta1", "must be in [0, 1) (got %g)", job->beta1) ||
-        need(job->beta2 >= 0 && job->beta2 < 1, "--beta2", "must be in [0, 1) (got %g)", job->beta2) ||
-        need(job->eps >= FLT_MIN && job->eps < FLT_MAX, "--eps", "must be a positive float (got %g)", job->eps) ||
-        need(job->clip >= 0, "--clip", "must be non-negative, 0 turns clipping off (got %g)", job->clip) ||
-        need(job->threads >= 0, "--threads", "must be non-negative, 0 uses every core (got %g)", job->threads) ||
-        need(job->log_every >= 1, "--log-every", "must be at least 1 (got %g)", (double)job->log_every) ||
-        need(job->eval_every >= 0, "--eval-every", "must be non-negative (got %g)", (double)job->eval_every) ||
-        need(job->eval_batches >= 0, "--eval-batches", "must be non-negative (got %g)", (double)job->eval_batches) ||
-        need(job->replica_check_every >= 0, "--replica-check-every", "must be non-negative (got %g)",
-             (double)job->replica_check_every) ||
-        need(job->ckpt_every >= 0, "--ckpt-every", "must be non-negative (got %g)", (double)job->ckpt_every) ||
-        need(job->ckpt_every_seconds >= 0, "--ckpt-every-seconds", "must be non-negative (got %g)",
-             job->ckpt_every_seconds) ||
-        need(job->keep >= 0, "--keep", "must be non-negative, 0 keeps all (got %g)", job->keep))
-        return -1;
     if (job->batch % job_micro_batch(job)) {
         err_set("--micro-batch", "%d does not divide --batch %d", job->micro_batch, job->batch);
         return err_hint("choose a micro-batch that divides the batch");

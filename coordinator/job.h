@@ -1,6 +1,7 @@
 /*
- * job.h: a training job's spec (the proto JobSpec): its defaults, and the checks that
- * every value makes sense before any rank starts work. Errors name the flag.
+ * job.h: a training job's spec (the proto JobSpec; its defaults and ranges are rows of
+ * the flag table, flags.h): the checks that every value makes sense before any rank
+ * starts work, and what the values imply. Errors name the flag.
  */
 #ifndef LORAD_JOB_H
 #define LORAD_JOB_H
@@ -8,9 +9,7 @@
 #include "lorad.pb-c.h"
 #include "peft.h"
 
-/* Fills every field with lorad's default (PEFT's and HF Trainer's where they exist). */
-void job_defaults(Lorad__JobSpec *job);
-/* Checks ranges and combinations; -1 with an error naming the flag. */
+/* Checks the flag table's ranges and the combinations; -1 with an error naming the flag. */
 int job_validate(const Lorad__JobSpec *job);
 /* Fills in what depends on the model (read from its config.json): --seq 0 becomes
  * model_seq_default. -1 with an error when the config cannot be read or --seq exceeds

@@ -11,7 +11,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "batch.h"
 #include "checkpoint.h"
@@ -115,16 +114,9 @@ static int resume_local(struct train *t) {
     return rc;
 }
 
-/* BLAS threads: --threads, or the node's cores shared among the node's ranks. */
-static int threads_default(const struct comm *c) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long per_rank = (cores > 0 ? cores : 1) / c->local_size;
-    return per_rank > 0 ? (int)per_rank : 1;
-}
-
 static int setup_local(struct train *t) {
     const Lorad__JobSpec *job = t->job;
-    gemm_set_threads(job->threads ? job->threads : threads_default(t->comm));
+    gemm_set_threads(job->threads ? job->threads : comm_node_cores(t->comm));
     gemm_set_backend(job->gemm == LORAD__GEMM__GEMM_OPENBLAS ? GEMM_BACKEND_OPENBLAS : GEMM_BACKEND_ONEDNN);
     if (fault_from_env(&t->fault) || train_model_load(t)) return -1;
     if (dataset_open(&t->data, job->data, &t->model, job->seq)) return -1;

@@ -13,19 +13,10 @@
 #include "export.h"
 #include "outputs.h"
 
-static int ckpt_load(const Lorad__CheckpointSpec *spec, struct ckpt *c) {
-    memset(c, 0, sizeof *c);
-    if (!spec->checkpoint[0]) {
-        err_set("checkpoint", "is required");
-        return err_hint("lorad inspect OUT/checkpoints/latest");
-    }
-    return ckpt_read(spec->checkpoint, c);
-}
-
-int ckpt_inspect(const Lorad__CheckpointSpec *spec) {
-    if (spec->out[0] || spec->overwrite) return err_set(spec->out[0] ? "--out" : "--overwrite", "applies to export");
+int ckpt_inspect(const struct command_call *call) {
+    const Lorad__CheckpointSpec *spec = (const Lorad__CheckpointSpec *)call->spec[0];
     struct ckpt c;
-    if (ckpt_load(spec, &c)) return -1;
+    if (ckpt_read(spec->checkpoint, &c)) return -1;
     char when[64];
     time_t wall = (time_t)c.wall_time;
     strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", gmtime(&wall));
@@ -63,11 +54,11 @@ static const char *const export_files_all[] = {
     OUTPUTS_WITH_TMP("config.json"), OUTPUTS_WITH_TMP("model.safetensors"), NULL,
 };
 
-int ckpt_export(const Lorad__CheckpointSpec *spec) {
-    if (!spec->out[0]) return err_set("--out", "is required");
+int ckpt_export(const struct command_call *call) {
+    const Lorad__CheckpointSpec *spec = (const Lorad__CheckpointSpec *)call->spec[0];
     if (outputs_claim(spec->out, export_files_all, spec->overwrite, "--out", "an export")) return -1;
     struct ckpt c;
-    if (ckpt_load(spec, &c)) return -1;
+    if (ckpt_read(spec->checkpoint, &c)) return -1;
     if (spec->overwrite && outputs_remove(spec->out, export_files_all)) {
         ckpt_free(&c);
         return -1;

@@ -6,9 +6,10 @@
 #ifndef LORAD_CKPT_CMD_H
 #define LORAD_CKPT_CMD_H
 
-#include "lorad.pb-c.h"
+#include "command.h"
 
-int ckpt_inspect(const Lorad__CheckpointSpec *spec);
-int ckpt_export(const Lorad__CheckpointSpec *spec);
+/* Each takes a CheckpointSpec in CALL->spec[0]. Returns 0, or -1 with an error. */
+command_fn ckpt_inspect;
+command_fn ckpt_export;
 
 #endif

@@ -1,131 +1,38 @@
 /*
- * cli.c: the descriptor-driven flag parser (cli.h).
+ * cli.c: a command's argv and --config file into its specs (cli.h).
  */
 #include "cli.h"
 
-#include <errno.h>
-#include <stdint.h>
+#include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
-#include "protojson.h"
+#include "fileio.h"
+#include "jsonio.h"
 
-static void *arena_keep(struct cli_arena *a, void *p) {
-    a->p = xrealloc(a->p, (size_t)(a->n + 1) * sizeof *a->p);
-    a->p[a->n++] = p;
-    return p;
-}
-
-void cli_arena_free(struct cli_arena *a) {
-    for (int i = 0; i < a->n; i++) free(a->p[i]);
-    free(a->p);
-    a->p = NULL;
-    a->n = 0;
-}
-
-/* "micro_batch" -> "micro-batch" */
-static void flag_name(char *buf, size_t n, const char *field) {
-    snprintf(buf, n, "%s", field);
-    for (char *c = buf; *c; c++)
-        if (*c == '_') *c = '-';
-}
-
-static const ProtobufCFieldDescriptor *field_find(const ProtobufCMessageDescriptor *d, const char *flag) {
-    char name[64];
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        flag_name(name, sizeof name, d->fields[i].name);
-        if (strcmp(name, flag) == 0) return &d->fields[i];
-    }
+/* The row of flag (or key) NAME among the N messages MSGS, and its message; NULL with
+ * an error when none has it or CMD does not take it. */
+static const struct flag *row_lookup(ProtobufCMessage *const *msgs, int n, const char *cmd, const char *name,
+                                     const char *where, ProtobufCMessage **msg) {
+    const struct flag *row = NULL;
+    for (int i = 0; i < n && !row; i++) row = flag_find((*msg = msgs[i])->descriptor, name);
+    if (row && flag_takes(row, cmd)) return row;
+    const ProtobufCMessageDescriptor *specs[4];
+    for (int i = 0; i < n && i < 4; i++) specs[i] = msgs[i]->descriptor;
+    char near[64];
+    if (row) err_set(where, "lorad %s does not take it", cmd);
+    else err_set(where, "unknown %s", strncmp(where, "--", 2) == 0 ? "flag" : "key");
+    if (!row && flag_nearest(specs, n < 4 ? n : 4, cmd, name, near, sizeof near)) err_hint("did you mean %s?", near);
+    else err_hint("lorad %s --help lists the flags", cmd);
     return NULL;
 }
 
-static int enum_parse(const ProtobufCFieldDescriptor *f, const char *flag, const char *v, int *out) {
-    const ProtobufCEnumDescriptor *e = f->descriptor;
-    char buf[64], list[256] = "";
-    for (unsigned i = 0; i < e->n_values; i++) {
-        proto_enum_short(e->values[i].name, buf, sizeof buf);
-        if (strcmp(buf, v) == 0) {
-            *out = e->values[i].value;
-            return 0;
-        }
-        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? "|" : "", buf);
-    }
-    return err_set(flag, "'%s' is not one of %s", v, list);
-}
-
-static int int_parse(const char *flag, const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || end == v || *end || x < lo || x > hi) return err_set(flag, "'%s' is not a valid integer", v);
-    *out = x;
-    return 0;
-}
-
-static int bool_parse(const char *v, int *out) {
-    if (!strcmp(v, "on") || !strcmp(v, "true") || !strcmp(v, "1")) return *out = 1, 0;
-    if (!strcmp(v, "off") || !strcmp(v, "false") || !strcmp(v, "0")) return *out = 0, 0;
-    return -1;
-}
-
-/* "a,b,c" -> a new array of new strings, kept in the arena. */
-static int list_parse(const char *flag, const char *v, struct cli_arena *a, char ***items, size_t *n) {
-    char *copy = arena_keep(a, xstrdup(v));
-    size_t count = 1;
-    for (const char *c = copy; *c; c++) count += *c == ',';
-    char **arr = arena_keep(a, xcalloc(count, sizeof *arr));
-    size_t k = 0;
-    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ","))
-        if (*tok) arr[k++] = tok;
-    if (k == 0) return err_set(flag, "empty list");
-    *items = arr;
-    *n = k;
-    return 0;
-}
-
-static int field_set(ProtobufCMessage *msg, const ProtobufCFieldDescriptor *f, const char *flag, const char *v,
-                     struct cli_arena *a) {
-    void *p = (char *)msg + f->offset;
-    long long x;
-    switch (f->type) {
-    case PROTOBUF_C_TYPE_STRING:
-        if (f->label == PROTOBUF_C_LABEL_REPEATED)
-            return list_parse(flag, v, a, (char ***)p, (size_t *)((char *)msg + f->quantifier_offset));
-        *(const char **)p = v;
-        return 0;
-    case PROTOBUF_C_TYPE_INT32:
-        if (int_parse(flag, v, INT32_MIN, INT32_MAX, &x)) return -1;
-        *(int32_t *)p = (int32_t)x;
-        return 0;
-    case PROTOBUF_C_TYPE_INT64:
-        if (int_parse(flag, v, INT64_MIN, INT64_MAX, &x)) return -1;
-        *(int64_t *)p = x;
-        return 0;
-    case PROTOBUF_C_TYPE_UINT64:
-        if (int_parse(flag, v, 0, INT64_MAX, &x)) return -1;
-        *(uint64_t *)p = (uint64_t)x;
-        return 0;
-    case PROTOBUF_C_TYPE_DOUBLE: {
-        char *end;
-        errno = 0;
-        double d = strtod(v, &end);
-        if (errno || end == v || *end) return err_set(flag, "'%s' is not a number", v);
-        *(double *)p = d;
-        return 0;
-    }
-    case PROTOBUF_C_TYPE_ENUM:
-        return enum_parse(f, flag, v, (int *)p);
-    default:
-        CHECK(0 && "flag of an unsupported field type");
-    }
-    return -1;
-}
-
-/* One flag of the first of the N messages MSGS that has it: "--name value",
- * "--name=value", or a bool switch "--name [on|off]". Returns the arguments it used,
- * or -1 with an error. */
-static int flag_parse(ProtobufCMessage *const *msgs, int n, int argc, char **argv, struct cli_arena *arena) {
+/* One flag: "--name value", "--name=value", or a bool switch "--name [on|off]".
+ * Returns the arguments it used, or -1 with an error. */
+static int flag_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, int argc, char **argv,
+                      struct flag_arena *a) {
     char flag[64];
     const char *eq = strchr(argv[0], '=');
     size_t len = eq ? (size_t)(eq - argv[0]) : strlen(argv[0]);
@@ -134,59 +41,118 @@ static int flag_parse(ProtobufCMessage *const *msgs, int n, int argc, char **arg
         err_set(argv[0], "unexpected argument");
         return err_hint("flags start with --");
     }
-    const ProtobufCFieldDescriptor *f = NULL;
-    ProtobufCMessage *msg = NULL;
-    for (int i = 0; i < n && !f; i++) f = field_find((msg = msgs[i])->descriptor, flag + 2);
-    if (!f) {
-        err_set(flag, "unknown flag");
-        return err_hint("--help lists the flags");
-    }
-    if (f->type == PROTOBUF_C_TYPE_BOOL) {
-        int value = 1, used = 1;
-        if (eq && bool_parse(eq + 1, &value)) return err_set(flag, "'%s' is not on or off", eq + 1);
-        if (!eq && argc > 1 && bool_parse(argv[1], &value) == 0) used = 2;
-        *(protobuf_c_boolean *)((char *)msg + f->offset) = value;
-        return used;
-    }
-    if (eq) return field_set(msg, f, flag, eq + 1, arena) ? -1 : 1;
+    ProtobufCMessage *msg;
+    const struct flag *row = row_lookup(msgs, n, cmd, flag + 2, flag, &msg);
+    if (!row) return -1;
+    const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, row->field);
+    if (eq) return flag_set(msg, row, eq + 1, a) ? -1 : 1;
+    if (f->type == PROTOBUF_C_TYPE_BOOL) /* a switch; a following on/off is its value */
+        return argc > 1 && flag_set(msg, row, argv[1], a) == 0 ? 2 : flag_set(msg, row, "on", a) ? -1 : 1;
     if (argc < 2) return err_set(flag, "missing value");
-    return field_set(msg, f, flag, argv[1], arena) ? -1 : 2;
+    return flag_set(msg, row, argv[1], a) ? -1 : 2;
 }
 
-int cli_parse(ProtobufCMessage *const *msgs, int n, int argc, char **argv, struct cli_arena *arena) {
-    for (int i = 0; i < argc;) {
-        int used = flag_parse(msgs, n, argc - i, argv + i, arena);
-        if (used < 0) return -1;
-        i += used;
+/* The line of TEXT where key KEY ("KEY" then a colon) first appears; 0 when not found. */
+static int key_line(const char *text, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = strchr(text, '"'); p; p = strchr(p + 1, '"')) {
+        const char *q = p + 1 + n;
+        if (strncmp(p + 1, key, n) != 0 || *q != '"') continue;
+        for (q++; *q == ' ' || *q == '\t' || *q == '\r' || *q == '\n'; q++) {}
+        if (*q != ':') continue;
+        int line = 1;
+        for (const char *c = text; c < p; c++) line += *c == '\n';
+        return line;
     }
     return 0;
 }
 
-/* A flag's value as typed on the command line: strings bare, lists comma-joined. */
-static void value_print(const json_t *v, FILE *out) {
-    if (json_is_string(v)) {
-        fputs(json_string_value(v), out);
-    } else if (json_is_array(v)) {
-        for (size_t i = 0; i < json_array_size(v); i++)
-            fprintf(out, "%s%s", i ? "," : "", json_string_value(json_array_get(v, i)));
-    } else if (json_is_boolean(v)) {
-        fputs(json_is_true(v) ? "on" : "off", out);
-    } else {
-        char *text = json_dumps(v, JSON_ENCODE_ANY);
-        fputs(text, out);
-        free(text);
+/* A JSON value as the text a flag takes ("on", "2e-4" as 0.0002, "a,b"); kept in A.
+ * NULL when it has no such form. */
+static const char *json_text(const json_t *v, struct flag_arena *a) {
+    char buf[64];
+    if (json_is_string(v)) return json_string_value(v);
+    if (json_is_boolean(v)) return json_is_true(v) ? "on" : "off";
+    if (json_is_integer(v)) snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+    else if (json_is_real(v)) snprintf(buf, sizeof buf, "%.17g", json_real_value(v));
+    if (json_is_number(v)) return flag_arena_keep(a, xstrdup(buf));
+    if (!json_is_array(v) || json_array_size(v) == 0) return NULL;
+    size_t len = 0, i;
+    json_t *item;
+    json_array_foreach(v, i, item) {
+        if (!json_is_string(item)) return NULL;
+        len += strlen(json_string_value(item)) + 1;
     }
+    char *list = flag_arena_keep(a, xcalloc(1, len));
+    json_array_foreach(v, i, item) snprintf(list + strlen(list), len - strlen(list), "%s%s", i ? "," : "",
+                                            json_string_value(item));
+    return list;
 }
 
-void cli_usage(const ProtobufCMessage *msg, FILE *out) {
-    const ProtobufCMessageDescriptor *d = msg->descriptor;
-    json_t *values = proto_to_json(msg);
-    for (unsigned i = 0; i < d->n_fields; i++) {
-        char name[64];
-        flag_name(name, sizeof name, d->fields[i].name);
-        fprintf(out, "  --%-20s ", name);
-        value_print(json_object_get(values, d->fields[i].name), out);
-        fputc('\n', out);
+/* One key of the --config file PATH (whose text is TEXT). */
+static int config_key(ProtobufCMessage *const *msgs, int n, const char *cmd, const char *path, const char *text,
+                      const char *key, const json_t *value, struct flag_arena *a) {
+    char where[4200];
+    int line = key_line(text, key);
+    if (line) snprintf(where, sizeof where, "%s:%d: \"%s\"", path, line, key);
+    else snprintf(where, sizeof where, "%s: \"%s\"", path, key);
+    if (!strcmp(key, "config")) return err_set(where, "a config file cannot name another");
+    ProtobufCMessage *msg;
+    const struct flag *row = row_lookup(msgs, n, cmd, key, where, &msg);
+    if (!row) return -1;
+    const char *v = json_text(value, a);
+    if (!v) return err_set(where, "must be a string, a number, true or false, or a list of strings");
+    if (flag_set(msg, row, flag_arena_keep(a, xstrdup(v)), a) == 0 && flag_check(msg, row) == 0) return 0;
+    char *problem = xstrdup(err_msg()); /* "--lr: must be ..." */
+    err_set(where, "%s", strchr(problem, ' ') ? strchr(problem, ' ') + 1 : problem);
+    free(problem);
+    return -1;
+}
+
+/* Sets the messages from the JSON object in PATH. */
+static int config_load(ProtobufCMessage *const *msgs, int n, const char *cmd, const char *path, struct flag_arena *a) {
+    size_t len;
+    char *text = file_read_all(path, &len);
+    json_t *root = text ? jsonio_read(path) : NULL;
+    int rc = root ? 0 : -1;
+    const char *key;
+    json_t *value;
+    if (root) json_object_foreach(root, key, value) {
+            if ((rc = config_key(msgs, n, cmd, path, text, key, value, a))) break;
+        }
+    json_decref(root);
+    free(text);
+    return rc;
+}
+
+/* *PATH: the value of --config in ARGV, or NULL. -1 when it has no value or comes twice. */
+static int config_path(int argc, char **argv, const char **path) {
+    *path = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *v;
+        if (!strncmp(argv[i], "--config=", 9)) v = argv[i] + 9;
+        else if (!strcmp(argv[i], "--config")) v = ++i < argc ? argv[i] : "";
+        else continue;
+        if (*path) return err_set("--config", "given twice");
+        if (!v[0]) return err_set("--config", "missing value");
+        *path = v;
     }
-    json_decref(values);
+    return 0;
+}
+
+int cli_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, const char *positional, int argc, char **argv,
+              struct flag_arena *a) {
+    if (positional && argc > 0 && strncmp(argv[0], "--", 2) != 0) {
+        if (flag_set(msgs[0], flag_find(msgs[0]->descriptor, positional), argv[0], a)) return -1;
+        argc--, argv++;
+    }
+    const char *config;
+    if (config_path(argc, argv, &config) || (config && config_load(msgs, n, cmd, config, a))) return -1;
+    for (int i = 0; i < argc;) {
+        int skip = !strcmp(argv[i], "--config") ? 2 : !strncmp(argv[i], "--config=", 9) ? 1 : 0;
+        int used = skip ? skip : flag_parse(msgs, n, cmd, argc - i, argv + i, a);
+        if (used < 0) return -1;
+        i += used;
+    }
+    return 0;
 }

@@ -15,25 +15,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cli.h"
+#include "flags.h"
 #include "error.h"
 #include "fileio.h"
 #include "frame.h"
-#include "job.h"
 #include "netaddr.h"
 #include "protojson.h"
 
 #define CLIENT_TIMEOUT_MS 30000
 #define CLIENT_FOLLOW_MS 200 /* logs --follow: the pause between polls */
-
-static const struct {
-    const char *name;
-    Lorad__Command command;
-} commands[] = {
-    {"submit", LORAD__COMMAND__COMMAND_SUBMIT}, {"status", LORAD__COMMAND__COMMAND_STATUS},
-    {"list", LORAD__COMMAND__COMMAND_LIST},     {"cancel", LORAD__COMMAND__COMMAND_CANCEL},
-    {"logs", LORAD__COMMAND__COMMAND_LOGS},     {"shutdown", LORAD__COMMAND__COMMAND_SHUTDOWN},
-};
 
 /* A connected socket to the daemon CS names; -1 with an error. */
 static int daemon_connect(const Lorad__ClientSpec *cs) {
@@ -187,86 +177,67 @@ static int logs_stream(int fd, const Lorad__ClientSpec *cs, Lorad__Request *req)
 }
 
 /* A path as the daemon must see it: absolute. The arena keeps the copy. */
-static void path_absolute(char **path, struct cli_arena *arena) {
+static void path_absolute(char **path, struct flag_arena *arena) {
     if (!(*path)[0] || (*path)[0] == '/') return;
     char cwd[4096];
     CHECK(getcwd(cwd, sizeof cwd) != NULL);
-    char *abs = path_join(cwd, *path);
-    arena->p = xrealloc(arena->p, (size_t)(arena->n + 1) * sizeof *arena->p);
-    arena->p[arena->n++] = abs;
-    *path = abs;
+    *path = flag_arena_keep(arena, path_join(cwd, *path));
 }
 
-static int submit_spec_check(Lorad__JobSpec *spec, struct cli_arena *arena) {
-    if (spec->out[0]) return err_set("--out", "the daemon chooses a job's output directory (STATE/jobs/ID)");
-    if (spec->resume[0]) return err_set("--resume", "the daemon resumes its jobs by itself");
-    path_absolute(&spec->model, arena);
-    path_absolute(&spec->data, arena);
-    path_absolute(&spec->val, arena);
-    path_absolute(&spec->init_adapter, arena);
+/* The request's command: the proto's Command value whose short name is CMD. */
+static Lorad__Command command_of(const char *cmd) {
+    char name[64];
+    for (unsigned i = 0; i < lorad__command__descriptor.n_values; i++)
+        if (!strcmp(proto_enum_short(lorad__command__descriptor.values[i].name, name, sizeof name), cmd))
+            return (Lorad__Command)lorad__command__descriptor.values[i].value;
+    CHECK(0 && "a client command without a Command value");
+    return LORAD__COMMAND__COMMAND_STATUS;
+}
+
+/* Sends the request and prints the answer. */
+static int client_request(int fd, const Lorad__ClientSpec *cs, Lorad__Command command, Lorad__JobSpec *submit,
+                          const char *token) {
+    Lorad__Request req = LORAD__REQUEST__INIT;
+    req.version = FRAME_VERSION;
+    req.command = command;
+    req.token = token ? (char *)token : "";
+    req.spec = submit;
+    req.job = cs->job;
+    req.now = cs->now;
+    if (command == LORAD__COMMAND__COMMAND_LOGS) return logs_stream(fd, cs, &req);
+    Lorad__Response *res = request_send(fd, &req);
+    if (!res) return -1;
+    response_print(cs, command, res);
+    lorad__response__free_unpacked(res, NULL);
     return 0;
 }
 
-/* Parses ARGV (a job id may come first) into CS and, for submit, SPEC. */
-static int args_parse(Lorad__ClientSpec *cs, Lorad__JobSpec *spec, int argc, char **argv, struct cli_arena *arena) {
-    if (argc > 0 && strncmp(argv[0], "--", 2) != 0) {
-        char *end;
-        errno = 0;
-        unsigned long long id = strtoull(argv[0], &end, 10);
-        if (errno || *end || !id) return err_set(argv[0], "is not a job id");
-        cs->job = id;
-        argc--, argv++;
+int client_run(const struct command_call *call) {
+    const Lorad__ClientSpec *cs = (const Lorad__ClientSpec *)call->spec[0];
+    Lorad__Command command = command_of(call->name);
+    struct flag_arena arena = {0};
+    Lorad__JobSpec spec, *submit = NULL;
+    if (call->spec[1]) { /* submit: a copy whose relative paths become absolute */
+        spec = *(const Lorad__JobSpec *)call->spec[1];
+        submit = &spec;
+        path_absolute(&spec.model, &arena);
+        path_absolute(&spec.data, &arena);
+        path_absolute(&spec.val, &arena);
+        path_absolute(&spec.init_adapter, &arena);
     }
-    ProtobufCMessage *msgs[] = {&cs->base, spec ? &spec->base : NULL};
-    return cli_parse(msgs, spec ? 2 : 1, argc, argv, arena);
-}
-
-static int usage_print(const char *cmd, Lorad__ClientSpec *cs, Lorad__JobSpec *spec) {
-    printf("usage: lorad %s%s [flags]; flags and defaults:\n", cmd,
-           spec ? "" : !strcmp(cmd, "list") || !strcmp(cmd, "shutdown") ? "" : " [JOB]");
-    cli_usage(&cs->base, stdout);
-    if (spec) cli_usage(&spec->base, stdout);
-    return 0;
-}
-
-int client_run(const char *cmd, int argc, char **argv) {
-    size_t k = 0;
-    while (k < sizeof commands / sizeof commands[0] && strcmp(commands[k].name, cmd)) k++;
-    CHECK(k < sizeof commands / sizeof commands[0]);
-    Lorad__Command command = commands[k].command;
-    Lorad__ClientSpec cs = LORAD__CLIENT_SPEC__INIT;
-    Lorad__JobSpec spec;
-    job_defaults(&spec);
-    spec.out = spec.resume = "";
-    Lorad__JobSpec *submit = command == LORAD__COMMAND__COMMAND_SUBMIT ? &spec : NULL;
-    for (int i = 0; i < argc; i++)
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return usage_print(cmd, &cs, submit);
-    struct cli_arena arena = {0};
-    int rc = args_parse(&cs, submit, argc, argv, &arena);
+    int rc = 0;
     int needs_job = command == LORAD__COMMAND__COMMAND_CANCEL || command == LORAD__COMMAND__COMMAND_LOGS;
-    if (rc == 0 && needs_job && !cs.job) rc = err_set(cmd, "which job?"), err_hint("lorad %s JOB", cmd);
-    if (rc == 0 && submit) rc = submit_spec_check(submit, &arena);
-    if (rc == 0 && cs.connect[0] && !cs.token_file[0])
+    if (needs_job && !cs->job) rc = err_set(call->name, "which job?"), err_hint("lorad %s JOB", call->name);
+    if (rc == 0 && cs->connect[0] && !cs->token_file[0])
         rc = err_set("--connect", "needs --token-file"), err_hint("the file holding the daemon's token");
-    char *token = rc == 0 && cs.connect[0] ? frame_token_read(cs.token_file) : NULL;
-    if (rc == 0 && cs.connect[0] && !token) rc = -1;
-    int fd = rc == 0 ? daemon_connect(&cs) : -1;
+    char *token = rc == 0 && cs->connect[0] ? frame_token_read(cs->token_file) : NULL;
+    if (rc == 0 && cs->connect[0] && !token) rc = -1;
+    int fd = rc == 0 ? daemon_connect(cs) : -1;
     if (fd >= 0) {
-        Lorad__Request req = LORAD__REQUEST__INIT;
-        req.version = FRAME_VERSION;
-        req.command = command;
-        req.token = token ? token : "";
-        req.spec = submit;
-        req.job = cs.job;
-        req.now = cs.now;
-        Lorad__Response *res = NULL;
-        if (command == LORAD__COMMAND__COMMAND_LOGS) rc = logs_stream(fd, &cs, &req);
-        else if ((res = request_send(fd, &req))) response_print(&cs, command, res);
-        else rc = -1;
-        if (res) lorad__response__free_unpacked(res, NULL);
+        rc = client_request(fd, cs, command, submit, token);
         close(fd);
     }
     free(token);
-    cli_arena_free(&arena);
+    flag_arena_free(&arena);
     return fd < 0 ? -1 : rc;
 }

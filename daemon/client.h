@@ -6,7 +6,10 @@
 #ifndef LORAD_CLIENT_H
 #define LORAD_CLIENT_H
 
-/* Runs client command CMD with its ARGV. Returns 0, or -1 with an error. */
-int client_run(const char *cmd, int argc, char **argv);
+#include "command.h"
+
+/* Runs client command CALL->name with its ClientSpec in CALL->spec[0] and, for submit,
+ * the job's JobSpec in CALL->spec[1]. Returns 0, or -1 with an error. */
+command_fn client_run;
 
 #endif

@@ -21,7 +21,6 @@
 
 /* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
 static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
-    if (!model_dir[0]) return err_set("--model", "is required");
     struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .inference = 1, .max_batch = B, .seq = T};
     if (model_init(m, &o)) return -1;
     if (adapter[0] && model_merge_adapter(m, adapter)) {
@@ -29,22 +28,6 @@ static int model_open(struct model *m, const char *model_dir, const char *adapte
         return -1;
     }
     return 0;
-}
-
-static int threads_check(int32_t threads) {
-    if (threads >= 0) return 0;
-    return err_set("--threads", "must be non-negative, 0 uses the node's cores (got %d)", threads);
-}
-
-static void threads_set(int32_t threads, const struct comm *c) {
-    long cores = sysconf(_SC_NPROCESSORS_ONLN) / c->local_size;
-    gemm_set_threads(threads ? threads : cores > 0 ? (int)cores : 1);
-}
-
-void eval_defaults(Lorad__EvalSpec *spec) {
-    lorad__eval_spec__init(spec);
-    spec->batch = 8;
-    spec->seq = 0; /* the model's context, at most MODEL_SEQ_DEFAULT */
 }
 
 /* Writes the logits of the first N samples of DS to PATH: float32 (N, T, V), C order. */
@@ -69,16 +52,11 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
     return file_atomic_commit(&fa);
 }
 
-int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
-    if (!s->data[0]) return err_set("--data", "is required");
+int eval_cmd(const struct command_call *call) {
+    const Lorad__EvalSpec *s = (const Lorad__EvalSpec *)call->spec[0];
+    struct comm *comm = call->comm;
     if (s->logits[0] && comm->size > 1) return err_set("--logits", "needs a single process (run without mpirun)");
-    if (s->batch < 1) return err_set("--batch", "must be at least 1 (got %d)", s->batch);
-    if (s->seq < 0) return err_set("--seq", "must be non-negative, 0 takes the model's context (got %d)", s->seq);
-    if (s->max_batches < 0)
-        return err_set("--max-batches", "must be non-negative, 0 takes the whole dataset (got %lld)",
-                       (long long)s->max_batches);
-    if (threads_check(s->threads)) return -1;
-    threads_set(s->threads, comm);
+    gemm_set_threads(s->threads ? s->threads : comm_node_cores(comm));
     struct model m;
     struct tokens ds = {0};
     int rc = model_open(&m, s->model, s->adapter, s->batch, s->seq);
@@ -106,11 +84,6 @@ int eval_cmd(const Lorad__EvalSpec *s, struct comm *comm) {
     tokens_close(&ds);
     if (loaded) model_free(&m);
     return rc;
-}
-
-void merge_defaults(Lorad__MergeSpec *spec) {
-    lorad__merge_spec__init(spec);
-    spec->max_shard_mb = 5000; /* Hugging Face's default "5GB" */
 }
 
 /* Copies the tokenizer and generation files of SRC into DST, as they are. */
@@ -148,10 +121,8 @@ static int same_dir(const char *a, const char *b) {
     return stat(a, &x) == 0 && stat(b, &y) == 0 && x.st_dev == y.st_dev && x.st_ino == y.st_ino;
 }
 
-int merge_cmd(const Lorad__MergeSpec *s) {
-    if (!s->adapter[0]) return err_set("--adapter", "is required");
-    if (!s->out[0]) return err_set("--out", "is required");
-    if (!(s->max_shard_mb > 0)) return err_set("--max-shard-mb", "must be positive (got %g)", s->max_shard_mb);
+int merge_cmd(const struct command_call *call) {
+    const Lorad__MergeSpec *s = (const Lorad__MergeSpec *)call->spec[0];
     if (same_dir(s->out, s->model)) {
         err_set("--out", "%s is the --model directory", s->out);
         return err_hint("merge into a directory of its own");
@@ -172,22 +143,6 @@ int merge_cmd(const Lorad__MergeSpec *s) {
     return rc;
 }
 
-void generate_defaults(Lorad__GenerateSpec *spec) {
-    lorad__generate_spec__init(spec);
-    spec->max_new = 200;
-    spec->temperature = 0.8;
-    spec->top_k = 40;
-    spec->seed = 42;
-}
-
-static int generate_check(const Lorad__GenerateSpec *s) {
-    if (!s->prompt[0]) return err_set("--prompt", "is required (byte-level models need at least one token)");
-    if (s->max_new < 0) return err_set("--max-new", "must be non-negative (got %d)", s->max_new);
-    if (s->temperature < 0) return err_set("--temperature", "must be non-negative, 0 is greedy (got %g)", s->temperature);
-    if (s->top_k < 0) return err_set("--top-k", "must be non-negative, 0 keeps every token (got %d)", s->top_k);
-    return threads_check(s->threads);
-}
-
 /* Writes TOKEN as its byte (<|N|> beyond 255), or as an id with --ids. */
 static void token_put(const Lorad__GenerateSpec *s, int32_t token, int first) {
     if (s->ids)
@@ -199,10 +154,9 @@ static void token_put(const Lorad__GenerateSpec *s, int32_t token, int first) {
     fflush(stdout);
 }
 
-int generate_cmd(const Lorad__GenerateSpec *s) {
-    if (generate_check(s)) return -1;
-    struct comm alone = {.size = 1, .local_size = 1};
-    threads_set(s->threads, &alone);
+int generate_cmd(const struct command_call *call) {
+    const Lorad__GenerateSpec *s = (const Lorad__GenerateSpec *)call->spec[0];
+    gemm_set_threads(s->threads ? s->threads : comm_node_cores(call->comm));
     struct model m;
     if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     int32_t n = (int32_t)strlen(s->prompt), V = m.cfg.vocab_size, P = m.cfg.n_positions;

@@ -7,14 +7,12 @@
 #ifndef LORAD_INFER_CMD_H
 #define LORAD_INFER_CMD_H
 
-#include "comm.h"
-#include "lorad.pb-c.h"
+#include "command.h"
 
-void eval_defaults(Lorad__EvalSpec *spec);
-int eval_cmd(const Lorad__EvalSpec *spec, struct comm *comm);
-void merge_defaults(Lorad__MergeSpec *spec);
-int merge_cmd(const Lorad__MergeSpec *spec);
-void generate_defaults(Lorad__GenerateSpec *spec);
-int generate_cmd(const Lorad__GenerateSpec *spec);
+/* Each takes its spec (EvalSpec, MergeSpec, GenerateSpec) in CALL->spec[0]. Returns 0,
+ * or -1 with an error. */
+command_fn eval_cmd;
+command_fn merge_cmd;
+command_fn generate_cmd;
 
 #endif

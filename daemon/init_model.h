@@ -5,10 +5,10 @@
 #ifndef LORAD_INIT_MODEL_H
 #define LORAD_INIT_MODEL_H
 
-#include "lorad.pb-c.h"
+#include "command.h"
 
-void init_model_defaults(Lorad__InitModelSpec *spec);
-/* Returns 0, or -1 with an error naming the flag or the directory. */
-int init_model_run(const Lorad__InitModelSpec *spec);
+/* CALL->spec[0]: an InitModelSpec. Returns 0, or -1 with an error naming the flag or
+ * the directory. */
+command_fn init_model_run;
 
 #endif

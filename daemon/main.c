@@ -1,6 +1,7 @@
 /*
- * main.c: the lorad process entry: picks the subcommand, parses its flags into the
- * proto spec, and turns a failure into one line and exit code 2.
+ * main.c: the lorad process entry: the command table, one row per command, and the one
+ * path every command takes: start its ranks, parse its flags into its specs, run its
+ * handler, and turn a failure into one line and exit code 2.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,37 +10,77 @@
 #include "ckpt_cmd.h"
 #include "cli.h"
 #include "client.h"
-#include "comm.h"
-#include "dispatch.h"
+#include "command.h"
 #include "error.h"
 #include "infer_cmd.h"
 #include "init_model.h"
-#include "job.h"
 #include "prep.h"
 #include "protojson.h"
-#include "rundir.h"
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
+#include "train_cmd.h"
+
+enum command_ranks {
+    COMMAND_ALONE, /* one process */
+    COMMAND_RANKS, /* every rank under mpirun: each parses the same argv */
+    COMMAND_ROOT,  /* every rank under mpirun: rank 0 parses and sends the spec to the others */
+};
+
+static const struct command {
+    const char *name;
+    const char *args;       /* the usage line after the name */
+    const char *summary;
+    enum command_ranks ranks;
+    const ProtobufCMessageDescriptor *specs[2];
+    const char *positional; /* the field of specs[0] a first argument that is not a flag fills */
+    command_fn *run;
+} commands[] = {
+    {"train", "--model DIR --data FILE --out DIR [flags]", "fine-tune: LoRA adapters, or every weight",
+     COMMAND_ROOT, {&lorad__job_spec__descriptor}, NULL, train_cmd},
+    {"prep", "--text FILE --out FILE.h5", "text to an HDF5 dataset of byte-level tokens", COMMAND_ALONE,
+     {&lorad__prep_spec__descriptor}, NULL, prep_run},
+    {"init-model", "--out DIR [--layers N --dim N ...]", "a random GPT-2 to pretrain", COMMAND_ALONE,
+     {&lorad__init_model_spec__descriptor}, NULL, init_model_run},
+    {"eval", "--model DIR [--adapter DIR] --data FILE", "loss and perplexity", COMMAND_RANKS,
+     {&lorad__eval_spec__descriptor}, NULL, eval_cmd},
+    {"merge", "--model DIR --adapter DIR --out DIR", "base + adapter as one model", COMMAND_ALONE,
+     {&lorad__merge_spec__descriptor}, NULL, merge_cmd},
+    {"generate", "--model DIR [--adapter DIR] --prompt TEXT", "decode with a KV cache", COMMAND_ALONE,
+     {&lorad__generate_spec__descriptor}, NULL, generate_cmd},
+    {"inspect", "CKPT", "what a checkpoint holds", COMMAND_ALONE, {&lorad__checkpoint_spec__descriptor},
+     "checkpoint", ckpt_inspect},
+    {"export", "CKPT --out DIR", "a checkpoint's PEFT adapter (or model)", COMMAND_ALONE,
+     {&lorad__checkpoint_spec__descriptor}, "checkpoint", ckpt_export},
+    {"serve", "--state DIR [--socket PATH]", "the daemon, under mpirun: queued jobs on a resident base",
+     COMMAND_RANKS, {&lorad__serve_spec__descriptor}, NULL, serve_run},
+    {"submit", "[--socket PATH] <train flags>", "queue a job on the daemon; prints its id", COMMAND_ALONE,
+     {&lorad__client_spec__descriptor, &lorad__job_spec__descriptor}, NULL, client_run},
+    {"status", "[JOB]", "a job, or the daemon and its unfinished jobs", COMMAND_ALONE,
+     {&lorad__client_spec__descriptor}, "job", client_run},
+    {"list", "", "every job of the daemon", COMMAND_ALONE, {&lorad__client_spec__descriptor}, NULL, client_run},
+    {"cancel", "JOB", "cancel a job (a running one stops with a checkpoint)", COMMAND_ALONE,
+     {&lorad__client_spec__descriptor}, "job", client_run},
+    {"logs", "JOB [--follow]", "a job's log (--json: its metrics)", COMMAND_ALONE,
+     {&lorad__client_spec__descriptor}, "job", client_run},
+    {"shutdown", "[--now]", "stop the daemon once its queue is done (--now: at the next step)", COMMAND_ALONE,
+     {&lorad__client_spec__descriptor}, NULL, client_run},
+};
+
+#define N_COMMANDS (sizeof commands / sizeof commands[0])
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "lorad %s: LoRA fine-tuning of transformer language models\n"
-            "usage:\n"
-            "  lorad train --model DIR --data FILE --out DIR [flags]   fine-tune (--help for flags)\n"
-            "  lorad prep --text FILE --out FILE.h5                    text -> byte-level tokens\n"
-            "  lorad init-model --out DIR [--layers --dim --heads ...] a random GPT-2 to pretrain\n"
-            "  lorad eval --model DIR [--adapter DIR] --data FILE      loss and perplexity\n"
-            "  lorad merge --model DIR --adapter DIR --out DIR         base + adapter as one model\n"
-            "  lorad generate --model DIR [--adapter DIR] --prompt T   decode with a KV cache\n"
-            "  lorad inspect CKPT                                      what a checkpoint holds\n"
-            "  lorad export CKPT --out DIR                             a checkpoint's PEFT adapter\n"
-            "  mpirun lorad serve --state DIR [--socket PATH]          the daemon: queued jobs, resident base\n"
-            "  lorad submit [--socket PATH] <train flags>              queue a job; prints its id\n"
-            "  lorad status [JOB] | list | cancel JOB | logs JOB [--follow] | shutdown [--now]\n"
-            "  lorad --version\n",
-            LORAD_VERSION);
+    fprintf(out, "lorad %s: LoRA fine-tuning of transformer language models\nusage:\n", LORAD_VERSION);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "lorad %s %s", commands[i].name, commands[i].args);
+        fprintf(out, "  %-56s %s\n", line, commands[i].summary);
+    }
+    fprintf(out, "  %-56s %s\n", "lorad --version", "the version");
+    fprintf(out, "lorad COMMAND --help explains every flag of a command, with its default.\n");
 }
+
+static int n_specs(const struct command *c) { return c->specs[1] ? 2 : 1; }
 
 static int wants_help(int argc, char **argv) {
     for (int i = 0; i < argc; i++)
@@ -47,137 +88,52 @@ static int wants_help(int argc, char **argv) {
     return 0;
 }
 
-/* Parses ARGV into the defaults in MSG. Returns the owned spec, or NULL with an error.
- * On --help prints the flags (rank 0) and ends every rank. */
-static ProtobufCMessage *spec_parse(ProtobufCMessage *msg, const char *cmd, int argc, char **argv,
-                                    struct comm *comm) {
-    if (wants_help(argc, argv)) {
-        if (comm->rank == 0) {
-            printf("usage: lorad %s [flags]; flags and defaults:\n", cmd);
-            cli_usage(msg, stdout);
-        }
-        comm_finalize(comm);
-        exit(0);
+/* The specs of C from ARGV: defaults, then the arguments, checked; into CALL. */
+static int specs_parse(const struct command *c, int argc, char **argv, struct command_call *call) {
+    ProtobufCMessage *msgs[2] = {NULL, NULL};
+    for (int i = 0; i < n_specs(c); i++) {
+        msgs[i] = xcalloc(1, c->specs[i]->sizeof_message);
+        flags_defaults(msgs[i], c->specs[i]);
     }
-    struct cli_arena arena = {0};
-    ProtobufCMessage *owned = cli_parse(&msg, 1, argc, argv, &arena) == 0 ? proto_copy(msg) : NULL;
-    cli_arena_free(&arena);
-    return owned;
+    struct flag_arena arena = {0};
+    int rc = cli_parse(msgs, n_specs(c), c->name, c->positional, argc, argv, &arena);
+    for (int i = 0; i < n_specs(c) && rc == 0; i++) rc = flags_check(msgs[i], c->name);
+    for (int i = 0; i < n_specs(c); i++) {
+        if (rc == 0) call->spec[i] = proto_copy(msgs[i]);
+        free(msgs[i]);
+    }
+    flag_arena_free(&arena);
+    return rc;
 }
 
-/* Ends a command: rank 0 prints the error line when RC failed; every rank exits. */
-static int leave(struct comm *comm, int rc) {
-    if (rc < 0 && comm->rank == 0) fprintf(stderr, "lorad: %s\n", err_msg());
-    comm_finalize(comm);
+/* Runs command C: the one path of every command. */
+static int command_run(const struct command *c, int argc, char **argv) {
+    struct comm comm = {.size = 1, .local_size = 1};
+    if (c->ranks == COMMAND_ALONE) signals_start();
+    else comm_init(&comm, &argc, &argv); /* which starts the signal thread */
+    int rc = 0;
+    struct command_call call = {.name = c->name, .comm = &comm};
+    if (wants_help(argc, argv)) {
+        if (comm.rank == 0) {
+            printf("usage: lorad %s %s\n%s.\n", c->name, c->args, c->summary);
+            flags_help(c->specs, n_specs(c), c->name, stdout);
+            printf("\nEvery command:\n  %-34s %s\n", "--config FILE.json",
+                   "flags from a JSON object keyed by flag name; flags given here override it");
+        }
+    } else {
+        if (c->ranks != COMMAND_ROOT || comm.rank == 0) rc = specs_parse(c, argc, argv, &call);
+        /* a ROOT command runs even when rank 0's flags failed, to end the other ranks */
+        if (rc == 0 || c->ranks == COMMAND_ROOT) {
+            int ran = c->run(&call);
+            if (rc == 0) rc = ran;
+        }
+    }
+    for (int i = 0; i < n_specs(c); i++)
+        if (call.spec[i]) protobuf_c_message_free_unpacked(call.spec[i], NULL);
+    if (rc < 0 && comm.rank == 0) fprintf(stderr, "lorad: %s\n", err_msg());
+    comm_finalize(&comm);
     if (rc == TRAIN_STOPPED) return TRAIN_EXIT_REQUEUE;
     return rc ? LORAD_EXIT_USER : 0;
-}
-
-/* Rank 0 parses and validates the job and dispatches it to every rank. All ranks leave
- * together on an error, which rank 0 prints. */
-static int cmd_train(int argc, char **argv) {
-    struct comm comm;
-    comm_init(&comm, &argc, &argv);
-    if (comm.rank != 0 && !wants_help(argc, argv)) return leave(&comm, dispatch_follow(&comm, NULL));
-    Lorad__JobSpec defaults;
-    job_defaults(&defaults);
-    Lorad__JobSpec *job = (Lorad__JobSpec *)spec_parse(&defaults.base, "train", argc, argv, &comm);
-    int rc = -1;
-    /* the output is checked here too, so a refusal comes before any rank loads the model */
-    if (job && job_validate(job) == 0 && job_resolve(job) == 0 &&
-        rundir_claim(job->out, job->resume, job->overwrite, 0) == 0) {
-        size_t n = lorad__job_spec__get_packed_size(job);
-        uint8_t *bytes = xmalloc(n + 1);
-        lorad__job_spec__pack(job, bytes);
-        rc = dispatch_run(&comm, bytes, n, NULL);
-        free(bytes);
-    }
-    if (job) lorad__job_spec__free_unpacked(job, NULL);
-    dispatch_end(&comm);
-    return leave(&comm, rc);
-}
-
-static int cmd_prep(int argc, char **argv) {
-    struct comm alone = {.size = 1, .local_size = 1};
-    Lorad__PrepSpec defaults = LORAD__PREP_SPEC__INIT;
-    Lorad__PrepSpec *spec = (Lorad__PrepSpec *)spec_parse(&defaults.base, "prep", argc, argv, &alone);
-    int rc = spec ? prep_run(spec) : -1;
-    if (spec) lorad__prep_spec__free_unpacked(spec, NULL);
-    return leave(&alone, rc);
-}
-
-static int cmd_init_model(int argc, char **argv) {
-    struct comm alone = {.size = 1, .local_size = 1};
-    Lorad__InitModelSpec defaults;
-    init_model_defaults(&defaults);
-    Lorad__InitModelSpec *spec =
-        (Lorad__InitModelSpec *)spec_parse(&defaults.base, "init-model", argc, argv, &alone);
-    int rc = spec ? init_model_run(spec) : -1;
-    if (spec) lorad__init_model_spec__free_unpacked(spec, NULL);
-    return leave(&alone, rc);
-}
-
-/* eval runs on every rank: each parses the same argv and rank 0 reports. */
-static int cmd_eval(int argc, char **argv) {
-    struct comm comm;
-    comm_init(&comm, &argc, &argv);
-    Lorad__EvalSpec defaults;
-    eval_defaults(&defaults);
-    Lorad__EvalSpec *spec = (Lorad__EvalSpec *)spec_parse(&defaults.base, "eval", argc, argv, &comm);
-    int rc = spec ? eval_cmd(spec, &comm) : -1;
-    if (spec) lorad__eval_spec__free_unpacked(spec, NULL);
-    return leave(&comm, rc);
-}
-
-static int cmd_merge(int argc, char **argv) {
-    struct comm alone = {.size = 1, .local_size = 1};
-    Lorad__MergeSpec defaults;
-    merge_defaults(&defaults);
-    Lorad__MergeSpec *spec = (Lorad__MergeSpec *)spec_parse(&defaults.base, "merge", argc, argv, &alone);
-    int rc = spec ? merge_cmd(spec) : -1;
-    if (spec) lorad__merge_spec__free_unpacked(spec, NULL);
-    return leave(&alone, rc);
-}
-
-static int cmd_generate(int argc, char **argv) {
-    struct comm alone = {.size = 1, .local_size = 1};
-    Lorad__GenerateSpec defaults;
-    generate_defaults(&defaults);
-    Lorad__GenerateSpec *spec = (Lorad__GenerateSpec *)spec_parse(&defaults.base, "generate", argc, argv, &alone);
-    int rc = spec ? generate_cmd(spec) : -1;
-    if (spec) lorad__generate_spec__free_unpacked(spec, NULL);
-    return leave(&alone, rc);
-}
-
-/* inspect and export: the first argument, when not a flag, is the checkpoint. */
-static int cmd_checkpoint(int argc, char **argv, int (*run)(const Lorad__CheckpointSpec *), const char *cmd) {
-    struct comm alone = {.size = 1, .local_size = 1};
-    Lorad__CheckpointSpec defaults = LORAD__CHECKPOINT_SPEC__INIT;
-    int positional = argc > 0 && strncmp(argv[0], "--", 2) != 0;
-    if (positional) defaults.checkpoint = argv[0];
-    Lorad__CheckpointSpec *spec = (Lorad__CheckpointSpec *)spec_parse(&defaults.base, cmd, argc - positional,
-                                                                      argv + positional, &alone);
-    int rc = spec ? run(spec) : -1;
-    if (spec) lorad__checkpoint_spec__free_unpacked(spec, NULL);
-    return leave(&alone, rc);
-}
-
-/* serve runs on every rank; each parses the same argv. */
-static int cmd_serve(int argc, char **argv) {
-    struct comm comm;
-    comm_init(&comm, &argc, &argv);
-    Lorad__ServeSpec defaults = LORAD__SERVE_SPEC__INIT;
-    Lorad__ServeSpec *spec = (Lorad__ServeSpec *)spec_parse(&defaults.base, "serve", argc, argv, &comm);
-    int rc = spec ? serve_run(spec, &comm) : -1;
-    if (spec) lorad__serve_spec__free_unpacked(spec, NULL);
-    return leave(&comm, rc);
-}
-
-static int is_client_command(const char *cmd) {
-    static const char *const names[] = {"submit", "status", "list", "cancel", "logs", "shutdown"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strcmp(cmd, names[i])) return 1;
-    return 0;
 }
 
 int main(int argc, char **argv) {
@@ -190,21 +146,8 @@ int main(int argc, char **argv) {
         printf("lorad %s\n", LORAD_VERSION);
         return 0;
     }
-    /* the commands that may run as MPI ranks: comm_init starts the signal thread */
-    if (!strcmp(argv[1], "train")) return cmd_train(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 2, argv + 2);
-    signals_start();
-    if (!strcmp(argv[1], "prep")) return cmd_prep(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "init-model")) return cmd_init_model(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "merge")) return cmd_merge(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "inspect")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_inspect, "inspect");
-    if (!strcmp(argv[1], "export")) return cmd_checkpoint(argc - 2, argv + 2, ckpt_export, "export");
-    if (is_client_command(argv[1])) {
-        struct comm alone = {.size = 1, .local_size = 1};
-        return leave(&alone, client_run(argv[1], argc - 2, argv + 2));
-    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(argv[1], commands[i].name)) return command_run(&commands[i], argc - 2, argv + 2);
     err_set(argv[1], "unknown command");
     err_hint("lorad --help lists the commands");
     err_exit();

@@ -11,9 +11,8 @@
 #include "fileio.h"
 #include "tokens.h"
 
-int prep_run(const Lorad__PrepSpec *spec) {
-    if (!spec->text[0]) return err_set("--text", "is required");
-    if (!spec->out[0]) return err_set("--out", "is required");
+int prep_run(const struct command_call *call) {
+    const Lorad__PrepSpec *spec = (const Lorad__PrepSpec *)call->spec[0];
     if (!spec->overwrite && access(spec->out, F_OK) == 0) {
         err_set("--out", "%s exists", spec->out);
         return err_hint("--overwrite replaces it");

@@ -5,9 +5,9 @@
 #ifndef LORAD_PREP_H
 #define LORAD_PREP_H
 
-#include "lorad.pb-c.h"
+#include "command.h"
 
-/* Returns 0, or -1 with an error. */
-int prep_run(const Lorad__PrepSpec *spec);
+/* CALL->spec[0]: a PrepSpec. Returns 0, or -1 with an error. */
+command_fn prep_run;
 
 #endif

@@ -80,7 +80,6 @@ static void serve_loop(struct jobs *jobs, struct comm *comm, struct base *reside
 
 /* Rank 0: the state, the socket, the loop. */
 static int serve_lead(const Lorad__ServeSpec *spec, struct comm *comm, struct base *resident) {
-    if (!spec->state[0]) return err_set("--state", "missing"), err_hint("give the daemon a directory of its own");
     if (spec->listen[0] && !spec->token_file[0])
         return err_set("--listen", "needs --token-file"), err_hint("TCP clients must prove who they are");
     char *token = spec->listen[0] ? frame_token_read(spec->token_file) : NULL;
@@ -110,7 +109,9 @@ static int serve_lead(const Lorad__ServeSpec *spec, struct comm *comm, struct ba
     return server ? 0 : -1;
 }
 
-int serve_run(const Lorad__ServeSpec *spec, struct comm *comm) {
+int serve_run(const struct command_call *call) {
+    const Lorad__ServeSpec *spec = (const Lorad__ServeSpec *)call->spec[0];
+    struct comm *comm = call->comm;
     signal(SIGPIPE, SIG_IGN);
     signals_install();
     struct base resident = {0};

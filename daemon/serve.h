@@ -7,10 +7,9 @@
 #ifndef LORAD_SERVE_H
 #define LORAD_SERVE_H
 
-#include "comm.h"
-#include "lorad.pb-c.h"
+#include "command.h"
 
 /* Runs the daemon until a shutdown request or a signal. -1 with an error (rank 0). */
-int serve_run(const Lorad__ServeSpec *spec, struct comm *comm);
+command_fn serve_run; /* CALL->spec[0]: a ServeSpec */
 
 #endif

@@ -44,20 +44,22 @@ MISTRAL = llama_ref.LlamaConfig(model_type="mistral", vocab_size=61, hidden_size
                                 max_position_embeddings=64, sliding_window=24)
 N_TOKENS = 400
 SEQ = 16  # an explicit --seq that fits every model
+MODEL_SEQ_DEFAULT = 256  # lorad's cap on the default --seq (worker/model.h)
 EXIT_USER = 2
 # Flags whose values no check can reject (free strings, seeds, switches, enums the parser
 # takes), or whose only failures are the files they name (covered by bad_input.py).
+CONFIG = "one parser for every command: case train's --config cases"
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
               "--gemm": "an enum", "--profile": "a switch"},
-    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch"},
-    "merge": {"--dtype": "an enum"},
-    "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch"},
-    "prep": {},
+    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG},
+    "merge": {"--dtype": "an enum", "--config": CONFIG},
+    "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
+                 "--config": CONFIG},
+    "prep": {"--config": CONFIG},
     "submit": {"--socket": "bad_input.py's daemon cases", "--connect": "bad_input.py", "--token-file": "bad_input.py",
-               "--job": "not a submit flag", "--json": "a switch", "--follow": "not a submit flag",
-               "--now": "not a submit flag"},
+               "--json": "a switch", "--config": CONFIG},
 }
 
 
@@ -115,7 +117,7 @@ LORAD = ""
 def numbers(line: str, wd: str) -> List[float]:
     """The numbers of LINE, without the work directory's paths and the flag names."""
     line = line.replace(wd, "<wd>")
-    line = re.sub(r"<wd>\S*", "<path>", line)
+    line = re.sub(r"<wd>[^\s:]*", "<path>", line)  # a path's ":LINE" stays a number
     line = re.sub(r"--[a-z][a-z0-9-]*", "<flag>", line)
     return [float(x) for x in re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w.])", line)]
 
@@ -176,13 +178,14 @@ def range_cases(make, items) -> List[Case]:
 
 def train_cases(inp: Inputs) -> List[Case]:
     t = inp.train
-    # coordinator/job.c's job_validate: ranges (the bound appears where the rule has one)
+    # the flag table's ranges (coordinator/flag_table.c): the bound appears where the rule
+    # has one, and a 0 where the row says what 0 means
     ranges = [("--rank", 0, [1]), ("--alpha", -1, []), ("--dropout", 1.5, [0, 1]), ("--steps", 0, [1]),
-              ("--batch", 0, [1]), ("--micro-batch", -1, [0]), ("--seq", -5, [0]), ("--lr", -1, []),
+              ("--batch", 0, [1]), ("--micro-batch", -1, [0]), ("--seq", -5, [0, MODEL_SEQ_DEFAULT]), ("--lr", -1, []),
               ("--warmup", -2, []), ("--weight-decay", -0.5, []), ("--beta1", 1, [0, 1]),
               ("--beta2", 1.5, [0, 1]), ("--eps", 0, []), ("--clip", -1, [0]), ("--threads", -1, [0]),
-              ("--log-every", 0, [1]), ("--eval-every", -1, []), ("--eval-batches", -1, []),
-              ("--replica-check-every", -1, []), ("--ckpt-every", -1, []), ("--ckpt-every-seconds", -1, []),
+              ("--log-every", 0, [1]), ("--eval-every", -1, [0]), ("--eval-batches", -1, [0]),
+              ("--replica-check-every", -1, [0]), ("--ckpt-every", -1, [0]), ("--ckpt-every-seconds", -1, [0]),
               ("--keep", -1, [0])]
     cases = range_cases(lambda f, v: t(f"out_{f[2:]}", f, v) if f != "--seq" else t("out_seq", seq=v), ranges)
     ckpt = os.path.join(inp.adapter(), "..", "checkpoints", "latest")
@@ -237,15 +240,48 @@ def train_cases(inp: Inputs) -> List[Case]:
     with open(inp.path("o28/metrics.jsonl"), "w") as f:
         f.write('{"step": 1}\n')
     cases.append(Case("--out holding a run", t("o28"), ["--out", "--resume", "--overwrite"], None))
+    cases += config_cases(inp)
     cases.append(Case("--seq differing from the checkpoint's",
                       t("run_adapter", "--resume", "auto", "--steps", "2", seq=SEQ // 2), ["--seq"], [SEQ // 2, SEQ]))
     return cases
 
 
+def config_cases(inp: Inputs) -> List[Case]:
+    """--config FILE.json: each error names the file, the line of the key and the key."""
+    def cfg(name: str, text: str) -> str:
+        path = inp.path(name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+    t = inp.train
+    unknown = cfg("c_unknown.json", '{\n  "steps": 2,\n  "lrr": 0.001\n}\n')
+    typed = cfg("c_typed.json", '{"rank": 4,\n "steps": "many"}')
+    ranged = cfg("c_range.json", '{\n\n\n "lr": -1}')
+    boolean = cfg("c_bool.json", '{"shuffle": 3}')
+    listed = cfg("c_list.json", '{"targets": ["c_attn", 7]}')
+    nested = cfg("c_nested.json", '{"config": "other.json"}')
+    broken = cfg("c_broken.json", '{"steps": 2,,}')
+    array = cfg("c_array.json", '[1, 2]')
+    return [
+        Case("--config unknown key", t("c1", "--config", unknown), [unknown, '"lrr"', "--lr"],
+             [3]),
+        Case("--config key of the wrong type", t("c2", "--config", typed), [typed, '"steps"', "'many'"], [2]),
+        Case("--config value out of range", t("c3", "--config", ranged), [ranged, '"lr"'], [4, -1]),
+        Case("--config number for a switch", t("c4", "--config", boolean), [boolean, '"shuffle"'], [1, 3]),
+        Case("--config list with a number", t("c5", "--config", listed), [listed, '"targets"'], [1]),
+        Case("--config naming a config", t("c6", "--config", nested), [nested, '"config"'], [1]),
+        Case("--config not JSON", t("c7", "--config", broken), [broken], None),
+        Case("--config not an object", t("c8", "--config", array), [array], None),
+        Case("--config missing file", t("c9", "--config", inp.path("nope.json")), [inp.path("nope.json")], None),
+        Case("--config twice", t("c10", "--config", unknown, "--config", typed), ["--config"], []),
+        Case("--config without a value", t("c11") + ["--config"], ["--config"], []),
+    ]
+
+
 def eval_cases(inp: Inputs) -> List[Case]:
     def e(*extra, data=None):
         return [str(a) for a in ["eval", "--model", inp.model, "--data", data or inp.data, "--seq", SEQ] + list(extra)]
-    cases = range_cases(lambda f, v: e(f, v), [("--batch", 0, [1]), ("--seq", -1, [0]), ("--max-batches", -1, [0]),
+    cases = range_cases(lambda f, v: e(f, v), [("--batch", 0, [1]), ("--seq", -1, [0, MODEL_SEQ_DEFAULT]), ("--max-batches", -1, [0]),
                                                ("--threads", -1, [0])])
     return cases + [
         Case("--data missing", ["eval", "--model", inp.model], ["--data"], []),
@@ -373,8 +409,12 @@ def help_flags(cmd: str) -> List[str]:
 
 
 def source_flags() -> Dict[str, str]:
-    """Flag -> the file of every err_set or need call that names a flag literally."""
+    """Flag -> the file of every err_set call that names a flag literally, and of every
+    row of the flag table with a range or required."""
     found = {}
+    with open(os.path.join(SRC, "coordinator", "flag_table.c")) as f:
+        for m in re.finditer(r"\{[A-Z_]+, \"([a-z0-9_]+)\"[^}]*?\.(?:range|required) =", f.read()):
+            found.setdefault("--" + m.group(1).replace("_", "-"), "coordinator/flag_table.c")
     for path in glob.glob(os.path.join(SRC, "*", "*.c")):
         if "/tests/" in path or "/build" in path:
             continue

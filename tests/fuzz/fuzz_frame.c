@@ -14,8 +14,8 @@
 
 #include "control.h"
 #include "error.h"
+#include "flags.h"
 #include "frame.h"
-#include "job.h"
 #include "jobs.h"
 
 static struct jobs table;
@@ -44,7 +44,7 @@ static void table_setup(void) {
     fputs("{\"n_embd\":8,\"n_head\":2,\"n_layer\":1,\"n_positions\":16,\"vocab_size\":32}\n", c);
     fclose(c);
     Lorad__JobSpec spec;
-    job_defaults(&spec);
+    flags_defaults(&spec.base, &lorad__job_spec__descriptor);
     spec.model = model;
     spec.data = "/data/train.bin";
     if (jobs_submit(&table, &spec) != 1) fuzz_die(err_msg());

@@ -165,6 +165,24 @@ put("fuzz_job_spec", "bad_micro", job + f_int(15, 3))
 put("fuzz_job_spec", "bad_truncated", job[:37])
 put("fuzz_job_spec", "bad_utf8", f_str(1, b"\xff\xfe") + f_str(5, b"\xc3"))
 
+# ---- --config FILE.json (the first byte: 0 reads it for train, 1 for submit) ----
+
+def config(cmd, text):
+    return bytes([cmd]) + text.encode()
+
+
+put("fuzz_config", "train_full", config(0, json.dumps({
+    "model": "m", "data": "d", "out": "o", "targets": ["c_attn", "mlp.c_fc"], "rank": 4, "alpha": 16.5,
+    "shuffle": False, "micro-batch": 1, "lr": 2e-4, "mode": "lora", "rank_pattern": "c_attn=2"}, indent=1)))
+put("fuzz_config", "submit_pair", config(1, '{"socket": "/s", "json": true, "steps": 5, "seq": 0}'))
+put("fuzz_config", "bad_unknown", config(0, '{"lrr": 1e-3}'))
+put("fuzz_config", "bad_range", config(0, '{"beta1": 1.0, "eps": 1e-50}'))
+put("fuzz_config", "bad_types", config(0, '{"steps": "x", "targets": [1], "shuffle": 3}'))
+put("fuzz_config", "bad_not_taken", config(1, '{"out": "o", "follow": true}'))
+put("fuzz_config", "bad_syntax", config(0, '{"steps": 2,,'))
+put("fuzz_config", "bad_array", config(0, "[1, 2]"))
+
+
 # ---- control frames (lorad.Request, a 4-byte big-endian length first) ----
 
 def frame(msg):
