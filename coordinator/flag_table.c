@@ -10,6 +10,7 @@
 
 #define JOB &lorad__job_spec__descriptor
 #define PREP &lorad__prep_spec__descriptor
+#define TOKENIZE &lorad__tokenize_spec__descriptor
 #define INIT_MODEL &lorad__init_model_spec__descriptor
 #define CKPT &lorad__checkpoint_spec__descriptor
 #define EVAL &lorad__eval_spec__descriptor
@@ -99,6 +100,17 @@ const struct flag flag_rows[] = {
     {PREP, "text", "FILE", .required = 1, .topic = "Input and output", .help = "the UTF-8 text to tokenize"},
     {PREP, "out", "FILE.h5", .required = 1, .topic = "Input and output", .help = "the HDF5 token dataset to write"},
     {PREP, "overwrite", .topic = "Input and output", .help = "replace an existing OUT"},
+
+    /* lorad tokenize */
+    {TOKENIZE, "model", "DIR", .topic = "Tokenizer", .help = "the model directory whose tokenizer to use"},
+    {TOKENIZE, "tokenizer", "DIR", .topic = "Tokenizer",
+     .help = "a directory with tokenizer.json (or vocab.json + merges.txt) instead of --model"},
+    {TOKENIZE, "text", "TEXT", .topic = "Input", .help = "the text to encode"},
+    {TOKENIZE, "file", "FILE", .topic = "Input", .help = "encode this file's text, as one input"},
+    {TOKENIZE, "jsonl", "FILE", .topic = "Input", .help = "encode each line of FILE, a JSON string; one output line each"},
+    {TOKENIZE, "add_special", .value = "on", .topic = "Output",
+     .help = "add the special tokens of the tokenizer's post-processor, as Hugging Face's encode does"},
+    {TOKENIZE, "json", .topic = "Output", .help = "print {\"ids\", \"tokens\", \"decoded\"} per input instead of ids"},
 
     /* lorad init-model */
     {INIT_MODEL, "out", "DIR", .required = 1, .topic = "Model", .help = "the model directory to write"},

@@ -19,6 +19,7 @@
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
+#include "tokenize_cmd.h"
 #include "train_cmd.h"
 
 enum command_ranks {
@@ -40,6 +41,9 @@ static const struct command {
      COMMAND_ROOT, {&lorad__job_spec__descriptor}, NULL, train_cmd},
     {"prep", "--text FILE --out FILE.h5", "text to an HDF5 dataset of byte-level tokens", COMMAND_ALONE,
      {&lorad__prep_spec__descriptor}, NULL, prep_run},
+    {"tokenize", "(--model DIR | --tokenizer DIR) (--text T | --file F | --jsonl F)",
+     "token ids of text with the model's Hugging Face tokenizer", COMMAND_ALONE, {&lorad__tokenize_spec__descriptor},
+     NULL, tokenize_cmd},
     {"init-model", "--out DIR [--layers N --dim N ...]", "a random GPT-2 to pretrain", COMMAND_ALONE,
      {&lorad__init_model_spec__descriptor}, NULL, init_model_run},
     {"eval", "--model DIR [--adapter DIR] --data FILE", "loss and perplexity", COMMAND_RANKS,

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything lorad needs to build and test on Debian 12: the build tools, the
-# libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson) and the test-only
-# packages (Debian's python3-torch and python3-numpy, hdf5-tools; clang with
+# libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson; PCRE2 and utf8proc for
+# the tokenizer) and the test-only packages (Debian's python3-torch, python3-numpy and
+# python3-jinja2, the chat templates' reference; hdf5-tools; clang with
 # libclang-rt-14-dev, libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz
 # targets of tests/fuzz) and gnuplot-nox (the quickstart's loss curve). Idempotent: it
 # installs only what is missing, so running it again costs one dpkg query.
@@ -15,8 +16,9 @@ packages=(
   libopenmpi-dev openmpi-bin
   libprotobuf-c-dev protobuf-c-compiler
   libjansson-dev
+  libpcre2-dev libutf8proc-dev
   iproute2 util-linux procps hostname
-  python3 python3-torch python3-numpy python3-h5py
+  python3 python3-torch python3-numpy python3-h5py python3-jinja2
   gnuplot-nox
 )
 
