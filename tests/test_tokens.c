@@ -118,7 +118,7 @@ static void test_validate_messages(void) {
     tokens_close(&ds);
 
     char *h5 = path_join(tmp_dir, "data.h5");
-    EXPECT(tokens_write_h5(h5, tok, 5, NULL) == 0);
+    EXPECT(tokens_write_h5(h5, tok, 5, NULL, NULL) == 0);
     EXPECT(tokens_open(&ds, h5) == 0);
     EXPECT_ERROR(tokens_validate(&ds, 50257, 8), h5, "data.h5: 5 tokens is shorter than one sample (seq 8 needs 9)");
     EXPECT(tokens_n_samples(&ds, 8) == 0);
@@ -141,8 +141,8 @@ static void test_h5_round_trip(void) {
     }
     char *path = path_join(tmp_dir, "round.h5");
     struct tokens ds;
-    EXPECT(tokens_write_h5(path, tok, 10, NULL) == 0); /* replaced below */
-    EXPECT(tokens_write_h5(path, tok, n, NULL) == 0);
+    EXPECT(tokens_write_h5(path, tok, 10, NULL, NULL) == 0); /* replaced below */
+    EXPECT(tokens_write_h5(path, tok, n, NULL, NULL) == 0);
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.format == TOKENS_FORMAT_HDF5 && ds.n_tokens == n && !ds.has_mask);
     expect_samples(&ds, T, ref, NULL);
@@ -150,7 +150,7 @@ static void test_h5_round_trip(void) {
     tokens_close(&ds);
 
     tok[(1 << 20) + 3] = 50257;
-    EXPECT(tokens_write_h5(path, tok, n, mask) == 0);
+    EXPECT(tokens_write_h5(path, tok, n, mask, NULL) == 0);
     ref[(1 << 20) + 3] = 50257;
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.n_tokens == n && ds.has_mask);
@@ -160,8 +160,8 @@ static void test_h5_round_trip(void) {
     EXPECT_NO_TEMPORARIES(tmp_dir);
 
     char *nowhere = path_join(tmp_dir, "no/such/dir/x.h5");
-    EXPECT_ERROR(tokens_write_h5(nowhere, tok, n, NULL), nowhere, "cannot");
-    EXPECT_ERROR(tokens_write_h5(path, tok, 0, NULL), path, "no tokens");
+    EXPECT_ERROR(tokens_write_h5(nowhere, tok, n, NULL, NULL), nowhere, "cannot");
+    EXPECT_ERROR(tokens_write_h5(path, tok, 0, NULL, NULL), path, "no tokens");
     free(nowhere);
     free(path);
     free(ref_mask);
