@@ -63,7 +63,7 @@ struct prep {
     struct provenance prov;
     int has_prov;
     struct example_reader reader;
-    char origin[4200];
+    char origin[DATASET_WHERE_MAX];
     struct example_encoding encoding;
     struct prep_input *in;
     size_t n_in;
@@ -179,7 +179,7 @@ static int format_detect(struct prep *p, Lorad__Format *f, int *found) {
         for (size_t k = 0; k < in->units.n && !*found; k++) {
             const struct dataset_unit *u = &in->units.v[k];
             struct dataset_where w = {in->path, u->line};
-            snprintf(p->origin, sizeof p->origin, "%s:%lld", in->path, (long long)u->line);
+            dataset_where_text(&w, p->origin);
             if (in->cut != DATASET_CUT_LINES) *f = LORAD__FORMAT__FORMAT_TEXT, *found = 1;
             else if (example_line_format(u->p, u->n, &w, f) == 0) *found = 1;
             else if (!p->spec->skip_bad) return -1;
@@ -260,10 +260,9 @@ static void slot_work(const struct prep *p, struct tok_encoder *e, const struct 
     int rc = in->cut == DATASET_CUT_LINES ? example_from_line(&p->reader, u->p, u->n, &w, &slot->ex)
                                           : example_from_text(u->p, u->n, &w, &slot->ex);
     if (rc == 0 && example_encode(e, &slot->ex, &p->encoding, &slot->tok)) {
-        char thing[4200];
-        snprintf(thing, sizeof thing, "%s:%lld", in->path, (long long)u->line);
-        err_set(thing, "%s", err_msg());
-        rc = -1;
+        char thing[DATASET_WHERE_MAX];
+        snprintf(slot->err, sizeof slot->err, "%s", err_msg()); /* err_set writes over err_msg() */
+        rc = err_set(dataset_where_text(&w, thing), "%s", slot->err);
     }
     slot->failed = rc != 0;
     if (rc) snprintf(slot->err, sizeof slot->err, "%s", err_msg());

@@ -90,11 +90,15 @@ const char *dataset_format_name(Lorad__Format f) {
     }
 }
 
+const char *dataset_where_text(const struct dataset_where *w, char *buf) {
+    snprintf(buf, DATASET_WHERE_MAX, "%s:%lld", w->file, (long long)w->line);
+    return buf;
+}
+
 /* Records "FILE:LINE: " + the problem. */
 static int where_error(const struct dataset_where *w, const char *problem) {
-    char thing[4200];
-    snprintf(thing, sizeof thing, "%s:%lld", w->file, (long long)w->line);
-    return err_set(thing, "%s", problem);
+    char thing[DATASET_WHERE_MAX];
+    return err_set(dataset_where_text(w, thing), "%s", problem);
 }
 
 /* Refuses S (N bytes) at W unless it is UTF-8; the error names the line of the first
@@ -204,8 +208,8 @@ static int alpaca_example(const struct example_reader *r, const json_t *o, const
 /* The messages of O, a chat line: "messages", or prompt + completion lists. */
 static int chat_example(const struct example_reader *r, const json_t *o, const struct dataset_where *w,
                         struct example *ex) {
-    char where[4200];
-    snprintf(where, sizeof where, "%s:%lld", w->file, (long long)w->line);
+    char where[DATASET_WHERE_MAX];
+    dataset_where_text(w, where);
     if (!r->chat) {
         err_set(where, "chat data: lorad prep does not support chat templates yet");
         return err_hint("give prompt/completion or text lines for now");

@@ -68,6 +68,10 @@ struct dataset_where {
     int64_t line;
 };
 
+#define DATASET_WHERE_MAX 4200
+/* "FILE:LINE" of W into BUF (DATASET_WHERE_MAX bytes); returns BUF. */
+const char *dataset_where_text(const struct dataset_where *w, char *buf);
+
 /* An example: TEXT in segments; segment i is bytes [seg[i-1].end, seg[i].end). */
 struct example {
     struct tok_buf text;

@@ -123,7 +123,7 @@ int example_encode(struct tok_encoder *e, const struct example *ex, const struct
         tok_ids_push(&out->ids, o->eos->ids[0]);
         mask_fill(&out->mask, 1, 1);
     }
-    tok_post_apply(post, &out->ids, 0);
+    if (post->before.n || post->after.n) tok_post_apply(post, &out->ids, 0); /* it memmoves from NULL ids */
     mask_fill(&out->mask, post->after.n, 1);
     CHECK(out->mask.n == out->ids.n);
     if (out->ids.n) out->mask.p[0] = 0;
