@@ -121,7 +121,7 @@ const struct flag flag_rows[] = {
     {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token",
      .topic = "Examples", .help = "cut an example (BOS and EOS included) to its first N tokens"},
     {PREP, "threads", "N", .value = "0", .range = "[0,)", .zero = "uses every core", .topic = "Performance",
-     .help = "tokenizing threads; the output is the same for any number"},
+     .help = "tokenizing threads, at most one per 256 examples; the output is the same for any number"},
 
     /* lorad tokenize */
     {TOKENIZE, "model", "DIR", .topic = "Tokenizer", .help = "the model directory whose tokenizer to use"},

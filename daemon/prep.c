@@ -24,7 +24,8 @@
 #include "provenance.h"
 #include "tokens.h"
 
-#define PREP_BATCH 1024 /* units tokenized between two takes */
+#define PREP_BATCH 1024           /* units tokenized between two takes */
+#define PREP_UNITS_PER_THREAD 256 /* fewer units than this per thread do not pay for its tokenizer */
 
 /* One output dataset: OUT or --val-out. */
 struct prep_set {
@@ -122,36 +123,35 @@ static int spec_check(const Lorad__PrepSpec *s) {
 
 /* ---- set-up ---- */
 
-static int threads_open(struct prep *p) {
+/* One tokenizer and encoder per thread: as many threads as --threads asks, at most one
+ * per PREP_UNITS_PER_THREAD units; the first loaded here, the others in parallel. */
+static int threads_open(struct prep *p, size_t units) {
     int n = p->spec->threads ? p->spec->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    p->n_threads = n < 1 ? 1 : n;
-    p->toks = xcalloc((size_t)p->n_threads, sizeof *p->toks);
-    p->enc = xcalloc((size_t)p->n_threads, sizeof *p->enc);
-    for (int i = 0; i < p->n_threads; i++) {
-        if (tokenizer_open(&p->toks[i], p->dir)) {
-            p->n_threads = i;
-            return i == 0 ? err_hint("a byte-level model takes lorad prep --text FILE") : -1;
-        }
-        tok_encoder_init(&p->enc[i], &p->toks[i]);
-    }
-    return 0;
+    size_t most = units / PREP_UNITS_PER_THREAD + 1;
+    n = n < 1 ? 1 : (size_t)n > most ? (int)most : n;
+    p->n_threads = n; /* zeroed tokenizers and encoders free as they are */
+    p->toks = xcalloc((size_t)n, sizeof *p->toks);
+    p->enc = xcalloc((size_t)n, sizeof *p->enc);
+    for (int i = 0; i < n; i++) tok_encoder_init(&p->enc[i], &p->toks[i]);
+    if (tokenizer_open(&p->toks[0], p->dir)) return err_hint("a byte-level model takes lorad prep --text FILE");
+    int failed = 0;
+#pragma omp parallel for num_threads(n) reduction(+ : failed)
+    for (int i = 1; i < n; i++) failed += tokenizer_open(&p->toks[i], p->dir) != 0;
+    return failed ? err_set(p->dir, "the tokenizer changed while prep read it") : 0;
 }
 
-/* The EOS ids, the tokenizer's fingerprint, and how examples are encoded. */
-static int tokenizer_setup(struct prep *p) {
+/* The tokenizers, the EOS ids, the tokenizer's fingerprint, and how examples are encoded. */
+static int tokenizer_setup(struct prep *p, size_t units) {
     const Lorad__PrepSpec *s = p->spec;
-    const char *dirs[] = {s->model, s->tokenizer}, *flags[] = {"--model", "--tokenizer"};
-    int d = cli_one_of(dirs, flags, 2);
-    if (d < 0) return -1;
-    p->dir = dirs[d];
-    if (threads_open(p) || example_eos_find(&p->eos, p->dir, &p->toks[0])) return -1;
+    if (threads_open(p, units) || example_eos_find(&p->eos, p->dir, &p->toks[0])) return -1;
     if (s->add_eos && p->eos.n == 0) {
         err_set(p->dir, "has no EOS token: no eos_token_id in config.json, and no special token <|endoftext|>, </s>, "
                         "<|end_of_text|> or <eos>");
         return err_hint("--add-eos off, or set eos_token_id in %s/config.json", p->dir);
     }
     if ((p->has_prov = provenance_read(&p->prov, p->dir)) < 0) return -1;
-    p->encoding = (struct example_encoding){.eos = s->add_eos ? &p->eos : NULL, .max_len = s->max_len};
+    p->encoding.eos = s->add_eos ? &p->eos : NULL;
+    p->encoding.max_len = s->max_len;
     return 0;
 }
 
@@ -212,12 +212,17 @@ static int reader_setup(struct prep *p) {
 }
 
 static int prep_open(struct prep *p) {
-    if (tokenizer_setup(p)) return -1;
-    p->n_in = p->spec->n_data;
+    const Lorad__PrepSpec *s = p->spec;
+    const char *dirs[] = {s->model, s->tokenizer}, *flags[] = {"--model", "--tokenizer"};
+    int d = cli_one_of(dirs, flags, 2);
+    if (d < 0) return -1;
+    p->dir = dirs[d];
+    p->n_in = s->n_data;
     p->in = xcalloc(p->n_in, sizeof *p->in);
-    for (size_t i = 0; i < p->n_in; i++)
-        if (input_read(p, p->spec->data[i], &p->in[i])) return -1;
-    if (reader_setup(p)) return -1;
+    size_t units = 0;
+    for (size_t i = 0; i < p->n_in; units += p->in[i++].units.n)
+        if (input_read(p, s->data[i], &p->in[i])) return -1;
+    if (reader_setup(p) || tokenizer_setup(p, units)) return -1;
     p->slots = xcalloc(PREP_BATCH, sizeof *p->slots);
     p->train.path = p->spec->out;
     p->val.path = p->spec->val_out;
@@ -369,7 +374,8 @@ static int set_write(const struct prep *p, const struct prep_set *s, const char 
 static int prep_write(const struct prep *p) {
     if (p->examples == 0) return err_set(p->in[0].path, "no examples"), err_hint("every example is malformed or empty");
     if (p->val.path[0] && p->val.n_doc == 0)
-        return err_set("--val-split", "%g of %lld examples is no example", p->spec->val_split, (long long)p->examples),
+        return err_set("--val-split", "%g of %lld examples leaves no validation example", p->spec->val_split,
+                       (long long)p->examples),
                err_hint("a larger fraction, or more data");
     char *sources = sources_json(p->spec);
     int rc = set_write(p, &p->train, sources);
@@ -381,7 +387,8 @@ static int prep_write(const struct prep *p) {
 static void summary_print(const struct prep *p) {
     if (p->line_open) fputc('\n', stderr);
     int64_t tokens = (int64_t)(p->train.n + p->val.n), counted = p->train.counted + p->val.counted;
-    fprintf(stderr, "lorad: prep: %lld examples (%zu in %s", (long long)p->examples, p->train.n_doc, p->train.path);
+    fprintf(stderr, "lorad: prep: %lld example%s (%zu in %s", (long long)p->examples, p->examples == 1 ? "" : "s",
+            p->train.n_doc, p->train.path);
     if (p->val.path[0]) fprintf(stderr, ", %zu in %s", p->val.n_doc, p->val.path);
     fprintf(stderr, "), %lld tokens, %.1f%% of them counted in the loss\n", (long long)tokens,
             100.0 * (double)counted / (double)tokens);

@@ -14,8 +14,9 @@ post-processor's tokens around it, the first token of an example never counted, 
 keeping the first tokens, and example i in --val-out when floor((i+1)F) > floor(iF).
 Cases:
   formats  text, prompt/completion and Alpaca .jsonl, .txt whole and --split blank-lines,
-           with each tokenizer: tokens, masks, offsets, attributes and the fingerprint
-           (FNV-1a 64 over the tokenizer file, computed here)
+           with each tokenizer (and gpt2's as legacy vocab.json + merges.txt): tokens,
+           masks, offsets, attributes and the fingerprint (FNV-1a 64 over the tokenizer's
+           files, computed here)
   options  --train-on all, --add-eos off, --max-len, --val-split, a text that already
            ends with the EOS, empty examples, several inputs, the summary's numbers
   errors   malformed lines: one line "FILE:LINE: ..." and exit 2, leaving no output; with
@@ -150,11 +151,33 @@ def fnv1a64(data: bytes, h: int = 0xcbf29ce484222325) -> int:
     return h
 
 
+def write_legacy(d: str, tok: Tok) -> Tok:
+    """TOK's vocabulary and merges as GPT-2's vocab.json + merges.txt in D."""
+    with open(os.path.join(tok.dir, "tokenizer.json")) as f:
+        tj = json.load(f)
+    os.makedirs(d, exist_ok=True)
+    vocab = dict(tj["model"]["vocab"], **{a["content"]: a["id"] for a in tj["added_tokens"]})
+    with open(os.path.join(d, "vocab.json"), "w") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(d, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "".join(m + "\n" for m in tj["model"]["merges"]))
+    return Tok(d, [], [], [vocab["<|endoftext|>"]], len(vocab))
+
+
+def tokenizer_files(tok_dir: str) -> List[str]:
+    """What tokenizer_open reads: tokenizer.json, or vocab.json and merges.txt."""
+    return ["tokenizer.json"] if os.path.exists(os.path.join(tok_dir, "tokenizer.json")) else ["vocab.json",
+                                                                                                "merges.txt"]
+
+
 def fingerprint(tok_dir: str) -> str:
-    """FNV-1a 64 over "tokenizer.json", a NUL, its size (8 bytes, little-endian), its bytes."""
-    with open(os.path.join(tok_dir, "tokenizer.json"), "rb") as f:
-        data = f.read()
-    return "%016x" % fnv1a64(b"tokenizer.json\0" + len(data).to_bytes(8, "little") + data)
+    """FNV-1a 64 over each tokenizer file's name, a NUL, its size (8 bytes, little-endian), its bytes."""
+    blob = b""
+    for name in tokenizer_files(tok_dir):
+        with open(os.path.join(tok_dir, name), "rb") as f:
+            data = f.read()
+        blob += name.encode() + b"\0" + len(data).to_bytes(8, "little") + data
+    return "%016x" % fnv1a64(blob)
 
 
 # --------------------------------------------------------------------------------------
@@ -300,7 +323,7 @@ def check_set(c: Ctx, label: str, path: str, examples, tok: Tok, sources: List[s
     c.fails.check(d["tokens"].dtype == np.uint32 and d["loss_mask"].dtype == np.uint8 and
                   d["doc_offsets"].dtype == np.int64, f"{label}: dtypes {d['tokens'].dtype} {d['loss_mask'].dtype}")
     want = {"vocab_size": tok.n_tokens, "eos_ids": tok.eos, "tokenizer_fingerprint": fingerprint(tok.dir),
-            "tokenizer_files": "tokenizer.json", "sources": json.dumps(sources, separators=(",", ":")),
+            "tokenizer_files": ",".join(tokenizer_files(tok.dir)), "sources": json.dumps(sources, separators=(",", ":")),
             "format": fmt, "train_on": train_on}
     a = d["attrs"]
     for k, v in want.items():
@@ -372,6 +395,7 @@ def case_formats(c: Ctx) -> None:
         f.write("First document, line one.\nline two\n\n \t\nSecond: 日本語 😀\n\n\nthird\nand last")
     with open(txt, encoding="utf-8") as f:
         txt_data = f.read()
+    toks["legacy"] = write_legacy(c.path("tok_legacy"), toks["gpt2"])
     for kind, tok in toks.items():
         for fmt, lines in objs.items():
             src = write_jsonl(c.path(f"{fmt}.jsonl"), lines)
