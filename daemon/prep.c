@@ -392,8 +392,8 @@ static void summary_print(const struct prep *p) {
     if (p->val.path[0]) fprintf(stderr, ", %zu in %s", p->val.n_doc, p->val.path);
     fprintf(stderr, "), %lld tokens, %.1f%% of them counted in the loss\n", (long long)tokens,
             100.0 * (double)counted / (double)tokens);
-    fprintf(stderr, "lorad: prep: %lld truncated to --max-len, %lld malformed lines skipped, %lld empty examples dropped\n",
-            (long long)p->truncated, (long long)p->bad, (long long)p->empty);
+    fprintf(stderr, "lorad: prep: %lld truncated to --max-len, %lld malformed lines skipped, %lld empty examples "
+                    "dropped\n", (long long)p->truncated, (long long)p->bad, (long long)p->empty);
     fprintf(stderr, "lorad: prep: format %s (%s), loss on %s, ", dataset_format_name(p->reader.format), p->origin,
             p->encoding.all ? "every token" : "the completion");
     if (p->encoding.eos) fprintf(stderr, "EOS %d appended (%s)\n", p->eos.ids[0], p->eos.source);

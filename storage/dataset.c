@@ -143,8 +143,8 @@ static json_t *line_object(const char *line, size_t n, const struct dataset_wher
 
 static int keys_format(const json_t *o, Lorad__Format *f) {
     const json_t *prompt = json_object_get(o, "prompt"), *completion = json_object_get(o, "completion");
-    if (json_object_get(o, "messages") || (prompt && completion && (json_is_array(prompt) || json_is_array(completion))))
-        *f = LORAD__FORMAT__FORMAT_CHAT;
+    int messages = prompt && completion && (json_is_array(prompt) || json_is_array(completion));
+    if (json_object_get(o, "messages") || messages) *f = LORAD__FORMAT__FORMAT_CHAT;
     else if (prompt && completion) *f = LORAD__FORMAT__FORMAT_COMPLETION;
     else if (json_object_get(o, "instruction") && json_object_get(o, "output")) *f = LORAD__FORMAT__FORMAT_ALPACA;
     else if (json_object_get(o, "text")) *f = LORAD__FORMAT__FORMAT_TEXT;
@@ -176,13 +176,14 @@ static int text_field(const struct example_reader *r, const json_t *o, const cha
         return 1;
     }
     if (v) snprintf(problem, sizeof problem, "\"%s\" is %s, not a string", key, json_kind(v));
-    else snprintf(problem, sizeof problem, "no \"%s\" (the data is %s, as %s says)", key, dataset_format_name(r->format),
-                  r->origin);
+    else snprintf(problem, sizeof problem, "no \"%s\" (the data is %s, as %s says)", key,
+                  dataset_format_name(r->format), r->origin);
     return where_error(w, problem);
 }
 
 /* Appends FMT to EX as one segment, each "%s" replaced by the next of ARGS (LENS bytes). */
-static void template_add(struct example *ex, const char *fmt, const char *const *args, const size_t *lens, int counted) {
+static void template_add(struct example *ex, const char *fmt, const char *const *args, const size_t *lens,
+                         int counted) {
     for (const char *p = fmt, *q; *p; p = q + 2) {
         q = strstr(p, "%s");
         if (!q) q = p + strlen(p);
@@ -198,7 +199,8 @@ static int alpaca_example(const struct example_reader *r, const json_t *o, const
     size_t n[3] = {0, 0, 0};
     int has_input;
     if (text_field(r, o, "instruction", 0, w, &s[0], &n[0]) < 0 ||
-        (has_input = text_field(r, o, "input", 1, w, &s[1], &n[1])) < 0 || text_field(r, o, "output", 0, w, &s[2], &n[2]) < 0)
+        (has_input = text_field(r, o, "input", 1, w, &s[1], &n[1])) < 0 ||
+        text_field(r, o, "output", 0, w, &s[2], &n[2]) < 0)
         return -1;
     template_add(ex, has_input && n[1] ? DATASET_ALPACA_INPUT : DATASET_ALPACA_NO_INPUT, s, n, 0);
     example_add(ex, s[2], n[2], 1);
@@ -217,7 +219,8 @@ static int chat_example(const struct example_reader *r, const json_t *o, const s
     const json_t *m = json_object_get(o, "messages");
     if (m) return json_is_array(m) ? r->chat(r->chat_ctx, m, where, ex) : err_set(where, "\"messages\" is not a list");
     const json_t *p = json_object_get(o, "prompt"), *c = json_object_get(o, "completion");
-    if (!json_is_array(p) || !json_is_array(c)) return err_set(where, "\"prompt\" and \"completion\" are not lists of messages");
+    if (!json_is_array(p) || !json_is_array(c))
+        return err_set(where, "\"prompt\" and \"completion\" are not lists of messages");
     json_t *all = json_copy((json_t *)p);
     json_array_extend(all, (json_t *)c);
     int rc = r->chat(r->chat_ctx, all, where, ex);

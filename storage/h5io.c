@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define H5_CHUNK ((hsize_t)1 << 20) /* elements per chunk */
+#define H5_CHUNK ((hsize_t)1 << 20)       /* elements per chunk */
+#define H5_ATTR_STR_MAX ((size_t)1 << 20) /* h5_get_attr_str refuses longer fixed-length strings */
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -187,7 +188,7 @@ int h5_get_attr_str(hid_t loc, const char *name, char **out) {
         rc = h5_attr_read_vlen(a, out);
     } else {
         size_t size = H5Tget_size(type);
-        char *s = size ? xcalloc(size + 1, 1) : NULL;
+        char *s = size && size <= H5_ATTR_STR_MAX ? xcalloc(size + 1, 1) : NULL;
         rc = s && H5Aread(a, type, s) >= 0 ? 1 : -1;
         if (rc == 1) *out = s;
         else free(s);

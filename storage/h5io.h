@@ -44,8 +44,8 @@ hid_t h5_str_type(const char *s);
 int h5_put_attr_str(hid_t loc, const char *name, const char *s);
 /* Attribute NAME of LOC: one integer, into *OUT (h5_get_attr_i64), or one string,
  * fixed or variable length, into a new NUL-terminated *OUT the caller frees
- * (h5_get_attr_str). 1 when read, 0 when LOC has no such attribute, -1 (no error
- * recorded) when it has another type or shape or cannot be read. */
+ * (h5_get_attr_str, at most 1 MiB). 1 when read, 0 when LOC has no such attribute, -1
+ * (no error recorded) when it has another type or shape or cannot be read. */
 int h5_get_attr_i64(hid_t loc, const char *name, int64_t *out);
 int h5_get_attr_str(hid_t loc, const char *name, char **out);
 

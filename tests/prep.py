@@ -554,6 +554,7 @@ def case_errors(c: Ctx) -> None:
     bad_utf8 = c.path("bad.txt")
     with open(bad_utf8, "wb") as f:
         f.write(b"line one\nline two\nthree \xe2\x82 broken\n")
+    comp = write_jsonl(c.path("c.jsonl"), [{"prompt": "a", "completion": "b"}])
     csv = c.path("data.csv")
     open(csv, "w").close()
     eosless = c.path("tok_noeos")
@@ -574,8 +575,7 @@ def case_errors(c: Ctx) -> None:
             ("a .txt that is not UTF-8", ["--tokenizer", tok, "--data", bad_utf8, "--out", out], [bad_utf8 + ":3:"]),
             (".txt in completion data", ["--tokenizer", tok, "--data", f"{src},{txt}", "--format", "completion",
                                          "--out", out], [txt, "--format"]),
-            (".txt after text lines", ["--tokenizer", tok, "--data", f"{write_jsonl(c.path('c.jsonl'), [{'prompt': 'a', 'completion': 'b'}])},{txt}",
-                                       "--out", out], [txt]),
+            (".txt after completion lines", ["--tokenizer", tok, "--data", f"{comp},{txt}", "--out", out], [txt]),
             ("neither .txt nor .jsonl", ["--tokenizer", tok, "--data", csv, "--out", out], [csv]),
             ("a missing input", ["--tokenizer", tok, "--data", c.path("nope.jsonl"), "--out", out],
              [c.path("nope.jsonl")]),

@@ -80,7 +80,8 @@ static void check_text(const char *line, size_t n, Lorad__Format format, const s
     if (format == LORAD__FORMAT__FORMAT_TEXT) FUZZ_REQUIRE(put_key(o, "text", &want));
     if (format == LORAD__FORMAT__FORMAT_COMPLETION) {
         FUZZ_REQUIRE(put_key(o, "prompt", &want) && put_key(o, "completion", &want));
-        FUZZ_REQUIRE(ex->n_seg == 2 && !ex->seg[0].counted && ex->seg[0].end == json_string_length(json_object_get(o, "prompt")));
+        size_t prompt = json_string_length(json_object_get(o, "prompt"));
+        FUZZ_REQUIRE(ex->n_seg == 2 && !ex->seg[0].counted && ex->seg[0].end == prompt);
     }
     if (format == LORAD__FORMAT__FORMAT_ALPACA) {
         FUZZ_REQUIRE(put_key(o, "output", &tail) && ex->seg[ex->n_seg - 1].counted);
