@@ -80,6 +80,19 @@ void example_free(struct example *ex) {
     memset(ex, 0, sizeof *ex);
 }
 
+void example_spans_add(struct example_spans *s, size_t begin, size_t end) {
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 8;
+        s->v = xrealloc(s->v, s->cap * sizeof *s->v);
+    }
+    s->v[s->n++] = (struct example_span){begin, end};
+}
+
+void example_spans_free(struct example_spans *s) {
+    free(s->v);
+    memset(s, 0, sizeof *s);
+}
+
 const char *dataset_format_name(Lorad__Format f) {
     switch (f) {
     case LORAD__FORMAT__FORMAT_TEXT: return "text";
@@ -207,6 +220,25 @@ static int alpaca_example(const struct example_reader *r, const json_t *o, const
     return 0;
 }
 
+/* MESSAGES rendered by R's chat template into EX: its text, the counted spans as
+ * counted segments. */
+static int chat_render(const struct example_reader *r, const json_t *messages, const char *where,
+                       struct example *ex) {
+    struct tok_buf text = {0};
+    struct example_spans spans = {0};
+    int rc = r->chat(r->chat_ctx, messages, where, &text, &spans);
+    size_t at = 0;
+    for (size_t i = 0; i < spans.n && rc == 0; at = spans.v[i++].end) {
+        CHECK(spans.v[i].begin >= at && spans.v[i].end >= spans.v[i].begin && spans.v[i].end <= text.n);
+        example_add(ex, text.p + at, spans.v[i].begin - at, 0);
+        example_add(ex, text.p + spans.v[i].begin, spans.v[i].end - spans.v[i].begin, 1);
+    }
+    if (rc == 0) example_add(ex, text.p ? text.p + at : "", text.n - at, 0);
+    tok_buf_free(&text);
+    example_spans_free(&spans);
+    return rc;
+}
+
 /* The messages of O, a chat line: "messages", or prompt + completion lists. */
 static int chat_example(const struct example_reader *r, const json_t *o, const struct dataset_where *w,
                         struct example *ex) {
@@ -217,13 +249,13 @@ static int chat_example(const struct example_reader *r, const json_t *o, const s
         return err_hint("give prompt/completion or text lines for now");
     }
     const json_t *m = json_object_get(o, "messages");
-    if (m) return json_is_array(m) ? r->chat(r->chat_ctx, m, where, ex) : err_set(where, "\"messages\" is not a list");
+    if (m) return json_is_array(m) ? chat_render(r, m, where, ex) : err_set(where, "\"messages\" is not a list");
     const json_t *p = json_object_get(o, "prompt"), *c = json_object_get(o, "completion");
     if (!json_is_array(p) || !json_is_array(c))
         return err_set(where, "\"prompt\" and \"completion\" are not lists of messages");
     json_t *all = json_copy((json_t *)p);
     json_array_extend(all, (json_t *)c);
-    int rc = r->chat(r->chat_ctx, all, where, ex);
+    int rc = chat_render(r, all, where, ex);
     json_decref(all);
     return rc;
 }

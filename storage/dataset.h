@@ -88,10 +88,23 @@ void example_add(struct example *ex, const char *s, size_t n, int counted);
 void example_clear(struct example *ex);
 void example_free(struct example *ex);
 
-/* Renders the chat MESSAGES (a JSON array of {role, content}) into OUT, with the
- * assistant's spans as counted segments. 0, or -1 with an error (its thing: the
- * caller's "FILE:LINE"). The chat-template engine plugs in here. */
-typedef int example_chat_fn(void *ctx, const json_t *messages, const char *where, struct example *out);
+/* Byte ranges [begin, end) of a text, ascending and disjoint. */
+struct example_spans {
+    struct example_span {
+        size_t begin, end;
+    } *v;
+    size_t n, cap;
+};
+
+void example_spans_add(struct example_spans *s, size_t begin, size_t end);
+void example_spans_free(struct example_spans *s);
+
+/* Renders the chat MESSAGES (a JSON array of {role, content}) as TEXT (appended to, from
+ * empty), with the byte spans of TEXT that count in the loss (the assistant's) in
+ * COUNTED. 0, or -1 with an error whose thing is WHERE ("FILE:LINE"). The chat-template
+ * engine plugs in here. */
+typedef int example_chat_fn(void *ctx, const json_t *messages, const char *where, struct tok_buf *text,
+                            struct example_spans *counted);
 
 /* How the lines of a dataset are read: their format, and where it was decided. */
 struct example_reader {

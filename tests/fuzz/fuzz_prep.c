@@ -6,11 +6,12 @@
  * units must be what the header promises: inside the input, on the line they say, a
  * line without its newline and not blank, a document starting and ending with a
  * non-blank line. Each line goes through example_line_format and example_from_line in
- * every format (chat with a stand-in renderer that appends each message's content,
- * counted for the assistant). A refusal is one line naming "fuzz.jsonl:LINE:"; an
- * accepted example is UTF-8 in segments that cover it, and its text is what the line's
- * keys hold, read here again with jansson: the text, the prompt then the completion,
- * or the Alpaca prompt ending with the output.
+ * every format (chat with a stand-in renderer: "<role>" and the content of each
+ * message, the assistant's content counted). A refusal is one line naming
+ * "fuzz.jsonl:LINE:"; an accepted example is UTF-8 in segments that cover it, and its
+ * text is what the line's keys hold, read here again with jansson: the text, the prompt
+ * then the completion, the Alpaca prompt ending with the output, or the rendered chat
+ * whose counted segments are the assistant's contents.
  */
 #include "fuzz_util.h"
 
@@ -22,16 +23,23 @@
 static const Lorad__Format formats[] = {LORAD__FORMAT__FORMAT_TEXT, LORAD__FORMAT__FORMAT_COMPLETION,
                                         LORAD__FORMAT__FORMAT_ALPACA, LORAD__FORMAT__FORMAT_CHAT};
 
-/* The stand-in chat template: every message's content, the assistant's counted. */
-static int chat_stub(void *ctx, const json_t *messages, const char *where, struct example *out) {
+/* The stand-in chat template: "<role>" then the content for every message, the
+ * assistant's content counted. */
+static int chat_stub(void *ctx, const json_t *messages, const char *where, struct tok_buf *text,
+                     struct example_spans *counted) {
     (void)ctx;
     size_t i;
     const json_t *m;
     json_array_foreach(messages, i, m) {
         const json_t *c = json_object_get(m, "content");
-        if (!json_is_string(c)) return err_set(where, "message %zu has no content", i);
         const char *role = json_string_value(json_object_get(m, "role"));
-        example_add(out, json_string_value(c), json_string_length(c), role && !strcmp(role, "assistant"));
+        if (!json_is_string(c) || !role) return err_set(where, "message %zu has no role or content", i);
+        tok_buf_put(text, "<", 1);
+        tok_buf_put(text, role, strlen(role));
+        tok_buf_put(text, ">", 1);
+        size_t at = text->n;
+        tok_buf_put(text, json_string_value(c), json_string_length(c));
+        if (!strcmp(role, "assistant")) example_spans_add(counted, at, text->n);
     }
     return 0;
 }
@@ -72,6 +80,36 @@ static int put_key(const json_t *o, const char *key, struct tok_buf *out) {
     return json_is_string(v);
 }
 
+/* The stand-in rendering of O's messages (or prompt + completion lists) into WANT, and
+ * the assistant's contents into COUNTED. */
+static void chat_expect(const json_t *o, struct tok_buf *want, struct tok_buf *counted) {
+    const json_t *lists[2] = {json_object_get(o, "messages"), NULL};
+    if (!lists[0]) lists[0] = json_object_get(o, "prompt"), lists[1] = json_object_get(o, "completion");
+    for (int k = 0; k < 2; k++) {
+        size_t i;
+        const json_t *m;
+        json_array_foreach(lists[k], i, m) {
+            const char *role = json_string_value(json_object_get(m, "role"));
+            const json_t *c = json_object_get(m, "content");
+            tok_buf_put(want, "<", 1);
+            tok_buf_put(want, role, strlen(role));
+            tok_buf_put(want, ">", 1);
+            tok_buf_put(want, json_string_value(c), json_string_length(c));
+            if (!strcmp(role, "assistant")) tok_buf_put(counted, json_string_value(c), json_string_length(c));
+        }
+    }
+}
+
+/* The bytes of EX's counted segments into OUT. */
+static void counted_text(const struct example *ex, struct tok_buf *out) {
+    for (size_t i = 0, at = 0; i < ex->n_seg; at = ex->seg[i++].end)
+        if (ex->seg[i].counted) tok_buf_put(out, ex->text.p + at, ex->seg[i].end - at);
+}
+
+static int same(const struct tok_buf *a, const struct tok_buf *b) {
+    return a->n == b->n && (!a->n || !memcmp(a->p, b->p, a->n));
+}
+
 /* What EX's text must be for line LINE in FORMAT, from jansson alone. */
 static void check_text(const char *line, size_t n, Lorad__Format format, const struct example *ex) {
     json_t *o = json_loadb(line, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, NULL);
@@ -87,8 +125,14 @@ static void check_text(const char *line, size_t n, Lorad__Format format, const s
         FUZZ_REQUIRE(put_key(o, "output", &tail) && ex->seg[ex->n_seg - 1].counted);
         FUZZ_REQUIRE(ex->text.n >= tail.n && !memcmp(ex->text.p + ex->text.n - tail.n, tail.p ? tail.p : "", tail.n));
     }
-    if (format != LORAD__FORMAT__FORMAT_ALPACA && format != LORAD__FORMAT__FORMAT_CHAT)
-        FUZZ_REQUIRE(want.n == ex->text.n && (!want.n || !memcmp(want.p, ex->text.p, want.n)));
+    if (format == LORAD__FORMAT__FORMAT_CHAT) {
+        struct tok_buf got = {0};
+        chat_expect(o, &want, &tail);
+        counted_text(ex, &got);
+        FUZZ_REQUIRE(same(&got, &tail));
+        tok_buf_free(&got);
+    }
+    if (format != LORAD__FORMAT__FORMAT_ALPACA) FUZZ_REQUIRE(same(&want, &ex->text));
     tok_buf_free(&want);
     tok_buf_free(&tail);
     json_decref(o);
