@@ -24,7 +24,7 @@
 #include "provenance.h"
 #include "tokens.h"
 
-#define PREP_BATCH 1024           /* units tokenized between two takes */
+#define PREP_BATCH 8192           /* units tokenized between two takes */
 #define PREP_UNITS_PER_THREAD 256 /* fewer units than this per thread do not pay for its tokenizer */
 
 /* One output dataset: OUT or --val-out. */
