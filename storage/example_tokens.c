@@ -74,12 +74,6 @@ int example_eos_find(struct example_eos *eos, const char *dir, const struct toke
     return rc < 0 ? -1 : 0;
 }
 
-static int is_eos(const struct example_eos *eos, int32_t id) {
-    for (int i = 0; eos && i < eos->n; i++)
-        if (eos->ids[i] == id) return 1;
-    return 0;
-}
-
 static void mask_fill(struct tok_buf *mask, size_t n, int counted) {
     char v = (char)(counted != 0);
     for (size_t i = 0; i < n; i++) tok_buf_put(mask, &v, 1);
@@ -99,6 +93,10 @@ static int prefix_len(struct tok_encoder *e, const struct example *ex, size_t b,
 
 /* The mask of the text's N ids, segment by segment. */
 static int text_mask(struct tok_encoder *e, const struct example *ex, int all, size_t n, struct example_tokens *out) {
+    if (all) {
+        mask_fill(&out->mask, n, 1);
+        return 0;
+    }
     size_t k0 = 0, k1;
     for (size_t i = 0; i < ex->n_seg; i++) {
         k1 = n;
@@ -117,10 +115,10 @@ int example_encode(struct tok_encoder *e, const struct example *ex, const struct
     mask_fill(&out->mask, post->before.n, 0);
     if (tok_encode(e, ex->text.p, ex->text.n, 0, &out->ids) || text_mask(e, ex, o->all, out->ids.n, out)) return -1;
     size_t n = out->ids.n;
-    int ends = (n && is_eos(o->eos, out->ids.v[n - 1])) ||
-               (post->after.n && is_eos(o->eos, post->after.v[post->after.n - 1]));
-    if (o->eos && o->eos->n && !ends) {
-        tok_ids_push(&out->ids, o->eos->ids[0]);
+    int32_t eos = o->eos && o->eos->n ? o->eos->ids[0] : -1;
+    int ends = (n && out->ids.v[n - 1] == eos) || (post->after.n && post->after.v[post->after.n - 1] == eos);
+    if (eos >= 0 && !ends) {
+        tok_ids_push(&out->ids, eos);
         mask_fill(&out->mask, 1, 1);
     }
     if (post->before.n || post->after.n) tok_post_apply(post, &out->ids, 0); /* it memmoves from NULL ids */

@@ -14,16 +14,16 @@
  *     len(tokenize(prompt)). When those k ids are not where the text's ids start (a
  *     token straddles the boundary, "Mismatch between tokenized prompt and the start of
  *     tokenized prompt+completion" in TRL) the example counts in BOUNDARY and is masked
- *     by k all the same, as TRL does;
+ *     by k all the same, as TRL does (with ALL no boundary matters, and none is counted);
  *   - a text token counts when its segment does, or when ALL;
  *   - the post-processor's tokens before the text never count; the EOS and its tokens
  *     after the text always do;
  *   - the example's first token never counts: nothing of the example precedes it (TRL's
  *     labels[position_ids == 0] = -100 when it packs).
  * The EOS (the first of the EOS ids) is appended unless the text's ids already end with
- * one of them, as TRL appends eos_token unless the text ends with it, or the
- * post-processor ends the example with one itself. MAX_LEN > 0 keeps the first MAX_LEN
- * tokens (TRL's truncation_mode "keep_start").
+ * it, as TRL appends eos_token unless the text ends with it, or the post-processor ends
+ * the example with it itself. MAX_LEN > 0 keeps the first MAX_LEN tokens (TRL's
+ * truncation_mode "keep_start").
  */
 #ifndef LORAD_EXAMPLE_TOKENS_H
 #define LORAD_EXAMPLE_TOKENS_H

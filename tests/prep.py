@@ -268,7 +268,7 @@ def expect(c: Ctx, tok: Tok, exs: List[Segments], all_=False, add_eos=True, max_
             mask += [int(all_ or counted)] * (k - k0)
             k0 = k
         toks = list(body)
-        if add_eos and not (body and body[-1] in tok.eos) and not (tok.after and tok.after[-1] in tok.eos):
+        if add_eos and not (body and body[-1] == tok.eos[0]) and not (tok.after and tok.after[-1] == tok.eos[0]):
             toks.append(tok.eos[0])
             mask.append(1)
         toks = tok.before + toks + tok.after
@@ -465,6 +465,17 @@ def case_options(c: Ctx) -> None:
         c.fails.check(e.empty == (0 if add_eos else 2), f"the reference drops {e.empty} examples")
         check_set(c, f"eos present, --add-eos {add_eos}", out, e.examples, gpt2, [src], "text", "all")
         c.fails.check(f"{e.empty} empty examples dropped" in p.stderr, f"the summary: {p.stderr.strip()}")
+    # only the appended EOS ends an example: a text ending in another of the EOS ids gets it
+    bos = toks["bos"]
+    lines = [{"text": "a turn<|im_end|>"}, {"text": "done</s>"}, {"text": "<s>"}]
+    src = write_jsonl(c.path("eos_bos.jsonl"), lines)
+    out = c.path("eos_bos.h5")
+    prep(c, ["--tokenizer", bos.dir, "--data", src, "--out", out], "bos: texts ending in EOS ids")
+    e = expect(c, bos, [segments("text", o) for o in lines])
+    c.fails.check([ids[-1] for ids, _ in e.examples] == [bos.eos[0]] * 3 and e.examples[0][0][-2:] == bos.eos[::-1] and
+                  e.examples[1][0].count(bos.eos[0]) == 1,
+                  f"the reference's EOS placement: {e.examples}")
+    check_set(c, "bos: texts ending in EOS ids", out, e.examples, bos, [src], "text", "all")
 
 
 class ErrCase(NamedTuple):
