@@ -18,6 +18,7 @@
 #include "merge.h"
 #include "model.h"
 #include "outputs.h"
+#include "provenance.h"
 
 /* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
 static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
@@ -61,8 +62,7 @@ int eval_cmd(const struct command_call *call) {
     struct tokens ds = {0};
     int rc = model_open(&m, s->model, s->adapter, s->batch, s->seq);
     int loaded = rc == 0;
-    if (rc == 0) rc = tokens_open(&ds, s->data);
-    if (rc == 0) rc = tokens_validate(&ds, m.cfg.vocab_size, m.T); /* T: --seq, or the model's default */
+    if (rc == 0) rc = provenance_open(&ds, s->data, s->model, m.cfg.vocab_size, m.T); /* T: --seq, or the default */
     struct eval_result r = {0};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {

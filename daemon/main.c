@@ -39,7 +39,8 @@ static const struct command {
 } commands[] = {
     {"train", "--model DIR --data FILE --out DIR [flags]", "fine-tune: LoRA adapters, or every weight",
      COMMAND_ROOT, {&lorad__job_spec__descriptor}, NULL, train_cmd},
-    {"prep", "--text FILE --out FILE.h5", "text to an HDF5 dataset of byte-level tokens", COMMAND_ALONE,
+    {"prep", "(--model DIR | --tokenizer DIR) --data FILE,... --out FILE.h5",
+     "text and JSONL to HDF5 tokens with loss masks (--text: byte-level)", COMMAND_ALONE,
      {&lorad__prep_spec__descriptor}, NULL, prep_run},
     {"tokenize", "(--model DIR | --tokenizer DIR) (--text T | --file F | --jsonl F)",
      "token ids of text with the model's Hugging Face tokenizer", COMMAND_ALONE, {&lorad__tokenize_spec__descriptor},

@@ -219,3 +219,23 @@ put("fuzz_frame", "bad_oversized", struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01")
 put("fuzz_frame", "bad_empty", struct.pack(">I", 0))
 put("fuzz_frame", "bad_truncated", req(2)[:5])
 put("fuzz_frame", "bad_garbage", frame(bytes(range(200, 256))))
+
+
+# ---- lorad prep inputs: .jsonl lines, also cut as .txt documents between blank lines ----
+
+def jsonl(*objs):
+    return "\n".join(o if isinstance(o, str) else json.dumps(o, ensure_ascii=False) for o in objs) + "\n"
+
+
+put("fuzz_prep", "text", jsonl({"text": "hello world"}, {"text": "caf\u00e9 \U0001F600", "id": 3}))
+put("fuzz_prep", "completion", jsonl({"prompt": "Q: 2+2?\nA:", "completion": " 4"}, {"prompt": "", "completion": ""}))
+put("fuzz_prep", "alpaca", jsonl({"instruction": "Add.", "input": "2 2", "output": "4"},
+                                 {"instruction": "Greet.", "input": None, "output": "Hi", "text": "x"}))
+put("fuzz_prep", "chat", jsonl({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+                               {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant",
+                                                                                             "content": "b"}]}))
+put("fuzz_prep", "blank_lines", "doc one\nline two\n\n \t\r\ndoc two\n\n\n{\"text\": \"three\"}")
+put("fuzz_prep", "bad_lines", jsonl('{"prompt": "a"', '[1, 2]', '{"text": 7}', '{"a": 1, "a": 2}',
+                                    '{"prompt": "a", "completion": null}', '"just a string"'))
+put("fuzz_prep", "bad_utf8", b'{"text": "caf\xc3"}\n\xff\xfe\n{"text": "ok"}\r\n')
+put("fuzz_prep", "nul", b'{"text": "a\\u0000b"}\n\x00\n')
