@@ -204,7 +204,7 @@ static size_t jrt_slice_indices(struct jrt *r, const struct jnode *sl, size_t n,
     int64_t lo = step < 0 ? -1 : 0, hi = step < 0 ? len - 1 : len;
     for (int k = 0; k < 2; k++) {
         if (!given[k]) {
-            b[k] = (k == 0) == (step > 0) ? (step > 0 ? 0 : len - 1) : (step > 0 ? len : -1);
+            b[k] = k == 0 ? (step > 0 ? 0 : len - 1) : (step > 0 ? len : -1);
             continue;
         }
         if (b[k] < 0) b[k] = b[k] + len < 0 ? lo : b[k] + len;

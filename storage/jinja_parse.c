@@ -549,8 +549,8 @@ static struct jnode *jp_body(struct jparse *p, const char *const *ends, const st
             const char *const *e = ends;
             while (e[1]) e++; /* the closing tag is the last of ENDS */
             char msg[96];
-            snprintf(msg, sizeof msg, "this %%s is never closed with {%% %s %%}", *e);
-            jp_fail_at(p, open, msg, "tag");
+            snprintf(msg, sizeof msg, "this tag is never closed with {%% %s %%}", *e);
+            jp_fail_at(p, open, "%s", msg);
         } else if (t->type == JT_DATA) {
             struct jnode *d = jp_node(p, JN_DATA, t);
             d->name = t->p, d->name_n = t->n;
