@@ -123,7 +123,8 @@ const struct flag flag_rows[] = {
     {TEMPLATE, "template", "NAME", .topic = "Input",
      .help = "which of the model's named chat templates to render; none: \"default\""},
     {TEMPLATE, "json", .topic = "Output",
-     .help = "print {\"text\", \"generation\": [[start, end], ...]}: the byte spans {% generation %} produced"},
+     .help = "print {\"text\", \"generation\": [[start, end], ...]} (the byte spans {% generation %} produced), "
+             "and with a tokenizer in DIR the special tokens' ids and \"stop_ids\""},
 
     /* lorad init-model */
     {INIT_MODEL, "out", "DIR", .required = 1, .topic = "Model", .help = "the model directory to write"},

@@ -7,11 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "fileio.h"
 #include "jinja.h"
 #include "tok_config.h"
+#include "tokenizer.h"
 
 /* PATH: a JSON list of message objects, each with a "role" string. */
 static json_t *messages_read(const char *path) {
@@ -36,20 +38,47 @@ static json_t *messages_read(const char *path) {
     return list;
 }
 
-static void output_print(const struct jinja_output *out, int as_json) {
+/* With --json and a tokenizer in DIR: the special tokens with their ids, and the ids
+ * generation stops at. */
+static int tokens_json(struct tok_config *c, const char *dir, json_t *o) {
+    char *files[2] = {path_join(dir, "tokenizer.json"), path_join(dir, "vocab.json")};
+    int present = access(files[0], F_OK) == 0 || access(files[1], F_OK) == 0;
+    free(files[0]);
+    free(files[1]);
+    if (!present) return 0;
+    struct tokenizer t;
+    if (tokenizer_open(&t, dir)) return -1;
+    int rc = tok_config_resolve(c, &t, dir);
+    tokenizer_free(&t);
+    if (rc) return -1;
+    static const char *const keys[TOK_N_SPECIAL] = {"bos_token", "eos_token", "pad_token", "unk_token"};
+    json_t *tokens = json_object(), *stop = json_array();
+    for (int k = 0; k < TOK_N_SPECIAL; k++)
+        if (c->token[k]) json_object_set_new(tokens, keys[k], json_pack("{sssi}", "content", c->token[k], "id", c->id[k]));
+    int32_t ids[64];
+    int n = tok_config_stop_ids(c, ids, 64);
+    for (int i = 0; i < n && i < 64; i++) json_array_append_new(stop, json_integer(ids[i]));
+    json_object_set_new(o, "tokens", tokens);
+    json_object_set_new(o, "stop_ids", stop);
+    return 0;
+}
+
+static int output_print(const struct jinja_output *out, struct tok_config *c, const char *dir, int as_json) {
     if (!as_json) {
         fwrite(out->text.p ? out->text.p : "", 1, out->text.n, stdout);
-        return;
+        return 0;
     }
     json_t *o = json_object(), *spans = json_array();
     json_object_set_new(o, "text", json_stringn(out->text.p ? out->text.p : "", out->text.n));
     for (size_t i = 0; i < out->n_spans; i++)
         json_array_append_new(spans, json_pack("[II]", (json_int_t)out->spans[i].start, (json_int_t)out->spans[i].end));
     json_object_set_new(o, "generation", spans);
+    int rc = tokens_json(c, dir, o);
     char *line = json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII);
-    puts(line);
+    if (rc == 0) puts(line);
     free(line);
     json_decref(o);
+    return rc;
 }
 
 /* The variables transformers renders with: messages, tools and documents (None),
@@ -79,7 +108,7 @@ int template_cmd(const struct command_call *call) {
                !jinja_template_parse(&t, c.chat_template, strlen(c.chat_template), c.template_source)) {
         vars = template_vars(&c, messages, spec->generation_prompt);
         rc = jinja_render(&t, vars, NULL, &out);
-        if (rc == 0) output_print(&out, spec->json);
+        if (rc == 0) rc = output_print(&out, &c, spec->model, spec->json);
         jinja_template_free(&t);
     }
     jinja_output_free(&out);

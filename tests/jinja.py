@@ -564,6 +564,47 @@ def case_config(lorad):
         check("msgs" in err, "messages %r: the error names no file: %r" % (text, err))
     rc, out, err = lorad.template(d, os.path.join(lorad.workdir, "absent.json"))
     one_line_error(rc, err, "messages: a missing file", "absent.json")
+    case_config_ids(lorad, msgs)
+
+
+def token_ids(tokenizer_json):
+    """Every token string's id in a tokenizer.json: the vocabulary, then the added tokens."""
+    with open(tokenizer_json, encoding="utf-8") as f:
+        t = json.load(f)
+    ids = dict(t["model"]["vocab"])
+    ids.update({a["content"]: a["id"] for a in t["added_tokens"]})
+    return ids
+
+
+def case_config_ids(lorad, msgs):
+    """The special tokens' ids of real model directories (npm), against their tokenizer.json."""
+    for package in ("tokenizer-qwen2_5", "tokenizer-llama3"):
+        src = os.path.join(NODE_DIR, "@lenml", package, "models")
+        with open(os.path.join(src, "tokenizer_config.json"), encoding="utf-8") as f:
+            cfg = json.load(f)
+        ids = token_ids(os.path.join(src, "tokenizer.json"))
+        d = os.path.join(lorad.workdir, package)
+        shutil.rmtree(d, ignore_errors=True)
+        shutil.copytree(src, d)
+        eos = ids[cfg["eos_token"]]
+        with open(os.path.join(d, "generation_config.json"), "w") as f:
+            json.dump({"bos_token_id": 1, "eos_token_id": [eos, 7, eos]}, f)
+        rc, out, err = lorad.template(d, msgs, as_json=True)
+        check(rc == 0, "config ids %s: %s" % (package, err))
+        if rc:
+            continue
+        got = json.loads(out)
+        want = {k: {"content": cfg[k], "id": ids[cfg[k]]} for k in ("bos_token", "eos_token", "pad_token", "unk_token")
+                if cfg.get(k)}
+        check(got["tokens"] == want, "config ids %s: %r, tokenizer.json says %r" % (package, got["tokens"], want))
+        check(got["stop_ids"] == [eos, 7], "config ids %s: stop ids %r" % (package, got["stop_ids"]))
+        text, _, _ = reference(cfg["chat_template"], [{"role": "user", "content": "Hi"}], False,
+                               {k: cfg[k] for k in want})
+        check(got["text"] == text, "config ids %s: the model's own template renders %r, not %r" % (package, got["text"], text))
+    d = lorad.model({"chat_template": "x", "eos_token": "<not-a-token>"}, {"tokenizer.json": open(os.path.join(
+        NODE_DIR, "@lenml", "tokenizer-llama3", "models", "tokenizer.json"), encoding="utf-8").read()})
+    rc, out, err = lorad.template(d, msgs, as_json=True)
+    one_line_error(rc, err, "config: an eos token the tokenizer lacks", 'eos_token "<not-a-token>" is not a token')
 
 
 CASES = {"templates": case_templates, "engine": case_engine, "errors": case_errors,
