@@ -220,6 +220,11 @@ static struct jv jc_str_arg(struct jrt *r, const struct jnode *at, const char *f
     return v;
 }
 
+static int64_t jc_int_arg(struct jrt *r, const struct jnode *at, const char *fn, struct jv v) {
+    if (v.type != JV_INT && v.type != JV_BOOL) jrt_fail(r, at, "%s: the count must be an int, not %s", fn, jv_type_name(v));
+    return v.u.i;
+}
+
 static int jc_all(struct jv s, int digits) {
     if (!s.u.s.n) return 0;
     for (size_t i = 0, len; i < s.u.s.n; i += len) {
@@ -245,7 +250,7 @@ static struct jv jc_str_method(struct jrt *r, const struct jnode *at, int id, st
     case JC_RSPLIT: {
         struct jv sep = have & 1 ? p[0] : jv_none();
         if (sep.type != JV_NONE) jc_str_arg(r, at, "split", sep);
-        int64_t max = have & 2 ? p[1].u.i : -1;
+        int64_t max = have & 2 ? jc_int_arg(r, at, "split", p[1]) : -1;
         return jc_split(r, at, s, sep, max, jc_table[id].id == JC_RSPLIT);
     }
     case JC_STARTSWITH:
@@ -259,7 +264,7 @@ static struct jv jc_str_method(struct jrt *r, const struct jnode *at, int id, st
     case JC_REPLACE:
         if ((have & 3) != 3) jrt_fail(r, at, "replace takes old and new");
         return jinja_str_replace(r, at, s, jc_str_arg(r, at, "replace", p[0]), jc_str_arg(r, at, "replace", p[1]),
-                                 have & 4 ? p[2].u.i : -1);
+                                 have & 4 ? jc_int_arg(r, at, "replace", p[2]) : -1);
     case JC_FIND:
     case JC_COUNT: {
         struct jv sub = jc_str_arg(r, at, jc_table[id].name, have & 1 ? p[0] : jv_none());

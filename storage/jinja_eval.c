@@ -146,7 +146,6 @@ struct jv jrt_getitem(struct jrt *r, const struct jnode *at, struct jv obj, stru
             return jv_strn(obj.u.s.p + off, utf8_char_len((unsigned char)obj.u.s.p[off]));
         }
     } else if (obj.type == JV_DICT) {
-        if (key.type == JV_LIST && key.sub != JV_SEQ_TUPLE) jrt_fail(r, at, "unhashable type: '%s'", jv_type_name(key));
         const struct jv *v = jv_dict_get(obj, key);
         if (v) return *v;
     }
@@ -329,10 +328,10 @@ static struct jv jrt_repeat(struct jrt *r, const struct jnode *n, struct jv s, i
     if (k < 0) k = 0;
     if (unit && (uint64_t)k > r->a.limit / unit) jrt_fail(r, n, "the repetition needs more than %zu MiB", r->a.limit >> 20);
     if (s.type == JV_STR) {
-        struct jbuf b = {0};
-        jbuf_put(&r->a, &b, "", 0);
-        for (int64_t i = 0; i < k; i++) jbuf_put(&r->a, &b, s.u.s.p, s.u.s.n);
-        return jbuf_value(&b);
+        char *p = jarena_alloc(&r->a, (size_t)k * unit + 1);
+        for (int64_t i = 0; i < k; i++) memcpy(p + (size_t)i * unit, s.u.s.p, unit);
+        p[(size_t)k * unit] = '\0';
+        return jv_strn(p, (size_t)k * unit);
     }
     struct jv out = jv_seq(&r->a, (enum jv_seq)s.sub, NULL, 0);
     out.u.l->v = jarena_alloc(&r->a, (size_t)k * s.u.l->n * sizeof(struct jv) + sizeof(struct jv));

@@ -61,10 +61,10 @@ static struct jv jf_attr_path(struct jrt *r, const struct jnode *at, struct jv i
     for (;;) {
         const char *dot = memchr(p, '.', (size_t)(end - p));
         const char *e = dot ? dot : end;
-        int digits = e > p;
+        int digits = e > p && e - p < 18; /* a number part is an index, as jinja2's str.isdigit() */
         int64_t k = 0;
-        for (const char *c = p; c < e; c++) digits &= *c >= '0' && *c <= '9', k = k * 10 + (*c - '0');
-        struct jv part = digits && e - p < 18 ? jv_int(k) : jv_strn(p, (size_t)(e - p));
+        for (const char *c = p; digits && c < e; c++) digits = *c >= '0' && *c <= '9', k = k * 10 + (*c - '0');
+        struct jv part = digits ? jv_int(k) : jv_strn(p, (size_t)(e - p));
         if (item.type == JV_UNDEF) return item;
         item = jrt_getitem(r, at, item, part);
         if (!dot) return item;
@@ -292,6 +292,7 @@ static struct jv jf_str_filter(struct jrt *r, const struct jnode *at, int id, st
     case JF_REPLACE: {
         BIND("replace", "old", "new", "count");
         if ((have & 3) != 3) jrt_fail(r, at, "replace needs old and new");
+        if (have & 4 && p[2].type != JV_NONE && p[2].type != JV_INT) jrt_fail(r, at, "replace: the count must be an int");
         int64_t count = have & 4 && p[2].type != JV_NONE ? p[2].u.i : -1;
         return jinja_str_replace(r, at, s, jv_to_str(jrt_arena(r), p[0]), jv_to_str(jrt_arena(r), p[1]), count);
     }

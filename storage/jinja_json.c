@@ -122,6 +122,7 @@ static void jj_list(struct jjson *j, const struct jlist *l, int level) {
 static void jj_value(struct jjson *j, struct jv v, int level) {
     char num[32];
     jrt_step(j->r, j->at);
+    if (level > JV_MAX_DEPTH) jrt_fail(j->r, j->at, "tojson: a value nested more than %d deep", JV_MAX_DEPTH);
     switch (v.type) {
     case JV_NONE: jj_puts(j, "null"); return;
     case JV_BOOL: jj_puts(j, v.u.i ? "true" : "false"); return;

@@ -187,12 +187,13 @@ static struct jnode *jp_postfix(struct jparse *p, struct jnode *n) {
     for (;;) {
         const struct jtok *at = jp_cur(p);
         if (jp_skip_op(p, JOP_DOT)) {
+            size_t start = p->pos;
             const struct jtok *t = jp_next(p);
             struct jnode *g = jp_node(p, t->type == JT_NAME ? JN_GETATTR : JN_GETITEM, at);
             g->a = n;
             if (t->type == JT_NAME) g->name = t->p, g->name_n = t->n;
             else if (t->type == JT_INT) g->b = jp_node(p, JN_CONST, t), g->b->value = jv_int(t->i);
-            else p->pos--, jp_unexpected(p, "a name or a number after '.'");
+            else p->pos = start, jp_unexpected(p, "a name or a number after '.'");
             n = g;
         } else if (jp_skip_op(p, JOP_LBRACKET)) {
             struct jnode *g = jp_node(p, JN_GETITEM, at);
@@ -240,6 +241,7 @@ static struct jnode *jp_const(struct jparse *p, const struct jtok *at, struct jv
 }
 
 static struct jnode *jp_primary(struct jparse *p) {
+    size_t start = p->pos;
     const struct jtok *t = jp_next(p);
     if (t->type == JT_NAME) {
         if (jp_is_name(t, "true") || jp_is_name(t, "True")) return jp_const(p, t, jv_bool(1));
@@ -264,7 +266,7 @@ static struct jnode *jp_primary(struct jparse *p) {
     }
     if (jp_is_op(t, JOP_LBRACKET)) return jp_list_or_dict(p, t, 0);
     if (jp_is_op(t, JOP_LBRACE)) return jp_list_or_dict(p, t, 1);
-    p->pos--;
+    p->pos = start;
     jp_unexpected(p, "an expression");
 }
 
@@ -418,8 +420,8 @@ static struct jnode *jp_target(struct jparse *p, int set) {
         struct jnode *n = jp_node(p, JN_NAME, t);
         n->name = t->p, n->name_n = t->n;
         if (set && !parens && !names.n && jp_skip_op(p, JOP_DOT)) {
+            if (jp_cur(p)->type != JT_NAME) jp_unexpected(p, "an attribute name");
             const struct jtok *attr = jp_next(p);
-            if (attr->type != JT_NAME) p->pos--, jp_unexpected(p, "an attribute name");
             n->kind = JN_NSREF;
             n->attr = attr->p, n->attr_n = attr->n;
             return n;
@@ -570,8 +572,7 @@ static struct jnode *jp_body(struct jparse *p, const char *const *ends, const st
                 }
             jp_push(p, &stmts, jp_statement(p, t));
         } else {
-            p->pos--;
-            jp_unexpected(p, "text or a tag");
+            jp_fail_at(p, t, "%s", "expected text or a tag");
         }
     }
 done:

@@ -164,7 +164,8 @@ static double jv_num(struct jv v) { return v.type == JV_FLOAT ? v.u.f : (double)
 /* list and tuple never compare equal; the views compare as lists of their items */
 static int jv_seq_family(struct jv v) { return v.sub == JV_SEQ_TUPLE ? 1 : v.sub == JV_SEQ_GEN ? 2 : 0; }
 
-int jv_equal(struct jv v, struct jv w) {
+static int jv_equal_at(struct jv v, struct jv w, int depth) {
+    if (depth > JV_MAX_DEPTH) return 0;
     if (jv_is_num(v) && jv_is_num(w)) {
         if (v.type != JV_FLOAT && w.type != JV_FLOAT) return v.u.i == w.u.i;
         return jv_num(v) == jv_num(w);
@@ -178,13 +179,13 @@ int jv_equal(struct jv v, struct jv w) {
         if (jv_seq_family(v) != jv_seq_family(w)) return 0;
         if (v.sub == JV_SEQ_GEN || v.u.l->n != w.u.l->n) return v.u.l == w.u.l;
         for (size_t i = 0; i < v.u.l->n; i++)
-            if (!jv_equal(v.u.l->v[i], w.u.l->v[i])) return 0;
+            if (!jv_equal_at(v.u.l->v[i], w.u.l->v[i], depth + 1)) return 0;
         return 1;
     case JV_DICT:
         if (v.u.d->n != w.u.d->n) return 0;
         for (size_t i = 0; i < v.u.d->n; i++) {
             const struct jv *o = jv_dict_get(w, v.u.d->k[i]);
-            if (!o || !jv_equal(v.u.d->v[i], *o)) return 0;
+            if (!o || !jv_equal_at(v.u.d->v[i], *o, depth + 1)) return 0;
         }
         return 1;
     case JV_NS: return v.u.d == w.u.d;
@@ -194,7 +195,10 @@ int jv_equal(struct jv v, struct jv w) {
     }
 }
 
-int jv_order(struct jv v, struct jv w, int *cmp) {
+int jv_equal(struct jv v, struct jv w) { return jv_equal_at(v, w, 0); }
+
+static int jv_order_at(struct jv v, struct jv w, int *cmp, int depth) {
+    if (depth > JV_MAX_DEPTH) return 2;
     if (jv_is_num(v) && jv_is_num(w)) {
         if (v.type != JV_FLOAT && w.type != JV_FLOAT) *cmp = (v.u.i > w.u.i) - (v.u.i < w.u.i);
         else *cmp = (jv_num(v) > jv_num(w)) - (jv_num(v) < jv_num(w));
@@ -209,12 +213,14 @@ int jv_order(struct jv v, struct jv w, int *cmp) {
     if (v.type == JV_LIST && w.type == JV_LIST && v.sub == w.sub && v.sub <= JV_SEQ_TUPLE) {
         size_t n = v.u.l->n < w.u.l->n ? v.u.l->n : w.u.l->n;
         for (size_t i = 0; i < n; i++)
-            if (!jv_equal(v.u.l->v[i], w.u.l->v[i])) return jv_order(v.u.l->v[i], w.u.l->v[i], cmp);
+            if (!jv_equal_at(v.u.l->v[i], w.u.l->v[i], depth + 1)) return jv_order_at(v.u.l->v[i], w.u.l->v[i], cmp, depth + 1);
         *cmp = (v.u.l->n > w.u.l->n) - (v.u.l->n < w.u.l->n);
         return 0;
     }
     return 2;
 }
+
+int jv_order(struct jv v, struct jv w, int *cmp) { return jv_order_at(v, w, cmp, 0); }
 
 const char *jv_type_name(struct jv v) {
     static const char *const seq[] = {"list", "tuple", "generator", "dict_items", "dict_keys", "dict_values"};
@@ -349,7 +355,15 @@ static void jv_repr_seq(struct jarena *a, struct jbuf *b, struct jv v) {
     }
 }
 
+static void jv_repr_value(struct jarena *a, struct jbuf *b, struct jv v);
+
 void jv_repr(struct jarena *a, struct jbuf *b, struct jv v) {
+    if (++a->depth > JV_MAX_DEPTH) jarena_fail(a, "a value nested more than %d deep (or in itself) cannot be printed", JV_MAX_DEPTH);
+    jv_repr_value(a, b, v);
+    a->depth--;
+}
+
+static void jv_repr_value(struct jarena *a, struct jbuf *b, struct jv v) {
     char num[32];
     switch (v.type) {
     case JV_UNDEF: jbuf_puts(a, b, "Undefined"); return;

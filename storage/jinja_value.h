@@ -26,7 +26,12 @@ struct jarena {
     size_t used, limit; /* bytes taken, and the most it may take */
     jmp_buf *fail;      /* where jarena_fail unwinds to */
     const char *what;   /* names the template in errors ("DIR/tokenizer_config.json: chat_template") */
+    int depth;          /* of the value jv_repr is printing */
 };
+
+/* Values nest at most this deep where they are compared or printed (namespaces can make
+ * them cyclic); printing deeper fails, and comparing deeper finds them unequal. */
+#define JV_MAX_DEPTH 1000
 
 /* N bytes (aligned to 16) from A; unwinds with an error past A's limit. */
 void *jarena_alloc(struct jarena *a, size_t n);
