@@ -115,25 +115,24 @@ static void jp_call_args(struct jparse *p, struct jnode *n) {
     n->v = args.v, n->n = args.n, n->w = kwargs.v, n->m = kwargs.n;
 }
 
-/* name(.name)* of a filter or a test. */
-static void jp_dotted_name(struct jparse *p, struct jnode *n) {
+/* The name of a filter or a test (WHAT) into N, resolved to its builtin id by LOOKUP. */
+static void jp_builtin_name(struct jparse *p, struct jnode *n, const char *what, int (*lookup)(const char *, size_t)) {
     const struct jtok *t = jp_cur(p);
     if (t->type != JT_NAME) jp_unexpected(p, "a name");
     jp_next(p);
     n->name = t->p, n->name_n = t->n;
     if (jp_is_op(jp_cur(p), JOP_DOT)) jp_fail_at(p, t, "%s", "dotted filter and test names are not supported");
+    char msg[96];
+    n->builtin = lookup(n->name, n->name_n);
+    snprintf(msg, sizeof msg, n->builtin == -1 ? "no %s named '%.*s'" : "the %s '%.*s' is not supported", what,
+             (int)(n->name_n > 40 ? 40 : n->name_n), n->name);
+    if (n->builtin < 0) jp_fail_at(p, t, "%s", msg);
 }
 
 static struct jnode *jp_filter(struct jparse *p, struct jnode *operand) {
-    const struct jtok *at = jp_cur(p);
-    struct jnode *n = jp_node(p, JN_FILTER, at);
+    struct jnode *n = jp_node(p, JN_FILTER, jp_cur(p));
     n->a = operand;
-    jp_dotted_name(p, n);
-    char name[64];
-    snprintf(name, sizeof name, "%.*s", (int)(n->name_n > 40 ? 40 : n->name_n), n->name);
-    n->builtin = jinja_filter_id(n->name, n->name_n);
-    if (n->builtin == -1) jp_fail_at(p, at, "no filter named '%s'", name);
-    if (n->builtin == -2) jp_fail_at(p, at, "the filter '%s' is not supported", name);
+    jp_builtin_name(p, n, "filter", jinja_filter_id);
     if (jp_skip_op(p, JOP_LPAREN)) jp_call_args(p, n);
     return n;
 }
@@ -144,13 +143,7 @@ static struct jnode *jp_test(struct jparse *p, struct jnode *operand) {
     struct jnode *n = jp_node(p, JN_TEST, at);
     n->a = operand;
     n->negate = (uint8_t)jp_skip_name(p, "not");
-    at = jp_cur(p);
-    jp_dotted_name(p, n);
-    char name[64];
-    snprintf(name, sizeof name, "%.*s", (int)(n->name_n > 40 ? 40 : n->name_n), n->name);
-    n->builtin = jinja_test_id(n->name, n->name_n);
-    if (n->builtin == -1) jp_fail_at(p, at, "no test named '%s'", name);
-    if (n->builtin == -2) jp_fail_at(p, at, "the test '%s' is not supported", name);
+    jp_builtin_name(p, n, "test", jinja_test_id);
     const struct jtok *t = jp_cur(p);
     if (jp_skip_op(p, JOP_LPAREN)) jp_call_args(p, n);
     else if ((t->type == JT_NAME || t->type == JT_STRING || t->type == JT_INT || t->type == JT_FLOAT ||
@@ -435,6 +428,14 @@ static struct jnode *jp_target(struct jparse *p, int set) {
     return n;
 }
 
+/* After {% else %}: N's else branch, up to and with {% CLOSING %}. */
+static void jp_else(struct jparse *p, struct jnode *n, const struct jtok *open, const char *closing) {
+    const char *ends[] = {closing, NULL}, *end;
+    struct jnode *body = jp_body(p, ends, open, &end);
+    n->w = body->v, n->m = body->n;
+    jp_block_end(p);
+}
+
 static struct jnode *jp_for(struct jparse *p, const struct jtok *open) {
     struct jnode *n = jp_node(p, JN_FOR, open);
     n->a = jp_target(p, 0);
@@ -450,12 +451,7 @@ static struct jnode *jp_for(struct jparse *p, const struct jtok *open) {
     p->loops--;
     n->v = body->v, n->n = body->n;
     jp_block_end(p);
-    if (!strcmp(end, "else")) {
-        static const char *const endfor[] = {"endfor", NULL};
-        body = jp_body(p, endfor, open, &end);
-        n->w = body->v, n->m = body->n;
-        jp_block_end(p);
-    }
+    if (!strcmp(end, "else")) jp_else(p, n, open, "endfor");
     return n;
 }
 
@@ -475,12 +471,7 @@ static struct jnode *jp_if(struct jparse *p, const struct jtok *open) {
         return n;
     }
     jp_block_end(p);
-    if (!strcmp(end, "else")) {
-        static const char *const endif[] = {"endif", NULL};
-        body = jp_body(p, endif, open, &end);
-        n->w = body->v, n->m = body->n;
-        jp_block_end(p);
-    }
+    if (!strcmp(end, "else")) jp_else(p, n, open, "endif");
     return n;
 }
 
