@@ -11,6 +11,7 @@
 #define JOB &lorad__job_spec__descriptor
 #define PREP &lorad__prep_spec__descriptor
 #define TOKENIZE &lorad__tokenize_spec__descriptor
+#define TEMPLATE &lorad__template_spec__descriptor
 #define INIT_MODEL &lorad__init_model_spec__descriptor
 #define CKPT &lorad__checkpoint_spec__descriptor
 #define EVAL &lorad__eval_spec__descriptor
@@ -133,6 +134,19 @@ const struct flag flag_rows[] = {
     {TOKENIZE, "add_special", .value = "on", .topic = "Output",
      .help = "add the special tokens of the tokenizer's post-processor, as Hugging Face's encode does"},
     {TOKENIZE, "json", .topic = "Output", .help = "print {\"ids\", \"tokens\", \"decoded\"} per input instead of ids"},
+
+    /* lorad template */
+    {TEMPLATE, "model", "DIR", .required = 1, .topic = "Input",
+     .help = "the model directory: tokenizer_config.json (or chat_template.jinja) holds the chat template"},
+    {TEMPLATE, "messages", "FILE.json", .required = 1, .topic = "Input",
+     .help = "a JSON list of {\"role\", \"content\"} messages to render"},
+    {TEMPLATE, "generation_prompt", .topic = "Input",
+     .help = "end with the prompt of the assistant's turn (add_generation_prompt)"},
+    {TEMPLATE, "template", "NAME", .topic = "Input",
+     .help = "which of the model's named chat templates to render; none: \"default\""},
+    {TEMPLATE, "json", .topic = "Output",
+     .help = "print {\"text\", \"generation\": [[start, end], ...]} (the byte spans {% generation %} produced), "
+             "and with a tokenizer in DIR the special tokens' ids and \"stop_ids\""},
 
     /* lorad init-model */
     {INIT_MODEL, "out", "DIR", .required = 1, .topic = "Model", .help = "the model directory to write"},

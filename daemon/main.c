@@ -19,6 +19,7 @@
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
+#include "template_cmd.h"
 #include "tokenize_cmd.h"
 #include "train_cmd.h"
 
@@ -45,6 +46,9 @@ static const struct command {
     {"tokenize", "(--model DIR | --tokenizer DIR) (--text T | --file F | --jsonl F)",
      "token ids of text with the model's Hugging Face tokenizer", COMMAND_ALONE, {&lorad__tokenize_spec__descriptor},
      NULL, tokenize_cmd},
+    {"template", "--model DIR --messages F.json [--generation-prompt]",
+     "the model's chat template rendered for a list of messages", COMMAND_ALONE, {&lorad__template_spec__descriptor},
+     NULL, template_cmd},
     {"init-model", "--out DIR [--layers N --dim N ...]", "a random GPT-2 to pretrain", COMMAND_ALONE,
      {&lorad__init_model_spec__descriptor}, NULL, init_model_run},
     {"eval", "--model DIR [--adapter DIR] --data FILE", "loss and perplexity", COMMAND_RANKS,

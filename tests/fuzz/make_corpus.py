@@ -239,3 +239,30 @@ put("fuzz_prep", "bad_lines", jsonl('{"prompt": "a"', '[1, 2]', '{"text": 7}', '
                                     '{"prompt": "a", "completion": null}', '"just a string"'))
 put("fuzz_prep", "bad_utf8", b'{"text": "caf\xc3"}\n\xff\xfe\n{"text": "ok"}\r\n')
 put("fuzz_prep", "nul", b'{"text": "a\\u0000b"}\n\x00\n')
+# ---- chat templates (the template, a NUL, the messages JSON) ----
+
+def chat(template, messages):
+    return template.encode() + b"\0" + json.dumps(messages).encode()
+
+
+TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi ü 🤖"},
+         {"role": "assistant", "content": " Hello! "}, {"role": "user", "content": "Bye"}]
+with open(os.path.join(HERE, "..", "data", "templates", "zephyr-7b-beta.jinja")) as f:
+    put("fuzz_jinja", "zephyr", chat(f.read(), TURNS))
+with open(os.path.join(HERE, "..", "data", "templates", "mistral-7b-instruct-v0.3.jinja")) as f:
+    put("fuzz_jinja", "mistral_v03", chat(f.read(), TURNS[1:]))
+put("fuzz_jinja", "chatml", chat(
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] | trim + "
+    "'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}", TURNS))
+put("fuzz_jinja", "generation", chat(
+    "{{ bos_token }}{%- for m in messages -%}{% if m.role == 'assistant' %}{% generation %}{{ m.content + eos_token }}"
+    "{% endgeneration %}{% else %}[{{ m.role | upper }}] {{ m['content'][::-1] }}{% endif %}\n{% endfor %}", TURNS))
+put("fuzz_jinja", "namespace_loop", chat(
+    "{% set ns = namespace(i=0) %}{% for m in messages if m.role != 'system' %}{% set ns.i = ns.i + 1 %}"
+    "{{ loop.index0 }}/{{ loop.length }} {{ m | tojson(indent=2, sort_keys=true) }}{% if loop.last %}{% break %}"
+    "{% endif %}{% endfor %}{{ ns.i }} {{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') "
+    "| join(', ') }}{{ 'x' if ns.i > 1 else raise_exception('short') }}", TURNS))
+put("fuzz_jinja", "raw_comment", chat("  {#- note -#}\n  {% raw %}{{ x }}{% endraw %}\n{{- ' a ' ~ 1.5e3 ~ none -}}", []))
+put("fuzz_jinja", "bad_unclosed", chat("{% if messages %}{{ messages[0].role", TURNS))
+put("fuzz_jinja", "bad_macro", chat("{% macro m() %}{% endmacro %}", TURNS))
+put("fuzz_jinja", "bad_messages", b"{{ messages }}\0[{\"role\": ")
