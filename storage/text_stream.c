@@ -4,6 +4,7 @@
 #define _GNU_SOURCE /* memmem */
 #include "text_stream.h"
 
+#include <ctype.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,26 +16,43 @@ void text_stream_init(struct text_stream *s, const struct tokenizer *t, const ch
     s->stop = stop;
     s->n_stop = n_stop;
     tok_buf_put(&s->text, "", 0);
+    for (int i = 0; t && i < t->decoder.n; i++) s->fallback |= t->decoder.steps[i].kind == TOK_DEC_BYTE_FALLBACK;
 }
 
 void text_stream_free(struct text_stream *s) {
     tok_ids_free(&s->ids);
     tok_buf_free(&s->text);
+    tok_buf_free(&s->scratch);
     memset(s, 0, sizeof *s);
 }
 
-/* S->text after ID: the decode of every id so far, or ID's byte-level form appended. */
+/* Whether ID is a byte-fallback token, <0xNN>, of a decoder with a ByteFallback step. */
+static int is_fallback_byte(const struct text_stream *s, int32_t id) {
+    const char *t = tokenizer_token(s->t, id);
+    return s->fallback && strlen(t) == 6 && !memcmp(t, "<0x", 3) && isxdigit((unsigned char)t[3]) &&
+           isxdigit((unsigned char)t[4]) && t[5] == '>';
+}
+
+/* S->text after ID: the decode of every id so far, or ID's byte-level form appended;
+ * and S->settled. */
 static int text_update(struct text_stream *s, int32_t id) {
     if (!s->t) {
         char tag[24];
         int n = id >= 0 && id < 256 ? 1 : snprintf(tag, sizeof tag, "<|%d|>", (int)id);
         if (n == 1) tag[0] = (char)id;
         tok_buf_put(&s->text, tag, (size_t)n);
+        s->settled = s->text.n;
         return 0;
     }
     if (!tokenizer_token(s->t, id)) return 0; /* a padded embedding row: Hugging Face's decode passes it over */
     tok_ids_push(&s->ids, id);
-    return tokenizer_decode(s->t, s->ids.v, s->ids.n, 1, &s->text);
+    if (tokenizer_decode(s->t, s->ids.v, s->ids.n, 1, &s->text)) return -1;
+    size_t run = s->ids.n;
+    while (run > 0 && is_fallback_byte(s, s->ids.v[run - 1])) run--;
+    if (run == s->ids.n) s->settled = s->text.n;
+    else if (tokenizer_decode(s->t, s->ids.v, run, 1, &s->scratch)) return -1;
+    else s->settled = s->scratch.n < s->text.n ? s->scratch.n : s->text.n;
+    return 0;
 }
 
 /* Where the first stop string begins at or after FROM: its offset, and its index in *WHICH. */
@@ -48,10 +66,10 @@ static size_t stop_find(const struct text_stream *s, size_t from, size_t *which)
     return at;
 }
 
-/* The end of what is stable in S->text: before trailing U+FFFD (with a tokenizer) and
- * before the longest tail that begins a stop string. */
+/* The end of what is stable in S->text: before a trailing byte-fallback run, trailing
+ * U+FFFD (with a tokenizer) and the longest tail that begins a stop string. */
 static size_t stable_end(const struct text_stream *s) {
-    size_t end = s->text.n;
+    size_t end = s->settled > s->given ? s->settled : s->given;
     while (s->t && end >= s->given + 3 && memcmp(s->text.p + end - 3, REPLACEMENT, 3) == 0) end -= 3;
     size_t hold = 0;
     for (size_t i = 0; i < s->n_stop; i++) {

@@ -6,9 +6,13 @@
  * decodes its token cache (tokenizer_decode with the special tokens skipped, and the
  * ids the vocabulary lacks passed over, as Hugging Face's decode does), and the bytes
  * that are new since the last piece are given out, except a tail that may still change:
- *   - trailing U+FFFD characters: an incomplete UTF-8 sequence of byte-level tokens, or
- *     byte-fallback tokens that do not make a character yet, decode as U+FFFD until
- *     the rest arrives (a U+FFFD that stays one is given out by text_stream_finish);
+ *   - trailing U+FFFD characters: an incomplete UTF-8 sequence of byte-level tokens
+ *     decodes as U+FFFD until the rest arrives (a U+FFFD that stays one is given out
+ *     by the next piece or by text_stream_finish);
+ *   - the text of a trailing run of byte-fallback tokens (<0xNN>): the run decodes as
+ *     its bytes only when they are valid UTF-8 as a whole, else as one U+FFFD per byte
+ *     (Hugging Face's ByteFallback), so a character it already makes turns into U+FFFD
+ *     when an invalid byte joins the run; its text is stable once a token ends the run;
  *   - a tail that is the beginning of a stop string.
  * Unlike TextStreamer, which waits for a space, a piece goes out as soon as it is
  * stable, so the pieces joined are exactly the decode of every id (up to a stop string).
@@ -35,6 +39,9 @@ struct text_stream {
     size_t n_stop;
     struct tok_ids ids;        /* the ids decoded (those the vocabulary has) */
     struct tok_buf text;       /* their text */
+    struct tok_buf scratch;    /* the text before a trailing byte-fallback run */
+    int fallback;              /* the decoder has a ByteFallback step */
+    size_t settled;            /* TEXT's bytes before the trailing byte-fallback run */
     size_t given;              /* bytes of TEXT given out */
     int stopped;               /* 1 + the index of the stop string found, 0 while none */
 };
