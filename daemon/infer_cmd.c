@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "dataset.h"
 #include "error.h"
 #include "eval.h"
 #include "fileio.h"
@@ -18,6 +19,7 @@
 #include "model.h"
 #include "outputs.h"
 #include "provenance.h"
+#include "rundata.h"
 
 int infer_model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
     struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .inference = 1, .max_batch = B, .seq = T};
@@ -51,6 +53,22 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
     return file_atomic_commit(&fa);
 }
 
+/* --data: a token file, or .jsonl or .txt that this rank prepares as lorad prep would
+ * (the same tokens on every rank), for M's vocabulary and T (--seq, or the default). */
+static int data_open(const Lorad__EvalSpec *s, const struct comm *comm, struct model *m, struct tokens *ds) {
+    struct rundata_options o = rundata_eval_options(s);
+    if (!dataset_is_text(s->data))
+        return rundata_check(s->data, &o) ? -1 : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T);
+    o.quiet = comm->rank != 0;
+    if (!o.threads) o.threads = comm_node_cores(comm);
+    char *path;
+    int rc = rundata_temp(s->model, s->data, &o, &path);
+    if (rc == 0) rc = provenance_open(ds, path, s->model, m->cfg.vocab_size, m->T);
+    rundata_temp_remove(path);
+    free(path);
+    return rc;
+}
+
 int eval_cmd(const struct command_call *call) {
     const Lorad__EvalSpec *s = (const Lorad__EvalSpec *)call->spec[0];
     struct comm *comm = call->comm;
@@ -60,7 +78,7 @@ int eval_cmd(const struct command_call *call) {
     struct tokens ds = {0};
     int rc = infer_model_open(&m, s->model, s->adapter, s->batch, s->seq);
     int loaded = rc == 0;
-    if (rc == 0) rc = provenance_open(&ds, s->data, s->model, m.cfg.vocab_size, m.T); /* T: --seq, or the default */
+    if (rc == 0) rc = data_open(s, comm, &m, &ds);
     struct eval_result r = {0};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {
