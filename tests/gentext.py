@@ -25,12 +25,17 @@ Cases:
   bytes   a byte-level model (no tokenizer) prints bytes and <|N|> as before; --stop works
   errors  one line, exit 2: --template without --chat, --chat without a template, ids
           outside the model's vocabulary, too long a prompt, a broken tokenizer.json
+  data    eval, train (one process and mpirun -np 2) and submit (a daemon of 2 ranks) on
+          .jsonl and .txt give exactly the losses (and adapters) of the same on the HDF5
+          files lorad prep makes of them; a resume reuses OUT/data/ and refuses a changed
+          source; --overwrite prepares again; malformed lines: FILE:LINE, exit 2
 Usage: gentext.py --lorad PATH --workdir DIR --case NAME
 Imports: gpt2_ref (the GPT-2 reference, run_driver), jinja (reference(): jinja2 set up as
-transformers), prep (write_tokenizer: a small GPT-2 BPE).
+transformers), prep (write_tokenizer: a small GPT-2 BPE), daemon (Daemon, straight, rows).
 """
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -42,6 +47,7 @@ import torch
 sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+import daemon as dref  # noqa: E402
 import gpt2_ref as ref  # noqa: E402
 import jinja as jref  # noqa: E402
 import prep as pref  # noqa: E402
@@ -517,7 +523,126 @@ def case_errors(fails, lorad, work):
     one_line_error(fails, generate(lorad, sm, "the"), ["tokenizer.json"], "a broken tokenizer.json")
 
 
-CASES = {"text": case_text, "chat": case_chat, "stop": case_stop, "bytes": case_bytes, "errors": case_errors}
+def run(lorad, args, mpi=0):
+    args = [str(a) for a in args]
+    return ref.run_lorad_mpi(lorad, mpi, args) if mpi else ref.run_lorad(lorad, args)
+
+
+def lorad_ok(fails, p, what):
+    return fails.check(p.returncode == 0, f"{what}: exit {p.returncode}: {p.stderr.strip()[-600:]}")
+
+
+def data_inputs(work, tok):
+    rng = random.Random(7)
+    words = CORPUS.split()
+    phrase = lambda n: " ".join(rng.choice(words) for _ in range(n))  # noqa: E731
+    paths = {"train": os.path.join(work, "train.jsonl"), "val": os.path.join(work, "val.jsonl"),
+             "docs": os.path.join(work, "docs.txt")}
+    with open(paths["train"], "w", encoding="utf-8") as f:
+        for _ in range(60):
+            f.write(json.dumps({"prompt": phrase(4), "completion": " " + phrase(6)}, ensure_ascii=False) + "\n")
+    with open(paths["val"], "w", encoding="utf-8") as f:
+        for _ in range(20):
+            f.write(json.dumps({"text": phrase(8)}, ensure_ascii=False) + "\n")
+    with open(paths["docs"], "w", encoding="utf-8") as f:
+        f.write("\n\n".join(phrase(10) for _ in range(15)) + "\n")
+    return paths
+
+
+def case_data(fails, lorad, work):
+    tok = tokenizers(work)["gpt2"]
+    m = make_model(work, "data_model", tok, seed=11)
+    src = data_inputs(work, tok)
+    h5 = {}
+    for name, extra in (("train", []), ("val", []), ("docs", ["--split", "blank-lines"]),
+                        ("train_all", ["--train-on", "all", "--max-len", 12])):
+        h5[name] = os.path.join(work, name + ".h5")
+        p = run(lorad, ["prep", "--model", m.dir, "--data", src[name.split("_")[0]], "--out", h5[name]] + extra)
+        lorad_ok(fails, p, f"prep {name}")
+    # eval: the same JSON, byte for byte; under two ranks the same counts and loss within rounding
+    for name, extra in (("train", []), ("val", []), ("docs", ["--split", "blank-lines"]),
+                        ("train_all", ["--train-on", "all", "--max-len", 12])):
+        base = ["eval", "--model", m.dir, "--seq", 16, "--batch", 4, "--threads", 1, "--json"]
+        a = run(lorad, base + ["--data", src[name.split("_")[0]]] + extra)
+        b = run(lorad, base + ["--data", h5[name]])
+        if lorad_ok(fails, a, f"eval {name} text") and lorad_ok(fails, b, f"eval {name} h5"):
+            print(f"eval {name}: {a.stdout.strip()} / {b.stdout.strip()}", flush=True)
+            fails.check(a.stdout == b.stdout, f"eval {name}: {a.stdout!r} != prep's {b.stdout!r}")
+    a = run(lorad, ["eval", "--model", m.dir, "--seq", 16, "--batch", 3, "--json", "--data", src["train"]], mpi=2)
+    b = run(lorad, ["eval", "--model", m.dir, "--seq", 16, "--batch", 3, "--json", "--data", h5["train"]])
+    if lorad_ok(fails, a, "eval -np 2 jsonl") and lorad_ok(fails, b, "eval h5"):
+        ja, jb = json.loads(a.stdout), json.loads(b.stdout)
+        fails.check(ja["tokens"] == jb["tokens"] and ja["samples"] == jb["samples"] and
+                    abs(ja["loss"] - jb["loss"]) < 1e-6, f"eval -np 2 on JSONL {ja} != one process on .h5 {jb}")
+    fails.check(a.stderr.count(" examples (") == 1, f"eval -np 2: the prep summary is not rank 0's alone: {a.stderr!r}")
+    # train: one process, and two ranks, equal to the same on prep's files
+    fl = lambda d, v, steps: dref.flags(m.dir, d, steps, ["--val", v, "--eval-every", 2])  # noqa: E731
+    for ranks in (0, 2):
+        ra, rb = os.path.join(work, f"run_text_{ranks}"), os.path.join(work, f"run_h5_{ranks}")
+        pa = run(lorad, ["train"] + fl(src["train"], src["val"], 4) + ["--out", ra], mpi=ranks)
+        pb = run(lorad, ["train"] + fl(h5["train"], h5["val"], 4) + ["--out", rb], mpi=ranks)
+        if lorad_ok(fails, pa, f"train jsonl ({ranks} ranks)") and lorad_ok(fails, pb, f"train h5 ({ranks} ranks)"):
+            fails.check(dref.rows(ra) == dref.rows(rb), f"train on JSONL ({ranks} ranks): metrics differ from prep's")
+            fails.check(dref.adapter(ra) == dref.adapter(rb), f"train on JSONL ({ranks} ranks): the adapter differs")
+            fails.check(os.path.exists(os.path.join(ra, "data", "train.h5")) and
+                        os.path.exists(os.path.join(ra, "data", "val.json")), f"{ra}/data/ lacks the prepared files")
+    # resume reuses the prepared data; a changed source is refused; --overwrite prepares it again
+    ra = os.path.join(work, "run_text_0")
+    p = run(lorad, ["train"] + fl(src["train"], src["val"], 6) + ["--out", ra, "--resume", "auto"])
+    lorad_ok(fails, p, "resume on JSONL")
+    fails.check("prepared from the same bytes" in p.stderr and "resuming from" in p.stderr,
+                f"resume on JSONL: {p.stderr[-600:]!r}")
+    with open(src["train"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"prompt": "a", "completion": " b"}) + "\n")
+    p = run(lorad, ["train"] + fl(src["train"], src["val"], 8) + ["--out", ra, "--resume", "auto"])
+    err = p.stderr.strip()
+    fails.check(p.returncode == EXIT_USER and len(err.splitlines()) == 1 and "--data" in err and "changed" in err,
+                f"resume on a changed source: exit {p.returncode}, {err!r}")
+    p = run(lorad, ["train"] + fl(src["train"], src["val"], 2) + ["--out", ra, "--overwrite"])
+    fails.check(lorad_ok(fails, p, "--overwrite on a changed source") and "prepared into" in p.stderr,
+                f"--overwrite: {p.stderr[-400:]!r}")
+    # malformed lines and flags that need text data
+    bad = os.path.join(work, "bad.jsonl")
+    with open(bad, "w") as f:
+        f.write('{"text": "ok"}\n{"text": "fine"}\n{"text": 3\n')
+    for cmd in (["train"] + fl(bad, h5["val"], 2) + ["--out", os.path.join(work, "run_bad")],
+                ["eval", "--model", m.dir, "--data", bad]):
+        p = run(lorad, cmd)
+        err = p.stderr.strip()
+        fails.check(p.returncode == EXIT_USER and len(err.splitlines()) == 1 and "bad.jsonl:3" in err,
+                    f"{cmd[0]} on a malformed line: exit {p.returncode}, {err!r}")
+    for cmd in (["train"] + fl(h5["train"], h5["val"], 2) + ["--out", os.path.join(work, "run_fmt"), "--format",
+                                                              "text"],
+                ["eval", "--model", m.dir, "--data", h5["train"], "--train-on", "all"]):
+        p = run(lorad, cmd)
+        err = p.stderr.strip()
+        fails.check(p.returncode == EXIT_USER and len(err.splitlines()) == 1 and "token file" in err,
+                    f"{cmd[0]} with a prep flag on a token file: exit {p.returncode}, {err!r}")
+    # the daemon: a job on JSONL equals mpirun -np 2 lorad train on prep's files
+    state = os.path.join(work, "state")
+    d = dref.Daemon(lorad, state)
+    try:
+        j = d.submit(fl(src["val"], src["val"], 4))
+        jb = d.submit(fl(bad, src["val"], 4))
+        rec = d.wait(j, lambda r: r["state"] in ("succeeded", "failed", "cancelled"))
+        recb = d.wait(jb, lambda r: r["state"] in ("succeeded", "failed", "cancelled"))
+        fails.check(rec["state"] == "succeeded", f"the JSONL job ended {rec['state']}: {rec['error']}")
+        fails.check(recb["state"] == "failed" and "bad.jsonl:3" in recb["error"],
+                    f"the malformed job: {recb['state']}, {recb['error']!r}")
+        plain = dref.straight(fails, lorad, work, fl(h5["val"], h5["val"], 4))
+        if rec["state"] == "succeeded":
+            out = rec["spec"]["out"]
+            fails.check(dref.rows(out) == dref.rows(plain), "the daemon's JSONL job: metrics differ from prep's")
+            fails.check(dref.adapter(out) == dref.adapter(plain), "the daemon's JSONL job: the adapter differs")
+            fails.check(rec["spec"]["data"] == src["val"], f"the job's record names {rec['spec']['data']}")
+        d.client("shutdown")
+        fails.check(d.end() == 0, "the daemon did not exit 0 after shutdown")
+    finally:
+        if d.proc.poll() is None:
+            d.kill9()
+
+
+CASES = {"data": case_data, "text": case_text, "chat": case_chat, "stop": case_stop, "bytes": case_bytes, "errors": case_errors}
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
