@@ -282,7 +282,7 @@ def make_model(work, name, tok, seed, positions=64, files=None, eos=None):
 
 def generate(lorad, model, prompt, extra=()):
     cmd = [lorad, "generate", "--model", model.dir, "--prompt", prompt, "--threads", "1"] + [str(a) for a in extra]
-    print("+ " + " ".join(repr(c) if " " in c else c for c in cmd), flush=True)
+    print("+ " + " ".join(repr(c) if " " in c or "\udcff" in c else c for c in cmd), flush=True)
     p = subprocess.run(cmd, capture_output=True, timeout=300)
     return subprocess.CompletedProcess(cmd, p.returncode, p.stdout, p.stderr.decode(errors="replace"))
 
@@ -512,6 +512,8 @@ def case_errors(fails, lorad, work):
     one_line_error(fails, generate(lorad, m, "hi", ["--template", "x"]), ["--template", "--chat"], "--template alone")
     one_line_error(fails, generate(lorad, m, "hi", ["--chat"]), ["chat template"], "--chat without a template")
     one_line_error(fails, generate(lorad, m, "hi " * 80), ["--prompt", "64 positions"], "a long prompt")
+    one_line_error(fails, generate(lorad, m, "hi", ["--stop", "a\udcff"]), ["--stop", "UTF-8"], "--stop not UTF-8")
+    one_line_error(fails, generate(lorad, m, "h\udcffi"), ["--prompt", "UTF-8"], "--prompt not UTF-8")
     small = ref.GPT2Config(vocab_size=256, n_positions=64, n_embd=16, n_head=2, n_layer=1)
     d = os.path.join(work, "err_small")
     ref.write_model_dir(d, small, ref.random_gpt2_weights(small, np.random.default_rng(1)))
