@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 import mpi_train  # noqa: E402
 
 AGENT = """#!/bin/sh
@@ -85,7 +85,7 @@ def main():
         model, data = mpi_train.make_inputs(work, np.random.default_rng(8))
         args = lambda out: mpi_train.train_args(model, data, out, ["--targets", "q,v,mlp.c_proj", "--rank", 3])
         single = os.path.join(work, "single")
-        p = ref.run_lorad(lorad, args(single))
+        p = h.run_lorad(lorad, args(single))
         if not fails.check(p.returncode == 0, f"one process failed: {p.stderr.strip()}"):
             return
         with Hosts(work) as hosts:
@@ -99,7 +99,7 @@ def main():
                 fails.check(launched == [hosts.addr[1]], f"mpirun launched through the agent on {launched}, "
                             f"expected the second host {hosts.addr[1]} only")
                 mpi_train.compare(fails, "2 hosts", mpi_train.outputs(single), mpi_train.outputs(out))
-    ref.run_driver("multihost", {"two_hosts": case})
+    h.run_driver("multihost", {"two_hosts": case})
 
 
 if __name__ == "__main__":

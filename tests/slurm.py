@@ -38,8 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ckpt_resume  # noqa: E402
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = {w: os.path.join(REPO, "deploy", "slurm", f"{w}.sbatch") for w in ("train", "serve")}
@@ -209,8 +208,8 @@ def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
 
 def prep_devil(fails, lorad, work):
     data = os.path.join(work, "devil-train.h5")
-    p = ref.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
-                              "--out", data])
+    p = h.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
+                            "--out", data])
     return data if expect(fails, p.returncode == 0, "lorad prep of the Devil's Dictionary", p.stderr.strip()) else None
 
 
@@ -219,7 +218,7 @@ def sbatch(fails, slurm, which, log, env, args=()):
     cmd = ["sbatch", "--parsable", "--ntasks=2", f"--output={log}", f"--chdir={os.path.dirname(log)}",
            SBATCH[which]] + [str(a) for a in args]
     print("+ " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(slurm.env, **ref.MPI_ENV, **env))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(slurm.env, **h.MPI_ENV, **env))
     if not expect(fails, p.returncode == 0, f"sbatch accepted {which}.sbatch", p.stderr.strip()):
         return None
     return p.stdout.strip().split(";")[0]
@@ -231,7 +230,7 @@ def case_train_requeue(fails, lorad, work):
         return
     flags = train_flags(os.path.join(REPO, "examples", "base"), data)
     straight = os.path.join(work, "straight")
-    p = ref.run_lorad_mpi(lorad, 2, ["train"] + flags + ["--out", straight, "--resume", "auto"], timeout=600)
+    p = h.run_lorad_mpi(lorad, 2, ["train"] + flags + ["--out", straight, "--resume", "auto"], timeout=600)
     if not expect(fails, p.returncode == 0, "the uninterrupted 2-rank run", p.stderr.strip()[-400:]):
         return
     ensure_packages()
@@ -271,9 +270,9 @@ def case_train_requeue(fails, lorad, work):
                    f"the last run resumed from a checkpoint written within {STOP_WITHIN} steps of the TERM "
                    f"at step {requeue_at}", resumed[1] and resumed[1].group(0))
             expect(fails, "lorad exited 0" in runs[2], "the last run finished")
-        expect(fails, ckpt_resume.rows(out) == ckpt_resume.rows(straight),
+        expect(fails, h.metrics_rows(out) == h.metrics_rows(straight),
                "metrics rows (but timings) equal the uninterrupted run's")
-        expect(fails, ckpt_resume.adapter_bytes(out) == ckpt_resume.adapter_bytes(straight),
+        expect(fails, h.adapter_bytes(out) == h.adapter_bytes(straight),
                "adapter_model.safetensors is byte-identical to the uninterrupted run's")
 
 
@@ -282,7 +281,7 @@ def serve_job(fails, slurm, lorad, work, name, state):
     log = os.path.join(work, f"{name}.out")
     jobid = sbatch(fails, slurm, "serve", log, {"LORAD": lorad, "LORAD_STATE": state})
     sock = os.path.join(state, "lorad.sock")
-    client = lambda *a: ref.run_lorad(lorad, [str(x) for x in a] + ["--socket", sock], timeout=60)
+    client = lambda *a: h.run_lorad(lorad, [str(x) for x in a] + ["--socket", sock], timeout=60)
     if jobid:
         wait_until(lambda: client("status").returncode == 0, 120, "the daemon's socket")
     return jobid, client, log
@@ -328,4 +327,4 @@ def case_serve(fails, lorad, work):
             cancel(fails, slurm, jobid, log)
 
 if __name__ == "__main__":
-    ref.run_driver("slurm", {"train_requeue": case_train_requeue, "serve": case_serve})
+    h.run_driver("slurm", {"train_requeue": case_train_requeue, "serve": case_serve})
