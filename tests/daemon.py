@@ -23,8 +23,9 @@ the machine.
            that step, so no answer waited for a step; a silent client and one that sent
            half a frame, connected meanwhile, block no one; garbage, oversized and
            other-version frames get an error reply; TCP (bound to 127.0.0.1 by default)
-           refuses a wrong token and serves the right one. Then, the step released, 500
-           more answers while the job trains on. The socket is 0600 in a 0700 directory.
+           refuses a wrong token and serves the right one. Then, the step released (the
+           SIGCONT that ends rank 1's stop is no stop request), 500 more answers while the
+           job trains on. The socket is 0600 in a 0700 directory.
            The frames are written here by hand from the protobuf wire format,
            independently of lorad's code. Latencies are printed, never asserted.
 """
