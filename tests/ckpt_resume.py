@@ -201,16 +201,11 @@ def paced(ms):
     return {"LORAD_FAULT": f"rank:0:step:1:slow:{ms}"}
 
 
-def steps_done(out):
-    path = os.path.join(out, "metrics.jsonl")
-    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
-
-
 def wait_for_step(out, step, proc, timeout=60):
     """Waits until OUT's metrics show STEP steps; the steps then done, or 0 if PROC ended."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
-        done = steps_done(out)
+        done = h.steps_logged(out)
         if done >= step:
             return done
         time.sleep(0.02)

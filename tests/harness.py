@@ -550,6 +550,16 @@ def read_metrics(path: str) -> List[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def steps_logged(out: str) -> int:
+    """The rows OUT/metrics.jsonl holds so far (0 before there is one): a running job's
+    steps, read while it runs."""
+    path = os.path.join(out, "metrics.jsonl")
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        return sum(1 for _ in f)
+
+
 def metrics_rows(out: str) -> List[dict]:
     """The rows of OUT/metrics.jsonl without their timing fields (TIMING_KEYS)."""
     return [{k: v for k, v in r.items() if k not in TIMING_KEYS}

@@ -74,10 +74,7 @@ class Hosts:
                         "--mca", "btl", "tcp,self", "--mca", "oob_tcp_if_include", net,
                         "--mca", "btl_tcp_if_include", net, lorad] + [str(a) for a in args])
         cmd = ["ip", "netns", "exec", self.ns[0], "unshare", "--uts", "sh", "-c", f"hostname h1; {run}"]
-        print("+ " + " ".join(cmd), flush=True)
-        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                   ASAN_OPTIONS="detect_leaks=0")
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        return h.run_command(cmd, 300, h.mpi_env())
 
 
 def main():

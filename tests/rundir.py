@@ -53,11 +53,6 @@ def snapshot(d: str) -> Dict[str, str]:
     return out
 
 
-def file_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 class Run:
     def __init__(self, lorad: str, work: str):
         self.lorad, self.work = lorad, work
@@ -101,7 +96,7 @@ def user_files(d: str) -> Dict[str, bytes]:
 def check_user_files(fails: h.Failures, d: str, files: Dict[str, bytes], what: str) -> None:
     for rel, data in files.items():
         p = os.path.join(d, rel)
-        fails.check(os.path.isfile(p) and file_bytes(p) == data, f"{what}: the user's {rel} did not survive")
+        fails.check(os.path.isfile(p) and h.file_bytes(p) == data, f"{what}: the user's {rel} did not survive")
 
 
 def steps_of(d: str) -> List[int]:
@@ -124,7 +119,7 @@ def case_mixed(fails: h.Failures, lorad: str, work: str) -> None:
     fails.check(ckpts == ["README", "latest", "step-00000002.h5"], f"checkpoints/ holds {ckpts}")
     fails.check(os.readlink(os.path.join(run, "checkpoints", "latest")) == "step-00000002.h5", "latest's target")
     ad = os.path.join("adapter", "adapter_model.safetensors")
-    fails.check(file_bytes(os.path.join(run, ad)) == file_bytes(os.path.join(fresh, ad)),
+    fails.check(h.file_bytes(os.path.join(run, ad)) == h.file_bytes(os.path.join(fresh, ad)),
                 "the overwritten run's adapter differs from a fresh run's")
     check_user_files(fails, run, mine, "--overwrite")
     want = set(snapshot(fresh)) | {"notes.txt", "checkpoints/README", "adapter/eval.json"}
@@ -181,7 +176,7 @@ def case_merge(fails: h.Failures, lorad: str, work: str) -> None:
         fails.check(sorted(os.listdir(out)) == sorted(os.listdir(single) + ["README.md"]),
                     f"after --overwrite {sorted(os.listdir(out))}, a fresh merge {sorted(os.listdir(single))}")
         for name in os.listdir(single):
-            fails.check(file_bytes(os.path.join(out, name)) == file_bytes(os.path.join(single, name)),
+            fails.check(h.file_bytes(os.path.join(out, name)) == h.file_bytes(os.path.join(single, name)),
                         f"{name} differs from a fresh merge's")
 
 

@@ -175,24 +175,19 @@ def train_flags(model, data):
             "--ckpt-every", 1000]
 
 
-def metric_rows(out):
-    path = os.path.join(out, "metrics.jsonl")
-    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
-
-
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
 
 
 def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
     """Waits for AFTER_ROWS metrics rows, preempts with HOW, waits for the requeue, releases it.
     Returns the rows done at the preemption, or None."""
-    wait_until(lambda: metric_rows(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
+    wait_until(lambda: h.steps_logged(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
                f"{after_rows} steps of job {jobid}")
-    if not expect(fails, metric_rows(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
+    if not expect(fails, h.steps_logged(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
                   str(slurm.job(jobid))):
         return None
     cmd = {"usr1": ["scancel", "--signal=USR1", "--batch", jobid], "requeue": ["scontrol", "requeue", jobid]}[how]
-    at = metric_rows(out)
+    at = h.steps_logged(out)
     print(f"+ {' '.join(cmd)}   (at {at} steps)", flush=True)
     p = slurm.run(cmd)
     expect(fails, p.returncode == 0, f"{' '.join(cmd)} succeeded", p.stderr.strip())
