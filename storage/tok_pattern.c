@@ -3,10 +3,12 @@
  */
 #include "tok_pattern.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
+#include "jsonio.h"
 
 int tok_pattern_regex(struct tok_pattern *p, const char *re, const char *where) {
     int code;
@@ -19,9 +21,26 @@ int tok_pattern_regex(struct tok_pattern *p, const char *re, const char *where) 
         return err_set(where, "regex '%s' at offset %zu: %s", re, (size_t)at, (const char *)msg);
     }
     (void)pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* best effort: the interpreter matches the same */
-    p->md = pcre2_match_data_create_from_pattern(p->re, NULL);
-    CHECK(p->md != NULL);
     return 0;
+}
+
+/* Each thread's match block, freed when the thread ends: the tokenizer is shared by
+ * the threads that encode with it, and a match writes its block. One pair, the whole
+ * match's span: a pattern's capture groups change nothing in a split. */
+static pthread_key_t md_key;
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+
+static void md_free(void *md) { pcre2_match_data_free(md); }
+static void md_key_create(void) { CHECK(pthread_key_create(&md_key, md_free) == 0); }
+
+static pcre2_match_data *thread_match_data(void) {
+    CHECK(pthread_once(&md_once, md_key_create) == 0);
+    pcre2_match_data *md = pthread_getspecific(md_key);
+    if (!md) {
+        md = pcre2_match_data_create(1, NULL);
+        CHECK(md != NULL && pthread_setspecific(md_key, md) == 0);
+    }
+    return md;
 }
 
 int tok_pattern_parse(struct tok_pattern *p, const json_t *j, const char *where) {
@@ -38,9 +57,21 @@ int tok_pattern_parse(struct tok_pattern *p, const json_t *j, const char *where)
     return err_set(where, "the pattern must be {\"String\": ...} or {\"Regex\": ...}");
 }
 
+int tok_replace_parse(struct tok_replace *r, const json_t *j, const char *file, const char *what) {
+    const char *content = NULL;
+    memset(r, 0, sizeof *r);
+    if (jsonio_get_string(j, "content", file, &content) <= 0) return err_set(file, "%s: Replace without \"content\"", what);
+    r->content = xstrdup(content);
+    return tok_pattern_parse(&r->pattern, json_object_get(j, "pattern"), file);
+}
+
+void tok_replace_free(struct tok_replace *r) {
+    free(r->content);
+    tok_pattern_free(&r->pattern);
+}
+
 void tok_pattern_free(struct tok_pattern *p) {
     free(p->literal);
-    if (p->md) pcre2_match_data_free(p->md);
     if (p->re) pcre2_code_free(p->re);
     memset(p, 0, sizeof *p);
 }
@@ -55,14 +86,15 @@ int tok_pattern_find(const struct tok_pattern *p, const char *s, size_t n, size_
             }
         return 0;
     }
-    int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, p->md, NULL);
+    pcre2_match_data *md = thread_match_data();
+    int rc = pcre2_match(p->re, (PCRE2_SPTR)s, n, from, PCRE2_NO_UTF_CHECK, md, NULL);
     if (rc == PCRE2_ERROR_NOMATCH) return 0;
     if (rc < 0) { /* a match or depth limit: a pattern that backtracks without end on this text */
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(rc, msg, sizeof msg);
         return err_set("tokenizer", "a regex of the tokenizer gave up on the text: %s", (const char *)msg);
     }
-    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(p->md);
+    PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md); /* rc 0: more groups than pairs; the match's span is set */
     *start = ov[0];
     *end = ov[1];
     return 1;

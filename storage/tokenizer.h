@@ -64,7 +64,8 @@ struct tok_encoder {
 void tok_encoder_init(struct tok_encoder *e, const struct tokenizer *t);
 void tok_encoder_free(struct tok_encoder *e);
 /* Appends the ids of TEXT (N bytes) to OUT, with the post-processor's special tokens
- * when ADD_SPECIAL. -1 with an error when TEXT is not valid UTF-8 or a regex gives up. */
+ * when ADD_SPECIAL. -1 with an error when TEXT is not valid UTF-8 (the first bad byte's
+ * offset) or a regex gives up; the error's thing is "text", for the caller to name. */
 int tok_encode(struct tok_encoder *e, const char *text, size_t n, int add_special, struct tok_ids *out);
 
 #endif
