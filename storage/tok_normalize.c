@@ -66,11 +66,16 @@ static void unicode_form(const char *s, size_t n, int options, struct tok_buf *o
     free(r);
 }
 
+/* Each character to lower case on its own, as Rust's char::to_lowercase: Unicode's simple
+ * mapping (utf8proc's), but for the one unconditional mapping of SpecialCasing.txt that is
+ * longer, U+0130 (I with dot above) to "i" + U+0307; no context (a final capital sigma is
+ * a plain small sigma). */
 static void lowercase(const char *s, size_t n, struct tok_buf *out) {
     char u[4];
     for (size_t i = 0, k; i < n; i += k) {
         int32_t c = utf8_decode(s + i, n - i, &k);
-        tok_buf_put(out, u, utf8_encode(utf8proc_tolower(c), u));
+        if (c == 0x130) tok_buf_put(out, "i\xcc\x87", 3);
+        else tok_buf_put(out, u, utf8_encode(utf8proc_tolower(c), u));
     }
 }
 

