@@ -155,6 +155,11 @@ def report(args, R, text):
           "- Each encoder times its encode calls inside its own process (`bench/tokenize_speed.c`, "
           "`tests/node/bench_encode.mjs`); lorad starts each call from an empty word cache, tokenizers.js keeps "
           "its cache from one call to the next, tiktoken has none."]
+    busy = max(R[key]["other_cpu"] for key, _, _ in ENCODERS)
+    if busy > 0.10:
+        L.append(f"- Other processes took up to {100 * busy:.0f} % of the cores while the encoders ran (the last "
+                 "column): every encoder got less than a core, so the MB/s are below this machine's; the ratios "
+                 "compare encoders that shared it alike.")
     return "\n".join(["## Tokenizer encode throughput (`bench/tokenizer.py`)", ""] + L) + "\n"
 
 

