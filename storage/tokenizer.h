@@ -51,7 +51,8 @@ const char *tokenizer_token(const struct tokenizer *t, int32_t id);
  * an error when an id is outside the vocabulary. */
 int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, int skip_special, struct tok_buf *out);
 
-/* One thread's encoder: its scratch memory and a cache of the words it has seen. */
+/* One thread's encoder: its scratch memory and a cache of the words it has seen. Encoders
+ * on several threads may share one tokenizer (its regexes keep a match block per thread). */
 struct tok_encoder {
     const struct tokenizer *t;
     struct strmap cache;     /* a word -> the offset of its ids in cache_ids */
