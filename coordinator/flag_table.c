@@ -146,7 +146,7 @@ const struct flag flag_rows[] = {
      .help = "a directory with tokenizer.json (or vocab.json + merges.txt) instead of --model"},
     {TOKENIZE, "text", "TEXT", .topic = "Input", .help = "the text to encode"},
     {TOKENIZE, "file", "FILE", .topic = "Input", .help = "encode this file's text, as one input"},
-    {TOKENIZE, "jsonl", "FILE", .topic = "Input", .help = "encode each line of FILE, a JSON string; one output line each"},
+    {TOKENIZE, "jsonl", "FILE", .topic = "Input", .help = "encode each line of FILE, a JSON string; each output line a JSON array of ids"},
     {TOKENIZE, "add_special", .value = "on", .topic = "Output",
      .help = "add the special tokens of the tokenizer's post-processor, as Hugging Face's encode does"},
     {TOKENIZE, "json", .topic = "Output", .help = "print {\"ids\", \"tokens\", \"decoded\"} per input instead of ids"},
