@@ -217,7 +217,11 @@ void jobs_finished(struct jobs *j, uint64_t id, int rc) {
         string_replace(&r->error, err_msg());
         log_append(r, err_msg());
     } else if (rc == TRAIN_STOPPED && !r->cancel_requested) {
-        r->state = LORAD__JOB_STATE__STATE_QUEUED; /* the daemon is stopping: the next one resumes it */
+        /* a stop signal reached a rank, or shutdown --now: the daemon stops, and the next
+         * one resumes the job. A signal on a follower alone stops it too, or every later
+         * job would stop after its first step on that rank's standing request. */
+        r->state = LORAD__JOB_STATE__STATE_QUEUED;
+        j->now = 1;
     } else {
         r->state = rc == TRAIN_STOPPED ? LORAD__JOB_STATE__STATE_CANCELLED : LORAD__JOB_STATE__STATE_SUCCEEDED;
     }

@@ -14,6 +14,9 @@ Cases (--case):
   signal   SIGTERM to mpirun while a job runs: the job checkpoints within a few steps of
            the signal, the daemon exits, and the record says QUEUED; the next daemon
            finishes the job.
+  rank_signal  SIGTERM to rank 1 alone while a job runs: the job checkpoints within a few
+           steps, the whole daemon stops (the job QUEUED, no later job started on the
+           rank's standing request), and the next daemon finishes the job.
 The kill and signal cases pace the job (LORAD_FAULT ...:slow:MS, every step lasts at
 least MS) so that it is still running when the kill or the signal comes, however fast
 the machine.
@@ -307,6 +310,26 @@ def case_signal(fails, lorad, work):
     finish_after_restart(fails, lorad, work, state, j, fl)
 
 
+def case_rank_signal(fails, lorad, work):
+    # paced as case_signal; the signal goes to one follower rank, not to mpirun
+    d, state, j, fl, at = start_paced(lorad, work, 2000, ["--ckpt-every", 500, "--log-every", 50], 5)
+    try:
+        os.kill(rank_pid(d, 1), signal.SIGTERM)
+        print(f"SIGTERM to rank 1 at step {at}; mpirun exited {d.end()}", flush=True)
+    finally:
+        if d.proc.poll() is None:
+            d.kill9()
+    with open(os.path.join(state, "jobs", str(j), "train.log")) as f:
+        log = f.read()
+    stop = re.search(r"stopped at step (\d+): a signal on another rank", log)
+    fails.check(stop and at <= int(stop.group(1)) <= at + 5,
+                f"the job did not stop within 5 steps of rank 1's SIGTERM at {at}: {log[-300:]!r}")
+    with open(os.path.join(work, "serve.log"), errors="replace") as f:
+        served = f.read()
+    fails.check(served.count(" starts\n") == 1, f"the daemon started another job after the stop: {served[-400:]!r}")
+    finish_after_restart(fails, lorad, work, state, j, fl)
+
+
 # ---- the control protocol by hand (proto/lorad.proto: Request, Response, JobRecord) ----
 STATUS, SUBMIT, LIST, CANCEL, LOGS, SHUTDOWN = range(6)
 RUNNING = 1
@@ -557,4 +580,5 @@ def case_hostile(fails, lorad, work):
 
 
 if __name__ == "__main__":
-    h.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal, "hostile": case_hostile})
+    h.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal,
+                          "rank_signal": case_rank_signal, "hostile": case_hostile})
