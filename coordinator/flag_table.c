@@ -13,6 +13,7 @@
 #define TOKENIZE &lorad__tokenize_spec__descriptor
 #define TEMPLATE &lorad__template_spec__descriptor
 #define INIT_MODEL &lorad__init_model_spec__descriptor
+#define INIT_TOKENIZER &lorad__init_tokenizer_spec__descriptor
 #define CKPT &lorad__checkpoint_spec__descriptor
 #define EVAL &lorad__eval_spec__descriptor
 #define MERGE &lorad__merge_spec__descriptor
@@ -154,10 +155,16 @@ const struct flag flag_rows[] = {
     {INIT_MODEL, "dim", "N", .value = "128", .range = "[1,16384]", .topic = "Model",
      .help = "width (n_embd), a multiple of --heads"},
     {INIT_MODEL, "heads", "N", .value = "4", .range = "[1,256]", .topic = "Model", .help = "attention heads (n_head)"},
-    {INIT_MODEL, "vocab", "N", .value = "256", .range = "[1,1048576]", .topic = "Model", .help = "vocabulary size"},
+    {INIT_MODEL, "vocab", "N", .value = "256", .range = "[1,1048576]", .topic = "Model",
+     .help = "vocabulary size; 256 is a byte-level model, written with its tokenizer files (lorad init-tokenizer)"},
     {INIT_MODEL, "positions", "N", .value = "256", .range = "[1,65536]", .topic = "Model",
      .help = "context length (n_positions)"},
     {INIT_MODEL, "seed", "S", .value = "42", .topic = "Model", .help = "seeds GPT-2's random init"},
+
+    /* lorad init-tokenizer */
+    {INIT_TOKENIZER, "model", "DIR", .required = 1, .topic = "Model",
+     .help = "the byte-level model (config.json vocab_size 256) to write tokenizer.json and tokenizer_config.json for"},
+    {INIT_TOKENIZER, "overwrite", .topic = "Model", .help = "replace the tokenizer files DIR holds"},
 
     /* lorad inspect and lorad export */
     {CKPT, "checkpoint", "CKPT", .required = 1, .topic = "Checkpoint",

@@ -25,9 +25,10 @@ static const Lorad__Format formats[] = {LORAD__FORMAT__FORMAT_TEXT, LORAD__FORMA
 
 /* The stand-in chat template: "<role>" then the content for every message, the
  * assistant's content counted. */
-static int chat_stub(void *ctx, const json_t *messages, const char *where, struct tok_buf *text,
+static int chat_stub(void *ctx, const json_t *messages, size_t n_prompt, const char *where, struct tok_buf *text,
                      struct example_spans *counted) {
     (void)ctx;
+    FUZZ_REQUIRE(n_prompt < json_array_size(messages));
     size_t i;
     const json_t *m;
     json_array_foreach(messages, i, m) {
