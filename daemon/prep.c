@@ -413,7 +413,7 @@ static const char *loss_name(const struct prep *p, int words) {
     static const char *const names[][2] = {{"all", "every token"},
                                            {"completion", "the completion"},
                                            {"assistant", "the assistant's turns"},
-                                           {"auto", "the assistant's turns of messages, the completion of prompt/completion"}};
+                                           {"auto", "the assistant's turns (of a prompt/completion line, the completion)"}};
     Lorad__Loss l = p->spec->train_on;
     int k = p->encoding.all ? 0 : !p->chat || l == LORAD__LOSS__LOSS_COMPLETION ? 1 : l == LORAD__LOSS__LOSS_ASSISTANT ? 2 : 3;
     return names[k][words];

@@ -55,7 +55,7 @@ static int span_cmp(const void *a, const void *b) {
 
 /* The generation blocks' spans of FULL, sorted, the overlapping ones joined. */
 static void generation_spans(struct jinja_output *full, struct example_spans *counted) {
-    qsort(full->spans, full->n_spans, sizeof *full->spans, span_cmp);
+    if (full->n_spans > 1) qsort(full->spans, full->n_spans, sizeof *full->spans, span_cmp);
     for (size_t i = 0; i < full->n_spans; i++) {
         struct jinja_span s = full->spans[i];
         if (s.end <= s.start) continue;
