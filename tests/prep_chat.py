@@ -16,7 +16,8 @@ Tokens, masks, offsets and attributes must be equal. Cases:
   qwen        Qwen2.5's tokenizer.json and chat template (npm): turn by turn, message sets
               with a system prompt, several turns, tool calls, hostile Unicode, content
               that starts with newlines (a token straddles the span's start); prompt/
-              completion lists; --train-on assistant, all and completion; --max-len
+              completion lists; --train-on assistant, all and completion; --max-len;
+              --threads 1 and 3 on more lines than a thread takes: the same files
   llama3      Llama 3's tokenizer.json (npm) with Llama 3's template (ollama-utils): the
               template's BOS and no second one; the npm config's own template, which
               writes the assistant header whatever add_generation_prompt says: one turn
@@ -300,6 +301,19 @@ def case_qwen(c: prep.Ctx) -> None:
     run_and_check(c, "qwen_completion", m, PROMPT_COMPLETION)
     run_and_check(c, "qwen_completion_assistant", m, PROMPT_COMPLETION, loss="assistant")
     run_and_check(c, "qwen_mixed", m, lines[:2] + PROMPT_COMPLETION)
+    # more lines than one thread takes (256): the same files for any --threads, and the reference's
+    many = (lines + PROMPT_COMPLETION) * 60
+    src = prep.write_jsonl(c.path("many.jsonl"), many)
+    sets = []
+    for n in (1, 3):
+        out = c.path(f"many_{n}.h5")
+        prep.prep(c, ["--model", m.tok.dir, "--data", src, "--out", out, "--threads", n], f"--threads {n}")
+        sets.append(prep.read_set(out))
+    for k in ("tokens", "loss_mask", "doc_offsets"):
+        c.fails.check(sets[0][k].tolist() == sets[1][k].tolist(), f"--threads 3: {k} differs from --threads 1")
+    c.fails.check(sets[0]["attrs"] == sets[1]["attrs"], "--threads 3: the attributes differ")
+    e, _ = expect_chat(c, m, many)
+    prep.check_set(c, "--threads 3", c.path("many_3.h5"), e.examples, m.tok, [src], "chat", "auto")
 
 
 def case_llama3(c: prep.Ctx) -> None:
