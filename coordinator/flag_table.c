@@ -25,13 +25,33 @@
 #define TEXT(x) #x
 #define NUMBER(x) TEXT(x)
 #define SEQ_ZERO "takes the model's context (n_positions or sliding_window), at most " NUMBER(MODEL_SEQ_DEFAULT)
+/* The flags of .jsonl and .txt data that train and eval prepare as lorad prep does. */
+#define TEXT_DATA "Text and JSONL data (as lorad prep)"
+#define FORMAT_HELP "what a .jsonl line of the data holds; auto: from the keys of the first line"
+#define SPLIT_HELP "a .txt file is one document, or documents between blank lines"
+#define TRAIN_ON_HELP                                                                                          \
+    "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), the assistant's turns (chat "  \
+    "messages), everything (text)"
+#define ADD_EOS_HELP                                                                                           \
+    "end every example with the EOS token, counted in the loss (TRL's default); chat examples end with the "     \
+    "template's own end of turn instead"
+#define MAX_LEN_HELP "cut an example (BOS and EOS included) to its first N tokens"
+#define TEXT_DATA_ROWS(SPEC)                                                                                      \
+    {SPEC, "format", .topic = TEXT_DATA, .help = FORMAT_HELP},                                                    \
+    {SPEC, "split", .topic = TEXT_DATA, .help = SPLIT_HELP},                                                      \
+    {SPEC, "train_on", .topic = TEXT_DATA, .help = TRAIN_ON_HELP},                                                \
+    {SPEC, "add_eos", .value = "on", .topic = TEXT_DATA, .help = ADD_EOS_HELP},                                   \
+    {SPEC, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = TEXT_DATA,      \
+     .help = MAX_LEN_HELP}
 
 const struct flag flag_rows[] = {
     /* lorad train and lorad submit */
     {JOB, "model", "DIR", .required = 1, .topic = "Model and data",
      .help = "the Hugging Face model directory; a resumed run checks it is the same base"},
-    {JOB, "data", "FILE", .required = 1, .topic = "Model and data", .help = "the token dataset: llm.c .bin or HDF5"},
-    {JOB, "val", "FILE", .topic = "Model and data", .help = "a validation dataset, evaluated before training and after"},
+    {JOB, "data", "FILE", .required = 1, .topic = "Model and data",
+     .help = "the token dataset (llm.c .bin or HDF5), or .jsonl/.txt prepared into OUT/data/ first"},
+    {JOB, "val", "FILE", .topic = "Model and data",
+     .help = "a validation dataset (as --data), evaluated before training and after"},
     {JOB, "out", "DIR", .required = 1, .commands = "train", .topic = "Model and data",
      .help = "the run directory: metrics, log, checkpoints, adapter"},
     {JOB, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .resume = FLAG_RESUME_KEPT,
@@ -97,6 +117,7 @@ const struct flag flag_rows[] = {
     {JOB, "gemm", .topic = "Performance", .help = "the library of the f32 products"},
     {JOB, "replica_check_every", "N", .value = "100", .range = "[0,)", .zero = "checks only at the end",
      .topic = "Performance", .help = "steps between checksums that the ranks' adapters agree"},
+    TEXT_DATA_ROWS(JOB),
 
     /* lorad prep */
     {PREP, "model", "DIR", .topic = "Tokenizer", .help = "the model directory whose tokenizer and EOS to use"},
@@ -114,16 +135,12 @@ const struct flag flag_rows[] = {
     {PREP, "skip_bad", .topic = "Input and output",
      .help = "count and skip malformed lines instead of stopping at the first"},
     {PREP, "format", .topic = "Examples",
-     .help = "what a .jsonl line holds; auto: from the keys of the first line"},
-    {PREP, "split", .topic = "Examples", .help = "a .txt file is one document, or documents between blank lines"},
-    {PREP, "train_on", .topic = "Examples",
-     .help = "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), the assistant's turns "
-             "(chat messages), everything (text)"},
-    {PREP, "add_eos", .value = "on", .topic = "Examples",
-     .help = "end every example with the EOS token, counted in the loss (TRL's default); chat examples end "
-             "with the template's own end of turn instead"},
-    {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token",
-     .topic = "Examples", .help = "cut an example (BOS and EOS included) to its first N tokens"},
+     .help = FORMAT_HELP},
+    {PREP, "split", .topic = "Examples", .help = SPLIT_HELP},
+    {PREP, "train_on", .topic = "Examples", .help = TRAIN_ON_HELP},
+    {PREP, "add_eos", .value = "on", .topic = "Examples", .help = ADD_EOS_HELP},
+    {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = "Examples",
+     .help = MAX_LEN_HELP},
     {PREP, "threads", "N", .value = "0", .range = "[0,)", .zero = "uses every core", .topic = "Performance",
      .help = "tokenizing threads, at most one per 256 examples; the output is the same for any number"},
 
@@ -178,7 +195,8 @@ const struct flag flag_rows[] = {
     /* lorad eval */
     {EVAL, "model", "DIR", .required = 1, .topic = "Model and data", .help = "the Hugging Face model directory"},
     {EVAL, "adapter", "DIR", .topic = "Model and data", .help = "a PEFT adapter to merge into a copy of the weights"},
-    {EVAL, "data", "FILE", .required = 1, .topic = "Model and data", .help = "the token dataset"},
+    {EVAL, "data", "FILE", .required = 1, .topic = "Model and data",
+     .help = "the token dataset, or .jsonl/.txt prepared in this process first"},
     {EVAL, "batch", "B", .value = "8", .range = "[1,)", .topic = "Model and data", .help = "sequences per forward"},
     {EVAL, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .topic = "Model and data",
      .help = "tokens per sample"},
@@ -189,6 +207,7 @@ const struct flag flag_rows[] = {
     {EVAL, "json", .topic = "Output", .help = "print one JSON object"},
     {EVAL, "logits", "FILE", .topic = "Output",
      .help = "also write the evaluated samples' logits, float32 (N,T,V) (one process)"},
+    TEXT_DATA_ROWS(EVAL),
 
     /* lorad merge */
     {MERGE, "model", "DIR", .required = 1, .topic = "Merge", .help = "the base model directory"},
@@ -203,7 +222,13 @@ const struct flag flag_rows[] = {
     {GENERATE, "model", "DIR", .required = 1, .topic = "Generation", .help = "the model directory"},
     {GENERATE, "adapter", "DIR", .topic = "Generation", .help = "a PEFT adapter to merge into a copy of the weights"},
     {GENERATE, "prompt", "TEXT", .required = 1, .topic = "Generation",
-     .help = "the prompt, fed as its UTF-8 bytes (byte-level models)"},
+     .help = "the prompt: encoded by the model's tokenizer, with its special tokens (a byte-level model: its bytes)"},
+    {GENERATE, "chat", .topic = "Generation",
+     .help = "send --prompt as a user's message through the chat template, with the assistant's turn prompt"},
+    {GENERATE, "template", "NAME", .topic = "Generation",
+     .help = "with --chat, which of the model's named chat templates; none: \"default\""},
+    {GENERATE, "stop", "TEXT,...", .topic = "Generation",
+     .help = "also end when the text holds one of these; the text ends before it (as vLLM's stop)"},
     {GENERATE, "max_new", "N", .value = "200", .range = "[0,)", .topic = "Generation",
      .help = "new tokens at most (the model's context ends it sooner)"},
     {GENERATE, "temperature", "X", .value = "0.8", .range = "[0,)", .zero = "is greedy", .topic = "Generation",
@@ -211,7 +236,7 @@ const struct flag flag_rows[] = {
     {GENERATE, "top_k", "K", .value = "40", .range = "[0,)", .zero = "keeps every token", .topic = "Generation",
      .help = "sample from the K most likely tokens"},
     {GENERATE, "seed", "S", .value = "42", .topic = "Generation", .help = "the sampler's seed (a seed reproduces its text)"},
-    {GENERATE, "ids", .topic = "Generation", .help = "print token ids instead of bytes"},
+    {GENERATE, "ids", .topic = "Generation", .help = "print token ids instead of text (the EOS that ends it too)"},
     {GENERATE, "threads", "N", .value = "0", .range = "[0,)", .zero = CORES, .topic = "Generation",
      .help = "threads"},
 

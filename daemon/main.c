@@ -12,6 +12,7 @@
 #include "client.h"
 #include "command.h"
 #include "error.h"
+#include "generate_cmd.h"
 #include "infer_cmd.h"
 #include "init_model.h"
 #include "prep.h"
@@ -57,7 +58,7 @@ static const struct command {
      {&lorad__eval_spec__descriptor}, NULL, eval_cmd},
     {"merge", "--model DIR --adapter DIR --out DIR", "base + adapter as one model", COMMAND_ALONE,
      {&lorad__merge_spec__descriptor}, NULL, merge_cmd},
-    {"generate", "--model DIR [--adapter DIR] --prompt TEXT", "decode with a KV cache", COMMAND_ALONE,
+    {"generate", "--model DIR [--adapter DIR] --prompt TEXT [--chat]", "text from a prompt, streamed", COMMAND_ALONE,
      {&lorad__generate_spec__descriptor}, NULL, generate_cmd},
     {"inspect", "CKPT", "what a checkpoint holds", COMMAND_ALONE, {&lorad__checkpoint_spec__descriptor},
      "checkpoint", ckpt_inspect},

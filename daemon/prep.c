@@ -87,6 +87,7 @@ struct prep {
     double t0, shown;  /* progress: the start, the last line */
     size_t done, total; /* input bytes */
     int line_open;
+    int quiet; /* no progress line, no summary */
 };
 
 /* ---- the byte-level path: --text ---- */
@@ -371,7 +372,7 @@ static int slot_take(struct prep *p, const struct prep_slot *slot) {
 static void progress_show(struct prep *p) {
     double now = clock_now();
     int tty = isatty(STDERR_FILENO);
-    if (now - p->t0 < 1 || now - p->shown < (tty ? 0.25 : 10)) return;
+    if (p->quiet || now - p->t0 < 1 || now - p->shown < (tty ? 0.25 : 10)) return;
     p->shown = now;
     fprintf(stderr, "%sprep: %.1f of %.1f MB (%.0f%%), %lld examples, %lld tokens%s", tty ? "\r\033[K" : "",
             p->done / 1e6, p->total / 1e6, 100.0 * p->done / (p->total ? p->total : 1), (long long)p->examples,
@@ -486,20 +487,21 @@ static void summary_print(const struct prep *p) {
     if (p->chat) chat_summary(p);
 }
 
-int prep_run(const struct command_call *call) {
-    const Lorad__PrepSpec *spec = (const Lorad__PrepSpec *)call->spec[0];
+int prep_dataset(const Lorad__PrepSpec *spec, int quiet) {
     if (spec->text[0]) {
         if (spec->n_data || spec->model[0] || spec->tokenizer[0])
             return err_set("--text", "writes byte-level tokens; give it without --data, --model or --tokenizer");
         return output_free(spec->out, "--out", spec->overwrite) ? -1 : prep_bytes(spec);
     }
-    struct prep p = {.spec = spec, .t0 = clock_now()};
+    struct prep p = {.spec = spec, .t0 = clock_now(), .quiet = quiet};
     int rc = spec_check(spec) || prep_open(&p) ? -1 : 0;
     size_t base = 0;
     for (size_t i = 0; i < p.n_in && rc == 0; base += p.in[i++].n) rc = input_run(&p, &p.in[i], base);
     if (rc == 0) rc = prep_write(&p);
-    if (rc == 0) summary_print(&p);
+    if (rc == 0 && !quiet) summary_print(&p);
     else if (p.line_open) fputc('\n', stderr);
     prep_free(&p);
     return rc;
 }
+
+int prep_run(const struct command_call *call) { return prep_dataset((const Lorad__PrepSpec *)call->spec[0], 0); }

@@ -12,5 +12,8 @@
 
 /* CALL->spec[0]: a PrepSpec. Returns 0, or -1 with an error. */
 command_fn prep_run;
+/* What prep_run does for SPEC, in this process (train and eval prepare .jsonl and .txt
+ * data with it); QUIET: without the progress line and the summary. */
+int prep_dataset(const Lorad__PrepSpec *spec, int quiet);
 
 #endif

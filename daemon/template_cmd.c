@@ -9,9 +9,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat.h"
 #include "error.h"
 #include "fileio.h"
-#include "jinja.h"
 #include "tok_config.h"
 #include "tokenizer.h"
 
@@ -81,38 +81,19 @@ static int output_print(const struct jinja_output *out, struct tok_config *c, co
     return rc;
 }
 
-/* The variables transformers renders with: messages, tools and documents (None),
- * add_generation_prompt and the special tokens. */
-static json_t *template_vars(const struct tok_config *c, json_t *messages, int generation_prompt) {
-    json_t *vars = json_object();
-    json_object_set(vars, "messages", messages);
-    json_object_set_new(vars, "tools", json_null());
-    json_object_set_new(vars, "documents", json_null());
-    json_object_set_new(vars, "add_generation_prompt", json_boolean(generation_prompt));
-    tok_config_template_vars(c, vars);
-    return vars;
-}
-
 int template_cmd(const struct command_call *call) {
     const Lorad__TemplateSpec *spec = (const Lorad__TemplateSpec *)call->spec[0];
     struct tok_config c;
     if (tok_config_read(&c, spec->model, spec->template_)) return -1;
-    int rc = -1;
-    json_t *messages = NULL, *vars = NULL;
-    struct jinja_template t = {0};
+    json_t *messages = NULL;
+    struct chat_template t;
     struct jinja_output out = {0};
-    if (!c.chat_template) {
-        err_set(spec->model, "the model has no chat template");
-        err_hint("tokenizer_config.json has no \"chat_template\", and there is no chat_template.jinja");
-    } else if ((messages = messages_read(spec->messages)) &&
-               !jinja_template_parse(&t, c.chat_template, strlen(c.chat_template), c.template_source)) {
-        vars = template_vars(&c, messages, spec->generation_prompt);
-        rc = jinja_render(&t, vars, NULL, &out);
-        if (rc == 0) rc = output_print(&out, &c, spec->model, spec->json);
-        jinja_template_free(&t);
-    }
+    int rc = chat_template_open(&t, &c, spec->model);
+    if (rc == 0 && !(messages = messages_read(spec->messages))) rc = -1;
+    if (rc == 0) rc = chat_template_render(&t, messages, spec->generation_prompt, &out);
+    if (rc == 0) rc = output_print(&out, &c, spec->model, spec->json);
+    chat_template_free(&t);
     jinja_output_free(&out);
-    json_decref(vars);
     json_decref(messages);
     tok_config_free(&c);
     return rc;

@@ -27,6 +27,11 @@ static int line_blank(const char *p, size_t n) {
     return 1;
 }
 
+int dataset_is_text(const char *path) {
+    size_t n = strlen(path);
+    return (n > 4 && !strcmp(path + n - 4, ".txt")) || (n > 6 && !strcmp(path + n - 6, ".jsonl"));
+}
+
 void dataset_cut(const char *s, size_t n, enum dataset_cut cut, struct dataset_units *out) {
     if (cut == DATASET_CUT_FILE) {
         unit_add(out, s, n, 1);

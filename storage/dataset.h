@@ -60,6 +60,9 @@ enum dataset_cut {
     DATASET_CUT_BLANK_LINES, /* .txt: the documents between blank lines */
 };
 
+/* Whether PATH names an input of prep (.jsonl or .txt) rather than a token file. */
+int dataset_is_text(const char *path);
+
 /* Appends the units of S (N bytes) to OUT. */
 void dataset_cut(const char *s, size_t n, enum dataset_cut cut, struct dataset_units *out);
 void dataset_units_free(struct dataset_units *u);

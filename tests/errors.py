@@ -50,14 +50,18 @@ EXIT_USER = 2
 # Flags whose values no check can reject (free strings, seeds, switches, enums the parser
 # takes), or whose only failures are the files they name (covered by bad_input.py).
 CONFIG = "one parser for every command: case train's --config cases"
+TEXT_DATA = "prep's flags for .jsonl/.txt data: gentext.py data (on a token file), prep.py (their values)"
+TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add-eos", "--max-len")}
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
-              "--gemm": "an enum", "--profile": "a switch"},
-    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG},
+              "--gemm": "an enum", "--profile": "a switch", **TEXT_FLAGS},
+    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG,
+             **TEXT_FLAGS},
     "merge": {"--dtype": "an enum", "--config": CONFIG},
     "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
-                 "--config": CONFIG},
+                 "--config": CONFIG, "--chat": "a switch (gentext.py errors: no chat template)",
+                 "--stop": "gentext.py errors: not UTF-8 for a tokenizer"},
     "prep": {"--config": CONFIG, "--split": "an enum", "--add-eos": "a switch (prep.py: no EOS)",
              "--skip-bad": "a switch (prep.py's malformed lines)"},
     "submit": {"--socket": "bad_input.py's daemon cases", "--connect": "bad_input.py", "--token-file": "bad_input.py",
@@ -331,6 +335,7 @@ def generate_cases(inp: Inputs) -> List[Case]:
         Case("vocabulary below 256", g(model=inp.model), [inp.model], [CFG.vocab_size, 256]),
         Case("--prompt longer than the context", g(prompt=long_prompt), ["--prompt"],
              [len(long_prompt), BYTE_CFG.n_positions]),
+        Case("--template without --chat", g("--template", "tool_use"), ["--template", "--chat"], []),
     ]
 
 
