@@ -73,7 +73,9 @@ for q in "${questions[@]}"; do
   for who in base adapted; do
     adapter=()
     [ "$who" = adapted ] && adapter=(--adapter "$out/run/adapter")
-    reply=$("$lorad" generate --model "$base" "${adapter[@]}" --prompt "$q" --chat --max-new 100 --temperature 0)
-    printf '%s | %-7s | %s\n' "$q" "$who" "$reply" | tee -a "$out/replies.txt"
+    reply=$("$lorad" generate --model "$base" "${adapter[@]}" --prompt "$q" --chat --max-new 100 --temperature 0 \
+      2>"$out/generate.err")
+    ended=$(sed -n 's/^lorad: generate: //p' "$out/generate.err" | tail -n 1)  # why it stopped
+    printf '%s | %-7s | %s   [%s]\n' "$q" "$who" "$reply" "$ended" | tee -a "$out/replies.txt"
   done
 done

@@ -7,7 +7,8 @@ not how well the model learned (which depends on nothing this test controls):
     one example per line, format chat, loss on the assistant's turns, each example's
     counted tokens ending with <|im_end|> (254);
   - train: the metrics of every step, a checkpoint and the PEFT adapter;
-  - the replies, when this lorad's generate has --chat: one line per question and model.
+  - the replies, when this lorad's generate has --chat: one line per question and model,
+    each saying why generation ended.
 """
 import json
 import os
@@ -82,7 +83,8 @@ def case(fails, lorad, work):
     with open(os.path.join(work, "replies.txt"), encoding="utf-8") as f:
         replies = f.read().splitlines()
     if has_chat:
-        fails.check(len(replies) == 6 and all(len(r.split(" | ")) == 3 for r in replies), f"replies: {replies}")
+        fails.check(len(replies) == 6 and all(len(r.split(" | ")) == 3 and re.search(r"\[(ended|stopped) ", r)
+                                              for r in replies), f"replies: {replies}")
     else:
         print("replies: this lorad's generate has no --chat; chat.sh says it skipped them", flush=True)
         fails.check(replies == ["== lorad generate --chat: not in this lorad; the replies are skipped"],
