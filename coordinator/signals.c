@@ -13,8 +13,10 @@
  * and systemd also send SIGCONT beside their SIGTERM. So a SIGCONT that finds the process
  * running is the first word of a stop, and requests one. A SIGCONT that ends a stop
  * (SIGSTOP, or Ctrl-Z on mpirun and then fg) does not: the signal thread wakes every
- * SIGNALS_TICK_MS, and a silence of more than SIGNALS_STOPPED_MS before the SIGCONT
- * means the process was stopped.
+ * SIGNALS_TICK_MS, and a silence of more than SIGNALS_STOPPED_MS means the process was
+ * stopped. The SIGCONT may be taken on another thread (OpenBLAS's, as a handler) just
+ * after the signal thread, woken too, has ended that silence: so a silence that ended
+ * less than SIGNALS_STOPPED_MS ago counts as well.
  */
 #include "signals.h"
 
@@ -34,12 +36,22 @@
 static sigset_t stops;
 static volatile sig_atomic_t stop_signal, armed;
 static volatile sig_atomic_t interrupts;
-static _Atomic double awake; /* when the signal thread last woke (clock_now) */
+static _Atomic double awake;   /* when the signal thread last woke (clock_now) */
+static _Atomic double resumed; /* when it last woke from a silence that means a stop */
 
-/* Whether a SIGCONT now follows a stop of the process rather than interrupting a run. */
+/* The signal thread, at each wake: a silence long enough to mean a stop has ended. */
+static void signals_wake(void) {
+    double now = clock_now();
+    if (now - atomic_load(&awake) > 1e-3 * SIGNALS_STOPPED_MS) atomic_store(&resumed, now);
+    atomic_store(&awake, now);
+}
+
+/* Whether a SIGCONT now follows a stop of the process rather than interrupting a run:
+ * the signal thread's silence goes on, or has just ended. */
 static int signals_was_stopped(void) {
-    double now = clock_now(), last = atomic_exchange(&awake, now);
-    return now - last > 1e-3 * SIGNALS_STOPPED_MS;
+    double now = clock_now();
+    return now - atomic_load(&awake) > 1e-3 * SIGNALS_STOPPED_MS ||
+           now - atomic_load(&resumed) < 1e-3 * SIGNALS_STOPPED_MS;
 }
 
 /* One stop signal: before signals_install, the default action (the process dies of it;
@@ -70,8 +82,8 @@ static void *signals_wait(void *unused) {
     const struct timespec tick = {0, SIGNALS_TICK_MS * 1000000L};
     for (;;) {
         int sig = sigtimedwait(&stops, NULL, &tick);
-        if (sig > 0) signals_take(sig);
-        else atomic_store(&awake, clock_now());
+        if (sig > 0) signals_take(sig); /* judged before this wake ends the silence */
+        signals_wake();
     }
     return NULL;
 }

@@ -24,11 +24,10 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gpt2_ref import (  # noqa: E402
-    Failures, GPT2Config, encode_tensor, export_adapters, fmt_num, random_adapters,
-    random_gpt2_weights, read_metrics, read_safetensors, resolve_targets, run_driver, run_lorad,
-    safetensors_bytes,
-    write_bin, write_h5, write_model_dir, write_peft_dir)
+from harness import (  # noqa: E402
+    Failures, encode_tensor, fmt_num, random_adapters, read_metrics, read_safetensors, run_driver, run_lorad,
+    safetensors_bytes, write_bin, write_h5, write_peft_dir)
+from torch_gpt2 import GPT2Config, export_adapters, random_gpt2_weights, resolve_targets, write_model_dir  # noqa: E402
 
 CFG = GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
 RANK, ALPHA, SEQ = 4, 8.0, 16
@@ -54,7 +53,7 @@ class Inputs:
         specs = resolve_targets(CFG, ["c_attn"])
         params = random_adapters(specs, RANK, ALPHA / RANK, rng)
         self.adapter_config, self.adapter_tensors = export_adapters(
-            specs, params, CFG, ["c_attn"], RANK, ALPHA, False, base_model=self.model)
+            specs, params, ["c_attn"], RANK, ALPHA, False, base_model=self.model)
         self.adapter = self.adapter_dir("adapter")
 
     def path(self, name: str) -> str:

@@ -39,19 +39,16 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
-import llama_ref  # noqa: E402
+import harness as h  # noqa: E402
+import torch_gpt2 as gpt2  # noqa: E402
+import torch_llama  # noqa: E402
 
-CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
-LLAMA = llama_ref.LlamaConfig(model_type="llama", vocab_size=61, hidden_size=32, intermediate_size=48,
-                              num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                              attention_bias=True, max_position_embeddings=32)
+CFG = gpt2.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
+LLAMA = torch_llama.LlamaConfig(model_type="llama", vocab_size=61, hidden_size=32, intermediate_size=48,
+                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                attention_bias=True, max_position_embeddings=32)
 T, G = 16, 4
-TIMING = {"tokens_per_s", "elapsed_s", "comm_s", "wait_s"}
 REQUEUE = 75
-# Open MPI never frees some of its own allocations: LeakSanitizer is off under mpirun only.
-MPI_ENV = {"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
-           "OMPI_MCA_rmaps_base_oversubscribe": "1", "ASAN_OPTIONS": "detect_leaks=0"}
 
 
 class Run:
@@ -62,12 +59,12 @@ class Run:
         rng = np.random.default_rng(seed)
         self.model = os.path.join(work, "model")
         if llama:
-            llama_ref.write_model_dir(self.model, LLAMA, llama_ref.random_llama_weights(LLAMA, rng))
+            torch_llama.write_model_dir(self.model, LLAMA, torch_llama.random_llama_weights(LLAMA, rng))
         else:
-            ref.write_model_dir(self.model, CFG, ref.random_gpt2_weights(CFG, rng))
+            gpt2.write_model_dir(self.model, CFG, gpt2.random_gpt2_weights(CFG, rng))
         self.targets = "q_proj,v_proj,down_proj" if llama else "q,v,mlp.c_fc"
         self.data = os.path.join(work, "train.bin")
-        ref.write_bin(self.data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
+        h.write_bin(self.data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
 
     def args(self, out, steps, extra=()):
         return ["train", "--model", self.model, "--data", self.data, "--out", out, "--steps", steps,
@@ -80,7 +77,7 @@ class Run:
         return base if ranks == 0 else ["mpirun", "--oversubscribe", "-np", str(ranks)] + base
 
     def env(self, ranks, extra=None):
-        return dict(os.environ, **(MPI_ENV if ranks else {}), **(extra or {}))
+        return h.mpi_env(extra) if ranks else dict(os.environ, **(extra or {}))
 
     def run(self, ranks, args, env=None, timeout=300):
         """RANKS = 0: one process without mpirun."""
@@ -95,22 +92,9 @@ class Run:
                                 env=self.env(ranks, env), start_new_session=True)
 
 
-def rows(out):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in ref.read_metrics(os.path.join(out, "metrics.jsonl"))]
-
-
-def adapter_bytes(out):
-    with open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb") as f:
-        return f.read()
-
-
-def expect_ok(fails, p, what):
-    return fails.check(p.returncode == 0, f"{what} exited {p.returncode}: {p.stderr.strip()[-600:]}")
-
-
 def straight(fails, r, ranks, steps, extra=()):
     out = os.path.join(r.work, f"straight_{ranks}_{steps}")
-    expect_ok(fails, r.run(ranks, r.args(out, steps, extra)), "the uninterrupted run")
+    h.expect_ok(fails, r.run(ranks, r.args(out, steps, extra)), "the uninterrupted run")
     return out
 
 
@@ -123,7 +107,7 @@ def stop_then_resume(fails, r, ranks, steps, k, resume_ranks=None, name="split")
     latest = os.path.join(out, "checkpoints", "latest")
     fails.check(os.path.realpath(latest).endswith(f"step-{k:08d}.h5"), f"latest does not point at step {k}")
     p = r.run(ranks if resume_ranks is None else resume_ranks, r.args(out, steps, ["--resume", "auto"]))
-    expect_ok(fails, p, "the resumed run")
+    h.expect_ok(fails, p, "the resumed run")
     fails.check("resuming from" in p.stderr and f"at step {k}" in p.stderr, "the resumed run did not say where it resumed")
     return out
 
@@ -132,18 +116,18 @@ def case_exact(fails, r, ranks):
     steps, k = 12, 5
     base = straight(fails, r, ranks, steps)
     out = stop_then_resume(fails, r, ranks, steps, k)
-    a, b = rows(base), rows(out)
+    a, b = h.metrics_rows(base), h.metrics_rows(out)
     fails.check(len(a) == steps and a == b, f"metrics differ after resume:\n{a}\n{b}")
-    fails.check(adapter_bytes(base) == adapter_bytes(out), "final adapter bytes differ after resume")
+    fails.check(h.adapter_bytes(base) == h.adapter_bytes(out), "final adapter bytes differ after resume")
 
 
 def case_elastic(fails, r):
     steps, k = 10, 4
-    base = rows(straight(fails, r, 2, steps))
+    base = h.metrics_rows(straight(fails, r, 2, steps))
     for n in (1, 3):
         out = stop_then_resume(fails, r, 2, steps, k, resume_ranks=n, name=f"elastic{n}")
-        got = rows(out)
-        worst = max(ref.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
+        got = h.metrics_rows(out)
+        worst = max(h.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
         print(f"2 -> {n} ranks: worst loss rel err {worst:.2e}")
         fails.check(len(got) == steps and worst <= 1e-5, f"2 -> {n} ranks: losses differ by {worst:.2e}")
 
@@ -156,7 +140,7 @@ def one_line_error(fails, p, words, what):
 
 def case_refuse(fails, r):
     out = os.path.join(r.work, "saved")
-    expect_ok(fails, r.run(0, r.args(out, 3)), "the run that saves")
+    h.expect_ok(fails, r.run(0, r.args(out, 3)), "the run that saves")
     other = Run(r.lorad, os.path.join(r.work, "other"), seed=2)
     p = r.run(0, ["train", "--model", other.model] + r.args(out, 6, ["--resume", "auto"])[3:])
     one_line_error(fails, p, ["base model", "fingerprint"], "another base model")
@@ -171,7 +155,7 @@ def case_refuse(fails, r):
     # saved with patterns: the same ones resume, others or none do not
     pat = ["--rank-pattern", "mlp.c_fc=2", "--alpha-pattern", "c_fc=4"]
     out_p = os.path.join(r.work, "saved_patterns")
-    expect_ok(fails, r.run(0, r.args(out_p, 3, pat)), "the run with patterns that saves")
+    h.expect_ok(fails, r.run(0, r.args(out_p, 3, pat)), "the run with patterns that saves")
     p = r.run(0, r.args(out_p, 6, ["--resume", "auto"]))
     one_line_error(fails, p, ["--rank-pattern"], "a resume without the saved patterns")
     p = r.run(0, r.args(out_p, 6, ["--resume", "auto", "--rank-pattern", "mlp.c_fc=3", pat[2], pat[3]]))
@@ -179,7 +163,7 @@ def case_refuse(fails, r):
     p = r.run(0, r.args(out_p, 6, ["--resume", "auto", pat[0], pat[1], "--alpha-pattern", "c_fc=5"]))
     one_line_error(fails, p, ["--alpha-pattern"], "a resume with another --alpha-pattern")
     p = r.run(0, r.args(out_p, 6, ["--resume", "auto"] + pat))
-    if expect_ok(fails, p, "a resume with the saved patterns"):
+    if h.expect_ok(fails, p, "a resume with the saved patterns"):
         fails.check("at step 3" in p.stderr, f"the resume with the saved patterns did not resume at step 3: "
                     f"{p.stderr[-400:]}")
     bogus = os.path.join(r.work, "bogus.h5")
@@ -188,12 +172,12 @@ def case_refuse(fails, r):
     p = r.run(0, r.args(out, 6, ["--resume", bogus]))
     one_line_error(fails, p, ["bogus.h5"], "an unreadable checkpoint")
     p = r.run(0, r.args(out, 6, ["--resume", "auto", "--lr", 0.02, "--threads", 2, "--ckpt-every", 2]))
-    expect_ok(fails, p, "a resume that changes only safe flags")
+    h.expect_ok(fails, p, "a resume that changes only safe flags")
 
 
 def case_corrupt(fails, r):
     out = os.path.join(r.work, "c")
-    expect_ok(fails, r.run(0, r.args(out, 6, ["--ckpt-every", 2, "--keep", 0])), "the run that saves")
+    h.expect_ok(fails, r.run(0, r.args(out, 6, ["--ckpt-every", 2, "--keep", 0])), "the run that saves")
     files = sorted(glob.glob(os.path.join(out, "checkpoints", "step-*.h5")))
     fails.check(len(files) == 3, f"expected checkpoints at steps 2, 4, 6, found {files}")
     newest, middle = files[-1], files[-2]
@@ -205,7 +189,7 @@ def case_corrupt(fails, r):
         f.seek(0)
         f.write(data)
     p = r.run(0, r.args(out, 8, ["--resume", "auto"]))
-    expect_ok(fails, p, "--resume auto past corrupt checkpoints")
+    h.expect_ok(fails, p, "--resume auto past corrupt checkpoints")
     fails.check("skipping invalid checkpoint" in p.stderr, "no message about the invalid checkpoints")
     fails.check("step-00000002.h5 at step 2" in p.stderr, f"did not resume from step 2: {p.stderr[-500:]}")
     p = r.run(0, r.args(os.path.join(r.work, "d"), 8, ["--resume", newest]))
@@ -217,16 +201,11 @@ def paced(ms):
     return {"LORAD_FAULT": f"rank:0:step:1:slow:{ms}"}
 
 
-def steps_done(out):
-    path = os.path.join(out, "metrics.jsonl")
-    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
-
-
 def wait_for_step(out, step, proc, timeout=60):
     """Waits until OUT's metrics show STEP steps; the steps then done, or 0 if PROC ended."""
     end = time.monotonic() + timeout
     while time.monotonic() < end and proc.poll() is None:
-        done = steps_done(out)
+        done = h.steps_logged(out)
         if done >= step:
             return done
         time.sleep(0.02)
@@ -270,8 +249,8 @@ def case_signals(fails, r):
         fails.check(stop is not None and at <= stop <= at + 3,
                     f"{how}: the stop checkpoint is at step {stop}, the signal came after step {at}")
         p = r.run(2, r.args(out, steps, ["--resume", "auto"]))
-        expect_ok(fails, p, f"{how}: the resumed run")
-        fails.check(adapter_bytes(out) == adapter_bytes(base), f"{how}: final adapter differs from the uninterrupted run")
+        h.expect_ok(fails, p, f"{how}: the resumed run")
+        fails.check(h.adapter_bytes(out) == h.adapter_bytes(base), f"{how}: final adapter differs from the uninterrupted run")
 
 
 def case_kill9(fails, r, kills_wanted=20):
@@ -305,15 +284,15 @@ def case_kill9(fails, r, kills_wanted=20):
           f"{invalid} reported invalid (half-written temporaries)", flush=True)
     fails.check(kills >= kills_wanted, f"only {kills} kills")
     p = r.run(0, r.args(out, steps, ["--resume", "auto", "--ckpt-every", 1, "--keep", 2]))
-    expect_ok(fails, p, "the final resume")
-    fails.check(adapter_bytes(out) == adapter_bytes(base), "the adapter after kill -9s differs from the uninterrupted run")
-    fails.check(rows(out) == rows(base), "metrics after kill -9s differ from the uninterrupted run")
+    h.expect_ok(fails, p, "the final resume")
+    fails.check(h.adapter_bytes(out) == h.adapter_bytes(base), "the adapter after kill -9s differs from the uninterrupted run")
+    fails.check(h.metrics_rows(out) == h.metrics_rows(base), "metrics after kill -9s differ from the uninterrupted run")
 
 
 def case_cadence(fails, r):
     out = os.path.join(r.work, "cad")
     p = r.run(0, r.args(out, 5, ["--ckpt-every", 0, "--ckpt-every-seconds", 1e-9, "--keep", 2]))
-    expect_ok(fails, p, "the run")
+    h.expect_ok(fails, p, "the run")
     fails.check(p.stderr.count("lorad: checkpoint ") == 5, f"expected 5 checkpoints:\n{p.stderr}")
     names = sorted(os.path.basename(f) for f in glob.glob(os.path.join(out, "checkpoints", "step-*.h5")))
     fails.check(names == ["step-00000004.h5", "step-00000005.h5"], f"--keep 2 left {names}")
@@ -321,15 +300,15 @@ def case_cadence(fails, r):
 
 def case_inspect_export(fails, r):
     out = os.path.join(r.work, "ie")
-    expect_ok(fails, r.run(0, r.args(out, 4)), "the run")
+    h.expect_ok(fails, r.run(0, r.args(out, 4)), "the run")
     ckpt = os.path.join(out, "checkpoints", "latest")
     p = subprocess.run([r.lorad, "inspect", ckpt], capture_output=True, text=True)
-    expect_ok(fails, p, "inspect")
+    h.expect_ok(fails, p, "inspect")
     for want in ("step         4", "world size   1", "lora_A.weight", "[8, 32]", '"targets"'):
         fails.check(want in p.stdout, f"inspect does not show {want!r}:\n{p.stdout}")
     exp = os.path.join(r.work, "exported")
     p = subprocess.run([r.lorad, "export", ckpt, "--out", exp], capture_output=True, text=True)
-    expect_ok(fails, p, "export")
+    h.expect_ok(fails, p, "export")
     for name in ("adapter_model.safetensors", "adapter_config.json"):
         with open(os.path.join(exp, name), "rb") as a, open(os.path.join(out, "adapter", name), "rb") as b:
             fails.check(a.read() == b.read(), f"exported {name} differs from the run's own")
@@ -341,9 +320,9 @@ def case_inspect_export(fails, r):
 def case_exact_llama(fails, r):
     case_exact(fails, r, 0)  # bit-identical resume in one process
     steps, k = 10, 4
-    base = rows(straight(fails, r, 0, steps))
-    got = rows(stop_then_resume(fails, r, 0, steps, k, resume_ranks=2, name="elastic_llama"))
-    worst = max(ref.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
+    base = h.metrics_rows(straight(fails, r, 0, steps))
+    got = h.metrics_rows(stop_then_resume(fails, r, 0, steps, k, resume_ranks=2, name="elastic_llama"))
+    worst = max(h.rel_err(x["loss"], y["loss"]) for x, y in zip(got, base))
     print(f"llama 1 -> 2 ranks: worst loss rel err {worst:.2e}")
     fails.check(len(got) == steps and worst <= 1e-5, f"llama 1 -> 2 ranks: losses differ by {worst:.2e}")
 
@@ -368,4 +347,4 @@ CASES = {
 
 
 if __name__ == "__main__":
-    ref.run_driver("ckpt_resume", CASES)
+    h.run_driver("ckpt_resume", CASES)

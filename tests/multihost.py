@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 import mpi_train  # noqa: E402
 
 AGENT = """#!/bin/sh
@@ -74,10 +74,7 @@ class Hosts:
                         "--mca", "btl", "tcp,self", "--mca", "oob_tcp_if_include", net,
                         "--mca", "btl_tcp_if_include", net, lorad] + [str(a) for a in args])
         cmd = ["ip", "netns", "exec", self.ns[0], "unshare", "--uts", "sh", "-c", f"hostname h1; {run}"]
-        print("+ " + " ".join(cmd), flush=True)
-        env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                   ASAN_OPTIONS="detect_leaks=0")
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        return h.run_command(cmd, 300, h.mpi_env())
 
 
 def main():
@@ -85,7 +82,7 @@ def main():
         model, data = mpi_train.make_inputs(work, np.random.default_rng(8))
         args = lambda out: mpi_train.train_args(model, data, out, ["--targets", "q,v,mlp.c_proj", "--rank", 3])
         single = os.path.join(work, "single")
-        p = ref.run_lorad(lorad, args(single))
+        p = h.run_lorad(lorad, args(single))
         if not fails.check(p.returncode == 0, f"one process failed: {p.stderr.strip()}"):
             return
         with Hosts(work) as hosts:
@@ -99,7 +96,7 @@ def main():
                 fails.check(launched == [hosts.addr[1]], f"mpirun launched through the agent on {launched}, "
                             f"expected the second host {hosts.addr[1]} only")
                 mpi_train.compare(fails, "2 hosts", mpi_train.outputs(single), mpi_train.outputs(out))
-    ref.run_driver("multihost", {"two_hosts": case})
+    h.run_driver("multihost", {"two_hosts": case})
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ import numpy as np
 
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+from harness import Failures, run_driver, run_lorad, write_h5  # noqa: E402
+from torch_gpt2 import GPT2Config, random_gpt2_weights, write_model_dir  # noqa: E402
 
 EXIT_USER = 2
 # Stanford Alpaca's train.py, PROMPT_DICT
@@ -187,7 +188,7 @@ def fingerprint(tok_dir: str) -> str:
 # --------------------------------------------------------------------------------------
 
 class Ctx:
-    def __init__(self, fails: ref.Failures, lorad: str, work: str):
+    def __init__(self, fails: Failures, lorad: str, work: str):
         self.fails, self.lorad, self.work = fails, lorad, work
         self.n_tok = 0
 
@@ -201,8 +202,8 @@ class Ctx:
         with open(src, "w") as f:
             for t in texts:
                 f.write(json.dumps(t) + "\n")
-        p = ref.run_lorad(self.lorad, ["tokenize", "--tokenizer", tok.dir, "--jsonl", src,
-                                       "--add-special", "on" if special else "off"])
+        p = run_lorad(self.lorad, ["tokenize", "--tokenizer", tok.dir, "--jsonl", src,
+                                   "--add-special", "on" if special else "off"])
         lines = p.stdout.split("\n")[:-1]
         if p.returncode != 0 or len(lines) != len(texts):
             self.fails.abort(f"lorad tokenize failed ({p.returncode}, {len(lines)} of {len(texts)} lines): "
@@ -338,7 +339,7 @@ def check_set(c: Ctx, label: str, path: str, examples, tok: Tok, sources: List[s
 
 
 def prep(c: Ctx, args: List[str], label: str, ok=True, timeout=300):
-    p = ref.run_lorad(c.lorad, ["prep"] + [str(a) for a in args], timeout=timeout)
+    p = run_lorad(c.lorad, ["prep"] + [str(a) for a in args], timeout=timeout)
     if ok:
         c.fails.check(p.returncode == 0, f"{label}: prep failed ({p.returncode}): {p.stderr.strip()}")
     return p
@@ -643,8 +644,8 @@ def case_train(c: Ctx) -> None:
 
     def model(name: str, vocab: int, tok_dir: Optional[str]) -> str:
         d = c.path(name)
-        cfg = ref.GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_head=2, n_layer=1)
-        ref.write_model_dir(d, cfg, ref.random_gpt2_weights(cfg, rng))
+        cfg = GPT2Config(vocab_size=vocab, n_positions=32, n_embd=16, n_head=2, n_layer=1)
+        write_model_dir(d, cfg, random_gpt2_weights(cfg, rng))
         if tok_dir:
             with open(os.path.join(tok_dir, "tokenizer.json"), "rb") as f, \
                     open(os.path.join(d, "tokenizer.json"), "wb") as g:
@@ -662,7 +663,7 @@ def case_train(c: Ctx) -> None:
     over = c.path("over.h5")
     bad = ids.astype(np.int64).copy()
     bad[17] = tok.n_tokens + 5
-    ref.write_h5(over, bad)
+    write_h5(over, bad)
 
     def train(m: str, d: str, run: str):
         return ["train", "--model", m, "--data", d, "--out", c.path(run), "--steps", 1, "--batch", 2, "--seq", 16,
@@ -674,7 +675,7 @@ def case_train(c: Ctx) -> None:
     for args, label in ((train(own, data, "r_own"), "train on its own data"),
                         (train(bare, data, "r_bare"), "train, no tokenizer, a larger vocabulary"),
                         (evaluate(own, data), "eval on its own data")):
-        p = ref.run_lorad(c.lorad, args)
+        p = run_lorad(c.lorad, args)
         c.fails.check(p.returncode == 0, f"{label}: {p.returncode} {p.stderr.strip()[-600:]}")
     for args, names, label in (
             (train(foreign, data, "r1"), [data, fingerprint(tok.dir), fingerprint(other.dir)], "train, another tokenizer"),
@@ -683,7 +684,7 @@ def case_train(c: Ctx) -> None:
             (evaluate(small, data), [data, str(tok.n_tokens)], "eval, a smaller vocabulary"),
             (train(bare, over, "r3"), [over, str(tok.n_tokens + 5), "17"], "train, an id >= vocab_size"),
             (evaluate(bare, over), [over, str(tok.n_tokens + 5)], "eval, an id >= vocab_size")):
-        p = ref.run_lorad(c.lorad, args)
+        p = run_lorad(c.lorad, args)
         lines = p.stderr.strip().splitlines()
         c.fails.check(p.returncode == EXIT_USER and len(lines) == 1 and lines[0].startswith("lorad: "),
                       f"{label}: exit {p.returncode}, stderr {lines}")
@@ -695,5 +696,5 @@ CASES = {"formats": case_formats, "options": case_options, "errors": case_errors
          "train": case_train}
 
 if __name__ == "__main__":
-    ref.run_driver("prep", {k: (lambda f: lambda fails, lorad, work: f(Ctx(fails, lorad, work)))(v)
-                            for k, v in CASES.items()})
+    run_driver("prep", {k: (lambda f: lambda fails, lorad, work: f(Ctx(fails, lorad, work)))(v)
+                        for k, v in CASES.items()})

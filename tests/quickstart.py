@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 40
@@ -35,7 +35,7 @@ def expected_trainable(adapter_dir):
         cfg = json.load(f)
     if cfg["target_modules"] not in (["c_attn"], "c_attn"):
         raise ValueError(f"this test knows c_attn adapters only, got {cfg['target_modules']}")
-    tensors, _ = ref.read_safetensors(os.path.join(REPO, "examples", "base", "model.safetensors"))
+    tensors, _ = h.read_safetensors(os.path.join(REPO, "examples", "base", "model.safetensors"))
     n_layer = sum(1 for k in tensors if k.endswith(".attn.c_attn.weight"))
     c_in, c_out = tensors["transformer.h.0.attn.c_attn.weight"].shape  # Conv1D: [in, out]
     total = sum(t.size for t in tensors.values())
@@ -61,7 +61,7 @@ def case(fails, lorad, work):
     fails.check(adapted < base, f"the adapted validation loss {adapted} is not below the base's {base}")
 
     run = os.path.join(work, "run")
-    last_val = [r["val_loss"] for r in ref.read_metrics(os.path.join(run, "metrics.jsonl")) if "val_loss" in r][-1]
+    last_val = [r["val_loss"] for r in h.read_metrics(os.path.join(run, "metrics.jsonl")) if "val_loss" in r][-1]
     print(f"check: eval --adapter {adapted:.6f} agrees with the run's last val_loss {last_val:.6f}", flush=True)
     fails.check(abs(adapted - last_val) < 1e-3, f"eval --adapter gives {adapted}, the run's last val_loss {last_val}")
 
@@ -91,4 +91,4 @@ def case(fails, lorad, work):
 
 
 if __name__ == "__main__":
-    ref.run_driver("quickstart", case)
+    h.run_driver("quickstart", case)

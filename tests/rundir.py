@@ -30,7 +30,7 @@ import numpy as np
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import errors  # noqa: E402
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 
 CFG = errors.CFG
 T = 8
@@ -53,11 +53,6 @@ def snapshot(d: str) -> Dict[str, str]:
     return out
 
 
-def file_bytes(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
 class Run:
     def __init__(self, lorad: str, work: str):
         self.lorad, self.work = lorad, work
@@ -73,14 +68,14 @@ class Run:
                                  "--rank", 2, "--lr", 1e-2, "--schedule", "constant", "--shuffle", "off",
                                  "--log-every", 1] + list(extra)]
 
-    def lorad_ok(self, fails: ref.Failures, args: List[str], what: str) -> bool:
-        p = ref.run_lorad(self.lorad, args)
+    def lorad_ok(self, fails: h.Failures, args: List[str], what: str) -> bool:
+        p = h.run_lorad(self.lorad, args)
         return fails.check(p.returncode == 0, f"{what}: exit {p.returncode}: {p.stderr.strip()[:800]}")
 
-    def refused(self, fails: ref.Failures, args: List[str], d: str, names: List[str], what: str) -> None:
+    def refused(self, fails: h.Failures, args: List[str], d: str, names: List[str], what: str) -> None:
         """ARGS fail as a user error naming NAMES and leave D as it was."""
         before = snapshot(d)
-        p = ref.run_lorad(self.lorad, args)
+        p = h.run_lorad(self.lorad, args)
         errors.judge(fails, self.work, errors.Case(what, args, names, None), p)
         after = snapshot(d)
         if before != after:
@@ -98,17 +93,17 @@ def user_files(d: str) -> Dict[str, bytes]:
     return files
 
 
-def check_user_files(fails: ref.Failures, d: str, files: Dict[str, bytes], what: str) -> None:
+def check_user_files(fails: h.Failures, d: str, files: Dict[str, bytes], what: str) -> None:
     for rel, data in files.items():
         p = os.path.join(d, rel)
-        fails.check(os.path.isfile(p) and file_bytes(p) == data, f"{what}: the user's {rel} did not survive")
+        fails.check(os.path.isfile(p) and h.file_bytes(p) == data, f"{what}: the user's {rel} did not survive")
 
 
 def steps_of(d: str) -> List[int]:
-    return [r["step"] for r in ref.read_metrics(os.path.join(d, "metrics.jsonl"))]
+    return [r["step"] for r in h.read_metrics(os.path.join(d, "metrics.jsonl"))]
 
 
-def case_mixed(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_mixed(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     run, fresh = r.path("run"), r.path("fresh")
     if not r.lorad_ok(fails, r.train_args(run, 6, "--ckpt-every", 3, "--keep", 0), "the first run"):
@@ -124,14 +119,14 @@ def case_mixed(fails: ref.Failures, lorad: str, work: str) -> None:
     fails.check(ckpts == ["README", "latest", "step-00000002.h5"], f"checkpoints/ holds {ckpts}")
     fails.check(os.readlink(os.path.join(run, "checkpoints", "latest")) == "step-00000002.h5", "latest's target")
     ad = os.path.join("adapter", "adapter_model.safetensors")
-    fails.check(file_bytes(os.path.join(run, ad)) == file_bytes(os.path.join(fresh, ad)),
+    fails.check(h.file_bytes(os.path.join(run, ad)) == h.file_bytes(os.path.join(fresh, ad)),
                 "the overwritten run's adapter differs from a fresh run's")
     check_user_files(fails, run, mine, "--overwrite")
     want = set(snapshot(fresh)) | {"notes.txt", "checkpoints/README", "adapter/eval.json"}
     fails.check(set(snapshot(run)) == want, f"entries {sorted(snapshot(run))}, want {sorted(want)}")
 
 
-def case_resume_auto(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_resume_auto(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     run = r.path("run")
     if not r.lorad_ok(fails, r.train_args(run, 2, "--ckpt-every", 1), "the first run"):
@@ -164,7 +159,7 @@ def case_resume_auto(fails: ref.Failures, lorad: str, work: str) -> None:
         check_user_files(fails, own, mine, "a directory of user files only")
 
 
-def case_merge(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_merge(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     ad, out = r.inp.adapter(), r.path("merged")
     base = ["merge", "--model", r.inp.model, "--adapter", ad, "--out", out]
@@ -181,11 +176,11 @@ def case_merge(fails: ref.Failures, lorad: str, work: str) -> None:
         fails.check(sorted(os.listdir(out)) == sorted(os.listdir(single) + ["README.md"]),
                     f"after --overwrite {sorted(os.listdir(out))}, a fresh merge {sorted(os.listdir(single))}")
         for name in os.listdir(single):
-            fails.check(file_bytes(os.path.join(out, name)) == file_bytes(os.path.join(single, name)),
+            fails.check(h.file_bytes(os.path.join(out, name)) == h.file_bytes(os.path.join(single, name)),
                         f"{name} differs from a fresh merge's")
 
 
-def case_export(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_export(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     run = r.path("run")
     if not r.lorad_ok(fails, r.train_args(run, 2, "--ckpt-every", 1, "--keep", 0), "the run"):
@@ -200,7 +195,7 @@ def case_export(fails: ref.Failures, lorad: str, work: str) -> None:
         fails.check(snapshot(out) == snapshot(fresh), "export --overwrite differs from a fresh export")
 
 
-def case_prep(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_prep(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     out = r.path("d.h5")
     if not r.lorad_ok(fails, ["prep", "--text", r.inp.text, "--out", out], "the first prep"):
@@ -217,7 +212,7 @@ def case_prep(fails: ref.Failures, lorad: str, work: str) -> None:
             fails.check(np.array_equal(a["tokens"][:], b["tokens"][:]), "prep --overwrite holds other tokens")
 
 
-def case_daemon(fails: ref.Failures, lorad: str, work: str) -> None:
+def case_daemon(fails: h.Failures, lorad: str, work: str) -> None:
     r = Run(lorad, work)
     old = r.path("old")
     if not r.lorad_ok(fails, r.train_args(old, 3), "the run whose files the daemon finds"):
@@ -247,5 +242,5 @@ def case_daemon(fails: ref.Failures, lorad: str, work: str) -> None:
 
 
 if __name__ == "__main__":
-    ref.run_driver("rundir", {"mixed": case_mixed, "resume_auto": case_resume_auto, "merge": case_merge,
-                              "export": case_export, "prep": case_prep, "daemon": case_daemon})
+    h.run_driver("rundir", {"mixed": case_mixed, "resume_auto": case_resume_auto, "merge": case_merge,
+                            "export": case_export, "prep": case_prep, "daemon": case_daemon})

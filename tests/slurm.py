@@ -38,8 +38,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ckpt_resume  # noqa: E402
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SBATCH = {w: os.path.join(REPO, "deploy", "slurm", f"{w}.sbatch") for w in ("train", "serve")}
@@ -176,24 +175,19 @@ def train_flags(model, data):
             "--ckpt-every", 1000]
 
 
-def metric_rows(out):
-    path = os.path.join(out, "metrics.jsonl")
-    return sum(1 for _ in open(path)) if os.path.exists(path) else 0
-
-
 ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL")
 
 
 def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
     """Waits for AFTER_ROWS metrics rows, preempts with HOW, waits for the requeue, releases it.
     Returns the rows done at the preemption, or None."""
-    wait_until(lambda: metric_rows(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
+    wait_until(lambda: h.steps_logged(out) >= after_rows or slurm.job(jobid).get("JobState") in ENDED, 240,
                f"{after_rows} steps of job {jobid}")
-    if not expect(fails, metric_rows(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
+    if not expect(fails, h.steps_logged(out) >= after_rows, f"job {jobid} ran {after_rows} steps",
                   str(slurm.job(jobid))):
         return None
     cmd = {"usr1": ["scancel", "--signal=USR1", "--batch", jobid], "requeue": ["scontrol", "requeue", jobid]}[how]
-    at = metric_rows(out)
+    at = h.steps_logged(out)
     print(f"+ {' '.join(cmd)}   (at {at} steps)", flush=True)
     p = slurm.run(cmd)
     expect(fails, p.returncode == 0, f"{' '.join(cmd)} succeeded", p.stderr.strip())
@@ -209,8 +203,8 @@ def preempt(fails, slurm, jobid, out, after_rows, how, restarts):
 
 def prep_devil(fails, lorad, work):
     data = os.path.join(work, "devil-train.h5")
-    p = ref.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
-                              "--out", data])
+    p = h.run_lorad(lorad, ["prep", "--text", os.path.join(REPO, "examples", "corpora", "devil-train.txt"),
+                            "--out", data])
     return data if expect(fails, p.returncode == 0, "lorad prep of the Devil's Dictionary", p.stderr.strip()) else None
 
 
@@ -219,7 +213,7 @@ def sbatch(fails, slurm, which, log, env, args=()):
     cmd = ["sbatch", "--parsable", "--ntasks=2", f"--output={log}", f"--chdir={os.path.dirname(log)}",
            SBATCH[which]] + [str(a) for a in args]
     print("+ " + " ".join(cmd), flush=True)
-    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(slurm.env, **ref.MPI_ENV, **env))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=dict(slurm.env, **h.MPI_ENV, **env))
     if not expect(fails, p.returncode == 0, f"sbatch accepted {which}.sbatch", p.stderr.strip()):
         return None
     return p.stdout.strip().split(";")[0]
@@ -231,7 +225,7 @@ def case_train_requeue(fails, lorad, work):
         return
     flags = train_flags(os.path.join(REPO, "examples", "base"), data)
     straight = os.path.join(work, "straight")
-    p = ref.run_lorad_mpi(lorad, 2, ["train"] + flags + ["--out", straight, "--resume", "auto"], timeout=600)
+    p = h.run_lorad_mpi(lorad, 2, ["train"] + flags + ["--out", straight, "--resume", "auto"], timeout=600)
     if not expect(fails, p.returncode == 0, "the uninterrupted 2-rank run", p.stderr.strip()[-400:]):
         return
     ensure_packages()
@@ -271,9 +265,9 @@ def case_train_requeue(fails, lorad, work):
                    f"the last run resumed from a checkpoint written within {STOP_WITHIN} steps of the TERM "
                    f"at step {requeue_at}", resumed[1] and resumed[1].group(0))
             expect(fails, "lorad exited 0" in runs[2], "the last run finished")
-        expect(fails, ckpt_resume.rows(out) == ckpt_resume.rows(straight),
+        expect(fails, h.metrics_rows(out) == h.metrics_rows(straight),
                "metrics rows (but timings) equal the uninterrupted run's")
-        expect(fails, ckpt_resume.adapter_bytes(out) == ckpt_resume.adapter_bytes(straight),
+        expect(fails, h.adapter_bytes(out) == h.adapter_bytes(straight),
                "adapter_model.safetensors is byte-identical to the uninterrupted run's")
 
 
@@ -282,7 +276,7 @@ def serve_job(fails, slurm, lorad, work, name, state):
     log = os.path.join(work, f"{name}.out")
     jobid = sbatch(fails, slurm, "serve", log, {"LORAD": lorad, "LORAD_STATE": state})
     sock = os.path.join(state, "lorad.sock")
-    client = lambda *a: ref.run_lorad(lorad, [str(x) for x in a] + ["--socket", sock], timeout=60)
+    client = lambda *a: h.run_lorad(lorad, [str(x) for x in a] + ["--socket", sock], timeout=60)
     if jobid:
         wait_until(lambda: client("status").returncode == 0, 120, "the daemon's socket")
     return jobid, client, log
@@ -328,4 +322,4 @@ def case_serve(fails, lorad, work):
             cancel(fails, slurm, jobid, log)
 
 if __name__ == "__main__":
-    ref.run_driver("slurm", {"train_requeue": case_train_requeue, "serve": case_serve})
+    h.run_driver("slurm", {"train_requeue": case_train_requeue, "serve": case_serve})

@@ -19,7 +19,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import gpt2_ref as ref  # noqa: E402
+import harness as h  # noqa: E402
 
 UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "deploy", "systemd", "lorad.service")
 SKIP = 77
@@ -72,7 +72,7 @@ def case(fails, lorad, work):
         end = time.monotonic() + 30
         while not os.path.exists(sock) and daemon.poll() is None and time.monotonic() < end:
             time.sleep(0.1)
-        p = ref.run_lorad(lorad, ["status", "--socket", sock], timeout=30)
+        p = h.run_lorad(lorad, ["status", "--socket", sock], timeout=30)
         fails.check(p.returncode == 0 and "serving" in p.stdout,
                     f"lorad status against the unit's daemon failed ({p.returncode}): {p.stdout}{p.stderr}")
         daemon.send_signal(kill_sig)
@@ -87,4 +87,4 @@ def case(fails, lorad, work):
 
 
 if __name__ == "__main__":
-    ref.run_driver("systemd_unit", case)
+    h.run_driver("systemd_unit", case)

@@ -116,10 +116,32 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
 
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
+/* A layer's LayerNorm as its backward needs it: weights (C) and their gradients (NULL
+ * when frozen), input and output (N,C), and the kept mean and rstd (N). */
+struct ln_site {
+    const float *w, *b;
+    float *dw, *db;
+    const float *in;
+    float *out, *mean, *rstd;
+};
+
+/* Backward through LN and the linear map L that reads its output: recomputes that output
+ * when L needs its input, takes L's input gradient from DOUT (N,out) into dln, and adds
+ * the norm's input gradient to dresid. */
+static void ln_linear_backward(struct model *m, const struct linear *l, const struct ln_site *ln, const float *dout,
+                               const struct dropout *dp, int N) {
+    struct gpt2_acts *a = &m->a.g;
+    const int C = m->cfg.n_embd;
+    zero(a->dln, (size_t)N * C);
+    if (linear_needs_input(l))
+        layernorm_forward(ln->out, ln->mean, ln->rstd, ln->in, ln->w, ln->b, N, C, m->cfg.layer_norm_eps);
+    linear_backward(l, a->dln, dout, ln->out, m->scratch, dp, N);
+    layernorm_backward(a->dresid, ln->dw, ln->db, a->dln, ln->in, ln->w, ln->mean, ln->rstd, N, C);
+}
+
 static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
-    const float eps = m->cfg.layer_norm_eps;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
@@ -133,24 +155,18 @@ static void gpt2_backward(struct model *m, const int32_t *inp, int B, const stru
         linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
         zero(a->dfch, (size_t)N * F);
         gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
-        zero(a->dln, (size_t)N * C);
-        if (linear_needs_input(&L->lin[GPT2_SITE_FC]))
-            layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
-        linear_backward(&L->lin[GPT2_SITE_FC], a->dln, a->dfch, s.ln2, m->scratch, dp, N);
-        layernorm_backward(a->dresid, L->dnorm2_w, L->dnorm2_b, a->dln, s.residual2, L->norm2_w, s.ln2_mean,
-                           s.ln2_rstd, N, C);
+        const struct ln_site ln2 = {.w = L->norm2_w, .b = L->norm2_b, .dw = L->dnorm2_w, .db = L->dnorm2_b,
+                                    .in = s.residual2, .out = s.ln2, .mean = s.ln2_mean, .rstd = s.ln2_rstd};
+        ln_linear_backward(m, &L->lin[GPT2_SITE_FC], &ln2, a->dfch, dp, N);
         /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
         zero(a->datty, (size_t)N * C);
         linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
         zero(a->dqkv, (size_t)N * 3 * C);
         attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
                            s.qkv + C, s.qkv + 2 * C, s.lse, &as);
-        zero(a->dln, (size_t)N * C);
-        if (linear_needs_input(&L->lin[GPT2_SITE_ATTN]))
-            layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
-        linear_backward(&L->lin[GPT2_SITE_ATTN], a->dln, a->dqkv, s.ln1, m->scratch, dp, N);
-        layernorm_backward(a->dresid, L->dnorm1_w, L->dnorm1_b, a->dln, s.residual, L->norm1_w, s.ln1_mean,
-                           s.ln1_rstd, N, C);
+        const struct ln_site ln1 = {.w = L->norm1_w, .b = L->norm1_b, .dw = L->dnorm1_w, .db = L->dnorm1_b,
+                                    .in = s.residual, .out = s.ln1, .mean = s.ln1_mean, .rstd = s.ln1_rstd};
+        ln_linear_backward(m, &L->lin[GPT2_SITE_ATTN], &ln1, a->dqkv, dp, N);
     }
     if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, B, T, C);
 }

@@ -1,8 +1,4 @@
-"""llama_ref.py: the PyTorch reference of lorad's Llama-family support (Llama, Mistral, Qwen2).
-
-What ref_llama.py needs on top of gpt2_ref.py (which it reuses for safetensors, token
-datasets, LoRA adapter specs, the reference trainer, PEFT config semantics, running lorad
-and reporting):
+"""torch_llama.py: the PyTorch reference of lorad's Llama-family support (Llama, Mistral, Qwen2).
 
   - LlamaConfig: config.json as transformers writes it for LlamaForCausalLM,
     MistralForCausalLM and Qwen2ForCausalLM (rope_theta + rope_scaling, or the newer
@@ -19,9 +15,10 @@ and reporting):
   - `lorad eval --logits` files (raw little-endian float32, (n, T, V)) and the greedy
     argmax continuation `lorad generate --temperature 0` must reproduce.
 
-The reference trainer is gpt2_ref.reference_train with logits_fn=llama_logits.
+Its peer is torch_gpt2.py; both train with torch_train.reference_train and share
+harness.py's formats. check_llama.py runs lorad against this reference.
 
-Run `python3 tests/llama_ref.py` to self-test this module (no lorad needed): config.json
+Run `python3 tests/torch_llama.py` to self-test this module (no lorad needed): config.json
 round trips, rope tables against a direct float64 formula (Llama 3 scaling in all three
 frequency bands, and spot values), the model against an independent forward built from
 torch's own pieces (F.linear, F.silu, nn.MultiheadAttention, complex-number rotation,
@@ -44,8 +41,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-import gpt2_ref as g  # noqa: E402
-from gpt2_ref import AdapterSpec, Lora, lora_scale, peft_key_matches  # noqa: E402
+from harness import (PEFT_PREFIX, ST_DTYPES, AdapterSpec, lora_scale, peft_config, peft_key_matches,  # noqa: E402
+                     peft_modules, peft_pair, peft_targeted, random_adapters, random_weights, read_peft_dir,
+                     read_weights_dir, rel_err, run_self_tests, sample_inputs, step_batch, write_peft_dir,
+                     write_safetensors)
+from torch_train import (Lora, TrainSpec, batch_loss, gradient_check, lora_delta, make_lora,  # noqa: E402
+                         reference_train, to_torch, to_torch_pairs)
 
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM",
                  "qwen2": "Qwen2ForCausalLM"}
@@ -196,23 +197,21 @@ def param_shapes(cfg: LlamaConfig) -> Dict[str, Tuple[int, ...]]:
     return shapes
 
 
+def llama_init(name: str, shape: Tuple[int, ...]) -> Tuple[float, float]:
+    """(mean, std) of a random tensor, large enough that rope, attention, SwiGLU and RMSNorm
+    all matter."""
+    if name == "model.embed_tokens.weight":
+        return 0.0, 0.5
+    if "norm" in name:
+        return 1.0, 0.1
+    if name.endswith(".bias"):
+        return 0.0, 0.1
+    gain = 1.0 if name == "lm_head.weight" else 1.2 if "q_proj" in name or "k_proj" in name else 0.6
+    return 0.0, gain / math.sqrt(shape[1])  # nn.Linear weights: [out, in]
+
+
 def random_llama_weights(cfg: LlamaConfig, rng: np.random.Generator) -> Dict[str, np.ndarray]:
-    """Random weights large enough that rope, attention, SwiGLU and RMSNorm all matter."""
-    w = {}
-    for name, shape in param_shapes(cfg).items():
-        if name == "model.embed_tokens.weight":
-            w[name] = rng.normal(0.0, 0.5, shape)
-        elif name == "lm_head.weight":
-            w[name] = rng.normal(0.0, 1.0 / math.sqrt(shape[1]), shape)
-        elif "norm" in name:
-            w[name] = 1.0 + rng.normal(0.0, 0.1, shape)
-        elif name.endswith(".bias"):
-            w[name] = rng.normal(0.0, 0.1, shape)
-        elif "q_proj" in name or "k_proj" in name:
-            w[name] = rng.normal(0.0, 1.2 / math.sqrt(shape[1]), shape)
-        else:
-            w[name] = rng.normal(0.0, 0.6 / math.sqrt(shape[1]), shape)
-    return w
+    return random_weights(param_shapes(cfg), rng, llama_init)
 
 
 TORCH_DTYPE = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
@@ -228,9 +227,9 @@ def write_model_dir(path: str, cfg: LlamaConfig, weights: Dict[str, np.ndarray],
         json.dump(cfg.to_json(TORCH_DTYPE[dtype]), f, indent=2)
         f.write("\n")
     if shards <= 1:
-        g.write_safetensors(os.path.join(path, "model.safetensors"), weights, dtype)
+        write_safetensors(os.path.join(path, "model.safetensors"), weights, dtype)
         return
-    esize = g.ST_DTYPES[dtype][1]
+    esize = ST_DTYPES[dtype][1]
     names = list(weights)
     total = sum(weights[n].size * esize for n in names)
     groups, acc = [[] for _ in range(shards)], 0
@@ -241,7 +240,7 @@ def write_model_dir(path: str, cfg: LlamaConfig, weights: Dict[str, np.ndarray],
     weight_map = {}
     for k, group in enumerate(groups):
         fname = f"model-{k + 1:05d}-of-{shards:05d}.safetensors"
-        g.write_safetensors(os.path.join(path, fname), {n: weights[n] for n in group}, dtype)
+        write_safetensors(os.path.join(path, fname), {n: weights[n] for n in group}, dtype)
         weight_map.update({n: fname for n in group})
     with open(os.path.join(path, "model.safetensors.index.json"), "w") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
@@ -256,8 +255,17 @@ def read_config(path: str) -> LlamaConfig:
 
 def read_model_dir(path: str) -> Tuple[LlamaConfig, Dict[str, np.ndarray]]:
     """(config, float64 weights as stored, HF names): what the reference computes with."""
-    weights, _, _ = g.read_weights_dir(path)
+    weights, _, _ = read_weights_dir(path)
     return read_config(path), weights
+
+
+def make_model(path: str, cfg: LlamaConfig, rng: np.random.Generator, dtype="F32", shards=1) -> Dict[str, np.ndarray]:
+    """A model directory with random weights (write_model_dir's layouts); returns the
+    weights as stored (rounded to DTYPE)."""
+    write_model_dir(path, cfg, random_llama_weights(cfg, rng), dtype, shards)
+    cfg_back, base = read_model_dir(path)
+    assert cfg_back == cfg and set(base) == set(param_shapes(cfg)), "test defect: model dir"
+    return base
 
 
 # --------------------------------------------------------------------------------------
@@ -333,9 +341,7 @@ def linear(x, W, path: str, lora: Optional[Lora]):
     y = x @ w0.t()
     if path + ".bias" in W:
         y = y + W[path + ".bias"]
-    for lo, hi, A, B, s in (lora or {}).get(path, []):
-        y = y + F.pad(s * ((x @ A.t()) @ B.t()), (lo, w0.shape[0] - hi))
-    return y
+    return lora_delta(y, x, w0.shape[0], (lora or {}).get(path, []))
 
 
 def llama_logits(cfg: LlamaConfig, W: Dict[str, torch.Tensor], idx: torch.Tensor,
@@ -371,16 +377,11 @@ def llama_logits(cfg: LlamaConfig, W: Dict[str, torch.Tensor], idx: torch.Tensor
     return x @ head.t()
 
 
-def sample_inputs(tokens: np.ndarray, T: int, n: int) -> np.ndarray:
-    """Inputs [n, T] of samples 0..n-1 (sample i starts at token i*T)."""
-    return np.stack([tokens[i * T:i * T + T] for i in range(n)]).astype(np.int64)
-
-
 def eval_logits(cfg: LlamaConfig, weights: Dict[str, np.ndarray], tokens: np.ndarray, T: int,
                 n: int, lora: Optional[Lora] = None) -> np.ndarray:
     """What `lorad eval --logits` must write: logits (n, T, V) of samples 0..n-1."""
     with torch.no_grad():
-        return llama_logits(cfg, g.to_torch(weights), torch.tensor(sample_inputs(tokens, T, n)),
+        return llama_logits(cfg, to_torch(weights), torch.tensor(sample_inputs(tokens, T, n)),
                             lora).numpy()
 
 
@@ -397,7 +398,7 @@ def greedy(cfg: LlamaConfig, weights: Dict[str, np.ndarray], prompt: List[int],
            n: int) -> Tuple[List[int], List[float]]:
     """The float64 argmax continuation of PROMPT (a full forward per token) and each
     step's top-1/top-2 logit margin."""
-    W = g.to_torch(weights)
+    W = to_torch(weights)
     seq, out, margins = list(prompt), [], []
     with torch.no_grad():
         for _ in range(n):
@@ -436,14 +437,9 @@ def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray
     tensors = {}
     for sp in specs:
         A, B = params[sp.key]
-        tensors[f"base_model.model.{sp.module}.lora_A.weight"] = A
-        tensors[f"base_model.model.{sp.module}.lora_B.weight"] = B
-    config = {
-        "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": base_model,
-        "r": r, "lora_alpha": alpha, "use_rslora": rslora, "target_modules": target_names(targets),
-        "fan_in_fan_out": False, "lora_dropout": 0.0, "bias": "none", "use_dora": False,
-        "rank_pattern": {}, "alpha_pattern": {}, "modules_to_save": None, "init_lora_weights": True,
-    }
+        tensors[f"{PEFT_PREFIX}{sp.module}.lora_A.weight"] = A
+        tensors[f"{PEFT_PREFIX}{sp.module}.lora_B.weight"] = B
+    config = peft_config(base_model, r, alpha, rslora, target_names(targets), False, {}, {})
     for key, val in rank_pattern:  # the first entry of a key wins
         config["rank_pattern"].setdefault(key, val)
     for key, val in alpha_pattern:
@@ -452,8 +448,9 @@ def export_adapters(specs: List[AdapterSpec], params: Dict[str, Tuple[np.ndarray
 
 
 def import_adapters(specs: List[AdapterSpec], tensors: Dict[str, np.ndarray]) -> Dict[str, tuple]:
-    return {sp.key: (tensors[f"base_model.model.{sp.module}.lora_A.weight"].copy(),
-                     tensors[f"base_model.model.{sp.module}.lora_B.weight"].copy()) for sp in specs}
+    """The inverse of export_adapters: each spec's (A, B)."""
+    return {sp.key: (tensors[f"{PEFT_PREFIX}{sp.module}.lora_A.weight"].copy(),
+                     tensors[f"{PEFT_PREFIX}{sp.module}.lora_B.weight"].copy()) for sp in specs}
 
 
 def peft_merge(cfg: LlamaConfig, base: Dict[str, np.ndarray], config: dict,
@@ -463,27 +460,12 @@ def peft_merge(cfg: LlamaConfig, base: Dict[str, np.ndarray], config: dict,
     anything PEFT would not accept (fan_in_fan_out, unknown modules, wrong shapes)."""
     if config.get("fan_in_fan_out"):
         raise ValueError("fan_in_fan_out is true, but the Llama family's modules are nn.Linear")
-    pre = "base_model.model."
-    seen = set()
-    for key in tensors:
-        for suffix in (".lora_A.weight", ".lora_B.weight"):
-            if key.startswith(pre) and key.endswith(suffix):
-                seen.add(key[len(pre):-len(suffix)])
-                break
-        else:
-            raise ValueError(f"unexpected adapter tensor {key}")
     sizes = {path: (fin, fout) for path, fin, fout in all_modules(cfg)}
     merged = {k: v.copy() for k, v in base.items()}
-    for mod in sorted(seen):
+    for mod in peft_modules(tensors):
         if mod not in sizes:
             raise ValueError(f"adapter module {mod} is not an adaptable module of the model")
-        A, B = tensors.get(pre + mod + ".lora_A.weight"), tensors.get(pre + mod + ".lora_B.weight")
-        if A is None or B is None:
-            raise ValueError(f"{mod}: lora_A or lora_B missing")
-        fin, fout = sizes[mod]
-        r, _, s = g.peft_module_scale(config, mod)
-        if A.shape != (r, fin) or B.shape != (fout, r):
-            raise ValueError(f"{mod}: A {A.shape} / B {B.shape} do not fit r={r}, in={fin}, out={fout}")
+        A, B, s = peft_pair(config, tensors, mod, *sizes[mod])
         merged[mod + ".weight"] = merged[mod + ".weight"] + s * (B @ A)
     return merged
 
@@ -654,9 +636,9 @@ def independent_logits(cfg: LlamaConfig, W: Dict[str, torch.Tensor], idx: torch.
 
 def _selftest_model_vs_torch(rng) -> None:
     for cfg in _test_configs():
-        W = g.to_torch(random_llama_weights(cfg, rng))
+        W = to_torch(random_llama_weights(cfg, rng))
         specs = resolve_targets(cfg, ["all-linear"])
-        lora = g.make_lora(specs, g.to_torch_pairs(g.random_adapters(specs, 2, 1.5, rng)), 1.5)
+        lora = make_lora(specs, to_torch_pairs(random_adapters(specs, 2, 1.5, rng)), 1.5)
         idx = torch.tensor(rng.integers(0, cfg.vocab_size, (2, 21)))
         with torch.no_grad():
             for lo in (None, lora):
@@ -676,64 +658,27 @@ def _selftest_model_vs_torch(rng) -> None:
 
 def _selftest_finite_differences(rng) -> None:
     """Autograd against central differences (float64) on GQA with biases, an explicit
-    head_dim, llama3 rope and an untied head; adapters on q_proj, v_proj and down_proj."""
+    head_dim, llama3 rope and an untied head; adapters on q_proj, v_proj and down_proj;
+    then the tied head, where embed_tokens gets the gradient of both its uses."""
     cfg = LlamaConfig("qwen2", 37, 16, 24, 2, 4, 2, head_dim=6, rms_norm_eps=1e-6,
                       rope_theta=500000.0, rope_scaling=llama3_scaling(8, 1, 2, 6),
                       max_position_embeddings=32)
     base = random_llama_weights(cfg, rng)
     specs = resolve_targets(cfg, ["q_proj", "v_proj", "down_proj"])
-    scale = lora_scale(8, 3, True)
-    init = g.random_adapters(specs, 3, scale, rng)
-    tokens = rng.integers(0, cfg.vocab_size, 80)
-    mask = (rng.random(80) > 0.3).astype(np.uint8)
-    inp, tgt, w = g.step_batch(tokens, mask, 9, 3, 2)
-
-    def loss_of(Wt, P):
-        logits = llama_logits(cfg, Wt, torch.tensor(inp), g.make_lora(specs, P, scale))
-        return g.masked_ce_sum(logits, torch.tensor(tgt), torch.tensor(w)) / w.sum()
-
-    Wt = g.to_torch(base, grad=True)
-    P = {k: (torch.tensor(a, requires_grad=True), torch.tensor(b, requires_grad=True)) for k, (a, b) in init.items()}
-    loss_of(Wt, P).backward()
     L0, L1 = "model.layers.0.", "model.layers.1."
-    probes = [(P[specs[0].key][0], (1, 5)), (P[specs[0].key][1], (7, 2)), (P[specs[1].key][1], (3, 0)),
-              (P[specs[2].key][0], (2, 19)), (P[specs[5].key][1], (11, 1)),
-              (Wt["model.embed_tokens.weight"], (int(inp[0, 3]), 3)), (Wt[L0 + "input_layernorm.weight"], (6,)),
-              (Wt[L0 + "self_attn.q_proj.bias"], (13,)), (Wt[L1 + "self_attn.k_proj.bias"], (4,)),
-              (Wt[L0 + "self_attn.k_proj.weight"], (9, 2)), (Wt[L1 + "self_attn.v_proj.weight"], (10, 15)),
-              (Wt[L1 + "self_attn.o_proj.weight"], (3, 20)), (Wt[L0 + "mlp.gate_proj.weight"], (17, 4)),
-              (Wt[L1 + "mlp.up_proj.weight"], (5, 8)), (Wt[L1 + "post_attention_layernorm.weight"], (2,)),
-              (Wt["model.norm.weight"], (11,)), (Wt["lm_head.weight"], (int(tgt[1, 4]), 7))]
-    h = 1e-6
-    for t, ix in probes:
-        with torch.no_grad():
-            old = t[ix].item()
-            t[ix] = old + h
-            up = loss_of(Wt, P).item()
-            t[ix] = old - h
-            down = loss_of(Wt, P).item()
-            t[ix] = old
-        fd, ag = (up - down) / (2 * h), t.grad[ix].item()
-        assert abs(ag) > 1e-6, f"grad {ix} is ~0: a weak probe"
-        assert abs(fd - ag) <= 1e-6 * max(1.0, abs(ag)), f"grad {ix}: fd {fd} autograd {ag}"
-    # the tied head: embed_tokens gets the gradient of both its uses
-    cfg_t = replace(cfg, tie_word_embeddings=True)
+    gradient_check(llama_logits, cfg, base, specs, rng, lambda W, P, inp, tgt: [
+        (P[specs[0].key][0], (1, 5)), (P[specs[0].key][1], (7, 2)), (P[specs[1].key][1], (3, 0)),
+        (P[specs[2].key][0], (2, 19)), (P[specs[5].key][1], (11, 1)),
+        (W["model.embed_tokens.weight"], (int(inp[0, 3]), 3)), (W[L0 + "input_layernorm.weight"], (6,)),
+        (W[L0 + "self_attn.q_proj.bias"], (13,)), (W[L1 + "self_attn.k_proj.bias"], (4,)),
+        (W[L0 + "self_attn.k_proj.weight"], (9, 2)), (W[L1 + "self_attn.v_proj.weight"], (10, 15)),
+        (W[L1 + "self_attn.o_proj.weight"], (3, 20)), (W[L0 + "mlp.gate_proj.weight"], (17, 4)),
+        (W[L1 + "mlp.up_proj.weight"], (5, 8)), (W[L1 + "post_attention_layernorm.weight"], (2,)),
+        (W["model.norm.weight"], (11,)), (W["lm_head.weight"], (int(tgt[1, 4]), 7))], nonzero=True)
+    tied = replace(cfg, tie_word_embeddings=True)
     base_t = {k: v for k, v in base.items() if k != "lm_head.weight"}
-    Wt = g.to_torch(base_t, grad=True)
-    loss_of_t = lambda: g.masked_ce_sum(llama_logits(cfg_t, Wt, torch.tensor(inp)), torch.tensor(tgt),
-                                        torch.tensor(w)) / w.sum()
-    loss_of_t().backward()
-    E = Wt["model.embed_tokens.weight"]
-    for ix in ((int(inp[0, 3]), 3), (int(tgt[2, 1]), 0)):
-        with torch.no_grad():
-            old = E[ix].item()
-            E[ix] = old + h
-            up = loss_of_t().item()
-            E[ix] = old - h
-            down = loss_of_t().item()
-            E[ix] = old
-        fd, ag = (up - down) / (2 * h), E.grad[ix].item()
-        assert abs(fd - ag) <= 1e-6 * max(1.0, abs(ag)), f"tied grad {ix}: fd {fd} autograd {ag}"
+    gradient_check(llama_logits, tied, base_t, [], rng, lambda W, P, inp, tgt: [
+        (W["model.embed_tokens.weight"], (int(inp[0, 3]), 3)), (W["model.embed_tokens.weight"], (int(tgt[2, 1]), 0))])
 
 
 def _selftest_peft(tmp: str, rng) -> None:
@@ -747,19 +692,19 @@ def _selftest_peft(tmp: str, rng) -> None:
         specs = resolve_targets(cfg, targets)
         assert len(specs) == n, (targets, [sp.module for sp in specs])
         scale = lora_scale(alpha, r, rs)
-        params = g.random_adapters(specs, r, scale, rng)
+        params = random_adapters(specs, r, scale, rng)
         config, tensors = export_adapters(specs, params, targets, r, alpha, rs)
         d = os.path.join(tmp, "peft_" + "_".join(targets))
-        g.write_peft_dir(d, config, tensors, "F64")
-        config2, tensors2 = g.read_peft_dir(d)
-        assert sorted(g.peft_targeted(config2, mods)) == sorted(sp.module for sp in specs), targets
+        write_peft_dir(d, config, tensors, "F64")
+        config2, tensors2 = read_peft_dir(d)
+        assert sorted(peft_targeted(config2, mods)) == sorted(sp.module for sp in specs), targets
         back = import_adapters(specs, tensors2)
         assert all(np.array_equal(back[k][0], params[k][0]) and np.array_equal(back[k][1], params[k][1])
                    for k in params)
         with torch.no_grad():
-            merged = llama_logits(cfg, g.to_torch(peft_merge(cfg, base, config2, tensors2)), idx)
-            unmerged = llama_logits(cfg, g.to_torch(base), idx, g.make_lora(specs, g.to_torch_pairs(params), scale))
-            plain = llama_logits(cfg, g.to_torch(base), idx)
+            merged = llama_logits(cfg, to_torch(peft_merge(cfg, base, config2, tensors2)), idx)
+            unmerged = llama_logits(cfg, to_torch(base), idx, make_lora(specs, to_torch_pairs(params), scale))
+            plain = llama_logits(cfg, to_torch(base), idx)
         assert (merged - unmerged).abs().max().item() < 1e-10, targets
         assert (plain - unmerged).abs().max().item() > 1e-3, f"{targets}: adapter does nothing"
     for bad in ({"base_model.model.lm_head.lora_A.weight": np.zeros((2, 24)),
@@ -791,9 +736,9 @@ def _selftest_model_dirs(tmp: str, rng) -> None:
         assert files == [f"model-{k:05d}-of-{shards:05d}.safetensors" for k in range(1, shards + 1)]
         with open(os.path.join(d, "model.safetensors.index.json")) as f:
             index = json.load(f)
-        _, dts, where = g.read_weights_dir(d)
+        _, dts, where = read_weights_dir(d)
         assert index["weight_map"] == where and set(dts.values()) == {dtype}
-        assert index["metadata"]["total_size"] == sum(v.size * g.ST_DTYPES[dtype][1] for v in w.values())
+        assert index["metadata"]["total_size"] == sum(v.size * ST_DTYPES[dtype][1] for v in w.values())
     # logits files
     x = rng.normal(0, 3, (2, 5, 7))
     p = os.path.join(tmp, "logits.f32")
@@ -807,33 +752,29 @@ def _selftest_model_dirs(tmp: str, rng) -> None:
 
 
 def _selftest_training(rng) -> None:
-    """gpt2_ref's trainer on this model: micro-batching changes nothing, parameters move,
+    """torch_train's trainer on this model: micro-batching changes nothing, parameters move,
     validation at the initial and every step; full mode trains every tensor."""
     cfg = _test_configs()[2]
     base = random_llama_weights(cfg, rng)
-    ts = g.TrainSpec(targets=("all-linear",), rank=2, alpha=4, rslora=True, steps=3, batch=4,
-                     micro_batch=4, seq=8, lr=1e-2, schedule="linear", warmup=1, clip=0.5, weight_decay=0.1)
+    ts = TrainSpec(targets=("all-linear",), rank=2, alpha=4, rslora=True, steps=3, batch=4,
+                   micro_batch=4, seq=8, lr=1e-2, schedule="linear", warmup=1, clip=0.5, weight_decay=0.1)
     specs = resolve_targets(cfg, list(ts.targets))
-    init = g.random_adapters(specs, 2, ts.scale, rng)
+    init = random_adapters(specs, 2, ts.scale, rng)
     tokens = rng.integers(0, cfg.vocab_size, 60)
     mask = (rng.random(60) > 0.4).astype(np.uint8)
     val = (rng.integers(0, cfg.vocab_size, 5 * 8 + 3), (rng.random(43) > 0.5).astype(np.uint8))
-    a = g.reference_train(cfg, base, tokens, mask, ts, init, specs, val=val, logits_fn=llama_logits)
-    b = g.reference_train(cfg, base, tokens, mask, replace(ts, micro_batch=1), init, specs, val=val,
-                          logits_fn=llama_logits)
+    a = reference_train(llama_logits, cfg, base, tokens, mask, ts, init, specs, val=val)
+    b = reference_train(llama_logits, cfg, base, tokens, mask, replace(ts, micro_batch=1), init, specs, val=val)
     assert max(abs(x - y) for x, y in zip(a.losses, b.losses)) < 1e-12
-    assert all(g.rel_err(a.params[k][1], b.params[k][1]) < 1e-10 for k in a.params)
-    assert all(g.rel_err(a.params[k][1], init[k][1]) > 0.01 for k in a.params)
+    assert all(rel_err(a.params[k][1], b.params[k][1]) < 1e-10 for k in a.params)
+    assert all(rel_err(a.params[k][1], init[k][1]) > 0.01 for k in a.params)
     assert sorted(a.val_losses) == [0, 1, 2, 3]
     # step 1's loss is the model's loss on batch 0 with the initial adapters
-    inp, tgt, w = g.step_batch(tokens, mask, 8, 4, 0)
-    with torch.no_grad():
-        l0 = g.masked_ce_sum(llama_logits(cfg, g.to_torch(base), torch.tensor(inp),
-                                          g.make_lora(specs, g.to_torch_pairs(init), ts.scale)),
-                             torch.tensor(tgt), torch.tensor(w)).item() / w.sum()
+    inp, tgt, w = step_batch(tokens, mask, 8, 4, 0)
+    l0 = batch_loss(llama_logits, cfg, to_torch(base), inp, tgt, w, make_lora(specs, to_torch_pairs(init), ts.scale))
     assert abs(a.losses[0] - l0) < 1e-12 * l0
-    full = g.reference_train(cfg, base, tokens, mask, replace(ts, mode="full", lr=1e-3), logits_fn=llama_logits)
-    assert set(full.params) == set(base) and all(g.rel_err(full.params[k], base[k]) > 1e-5 for k in base)
+    full = reference_train(llama_logits, cfg, base, tokens, mask, replace(ts, mode="full", lr=1e-3))
+    assert set(full.params) == set(base) and all(rel_err(full.params[k], base[k]) > 1e-5 for k in base)
 
 
 def self_test() -> None:
@@ -848,10 +789,7 @@ def self_test() -> None:
                  ("PEFT export/merge", lambda: _selftest_peft(tmp, rng)),
                  ("model dirs (sharded, 16-bit) and logits files", lambda: _selftest_model_dirs(tmp, rng)),
                  ("training", lambda: _selftest_training(rng))]
-        for name, fn in steps:
-            fn()
-            print(f"self-test {name}: ok", flush=True)
-    print("llama_ref self-test: PASS")
+        run_self_tests("torch_llama", steps)
 
 
 if __name__ == "__main__":
