@@ -19,9 +19,9 @@ import sys
 
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  the driver, run_lorad
 import prep  # noqa: E402
 
-ref = prep.ref
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 IM_END = 254
@@ -45,7 +45,7 @@ def check_jsonl(fails, path: str, corpus: str) -> int:
 
 
 def case(fails, lorad, work):
-    env = dict(os.environ, LORAD=lorad, LORAD_CHAT_OUT=work, LORAD_CHAT_STEPS=str(STEPS), **ref.MPI_ENV)
+    env = dict(os.environ, LORAD=lorad, LORAD_CHAT_OUT=work, LORAD_CHAT_STEPS=str(STEPS), **harness.MPI_ENV)
     cmd = [os.path.join(REPO, "examples", "chat.sh")]
     print(f"+ {cmd[0]}   (LORAD_CHAT_STEPS={STEPS})", flush=True)
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
@@ -73,7 +73,7 @@ def case(fails, lorad, work):
     fails.check("the assistant's spans are the template's {% generation %} blocks" in p.stderr + p.stdout,
                 "prep does not say the spans came from {% generation %}")
     run = os.path.join(work, "run")
-    rows = ref.read_metrics(os.path.join(run, "metrics.jsonl"))
+    rows = harness.read_metrics(os.path.join(run, "metrics.jsonl"))
     fails.check([r["step"] for r in rows] == list(range(1, STEPS + 1)), f"metrics steps {[r['step'] for r in rows]}")
     for f in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "checkpoints/latest"):
         fails.check(os.path.exists(os.path.join(run, f)), f"run/{f} is missing")
@@ -92,4 +92,4 @@ def case(fails, lorad, work):
 
 
 if __name__ == "__main__":
-    ref.run_driver("example_chat", case)
+    harness.run_driver("example_chat", case)

