@@ -414,9 +414,12 @@ static const char *loss_name(const struct prep *p, int words) {
     static const char *const names[][2] = {{"all", "every token"},
                                            {"completion", "the completion"},
                                            {"assistant", "the assistant's turns"},
-                                           {"auto", "the assistant's turns (of a prompt/completion line, the completion)"}};
+                                           {"auto", "the assistant's turns (of prompt/completion lines, the completion)"}};
     Lorad__Loss l = p->spec->train_on;
-    int k = p->encoding.all ? 0 : !p->chat || l == LORAD__LOSS__LOSS_COMPLETION ? 1 : l == LORAD__LOSS__LOSS_ASSISTANT ? 2 : 3;
+    int k = p->encoding.all                                   ? 0
+            : !p->chat || l == LORAD__LOSS__LOSS_COMPLETION ? 1
+            : l == LORAD__LOSS__LOSS_ASSISTANT              ? 2
+                                                            : 3;
     return names[k][words];
 }
 
@@ -456,9 +459,12 @@ static void chat_summary(const struct prep *p) {
     if (!p->encoding.all && p->spec->train_on != LORAD__LOSS__LOSS_COMPLETION)
         fprintf(stderr, "lorad: prep: the assistant's spans %s\n", p->loss.generation ? "are the template's "
                 "{% generation %} blocks" : "are what each assistant message adds to the rendering, turn by turn");
-    if (p->uncounted) fprintf(stderr, "lorad: prep: %lld examples count no token\n", (long long)p->uncounted);
+    if (p->uncounted)
+        fprintf(stderr, "lorad: prep: %lld examples count no token (no assistant turn, or --max-len cut it off)\n",
+                (long long)p->uncounted);
     if (!p->unstopped) return;
-    fprintf(stderr, "lorad: prep: warning: in %lld examples no counted token is one generation stops at (", (long long)p->unstopped);
+    fprintf(stderr, "lorad: prep: warning: in %lld examples no counted token is one generation stops at (",
+            (long long)p->unstopped);
     for (int i = 0; i < p->n_stop; i++) fprintf(stderr, "%s%d", i ? ", " : "", p->stop[i]);
     fprintf(stderr, "%s): a model trained on them may not learn to stop; name the template's end of turn in "
                     "generation_config.json's eos_token_id\n", p->n_stop ? "" : "none");
@@ -477,13 +483,14 @@ static void summary_print(const struct prep *p) {
     fprintf(stderr, "lorad: prep: format %s (%s), loss on %s, ", dataset_format_name(p->reader.format), p->origin,
             loss_name(p, 1));
     if (p->encoding.eos) fprintf(stderr, "EOS %d appended (%s)\n", p->eos.ids[0], p->eos.source);
-    else fprintf(stderr, "no EOS appended%s\n", p->chat ? " (the chat template ends the turns, as TRL takes it)" : "");
+    else fprintf(stderr, "no EOS appended%s\n", p->chat ? " (the chat template ends the turns, as in TRL)" : "");
     if (p->boundary && !p->chat)
         fprintf(stderr, "lorad: prep: in %lld examples a token spans the prompt's end; masked by the prompt's own token "
                         "count, as TRL does\n", (long long)p->boundary);
     if (p->boundary && p->chat)
         fprintf(stderr, "lorad: prep: in %lld examples a token spans the edge of a counted span; the edge falls after "
-                        "the tokens of the text before it alone, as TRL places a prompt's end\n", (long long)p->boundary);
+                        "the tokens of the text before it alone, as TRL places a prompt's end\n",
+                (long long)p->boundary);
     if (p->chat) chat_summary(p);
 }
 

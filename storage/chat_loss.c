@@ -73,7 +73,8 @@ static int turn_problem(const struct jinja_output *a, const struct jinja_output 
     if (!starts(a, b))
         snprintf(why, n, "messages[:%zu] with the generation prompt does not begin messages[:%zu]", i, i + 1);
     else if (!starts(b, full)) snprintf(why, n, "messages[:%zu] does not begin the whole conversation", i + 1);
-    else if (a->text.n < end) snprintf(why, n, "messages[:%zu] with the generation prompt ends inside the last span", i);
+    else if (a->text.n < end)
+        snprintf(why, n, "messages[:%zu] with the generation prompt ends inside the last span", i);
     else return 0;
     return 1;
 }

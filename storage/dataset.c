@@ -255,8 +255,9 @@ static int messages_check(const json_t *o, const char *key, const char *where) {
         const json_t *role = json_object_get(msg, "role"), *content = json_object_get(msg, "content");
         if (!json_is_object(msg))
             return err_set(where, "\"%s\"[%zu] is %s, not a message object", key, i, json_kind(msg));
+        if (!role) return err_set(where, "\"%s\"[%zu] has no \"role\"", key, i);
         if (!json_is_string(role))
-            return err_set(where, "\"%s\"[%zu] has %s \"role\", not a string", key, i, role ? json_kind(role) : "no");
+            return err_set(where, "\"%s\"[%zu]: \"role\" is %s, not a string", key, i, json_kind(role));
         if (content && !json_is_string(content) && !json_is_null(content) && !json_is_array(content))
             return err_set(where, "\"%s\"[%zu]: \"content\" is %s, not a string, null or a list", key, i,
                            json_kind(content));
