@@ -73,6 +73,19 @@ class BenchError(Exception):
     pass
 
 
+# bench/tokenizer.py's section of RESULTS.md lies between these; run.py keeps it.
+TOKENIZER_MARKERS = ("<!-- bench/tokenizer.py: begin -->", "<!-- bench/tokenizer.py: end -->")
+
+
+def kept_section(path):
+    """PATH's bench/tokenizer.py section with its markers ("" when none), to carry over."""
+    begin, end = TOKENIZER_MARKERS
+    old = open(path).read() if os.path.exists(path) else ""
+    if begin not in old or end not in old:
+        return ""
+    return "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+
+
 def log(msg):
     print(f"[bench] {msg}", file=sys.stderr, flush=True)
 
@@ -1108,8 +1121,9 @@ def main():
         json.dump(R, f, indent=1, default=str)
     text = report(args, c, R)
     print(text)
+    kept = kept_section(args.results)
     with open(args.results, "w") as f:
-        f.write(text)
+        f.write(text + kept)
     log(f"wrote {args.results} ({time.monotonic() - t0:.0f} s)")
     bad = numbers_missing(R)
     if bad:

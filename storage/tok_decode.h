@@ -27,8 +27,7 @@ struct tok_decoder {
         char text[8];               /* Strip: the character; Metaspace: the replacement */
         int start, stop;            /* Strip */
         int prepend;                /* Metaspace: its prepend_scheme is not "never" */
-        char *content;              /* Replace */
-        struct tok_pattern pattern; /* Replace */
+        struct tok_replace replace; /* Replace */
     } *steps;
     int n;
 };

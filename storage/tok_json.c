@@ -3,6 +3,7 @@
  */
 #include "tok_json.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "error.h"
@@ -33,4 +34,11 @@ int tok_component_parse(const json_t *j, const char *file, const char *what, con
                         tok_part_fn *part, void *ctx) {
     if (!j || json_is_null(j)) return 0;
     return part_walk(j, file, what, list, supported, part, ctx, 0);
+}
+
+void *tok_steps_grow(void *p, int *n, size_t size) {
+    p = xrealloc(p, (size_t)(*n + 1) * size);
+    memset((char *)p + (size_t)*n * size, 0, size);
+    (*n)++;
+    return p;
 }

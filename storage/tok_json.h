@@ -18,4 +18,11 @@ typedef int tok_part_fn(void *ctx, const char *type, const json_t *j, const char
 int tok_component_parse(const json_t *j, const char *file, const char *what, const char *list, const char *supported,
                         tok_part_fn *part, void *ctx);
 
+/* The array P of *N elements of SIZE bytes grown by one zeroed element (*N counts it). */
+void *tok_steps_grow(void *p, int *n, size_t size);
+/* Appends a zeroed step to LIST's steps (LIST->steps, LIST->n: the shape of every
+ * stage's list) and returns it. */
+#define TOK_STEP_ADD(list) \
+    ((list)->steps = tok_steps_grow((list)->steps, &(list)->n, sizeof *(list)->steps), &(list)->steps[(list)->n - 1])
+
 #endif

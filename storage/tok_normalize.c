@@ -11,38 +11,32 @@
 #include "jsonio.h"
 #include "tok_json.h"
 
-static struct tok_norm_step *step_add(struct tok_normalizer *nz, enum tok_norm_kind kind) {
-    nz->steps = xrealloc(nz->steps, (size_t)(nz->n + 1) * sizeof *nz->steps);
-    struct tok_norm_step *s = &nz->steps[nz->n++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    return s;
-}
-
 static int part_parse(void *ctx, const char *type, const json_t *j, const char *file) {
     struct tok_normalizer *nz = ctx;
     static const char *const unicode[] = {"NFC", "NFKC", "NFD", "NFKD"};
     for (int i = 0; i < 4; i++)
-        if (!strcmp(type, unicode[i])) return step_add(nz, (enum tok_norm_kind)(TOK_NORM_NFC + i)), 0;
-    if (!strcmp(type, "Lowercase")) return step_add(nz, TOK_NORM_LOWERCASE), 0;
+        if (!strcmp(type, unicode[i])) return TOK_STEP_ADD(nz)->kind = (enum tok_norm_kind)(TOK_NORM_NFC + i), 0;
+    if (!strcmp(type, "Lowercase")) return TOK_STEP_ADD(nz)->kind = TOK_NORM_LOWERCASE, 0;
     if (!strcmp(type, "Strip")) {
-        struct tok_norm_step *s = step_add(nz, TOK_NORM_STRIP);
+        struct tok_norm_step *s = TOK_STEP_ADD(nz);
+        s->kind = TOK_NORM_STRIP;
         s->left = s->right = 1;
         return jsonio_get_bool(j, "strip_left", file, &s->left) < 0 || jsonio_get_bool(j, "strip_right", file, &s->right) < 0
                    ? -1
                    : 0;
     }
-    const char *text = NULL;
     if (!strcmp(type, "Prepend")) {
+        const char *text = NULL;
         if (jsonio_get_string(j, "prepend", file, &text) <= 0) return err_set(file, "normalizer: Prepend without \"prepend\"");
-        step_add(nz, TOK_NORM_PREPEND)->text = xstrdup(text);
+        struct tok_norm_step *s = TOK_STEP_ADD(nz);
+        s->kind = TOK_NORM_PREPEND;
+        s->prepend = xstrdup(text);
         return 0;
     }
     if (!strcmp(type, "Replace")) {
-        if (jsonio_get_string(j, "content", file, &text) <= 0) return err_set(file, "normalizer: Replace without \"content\"");
-        struct tok_norm_step *s = step_add(nz, TOK_NORM_REPLACE);
-        s->text = xstrdup(text);
-        return tok_pattern_parse(&s->pattern, json_object_get(j, "pattern"), file);
+        struct tok_norm_step *s = TOK_STEP_ADD(nz);
+        s->kind = TOK_NORM_REPLACE;
+        return tok_replace_parse(&s->replace, j, file, "normalizer");
     }
     return 1;
 }
@@ -55,8 +49,8 @@ int tok_normalizer_parse(struct tok_normalizer *nz, const json_t *j, const char 
 
 void tok_normalizer_free(struct tok_normalizer *nz) {
     for (int i = 0; i < nz->n; i++) {
-        free(nz->steps[i].text);
-        tok_pattern_free(&nz->steps[i].pattern);
+        free(nz->steps[i].prepend);
+        tok_replace_free(&nz->steps[i].replace);
     }
     free(nz->steps);
     memset(nz, 0, sizeof *nz);
@@ -72,11 +66,16 @@ static void unicode_form(const char *s, size_t n, int options, struct tok_buf *o
     free(r);
 }
 
+/* Each character to lower case on its own, as Rust's char::to_lowercase: Unicode's simple
+ * mapping (utf8proc's), but for the one unconditional mapping of SpecialCasing.txt that is
+ * longer, U+0130 (I with dot above) to "i" + U+0307; no context (a final capital sigma is
+ * a plain small sigma). */
 static void lowercase(const char *s, size_t n, struct tok_buf *out) {
     char u[4];
     for (size_t i = 0, k; i < n; i += k) {
         int32_t c = utf8_decode(s + i, n - i, &k);
-        tok_buf_put(out, u, utf8_encode(utf8proc_tolower(c), u));
+        if (c == 0x130) tok_buf_put(out, "i\xcc\x87", 3);
+        else tok_buf_put(out, u, utf8_encode(utf8proc_tolower(c), u));
     }
 }
 
@@ -103,10 +102,10 @@ static int step_apply(const struct tok_norm_step *st, const char *s, size_t n, s
     case TOK_NORM_LOWERCASE: lowercase(s, n, out); return 0;
     case TOK_NORM_STRIP: strip(s, n, st->left, st->right, out); return 0;
     case TOK_NORM_PREPEND:
-        if (n) tok_buf_put(out, st->text, strlen(st->text));
+        if (n) tok_buf_put(out, st->prepend, strlen(st->prepend));
         tok_buf_put(out, s, n);
         return 0;
-    case TOK_NORM_REPLACE: return tok_pattern_replace(&st->pattern, s, n, st->text, out);
+    case TOK_NORM_REPLACE: return tok_pattern_replace(&st->replace.pattern, s, n, st->replace.content, out);
     }
     return 0;
 }

@@ -26,8 +26,8 @@ struct tok_normalizer {
     struct tok_norm_step {
         enum tok_norm_kind kind;
         int left, right;    /* Strip */
-        char *text;         /* Prepend: the prefix; Replace: the content */
-        struct tok_pattern pattern; /* Replace */
+        char *prepend;              /* Prepend: the prefix */
+        struct tok_replace replace; /* Replace */
     } *steps;
     int n;
 };

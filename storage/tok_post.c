@@ -70,8 +70,10 @@ void tok_post_free(struct tok_post *p) {
 
 void tok_post_apply(const struct tok_post *p, struct tok_ids *ids, size_t from) {
     size_t text = ids->n - from;
-    for (size_t k = 0; k < p->before.n; k++) tok_ids_push(ids, 0); /* room in front */
-    memmove(ids->v + from + p->before.n, ids->v + from, text * sizeof *ids->v);
-    if (p->before.n) memcpy(ids->v + from, p->before.v, p->before.n * sizeof *ids->v);
+    if (p->before.n) {
+        for (size_t k = 0; k < p->before.n; k++) tok_ids_push(ids, 0); /* room in front */
+        memmove(ids->v + from + p->before.n, ids->v + from, text * sizeof *ids->v);
+        memcpy(ids->v + from, p->before.v, p->before.n * sizeof *ids->v);
+    }
     for (size_t k = 0; k < p->after.n; k++) tok_ids_push(ids, p->after.v[k]);
 }

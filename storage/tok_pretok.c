@@ -15,17 +15,10 @@
 /* Rust's char::is_ascii_punctuation or a Unicode punctuation category. */
 #define PUNCT_PATTERN "[\\p{P}!-/:-@\\[-`{-~]"
 
-static struct tok_pre_step *step_add(struct tok_pretok *pt, enum tok_pre_kind kind) {
-    pt->steps = xrealloc(pt->steps, (size_t)(pt->n + 1) * sizeof *pt->steps);
-    struct tok_pre_step *s = &pt->steps[pt->n++];
-    memset(s, 0, sizeof *s);
-    s->kind = kind;
-    return s;
-}
-
 static int split_add(struct tok_pretok *pt, const char *re, enum tok_split_behavior behavior, int invert,
                      const char *file) {
-    struct tok_pre_step *s = step_add(pt, TOK_PRE_SPLIT);
+    struct tok_pre_step *s = TOK_STEP_ADD(pt);
+    s->kind = TOK_PRE_SPLIT;
     s->behavior = behavior;
     s->invert = invert;
     return tok_pattern_regex(&s->pattern, re, file);
@@ -46,14 +39,15 @@ static int byte_level_parse(struct tok_pretok *pt, const json_t *j, const char *
     int prefix = 1, regex = 1;
     if (jsonio_get_bool(j, "add_prefix_space", file, &prefix) < 0 || jsonio_get_bool(j, "use_regex", file, &regex) < 0)
         return -1;
-    if (prefix) step_add(pt, TOK_PRE_PREFIX_SPACE);
+    if (prefix) TOK_STEP_ADD(pt)->kind = TOK_PRE_PREFIX_SPACE;
     if (regex && split_add(pt, GPT2_PATTERN, TOK_SPLIT_ISOLATED, 0, file)) return -1;
     pt->byte_level = 1;
     return 0;
 }
 
 static int metaspace_parse(struct tok_pretok *pt, const json_t *j, const char *file) {
-    struct tok_pre_step *s = step_add(pt, TOK_PRE_METASPACE);
+    struct tok_pre_step *s = TOK_STEP_ADD(pt);
+    s->kind = TOK_PRE_METASPACE;
     const char *rep = "\xe2\x96\x81", *scheme = NULL;
     int prefix = 1, split = 1;
     if (jsonio_get_string(j, "replacement", file, &rep) < 0 || jsonio_get_bool(j, "split", file, &split) < 0 ||
@@ -91,7 +85,8 @@ static int part_parse(void *ctx, const char *type, const json_t *j, const char *
     if (!strcmp(type, "Punctuation"))
         return behavior_parse(j, file, &behavior) ? -1 : split_add(pt, PUNCT_PATTERN, behavior, 0, file);
     if (!strcmp(type, "Split")) {
-        struct tok_pre_step *s = step_add(pt, TOK_PRE_SPLIT);
+        struct tok_pre_step *s = TOK_STEP_ADD(pt);
+        s->kind = TOK_PRE_SPLIT;
         if (behavior_parse(j, file, &s->behavior) || jsonio_get_bool(j, "invert", file, &s->invert) < 0) return -1;
         return tok_pattern_parse(&s->pattern, json_object_get(j, "pattern"), file);
     }

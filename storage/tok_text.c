@@ -102,10 +102,10 @@ void utf8_lossy(const char *s, size_t n, struct tok_buf *out) {
     }
 }
 
-int utf8_valid(const char *s, size_t n) {
-    for (size_t i = 0, k; i < n; i += k)
-        if (!(k = utf8_valid_len(s + i, n - i))) return 0;
-    return 1;
+size_t utf8_valid_prefix(const char *s, size_t n) {
+    size_t i = 0, k;
+    while (i < n && (k = utf8_valid_len(s + i, n - i))) i += k;
+    return i;
 }
 
 int uni_is_space(int32_t c) {

@@ -67,7 +67,9 @@ size_t utf8_valid_len(const char *s, size_t n);
 /* OUT += S (N bytes) with each invalid UTF-8 sequence (its maximal subpart) replaced by
  * U+FFFD, as Rust's String::from_utf8_lossy. */
 void utf8_lossy(const char *s, size_t n, struct tok_buf *out);
+/* The length of the longest valid UTF-8 prefix of S (N bytes): N when all of S is valid. */
+size_t utf8_valid_prefix(const char *s, size_t n);
 /* Whether N bytes at S are valid UTF-8. */
-int utf8_valid(const char *s, size_t n);
+static inline int utf8_valid(const char *s, size_t n) { return utf8_valid_prefix(s, n) == n; }
 
 #endif

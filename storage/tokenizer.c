@@ -126,8 +126,8 @@ int tokenizer_open(struct tokenizer *t, const char *dir) {
     if (access(file, F_OK) != 0 && access(legacy, F_OK) == 0) {
         free(file);
         root = legacy_json(dir, &file);
-    } else {
-        root = jsonio_read(file);
+    } else if (!(root = jsonio_read(file)) && access(file, F_OK) != 0) {
+        err_hint("the directory needs tokenizer.json, or GPT-2's vocab.json and merges.txt");
     }
     int rc = root ? tokenizer_build(t, root, file) : -1;
     json_decref(root);
@@ -278,7 +278,8 @@ static int normalized_encode(struct tok_encoder *e, const char *s, size_t n, int
 }
 
 int tok_encode(struct tok_encoder *e, const char *text, size_t n, int add_special, struct tok_ids *out) {
-    if (!utf8_valid(text, n)) return err_set("text", "is not valid UTF-8");
+    size_t valid = utf8_valid_prefix(text, n);
+    if (valid < n) return err_set("text", "byte %zu is not valid UTF-8", valid);
     size_t from = out->n;
     if (added_split(e, text, n, 0, 1, out, normalized_encode)) return -1;
     if (add_special) tok_post_apply(&e->t->post, out, from);

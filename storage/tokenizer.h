@@ -51,7 +51,8 @@ const char *tokenizer_token(const struct tokenizer *t, int32_t id);
  * an error when an id is outside the vocabulary. */
 int tokenizer_decode(const struct tokenizer *t, const int32_t *ids, size_t n, int skip_special, struct tok_buf *out);
 
-/* One thread's encoder: its scratch memory and a cache of the words it has seen. */
+/* One thread's encoder: its scratch memory and a cache of the words it has seen. Encoders
+ * on several threads may share one tokenizer (its regexes keep a match block per thread). */
 struct tok_encoder {
     const struct tokenizer *t;
     struct strmap cache;     /* a word -> the offset of its ids in cache_ids */
@@ -64,7 +65,8 @@ struct tok_encoder {
 void tok_encoder_init(struct tok_encoder *e, const struct tokenizer *t);
 void tok_encoder_free(struct tok_encoder *e);
 /* Appends the ids of TEXT (N bytes) to OUT, with the post-processor's special tokens
- * when ADD_SPECIAL. -1 with an error when TEXT is not valid UTF-8 or a regex gives up. */
+ * when ADD_SPECIAL. -1 with an error when TEXT is not valid UTF-8 (the first bad byte's
+ * offset) or a regex gives up; the error's thing is "text", for the caller to name. */
 int tok_encode(struct tok_encoder *e, const char *text, size_t n, int add_special, struct tok_ids *out);
 
 #endif

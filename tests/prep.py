@@ -208,7 +208,7 @@ class Ctx:
         if p.returncode != 0 or len(lines) != len(texts):
             self.fails.abort(f"lorad tokenize failed ({p.returncode}, {len(lines)} of {len(texts)} lines): "
                              f"{p.stderr.strip()}")
-        return [[int(x) for x in line.split()] for line in lines]
+        return [json.loads(line) for line in lines]  # one JSON array of ids a line
 
 
 Segments = List[Tuple[str, bool]]  # an example: its text's parts, counted or not

@@ -116,6 +116,104 @@ put("fuzz_peft_config", "bad_dora.json", '{"peft_type":"LORA","target_modules":[
 put("fuzz_peft_config", "bad_pattern.json", '{"peft_type":"LORA","target_modules":["c_attn"],'
     '"rank_pattern":{"h.(0|1)":4},"alpha_pattern":{"c_attn":0}}')
 
+# ---- tokenizer.json, a NUL byte, then the text to encode ----
+
+def byte_chars():
+    """GPT-2's bytes_to_unicode: each byte's printable stand-in."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    extra = iter(range(256, 256 + 256))
+    return {b: chr(b) if b in keep else chr(next(extra)) for b in range(256)}
+
+
+def added(id_, content, special=True, **kw):
+    return dict({"id": id_, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                 "normalized": not special, "special": special}, **kw)
+
+
+def template(token, id_):
+    return {"type": "TemplateProcessing", "single": [{"SpecialToken": {"id": token, "type_id": 0}},
+                                                     {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [], "special_tokens": {token: {"id": token, "ids": [id_], "tokens": [token]}}}
+
+
+def tokenizer_seed(model, text, added_tokens=(), **parts):
+    j = {"version": "1.0", "added_tokens": list(added_tokens), "normalizer": None, "pre_tokenizer": None,
+         "post_processor": None, "decoder": None, "model": dict({"type": "BPE", "dropout": None}, **model)}
+    j.update(parts)
+    return json.dumps(j, ensure_ascii=False).encode() + b"\0" + text.encode()
+
+
+# byte-level, GPT-2's way: every byte a token, a few merges, <|endoftext|> special
+bc = byte_chars()
+bl_vocab = {bc[b]: b for b in range(256)}
+for pair in ["\u0120 t", "h e", "\u0120t he", "l l", "o \u0120", "1 2"]:
+    bl_vocab.setdefault(pair.replace(" ", ""), len(bl_vocab))
+bl_merges = ["\u0120 t", "h e", "\u0120t he", "l l", "1 2"]
+bl_vocab["<|endoftext|>"] = len(bl_vocab)
+put("fuzz_tokenizer", "valid_gpt2", tokenizer_seed(
+    {"vocab": bl_vocab, "merges": bl_merges}, "the hello  12345 <|endoftext|> caf\u00e9 \U0001F44D\u200d\t\n",
+    [added(bl_vocab["<|endoftext|>"], "<|endoftext|>")],
+    pre_tokenizer={"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    post_processor={"type": "ByteLevel"}, decoder={"type": "ByteLevel"}))
+# Llama 3's way: a Split regex, then ByteLevel without its own; merges as pairs, ignore_merges
+LLAMA3_SPLIT = ("(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|"
+                "\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+")
+put("fuzz_tokenizer", "valid_llama3", tokenizer_seed(
+    {"vocab": bl_vocab, "merges": [m.split(" ") for m in bl_merges], "ignore_merges": True},
+    "<|begin_of_text|>He'LL say 1234567 \r\n\r\n  x",
+    [added(len(bl_vocab), "<|begin_of_text|>")],
+    pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "use_regex": False}]},
+    post_processor={"type": "Sequence", "processors": [{"type": "ByteLevel"}, template("<|begin_of_text|>", len(bl_vocab))]},
+    decoder={"type": "ByteLevel"}))
+# SentencePiece's way (Llama 2): Prepend + Replace, byte fallback, the decoder chain
+sp_vocab = {"<unk>": 0, "<s>": 1, "</s>": 2}
+for b in range(256):
+    sp_vocab["<0x%02X>" % b] = len(sp_vocab)
+for t in ["\u2581", "a", "b", "c", "\u2581a", "ab", "\u2581ab", "\u00e9"]:
+    sp_vocab[t] = len(sp_vocab)
+sp_model = {"vocab": sp_vocab, "merges": ["\u2581 a", "a b", "\u2581a b"], "unk_token": "<unk>", "fuse_unk": True,
+            "byte_fallback": True}
+sp_decoder = {"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+                                               {"type": "ByteFallback"}, {"type": "Fuse"},
+                                               {"type": "Strip", "content": " ", "start": 1, "stop": 0}]}
+put("fuzz_tokenizer", "valid_llama2", tokenizer_seed(
+    sp_model, "ab  abc <s>x</s> \u00e9\u65e5 \u2581", [added(0, "<unk>"), added(1, "<s>"), added(2, "</s>")],
+    normalizer={"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u2581"},
+                                                     {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+    post_processor=template("<s>", 1), decoder=sp_decoder))
+# Mistral v0.3's way: Metaspace, prepend_scheme first; and split on, with a Metaspace decoder
+put("fuzz_tokenizer", "valid_metaspace", tokenizer_seed(
+    sp_model, " ab ab</s>ab", [added(2, "</s>", rstrip=True)],
+    pre_tokenizer={"type": "Metaspace", "replacement": "\u2581", "prepend_scheme": "first", "split": False},
+    post_processor=template("<s>", 1), decoder=sp_decoder))
+put("fuzz_tokenizer", "valid_metaspace_split", tokenizer_seed(
+    dict(sp_model, byte_fallback=False), "a b  c\u00e9", [],
+    pre_tokenizer={"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True, "split": True},
+    decoder={"type": "Metaspace", "replacement": "\u2581", "add_prefix_space": True}))
+# word-level pieces: the other pre-tokenizers and normalizers, affixes, unk, lstrip/single_word
+wp_vocab = {"[UNK]": 0, "h": 1, "##i": 2, "hi</w>": 3, "i": 4, "##i</w>": 5, "<mask>": 6, "1": 7, "!": 8}
+put("fuzz_tokenizer", "valid_pieces", tokenizer_seed(
+    {"vocab": wp_vocab, "merges": ["h ##i</w>"], "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+     "end_of_word_suffix": "</w>"},
+    "HI hi! 123 \u00c5ngstr\u00f6m  <mask> x<mask>y \uff48\uff49", [added(6, "<mask>", lstrip=True, single_word=True)],
+    normalizer={"type": "Sequence", "normalizers": [{"type": "NFKC"}, {"type": "Lowercase"},
+                                                     {"type": "Strip", "strip_left": True, "strip_right": True}]},
+    pre_tokenizer={"type": "Sequence", "pretokenizers": [
+        {"type": "WhitespaceSplit"}, {"type": "Punctuation", "behavior": "Isolated"},
+        {"type": "Digits", "individual_digits": True},
+        {"type": "Split", "pattern": {"String": "i"}, "behavior": "MergedWithPrevious", "invert": False}]},
+    decoder={"type": "Sequence", "decoders": [{"type": "Replace", "pattern": {"Regex": "</w>"}, "content": " "},
+                                               {"type": "Strip", "content": " ", "start": 0, "stop": 1}]}))
+put("fuzz_tokenizer", "valid_whitespace", tokenizer_seed(
+    {"vocab": wp_vocab, "merges": [], "unk_token": "[UNK]", "fuse_unk": True}, "hi there, NFD e\u0301 h\u00a0i",
+    normalizer={"type": "NFD"}, pre_tokenizer={"type": "Whitespace"},
+    post_processor={"type": "Sequence", "processors": [template("h", 1), template("i", 4)]}))
+put("fuzz_tokenizer", "bad_unigram", b'{"model": {"type": "Unigram", "vocab": [["a", -1.0]]}}\0a')
+put("fuzz_tokenizer", "bad_truncated", tokenizer_seed(sp_model, "ab")[:300])
+put("fuzz_tokenizer", "bad_text", tokenizer_seed(sp_model, "ab").replace(b"\0ab", b"\0a\xff\xc3(b"))
+
 # ---- model.safetensors.index.json (the harness provides a.safetensors {x, y}, b.safetensors {z}) ----
 
 put("fuzz_st_index", "valid_two.json", json.dumps({"metadata": {"total_size": 24}, "weight_map": {
