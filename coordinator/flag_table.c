@@ -13,6 +13,7 @@
 #define TOKENIZE &lorad__tokenize_spec__descriptor
 #define TEMPLATE &lorad__template_spec__descriptor
 #define INIT_MODEL &lorad__init_model_spec__descriptor
+#define INIT_TOKENIZER &lorad__init_tokenizer_spec__descriptor
 #define CKPT &lorad__checkpoint_spec__descriptor
 #define EVAL &lorad__eval_spec__descriptor
 #define MERGE &lorad__merge_spec__descriptor
@@ -28,8 +29,12 @@
 #define TEXT_DATA "Text and JSONL data (as lorad prep)"
 #define FORMAT_HELP "what a .jsonl line of the data holds; auto: from the keys of the first line"
 #define SPLIT_HELP "a .txt file is one document, or documents between blank lines"
-#define TRAIN_ON_HELP "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), everything (text)"
-#define ADD_EOS_HELP "end every example with the EOS token, counted in the loss (TRL's default)"
+#define TRAIN_ON_HELP                                                                                          \
+    "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), the assistant's turns (chat "  \
+    "messages), everything (text)"
+#define ADD_EOS_HELP                                                                                           \
+    "end every example with the EOS token, counted in the loss (TRL's default); chat examples end with the "     \
+    "template's own end of turn instead"
 #define MAX_LEN_HELP "cut an example (BOS and EOS included) to its first N tokens"
 #define TEXT_DATA_ROWS(SPEC)                                                                                      \
     {SPEC, "format", .topic = TEXT_DATA, .help = FORMAT_HELP},                                                    \
@@ -119,7 +124,7 @@ const struct flag flag_rows[] = {
     {PREP, "tokenizer", "DIR", .topic = "Tokenizer",
      .help = "a directory with tokenizer.json (or vocab.json + merges.txt) instead of --model"},
     {PREP, "data", "FILE,...", .topic = "Input and output",
-     .help = ".txt documents or .jsonl examples (text, prompt/completion, Alpaca), in this order"},
+     .help = ".txt documents or .jsonl examples (text, prompt/completion, Alpaca, chat messages), in this order"},
     {PREP, "text", "FILE", .topic = "Input and output",
      .help = "instead of --data and a tokenizer: one byte-level token per byte of FILE (0..255)"},
     {PREP, "out", "FILE.h5", .required = 1, .topic = "Input and output", .help = "the HDF5 token dataset to write"},
@@ -129,11 +134,9 @@ const struct flag flag_rows[] = {
     {PREP, "overwrite", .topic = "Input and output", .help = "replace an existing OUT (and --val-out)"},
     {PREP, "skip_bad", .topic = "Input and output",
      .help = "count and skip malformed lines instead of stopping at the first"},
-    {PREP, "format", .topic = "Examples",
-     .help = "what a .jsonl line holds; auto: from the keys of the first line (chat is not supported yet)"},
+    {PREP, "format", .topic = "Examples", .help = FORMAT_HELP},
     {PREP, "split", .topic = "Examples", .help = SPLIT_HELP},
-    {PREP, "train_on", .topic = "Examples",
-     .help = "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), everything (text)"},
+    {PREP, "train_on", .topic = "Examples", .help = TRAIN_ON_HELP},
     {PREP, "add_eos", .value = "on", .topic = "Examples", .help = ADD_EOS_HELP},
     {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = "Examples",
      .help = MAX_LEN_HELP},
@@ -170,10 +173,16 @@ const struct flag flag_rows[] = {
     {INIT_MODEL, "dim", "N", .value = "128", .range = "[1,16384]", .topic = "Model",
      .help = "width (n_embd), a multiple of --heads"},
     {INIT_MODEL, "heads", "N", .value = "4", .range = "[1,256]", .topic = "Model", .help = "attention heads (n_head)"},
-    {INIT_MODEL, "vocab", "N", .value = "256", .range = "[1,1048576]", .topic = "Model", .help = "vocabulary size"},
+    {INIT_MODEL, "vocab", "N", .value = "256", .range = "[1,1048576]", .topic = "Model",
+     .help = "vocabulary size; 256 is a byte-level model, written with its tokenizer files (lorad init-tokenizer)"},
     {INIT_MODEL, "positions", "N", .value = "256", .range = "[1,65536]", .topic = "Model",
      .help = "context length (n_positions)"},
     {INIT_MODEL, "seed", "S", .value = "42", .topic = "Model", .help = "seeds GPT-2's random init"},
+
+    /* lorad init-tokenizer */
+    {INIT_TOKENIZER, "model", "DIR", .required = 1, .topic = "Model",
+     .help = "the byte-level model (config.json vocab_size 256) to write tokenizer.json and tokenizer_config.json for"},
+    {INIT_TOKENIZER, "overwrite", .topic = "Model", .help = "replace the tokenizer files DIR holds"},
 
     /* lorad inspect and lorad export */
     {CKPT, "checkpoint", "CKPT", .required = 1, .topic = "Checkpoint",

@@ -52,6 +52,8 @@ static const struct command {
      NULL, template_cmd},
     {"init-model", "--out DIR [--layers N --dim N ...]", "a random GPT-2 to pretrain", COMMAND_ALONE,
      {&lorad__init_model_spec__descriptor}, NULL, init_model_run},
+    {"init-tokenizer", "--model DIR [--overwrite]", "a byte-level model's tokenizer, with chat tokens and template",
+     COMMAND_ALONE, {&lorad__init_tokenizer_spec__descriptor}, NULL, init_tokenizer_run},
     {"eval", "--model DIR [--adapter DIR] --data FILE", "loss and perplexity", COMMAND_RANKS,
      {&lorad__eval_spec__descriptor}, NULL, eval_cmd},
     {"merge", "--model DIR --adapter DIR --out DIR", "base + adapter as one model", COMMAND_ALONE,

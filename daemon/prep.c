@@ -2,8 +2,11 @@
  * prep.c: `lorad prep` (prep.h). The inputs are cut into units (storage/dataset.h), the
  * units of each batch are read as examples and tokenized on --threads threads
  * (storage/example_tokens.h), then taken in input order into the outputs, so that the
- * result is the same for any number of threads. With --text, one byte-level token per
- * byte instead.
+ * result is the same for any number of threads. Chat data is rendered with the model's
+ * chat template (storage/chat_loss.h says what counts), encoded without the
+ * post-processor's tokens and given no EOS, as TRL does for conversational data: the
+ * template's own end-of-turn tokens end the assistant's turns, and count. With --text,
+ * one byte-level token per byte instead.
  */
 #include "prep.h"
 
@@ -15,6 +18,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chat_loss.h"
 #include "cli.h"
 #include "clock.h"
 #include "dataset.h"
@@ -22,10 +26,12 @@
 #include "example_tokens.h"
 #include "fileio.h"
 #include "provenance.h"
+#include "tok_config.h"
 #include "tokens.h"
 
 #define PREP_BATCH 8192           /* units tokenized between two takes */
 #define PREP_UNITS_PER_THREAD 256 /* fewer units than this per thread do not pay for its tokenizer */
+#define PREP_STOP_MAX 64          /* ids a chat's generation stops at, at most */
 
 /* One output dataset: OUT or --val-out. */
 struct prep_set {
@@ -65,12 +71,19 @@ struct prep {
     int has_prov;
     struct example_reader reader;
     char origin[DATASET_WHERE_MAX];
+    int chat; /* chat data: the template and what it counts */
+    struct tok_config config;
+    struct chat_template template;
+    struct chat_loss loss;
+    int32_t stop[PREP_STOP_MAX]; /* the ids generation stops at: the EOS ids and tok_config_stop_ids */
+    int n_stop;
     struct example_encoding encoding;
     struct prep_input *in;
     size_t n_in;
     struct prep_slot *slots;
     struct prep_set train, val;
     int64_t examples, bad, empty, truncated, boundary;
+    int64_t uncounted, unstopped; /* chat examples counting no token, or no stop id */
     double t0, shown;  /* progress: the start, the last line */
     size_t done, total; /* input bytes */
     int line_open;
@@ -110,11 +123,6 @@ static int spec_check(const Lorad__PrepSpec *s) {
         err_set("--data", "is required");
         return err_hint("with --model or --tokenizer; or --text FILE for byte-level tokens");
     }
-    if (s->format == LORAD__FORMAT__FORMAT_CHAT || s->train_on == LORAD__LOSS__LOSS_ASSISTANT) {
-        err_set(s->format == LORAD__FORMAT__FORMAT_CHAT ? "--format" : "--train-on",
-                "chat data needs chat templates, which lorad prep does not support yet");
-        return err_hint("give prompt/completion or text data for now");
-    }
     if (s->val_split > 0 && !s->val_out[0]) return err_set("--val-split", "needs --val-out FILE.h5");
     if (s->val_out[0] && s->val_split == 0) return err_set("--val-out", "needs --val-split F");
     if (s->val_out[0] && strcmp(s->val_out, s->out) == 0) return err_set("--val-out", "is --out");
@@ -141,18 +149,35 @@ static int threads_open(struct prep *p, size_t units) {
     return failed ? err_set(p->dir, "the tokenizer changed while prep read it") : 0;
 }
 
+/* The ids a chat's generation stops at: the EOS ids, and those of tok_config_stop_ids. */
+static int stop_ids_find(struct prep *p) {
+    if (tok_config_resolve(&p->config, &p->toks[0], p->dir)) return -1;
+    int32_t ids[PREP_STOP_MAX];
+    int n = tok_config_stop_ids(&p->config, ids, PREP_STOP_MAX);
+    for (int i = 0; i < p->eos.n + n && i < p->eos.n + PREP_STOP_MAX; i++) {
+        int32_t id = i < p->eos.n ? p->eos.ids[i] : ids[i - p->eos.n];
+        int seen = 0;
+        for (int k = 0; k < p->n_stop; k++) seen |= p->stop[k] == id;
+        if (!seen && p->n_stop < PREP_STOP_MAX) p->stop[p->n_stop++] = id;
+    }
+    return 0;
+}
+
 /* The tokenizers, the EOS ids, the tokenizer's fingerprint, and how examples are encoded. */
 static int tokenizer_setup(struct prep *p, size_t units) {
     const Lorad__PrepSpec *s = p->spec;
+    int append = s->add_eos && !p->chat;
     if (threads_open(p, units) || example_eos_find(&p->eos, p->dir, &p->toks[0])) return -1;
-    if (s->add_eos && p->eos.n == 0) {
+    if (p->chat && stop_ids_find(p)) return -1;
+    if (append && p->eos.n == 0) {
         err_set(p->dir, "has no EOS token: no eos_token_id in config.json, and no special token <|endoftext|>, </s>, "
                         "<|end_of_text|> or <eos>");
         return err_hint("--add-eos off, or set eos_token_id in %s/config.json", p->dir);
     }
     if ((p->has_prov = provenance_read(&p->prov, p->dir)) < 0) return -1;
-    p->encoding.eos = s->add_eos ? &p->eos : NULL;
+    p->encoding.eos = append ? &p->eos : NULL;
     p->encoding.max_len = s->max_len;
+    p->encoding.no_post = p->chat;
     return 0;
 }
 
@@ -189,6 +214,17 @@ static int format_detect(struct prep *p, Lorad__Format *f, int *found) {
     return 0;
 }
 
+/* Chat data: the model's chat template renders it, and says what counts. */
+static int chat_setup(struct prep *p) {
+    if (tok_config_read(&p->config, p->dir, NULL)) return -1;
+    p->chat = 1; /* the config is held from here on */
+    if (chat_template_open(&p->template, &p->config, p->dir)) return -1;
+    chat_loss_init(&p->loss, &p->template, p->spec->train_on);
+    p->reader.chat = chat_loss_render;
+    p->reader.chat_ctx = &p->loss;
+    return 0;
+}
+
 /* The reader: --format, or the first line's; every input must fit it. */
 static int reader_setup(struct prep *p) {
     struct example_reader *r = &p->reader;
@@ -198,16 +234,17 @@ static int reader_setup(struct prep *p) {
     if (r->format == LORAD__FORMAT__FORMAT_AUTO && format_detect(p, &r->format, &found)) return -1;
     r->origin = p->origin;
     if (!found) return err_set(p->in[0].path, "has no example"), err_hint("every line is malformed or blank");
-    if (r->format == LORAD__FORMAT__FORMAT_CHAT) {
-        err_set(p->origin, "chat data: lorad prep does not support chat templates yet");
-        return err_hint("give prompt/completion or text lines for now");
-    }
+    if (r->format == LORAD__FORMAT__FORMAT_CHAT && chat_setup(p)) return -1;
     for (size_t i = 0; i < p->n_in; i++)
         if (p->in[i].cut != DATASET_CUT_LINES && r->format != LORAD__FORMAT__FORMAT_TEXT)
             return err_set(p->in[i].path, "holds text, but the data is %s (as %s says)", dataset_format_name(r->format),
                            p->origin);
     if (r->format == LORAD__FORMAT__FORMAT_TEXT && p->spec->train_on == LORAD__LOSS__LOSS_COMPLETION)
         return err_set("--train-on", "completion: text data has no completion"), err_hint("--train-on all");
+    if (!p->chat && p->spec->train_on == LORAD__LOSS__LOSS_ASSISTANT)
+        return err_set("--train-on", "assistant: only chat data has assistant turns, and the data is %s (as %s says)",
+                       dataset_format_name(r->format), p->origin),
+               err_hint("--train-on completion or all");
     p->encoding.all = r->format == LORAD__FORMAT__FORMAT_TEXT || p->spec->train_on == LORAD__LOSS__LOSS_ALL;
     return 0;
 }
@@ -253,6 +290,10 @@ static void prep_free(struct prep *p) {
         example_tokens_free(&p->slots[i].tok);
     }
     free(p->slots);
+    if (p->chat) {
+        chat_template_free(&p->template);
+        tok_config_free(&p->config);
+    }
     set_free(&p->train);
     set_free(&p->val);
 }
@@ -296,6 +337,18 @@ static void set_append(struct prep_set *s, const struct example_tokens *t) {
     s->n += t->ids.n;
 }
 
+/* A chat example counting no token, or none that generation stops at, is counted. */
+static void chat_tally(struct prep *p, const struct example_tokens *t) {
+    int counted = 0, stops = 0;
+    for (size_t i = 0; i < t->ids.n; i++) {
+        if (!t->mask.p[i]) continue;
+        counted = 1;
+        for (int k = 0; k < p->n_stop && !stops; k++) stops = t->ids.v[i] == p->stop[k];
+    }
+    p->uncounted += !counted;
+    p->unstopped += counted && !stops;
+}
+
 /* SLOT's result into the outputs, in input order. */
 static int slot_take(struct prep *p, const struct prep_slot *slot) {
     if (slot->failed) {
@@ -311,6 +364,7 @@ static int slot_take(struct prep *p, const struct prep_slot *slot) {
     p->examples++;
     p->truncated += slot->tok.truncated;
     p->boundary += slot->tok.boundary;
+    if (p->chat) chat_tally(p, &slot->tok);
     return 0;
 }
 
@@ -354,6 +408,21 @@ static char *sources_json(const Lorad__PrepSpec *s) {
     return text;
 }
 
+/* What counts in the loss: as the train_on attribute records it (WORDS 0), or as the
+ * summary says it. */
+static const char *loss_name(const struct prep *p, int words) {
+    static const char *const names[][2] = {{"all", "every token"},
+                                           {"completion", "the completion"},
+                                           {"assistant", "the assistant's turns"},
+                                           {"auto", "the assistant's turns (of prompt/completion lines, the completion)"}};
+    Lorad__Loss l = p->spec->train_on;
+    int k = p->encoding.all                                   ? 0
+            : !p->chat || l == LORAD__LOSS__LOSS_COMPLETION ? 1
+            : l == LORAD__LOSS__LOSS_ASSISTANT              ? 2
+                                                            : 3;
+    return names[k][words];
+}
+
 static int set_write(const struct prep *p, const struct prep_set *s, const char *sources) {
     int64_t eos[EXAMPLE_EOS_MAX];
     for (int i = 0; i < p->eos.n; i++) eos[i] = p->eos.ids[i];
@@ -367,7 +436,7 @@ static int set_write(const struct prep *p, const struct prep_set *s, const char 
         .tokenizer_files = p->has_prov ? p->prov.files : NULL,
         .sources = sources,
         .format = dataset_format_name(p->reader.format),
-        .train_on = p->encoding.all ? "all" : "completion",
+        .train_on = loss_name(p, 0),
     };
     return tokens_write_h5(s->path, s->tok, (int64_t)s->n, s->mask, &meta);
 }
@@ -385,6 +454,22 @@ static int prep_write(const struct prep *p) {
     return rc;
 }
 
+/* How the assistant's spans were found, and the chat examples that will not teach to stop. */
+static void chat_summary(const struct prep *p) {
+    if (!p->encoding.all && p->spec->train_on != LORAD__LOSS__LOSS_COMPLETION)
+        fprintf(stderr, "lorad: prep: the assistant's spans %s\n", p->loss.generation ? "are the template's "
+                "{% generation %} blocks" : "are what each assistant message adds to the rendering, turn by turn");
+    if (p->uncounted)
+        fprintf(stderr, "lorad: prep: %lld examples count no token (no assistant turn, or --max-len cut it off)\n",
+                (long long)p->uncounted);
+    if (!p->unstopped) return;
+    fprintf(stderr, "lorad: prep: warning: in %lld examples no counted token is one generation stops at (",
+            (long long)p->unstopped);
+    for (int i = 0; i < p->n_stop; i++) fprintf(stderr, "%s%d", i ? ", " : "", p->stop[i]);
+    fprintf(stderr, "%s): a model trained on them may not learn to stop; name the template's end of turn in "
+                    "generation_config.json's eos_token_id\n", p->n_stop ? "" : "none");
+}
+
 static void summary_print(const struct prep *p) {
     if (p->line_open) fputc('\n', stderr);
     int64_t tokens = (int64_t)(p->train.n + p->val.n), counted = p->train.counted + p->val.counted;
@@ -396,12 +481,17 @@ static void summary_print(const struct prep *p) {
     fprintf(stderr, "lorad: prep: %lld truncated to --max-len, %lld malformed lines skipped, %lld empty examples "
                     "dropped\n", (long long)p->truncated, (long long)p->bad, (long long)p->empty);
     fprintf(stderr, "lorad: prep: format %s (%s), loss on %s, ", dataset_format_name(p->reader.format), p->origin,
-            p->encoding.all ? "every token" : "the completion");
+            loss_name(p, 1));
     if (p->encoding.eos) fprintf(stderr, "EOS %d appended (%s)\n", p->eos.ids[0], p->eos.source);
-    else fprintf(stderr, "no EOS appended\n");
-    if (p->boundary)
+    else fprintf(stderr, "no EOS appended%s\n", p->chat ? " (the chat template ends the turns, as in TRL)" : "");
+    if (p->boundary && !p->chat)
         fprintf(stderr, "lorad: prep: in %lld examples a token spans the prompt's end; masked by the prompt's own token "
                         "count, as TRL does\n", (long long)p->boundary);
+    if (p->boundary && p->chat)
+        fprintf(stderr, "lorad: prep: in %lld examples a token spans the edge of a counted span; the edge falls after "
+                        "the tokens of the text before it alone, as TRL places a prompt's end\n",
+                (long long)p->boundary);
+    if (p->chat) chat_summary(p);
 }
 
 int prep_dataset(const Lorad__PrepSpec *spec, int quiet) {

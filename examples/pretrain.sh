@@ -27,5 +27,6 @@ mpirun --oversubscribe -np 2 "$lorad" train --model "$work/init" --mode full \
 
 mkdir -p examples/base
 cp "$work/run/model/config.json" "$work/run/model/model.safetensors" examples/base/
+"$lorad" init-tokenizer --model examples/base --overwrite   # the byte-level tokenizer with ChatML's tokens
 echo "pretrain: final validation loss on kjv-val (nats per byte):"
 "$lorad" eval --model examples/base --data "$work/kjv-val.h5" --seq 128

@@ -227,11 +227,11 @@ static int alpaca_example(const struct example_reader *r, const json_t *o, const
 
 /* MESSAGES rendered by R's chat template into EX: its text, the counted spans as
  * counted segments. */
-static int chat_render(const struct example_reader *r, const json_t *messages, const char *where,
+static int chat_render(const struct example_reader *r, const json_t *messages, size_t n_prompt, const char *where,
                        struct example *ex) {
     struct tok_buf text = {0};
     struct example_spans spans = {0};
-    int rc = r->chat(r->chat_ctx, messages, where, &text, &spans);
+    int rc = r->chat(r->chat_ctx, messages, n_prompt, where, &text, &spans);
     size_t at = 0;
     for (size_t i = 0; i < spans.n && rc == 0; at = spans.v[i++].end) {
         CHECK(spans.v[i].begin >= at && spans.v[i].end >= spans.v[i].begin && spans.v[i].end <= text.n);
@@ -244,23 +244,46 @@ static int chat_render(const struct example_reader *r, const json_t *messages, c
     return rc;
 }
 
+/* Refuses KEY of O unless it is a non-empty list of messages (dataset.h). */
+static int messages_check(const json_t *o, const char *key, const char *where) {
+    const json_t *m = json_object_get(o, key), *msg;
+    if (!m) return err_set(where, "no \"%s\"", key);
+    if (!json_is_array(m)) return err_set(where, "\"%s\" is %s, not a list of messages", key, json_kind(m));
+    if (json_array_size(m) == 0) return err_set(where, "\"%s\" is an empty list", key);
+    size_t i;
+    json_array_foreach(m, i, msg) {
+        const json_t *role = json_object_get(msg, "role"), *content = json_object_get(msg, "content");
+        if (!json_is_object(msg))
+            return err_set(where, "\"%s\"[%zu] is %s, not a message object", key, i, json_kind(msg));
+        if (!role) return err_set(where, "\"%s\"[%zu] has no \"role\"", key, i);
+        if (!json_is_string(role))
+            return err_set(where, "\"%s\"[%zu]: \"role\" is %s, not a string", key, i, json_kind(role));
+        if (content && !json_is_string(content) && !json_is_null(content) && !json_is_array(content))
+            return err_set(where, "\"%s\"[%zu]: \"content\" is %s, not a string, null or a list", key, i,
+                           json_kind(content));
+    }
+    return 0;
+}
+
 /* The messages of O, a chat line: "messages", or prompt + completion lists. */
 static int chat_example(const struct example_reader *r, const json_t *o, const struct dataset_where *w,
                         struct example *ex) {
     char where[DATASET_WHERE_MAX];
     dataset_where_text(w, where);
     if (!r->chat) {
-        err_set(where, "chat data: lorad prep does not support chat templates yet");
-        return err_hint("give prompt/completion or text lines for now");
+        err_set(where, "chat data, and no chat template to render it with");
+        return err_hint("prompt/completion or text lines");
     }
-    const json_t *m = json_object_get(o, "messages");
-    if (m) return json_is_array(m) ? chat_render(r, m, where, ex) : err_set(where, "\"messages\" is not a list");
-    const json_t *p = json_object_get(o, "prompt"), *c = json_object_get(o, "completion");
-    if (!json_is_array(p) || !json_is_array(c))
-        return err_set(where, "\"prompt\" and \"completion\" are not lists of messages");
+    if (!json_object_get(o, "messages") && !json_object_get(o, "prompt"))
+        return err_set(where, "no \"messages\", nor \"prompt\" and \"completion\" (the data is chat, as %s says)",
+                       r->origin);
+    if (json_object_get(o, "messages"))
+        return messages_check(o, "messages", where) ? -1 : chat_render(r, json_object_get(o, "messages"), 0, where, ex);
+    if (messages_check(o, "prompt", where) || messages_check(o, "completion", where)) return -1;
+    const json_t *p = json_object_get(o, "prompt");
     json_t *all = json_copy((json_t *)p);
-    json_array_extend(all, (json_t *)c);
-    int rc = chat_render(r, all, where, ex);
+    json_array_extend(all, json_object_get(o, "completion"));
+    int rc = chat_render(r, all, json_array_size(p), where, ex);
     json_decref(all);
     return rc;
 }

@@ -12,8 +12,10 @@
  *               DATASET_ALPACA_INPUT (or _NO_INPUT when X is absent, null or empty)
  *               with I and X filled in, as Stanford Alpaca's train.py writes it; O counts
  *   chat        {"messages": [{"role", "content"}, ...]}, or a prompt and a completion
- *               that are lists of messages (taken as one list): an example_chat_fn
- *               renders them, and the assistant's spans count
+ *               that are lists of messages (taken as one list, the prompt's length
+ *               noted): an example_chat_fn renders them and says which spans count.
+ *               A message is an object with a "role" string and, when it has one, a
+ *               "content" that is a string, null or a list (of content parts)
  * Other keys are ignored. FORMAT_AUTO takes the first format whose keys a line has, in
  * the order chat, completion, alpaca, text (Alpaca datasets often carry a "text" too).
  *
@@ -102,12 +104,13 @@ struct example_spans {
 void example_spans_add(struct example_spans *s, size_t begin, size_t end);
 void example_spans_free(struct example_spans *s);
 
-/* Renders the chat MESSAGES (a JSON array of {role, content}) as TEXT (appended to, from
- * empty), with the byte spans of TEXT that count in the loss (the assistant's) in
- * COUNTED. 0, or -1 with an error whose thing is WHERE ("FILE:LINE"). The chat-template
- * engine plugs in here. */
-typedef int example_chat_fn(void *ctx, const json_t *messages, const char *where, struct tok_buf *text,
-                            struct example_spans *counted);
+/* Renders the chat MESSAGES (a non-empty JSON array of objects, each with a "role"
+ * string) as TEXT (appended to, from empty), with the byte spans of TEXT that count in
+ * the loss in COUNTED. N_PROMPT: how many of MESSAGES are a prompt/completion line's
+ * prompt (the rest its completion); 0 for a "messages" line. 0, or -1 with an error
+ * whose thing is WHERE ("FILE:LINE"). The chat template plugs in here (chat_loss.h). */
+typedef int example_chat_fn(void *ctx, const json_t *messages, size_t n_prompt, const char *where,
+                            struct tok_buf *text, struct example_spans *counted);
 
 /* How the lines of a dataset are read: their format, and where it was decided. */
 struct example_reader {

@@ -109,7 +109,8 @@ static int text_mask(struct tok_encoder *e, const struct example *ex, int all, s
 
 int example_encode(struct tok_encoder *e, const struct example *ex, const struct example_encoding *o,
                    struct example_tokens *out) {
-    const struct tok_post *post = &e->t->post;
+    static const struct tok_post none;
+    const struct tok_post *post = o->no_post ? &none : &e->t->post;
     out->ids.n = out->mask.n = 0;
     out->truncated = out->boundary = 0;
     mask_fill(&out->mask, post->before.n, 0);

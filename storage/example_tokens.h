@@ -23,7 +23,8 @@
  * The EOS (the first of the EOS ids) is appended unless the text's ids already end with
  * it, as TRL appends eos_token unless the text ends with it, or the post-processor ends
  * the example with it itself. MAX_LEN > 0 keeps the first MAX_LEN tokens (TRL's
- * truncation_mode "keep_start").
+ * truncation_mode "keep_start"). With NO_POST the post-processor adds nothing (and
+ * prep gives a chat no EOS: chat_loss.h).
  */
 #ifndef LORAD_EXAMPLE_TOKENS_H
 #define LORAD_EXAMPLE_TOKENS_H
@@ -53,6 +54,8 @@ struct example_encoding {
     int all;                       /* every text token counts (--train-on all) */
     const struct example_eos *eos; /* NULL or no ids: none appended */
     int64_t max_len;               /* 0: no limit */
+    int no_post;                   /* no post-processor tokens: a chat's text, which apply_chat_template
+                                      encodes with add_special_tokens=False (its template writes a BOS) */
 };
 
 /* One example's tokens. */

@@ -20,7 +20,8 @@ Cases:
   options  --train-on all, --add-eos off, --max-len, --val-split, a text that already
            ends with the EOS, empty examples, several inputs, the summary's numbers
   errors   malformed lines: one line "FILE:LINE: ..." and exit 2, leaving no output; with
-           --skip-bad counted and skipped; chat data and --format chat refused; existing
+           --skip-bad counted and skipped; chat data without a chat template refused (prep_chat.py
+           tests chat data); --train-on assistant on other data; existing
            outputs kept without --overwrite; no EOS; flags that conflict
   threads  --threads 1, 2 and 3 give the same datasets, attribute for attribute, over
            more than one batch of lines, with malformed ones skipped
@@ -519,12 +520,12 @@ def case_errors(c: Ctx) -> None:
         ErrCase("first line fits no format", [b'{"question": "a"}', good], [], ":1:", 1),
         ErrCase("blank lines are no lines, and line numbers count them", [good, b"", b"  ", b"{oops", good], [],
                 ":4:", 1),
-        ErrCase("chat data", [json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()], [],
-                "chat templates"),
-        ErrCase("a conversational prompt/completion", [b'{"prompt": [{"role": "user", "content": "x"}], '
-                                                       b'"completion": [{"role": "assistant", "content": "y"}]}'],
-                [], "chat templates"),
-        ErrCase("--format chat", [good], ["--format", "chat"], "--format"),
+        ErrCase("chat data, no chat template", [json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode()],
+                [], "no chat template"),
+        ErrCase("a conversational prompt/completion, no chat template",
+                [b'{"prompt": [{"role": "user", "content": "x"}], "completion": [{"role": "assistant", "content": "y"}]}'],
+                [], "no chat template"),
+        ErrCase("--format chat, no chat template", [good], ["--format", "chat"], "no chat template"),
         ErrCase("--train-on assistant", [good], ["--train-on", "assistant"], "--train-on"),
         ErrCase("--format text on completion lines", [good], ["--format", "text"], ":1:"),
         ErrCase("--train-on completion on text", [b'{"text": "x"}'], ["--train-on", "completion"], "--train-on"),

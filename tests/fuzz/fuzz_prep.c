@@ -12,11 +12,18 @@
  * text is what the line's keys hold, read here again with jansson: the text, the prompt
  * then the completion, the Alpaca prompt ending with the output, or the rendered chat
  * whose counted segments are the assistant's contents.
+ *
+ * Chat lines also go through the real renderer (storage/chat_loss.c) with two ChatML
+ * templates that render the same text, one with {% generation %} blocks around each
+ * assistant turn's content and end of turn, one without (so its spans are found turn by
+ * turn): both accept a line or both refuse it, in one line naming it, and when they
+ * accept, the text and the counted segments are the same.
  */
 #include "fuzz_util.h"
 
 #include <jansson.h>
 
+#include "chat_loss.h"
 #include "dataset.h"
 #include "error.h"
 
@@ -25,9 +32,10 @@ static const Lorad__Format formats[] = {LORAD__FORMAT__FORMAT_TEXT, LORAD__FORMA
 
 /* The stand-in chat template: "<role>" then the content for every message, the
  * assistant's content counted. */
-static int chat_stub(void *ctx, const json_t *messages, const char *where, struct tok_buf *text,
+static int chat_stub(void *ctx, const json_t *messages, size_t n_prompt, const char *where, struct tok_buf *text,
                      struct example_spans *counted) {
     (void)ctx;
+    FUZZ_REQUIRE(n_prompt < json_array_size(messages));
     size_t i;
     const json_t *m;
     json_array_foreach(messages, i, m) {
@@ -42,6 +50,59 @@ static int chat_stub(void *ctx, const json_t *messages, const char *where, struc
         if (!strcmp(role, "assistant")) example_spans_add(counted, at, text->n);
     }
     return 0;
+}
+
+/* ChatML turn by turn, and with {% generation %} blocks: the same text. */
+static const char *const chatml[2] = {
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' }}{% if m['role'] == 'assistant' %}{% generation %}"
+    "{{ m['content'] + '<|im_end|>\\n' }}{% endgeneration %}{% else %}{{ m['content'] + '<|im_end|>\\n' }}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"};
+
+struct real_chat {
+    struct tok_config config[2];
+    struct chat_template template[2];
+    struct chat_loss loss[2];
+};
+
+/* The two renderers, made on the first call. */
+static struct real_chat *real_chat(void) {
+    static struct real_chat rc;
+    static int ready;
+    for (int k = 0; k < 2 && !ready; k++) {
+        rc.config[k].chat_template = (char *)chatml[k];
+        rc.config[k].template_source = (char *)"chatml";
+        FUZZ_REQUIRE(chat_template_open(&rc.template[k], &rc.config[k], "fuzz") == 0);
+        chat_loss_init(&rc.loss[k], &rc.template[k], LORAD__LOSS__LOSS_AUTO);
+        FUZZ_REQUIRE(rc.loss[k].generation == k);
+    }
+    ready = 1;
+    return &rc;
+}
+
+static int same(const struct tok_buf *a, const struct tok_buf *b);
+static void counted_text(const struct example *ex, struct tok_buf *out);
+static void check_refusal(int64_t line);
+
+/* Line U, a chat line, through both renderers: the same answer. */
+static void check_real_chat(const struct dataset_unit *u, const struct dataset_where *w) {
+    struct real_chat *rc = real_chat();
+    struct example ex[2] = {{0}};
+    struct tok_buf counted[2] = {{0}};
+    int ok[2];
+    for (int k = 0; k < 2; k++) {
+        struct example_reader r = {LORAD__FORMAT__FORMAT_CHAT, "fuzz", chat_loss_render, &rc->loss[k]};
+        ok[k] = example_from_line(&r, u->p, u->n, w, &ex[k]) == 0;
+        if (!ok[k]) check_refusal(u->line);
+        else counted_text(&ex[k], &counted[k]);
+    }
+    FUZZ_REQUIRE(ok[0] == ok[1]);
+    if (ok[0]) FUZZ_REQUIRE(same(&ex[0].text, &ex[1].text) && same(&counted[0], &counted[1]));
+    for (int k = 0; k < 2; k++) {
+        example_free(&ex[k]);
+        tok_buf_free(&counted[k]);
+    }
 }
 
 static int blank(const char *p, size_t n) {
@@ -161,6 +222,7 @@ static void check_line(const struct dataset_unit *u, struct example *ex) {
     Lorad__Format detected;
     int known = example_line_format(u->p, u->n, &w, &detected) == 0;
     if (!known) check_refusal(u->line);
+    if (known && detected == LORAD__FORMAT__FORMAT_CHAT) check_real_chat(u, &w);
     for (size_t f = 0; f < sizeof formats / sizeof formats[0]; f++) {
         struct example_reader r = {formats[f], "fuzz", f == 3 ? chat_stub : NULL, NULL};
         if (example_from_line(&r, u->p, u->n, &w, ex)) {

@@ -332,6 +332,13 @@ put("fuzz_prep", "alpaca", jsonl({"instruction": "Add.", "input": "2 2", "output
 put("fuzz_prep", "chat", jsonl({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
                                {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant",
                                                                                              "content": "b"}]}))
+put("fuzz_prep", "chat_turns", jsonl(
+    {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
+                  {"role": "assistant", "content": "4"}, {"role": "user", "content": "\n"},
+                  {"role": "assistant", "content": ""}, {"role": "tool", "content": None}]},
+    {"prompt": [{"role": "user", "content": "q"}], "completion": [{"role": "assistant", "content": "a"},
+                                                                  {"role": "user", "content": ["part"]}]},
+    {"messages": [{"role": 1}]}, {"messages": []}, {"prompt": [], "completion": "x"}))
 put("fuzz_prep", "blank_lines", "doc one\nline two\n\n \t\r\ndoc two\n\n\n{\"text\": \"three\"}")
 put("fuzz_prep", "bad_lines", jsonl('{"prompt": "a"', '[1, 2]', '{"text": 7}', '{"a": 1, "a": 2}',
                                     '{"prompt": "a", "completion": null}', '"just a string"'))
