@@ -31,7 +31,7 @@ Cases:
           source; --overwrite prepares again; malformed lines: FILE:LINE, exit 2
 Usage: gentext.py --lorad PATH --workdir DIR --case NAME
 Imports: harness (run_lorad, run_driver), torch_gpt2 (the GPT-2 reference), jinja (reference(): jinja2 set up as
-transformers), prep (write_tokenizer: a small GPT-2 BPE), daemon (Daemon, straight, rows).
+transformers), prep (write_tokenizer: a small GPT-2 BPE), daemon (Daemon, straight, flags).
 """
 import json
 import os
@@ -585,8 +585,8 @@ def case_data(fails, lorad, work):
         pa = run(lorad, ["train"] + fl(src["train"], src["val"], 4) + ["--out", ra], mpi=ranks)
         pb = run(lorad, ["train"] + fl(h5["train"], h5["val"], 4) + ["--out", rb], mpi=ranks)
         if lorad_ok(fails, pa, f"train jsonl ({ranks} ranks)") and lorad_ok(fails, pb, f"train h5 ({ranks} ranks)"):
-            fails.check(dref.rows(ra) == dref.rows(rb), f"train on JSONL ({ranks} ranks): metrics differ from prep's")
-            fails.check(dref.adapter(ra) == dref.adapter(rb), f"train on JSONL ({ranks} ranks): the adapter differs")
+            fails.check(harness.metrics_rows(ra) == harness.metrics_rows(rb), f"train on JSONL ({ranks} ranks): metrics differ from prep's")
+            fails.check(harness.adapter_bytes(ra) == harness.adapter_bytes(rb), f"train on JSONL ({ranks} ranks): the adapter differs")
             fails.check(os.path.exists(os.path.join(ra, "data", "train.h5")) and
                         os.path.exists(os.path.join(ra, "data", "val.json")), f"{ra}/data/ lacks the prepared files")
     # resume reuses the prepared data; a changed source is refused; --overwrite prepares it again
@@ -635,8 +635,8 @@ def case_data(fails, lorad, work):
         plain = dref.straight(fails, lorad, work, fl(h5["val"], h5["val"], 4))
         if rec["state"] == "succeeded":
             out = rec["spec"]["out"]
-            fails.check(dref.rows(out) == dref.rows(plain), "the daemon's JSONL job: metrics differ from prep's")
-            fails.check(dref.adapter(out) == dref.adapter(plain), "the daemon's JSONL job: the adapter differs")
+            fails.check(harness.metrics_rows(out) == harness.metrics_rows(plain), "the daemon's JSONL job: metrics differ from prep's")
+            fails.check(harness.adapter_bytes(out) == harness.adapter_bytes(plain), "the daemon's JSONL job: the adapter differs")
             fails.check(rec["spec"]["data"] == src["val"], f"the job's record names {rec['spec']['data']}")
         d.client("shutdown")
         fails.check(d.end() == 0, "the daemon did not exit 0 after shutdown")
