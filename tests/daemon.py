@@ -285,49 +285,43 @@ def case_kill(fails, lorad, work):
                 f"the second attempt did not resume from a checkpoint: {logs[-300:]!r}")
 
 
-def case_signal(fails, lorad, work):
+def signal_stops_daemon(fails, lorad, work, target, stopped):
+    """A paced job, SIGTERM to TARGET(daemon) (a pid) once it has done 5 steps: the job must
+    log STOPPED (a regex with the step as its group) within 5 steps of the signal, the
+    daemon must exit without starting another job, and the next daemon finish the job.
+    Returns the daemon's log."""
     # once mpirun has its SIGTERM it stops draining the ranks' stderr: a progress line every
     # step could fill the pipe before the stop, and the rank would block there until SIGKILL.
     # Paced, the 2000 steps last at least 200 s; the signal comes after 5.
     d, state, j, fl, at = start_paced(lorad, work, 2000, ["--ckpt-every", 500, "--log-every", 50], 5)
     try:
-        os.kill(d.proc.pid, signal.SIGTERM)
-        print(f"SIGTERM to mpirun at step {at}; mpirun exited {d.end()}", flush=True)
+        os.kill(target(d), signal.SIGTERM)
+        print(f"SIGTERM at step {at}; mpirun exited {d.end()}", flush=True)
     finally:
         if d.proc.poll() is None:
             d.kill9()
     with open(os.path.join(state, "jobs", str(j), "train.log")) as f:
         log = f.read()
-    stop = re.search(r"stopped at step (\d+) on SIGCONT", log)
-    fails.check(stop, f"the job did not stop with a checkpoint on mpirun's SIGCONT: {log[-300:]!r}")
+    stop = re.search(stopped, log)
     # a step lasts at least PACE_MS: a stop within 5 steps is one within half a second
     fails.check(stop and at <= int(stop.group(1)) <= at + 5,
-                f"the job stopped at step {stop and stop.group(1)}, more than 5 steps after the signal at {at}")
-    with open(os.path.join(work, "serve.log"), errors="replace") as f:
-        fails.check("daemon stopped on SIGCONT" in f.read(), "the daemon did not say it stopped on mpirun's SIGCONT")
-    with open(os.path.join(state, "jobs", str(j), "job.pb"), "rb") as f:
-        fails.check(f.read(), "no job record")
-    finish_after_restart(fails, lorad, work, state, j, fl)
-
-
-def case_rank_signal(fails, lorad, work):
-    # paced as case_signal; the signal goes to one follower rank, not to mpirun
-    d, state, j, fl, at = start_paced(lorad, work, 2000, ["--ckpt-every", 500, "--log-every", 50], 5)
-    try:
-        os.kill(rank_pid(d, 1), signal.SIGTERM)
-        print(f"SIGTERM to rank 1 at step {at}; mpirun exited {d.end()}", flush=True)
-    finally:
-        if d.proc.poll() is None:
-            d.kill9()
-    with open(os.path.join(state, "jobs", str(j), "train.log")) as f:
-        log = f.read()
-    stop = re.search(r"stopped at step (\d+): a signal on another rank", log)
-    fails.check(stop and at <= int(stop.group(1)) <= at + 5,
-                f"the job did not stop within 5 steps of rank 1's SIGTERM at {at}: {log[-300:]!r}")
+                f"the job did not stop with a checkpoint within 5 steps of the signal at {at}: {log[-300:]!r}")
     with open(os.path.join(work, "serve.log"), errors="replace") as f:
         served = f.read()
     fails.check(served.count(" starts\n") == 1, f"the daemon started another job after the stop: {served[-400:]!r}")
+    with open(os.path.join(state, "jobs", str(j), "job.pb"), "rb") as f:
+        fails.check(f.read(), "no job record")
     finish_after_restart(fails, lorad, work, state, j, fl)
+    return served
+
+
+def case_signal(fails, lorad, work):
+    served = signal_stops_daemon(fails, lorad, work, lambda d: d.proc.pid, r"stopped at step (\d+) on SIGCONT")
+    fails.check("daemon stopped on SIGCONT" in served, "the daemon did not say it stopped on mpirun's SIGCONT")
+
+
+def case_rank_signal(fails, lorad, work):
+    signal_stops_daemon(fails, lorad, work, lambda d: rank_pid(d, 1), r"stopped at step (\d+): a signal on another rank")
 
 
 # ---- the control protocol by hand (proto/lorad.proto: Request, Response, JobRecord) ----
