@@ -1,6 +1,6 @@
 /*
- * base.c: opening a base model directory once (base.h), and its bf16 block, shared by
- * the processes of a node through a file in /dev/shm.
+ * base.c: opening a base model directory once (base.h), and its block of low-precision
+ * product weights, shared by the processes of a node through a file in /dev/shm.
  */
 #include "base.h"
 
@@ -76,14 +76,13 @@ int base_open(struct base *b, const char *dir) {
     return 0;
 }
 
+static void shared_free(struct base *b);
+
 void base_close(struct base *b) {
     base_unshare(b);
     st_set_close(&b->st);
     free(b->frozen);
-    if (b->frozen16_map)
-        munmap(b->frozen16_map, b->frozen16_map_len);
-    else
-        free(b->frozen16);
+    shared_free(b);
     free(b->config_text);
     free(b->dir);
     memset(b, 0, sizeof *b);
@@ -100,13 +99,23 @@ int base_keep(struct base *b, const char *dir, int *reused) {
     return base_open(b, dir);
 }
 
-/* ---- the bf16 block, one per node ---- */
+/* ---- the shared block, one per node ---- */
+
+/* Lets go of B's shared block, mapped or private. */
+static void shared_free(struct base *b) {
+    if (b->shared_map)
+        munmap(b->shared_map, b->shared_map_len);
+    else
+        free(b->shared);
+    b->shared = b->shared_map = NULL;
+    b->shared_map_len = 0;
+}
 
 #define SHARE_DIR "/dev/shm"
 #define SHARE_MAGIC 0x3161686264726f6cULL /* "lordbha1": the layout of this file */
 #define SHARE_HEAD 64                     /* bytes before the data: magic, count */
 
-/* Maps PATH if it is a complete block of N elements (renamed into place only once
+/* Maps PATH if it is a complete block of N bytes (renamed into place only once
  * written); NULL otherwise. */
 static void *share_map(const char *path, uint64_t n, size_t len) {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -124,7 +133,7 @@ static void *share_map(const char *path, uint64_t n, size_t len) {
 
 /* Writes the block to a temporary file beside PATH, FILL filling its data, and renames
  * it into place; the mapping, or NULL when /dev/shm cannot take it. */
-static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(void *, uint16_t *), void *ctx) {
+static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(void *, void *), void *ctx) {
     char tmp[300];
     snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
     int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -139,7 +148,7 @@ static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(
     uint64_t *head = map;
     head[0] = SHARE_MAGIC;
     head[1] = n;
-    fill(ctx, (uint16_t *)((char *)map + SHARE_HEAD));
+    fill(ctx, (char *)map + SHARE_HEAD);
     if (rename(tmp, path) != 0) {
         munmap(map, len);
         unlink(tmp);
@@ -162,34 +171,39 @@ float *base_f32_block(struct base *b, uint64_t n, int kind, void (*fill)(void *c
     return b->frozen;
 }
 
-uint16_t *base_bf16_block(struct base *b, uint64_t n, void (*fill)(void *ctx, uint16_t *block), void *ctx) {
-    if (b->frozen16) {
-        CHECK(b->frozen16_n == n);
-        return b->frozen16;
+void *base_shared_block(struct base *b, enum base_dtype kind, uint64_t bytes, void (*fill)(void *ctx, void *block),
+                        void *ctx) {
+    if (b->shared && b->shared_kind == kind) {
+        CHECK(b->shared_bytes == bytes);
+        return b->shared;
     }
-    b->frozen16_n = n;
-    const size_t len = SHARE_HEAD + n * sizeof(uint16_t);
-    snprintf(b->share_path, sizeof b->share_path, "%s/lorad-%d-%016llx.bf16", SHARE_DIR, (int)getuid(),
-             (unsigned long long)(b->fingerprint ^ b->stamp));
+    base_unshare(b);
+    shared_free(b);
+    b->shared_bytes = bytes;
+    b->shared_kind = kind;
+    const size_t len = SHARE_HEAD + bytes;
+    static const char *const suffix[] = {"f32", "bf16", "int8", "nf4"};
+    snprintf(b->share_path, sizeof b->share_path, "%s/lorad-%d-%016llx.%s", SHARE_DIR, (int)getuid(),
+             (unsigned long long)(b->fingerprint ^ b->stamp), suffix[kind]);
     /* one process of the node writes it, under the lock; the others wait and map it */
     char lock[310];
     snprintf(lock, sizeof lock, "%s.lock", b->share_path);
     int lfd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
     void *map = NULL;
     if (lfd >= 0 && flock(lfd, LOCK_EX) == 0) {
-        map = share_map(b->share_path, n, len);
-        if (!map) map = share_write(b->share_path, n, len, fill, ctx);
+        map = share_map(b->share_path, bytes, len);
+        if (!map) map = share_write(b->share_path, bytes, len, fill, ctx);
     }
     if (lfd >= 0) close(lfd); /* releases the lock */
     if (map) {
-        b->frozen16_map = map;
-        b->frozen16_map_len = len;
-        return b->frozen16 = (uint16_t *)((char *)map + SHARE_HEAD);
+        b->shared_map = map;
+        b->shared_map_len = len;
+        return b->shared = (char *)map + SHARE_HEAD;
     }
     b->share_path[0] = '\0'; /* no /dev/shm: a private block */
-    b->frozen16 = xalloc_aligned(n * sizeof(uint16_t));
-    fill(ctx, b->frozen16);
-    return b->frozen16;
+    b->shared = xalloc_aligned(bytes);
+    fill(ctx, b->shared);
+    return b->shared;
 }
 
 void base_unshare(struct base *b) {

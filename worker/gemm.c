@@ -2,7 +2,8 @@
  * gemm.c: gemm() on oneDNN's dnnl_sgemm or OpenBLAS's cblas_sgemm, and gemm_bf16() on
  * oneDNN's bf16 matmul primitive. The primitives of the few shapes a model runs are
  * created once and kept in a small cache; the bf16 copy of A lives in one buffer that
- * grows to the largest product and is then reused, so a step allocates nothing. When
+ * grows to the largest product and is then reused, so a step allocates nothing; so does
+ * the tile gemm_quant decodes a quantized weight into, one tile per bf16 matmul. When
  * asked, it also times the products per shape (the profile of `lorad train --profile`).
  */
 #include "gemm.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "quant.h"
 #include "safetensors.h"
 #include "simd.h"
 
@@ -95,6 +97,8 @@ static struct {
     int n, next; /* entries in use; the one replaced when full */
     uint16_t *a16; /* A in bf16 */
     size_t a16_cap;
+    uint16_t *tile; /* a quantized weight's tile, decoded */
+    size_t tile_cap;
 } bf;
 
 static void bf16_prim_make(struct bf16_prim *p) {
@@ -163,6 +167,36 @@ KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int 
     }
 }
 
+/* A buffer of at least N bf16 elements, grown (never shrunk) in *BUF of capacity *CAP. */
+static uint16_t *buffer_take(uint16_t **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*buf);
+        *buf = xalloc_aligned(n * sizeof **buf);
+        *cap = n;
+    }
+    return *buf;
+}
+
+/* C (M,N) = alpha · A16 (M,K) · op(B) + beta · C (+ BIAS) on the cached primitive of
+ * that shape; A16 packed (row stride K). */
+static void bf16_exec(int trans_b, int M, int N, int K, float alpha, const uint16_t *a16, const uint16_t *B, int ldb,
+                      float beta, const float *bias, float *C, int ldc) {
+    struct bf16_prim *p = bf16_prim_get(trans_b, M, N, K, alpha, ldb, beta, bias != NULL, ldc);
+    dnnl_memory_t ma, mb, mc, mbias = NULL;
+    DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, (void *)a16));
+    DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
+    DNNL_CHECK(dnnl_memory_create(&mc, &p->c, bf.engine, C));
+    if (bias) DNNL_CHECK(dnnl_memory_create(&mbias, &p->bias, bf.engine, (void *)bias));
+    const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                     {DNNL_ARG_BIAS, mbias}};
+    DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, bias ? 4 : 3, args));
+    DNNL_CHECK(dnnl_stream_wait(bf.stream));
+    dnnl_memory_destroy(ma);
+    dnnl_memory_destroy(mb);
+    dnnl_memory_destroy(mc);
+    if (mbias) dnnl_memory_destroy(mbias);
+}
+
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
                int ldb, float beta, const float *bias, float *C, int ldc) {
     if (M == 0 || N == 0) return;
@@ -170,33 +204,48 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
     const double t0 = profile_begin();
     double convert_s = 0.0;
     const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
-    const size_t need = (size_t)rows * K;
-    if (need > bf.a16_cap) {
-        free(bf.a16);
-        bf.a16 = xalloc_aligned(need * sizeof *bf.a16);
-        bf.a16_cap = need;
-    }
+    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)rows * K);
     for (int m0 = 0; m0 < M; m0 += rows) {
         const int mc = M - m0 < rows ? M - m0 : rows;
         const double tc = omp_get_wtime();
-        bf16_rows(bf.a16, A + (size_t)m0 * lda, lda, mc, K);
+        bf16_rows(a16, A + (size_t)m0 * lda, lda, mc, K);
         convert_s += omp_get_wtime() - tc;
-        struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, bias != NULL, ldc);
-        dnnl_memory_t ma, mb, mc_mem, mbias = NULL;
-        DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));
-        DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
-        DNNL_CHECK(dnnl_memory_create(&mc_mem, &p->c, bf.engine, C + (size_t)m0 * ldc));
-        if (bias) DNNL_CHECK(dnnl_memory_create(&mbias, &p->bias, bf.engine, (void *)bias));
-        const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc_mem},
-                                         {DNNL_ARG_BIAS, mbias}};
-        DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, bias ? 4 : 3, args));
-        DNNL_CHECK(dnnl_stream_wait(bf.stream));
-        dnnl_memory_destroy(ma);
-        dnnl_memory_destroy(mb);
-        dnnl_memory_destroy(mc_mem);
-        if (mbias) dnnl_memory_destroy(mbias);
+        bf16_exec(trans_b, mc, N, K, alpha, a16, B, ldb, beta, bias, C + (size_t)m0 * ldc, ldc);
     }
     profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
+}
+
+/* The columns of C one tile of a quantized product covers: about GEMM_QUANT_TILE
+ * elements of the weight, in whole blocks of its rows (TRANS_B 0) or in rows. */
+static int quant_tile_cols(int trans_b, int N, int K) {
+    const int unit = trans_b ? 16 : QUANT_BLOCK;
+    int cols = GEMM_QUANT_TILE / K / unit * unit;
+    if (cols < unit) cols = unit;
+    return cols < N ? cols : N;
+}
+
+void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const struct qweight *W, float beta,
+                const float *bias, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    CHECK(!omp_in_parallel() && W->rows == (trans_b ? N : K) && W->cols == (trans_b ? K : N));
+    const double t0 = profile_begin();
+    double tc = omp_get_wtime();
+    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)M * K);
+    bf16_rows(a16, A, lda, M, K); /* once: every tile multiplies all of A */
+    double convert_s = omp_get_wtime() - tc;
+    const int cols = quant_tile_cols(trans_b, N, K);
+    uint16_t *tile = buffer_take(&bf.tile, &bf.tile_cap, (size_t)cols * K);
+    for (int n0 = 0; n0 < N; n0 += cols) {
+        const int nc = N - n0 < cols ? N - n0 : cols;
+        tc = omp_get_wtime();
+        if (trans_b) /* C[:, n0:] = A · W[n0:n0+nc, :]ᵀ, the tile (nc, K) */
+            quant_decode_bf16(W, n0, n0 + nc, 0, K, tile, K);
+        else /* C[:, n0:] = A · W[:, n0:n0+nc], the tile (K, nc) */
+            quant_decode_bf16(W, 0, K, n0, n0 + nc, tile, nc);
+        convert_s += omp_get_wtime() - tc;
+        bf16_exec(trans_b, M, nc, K, 1.0f, a16, tile, trans_b ? K : nc, beta, bias ? bias + n0 : NULL, C + n0, ldc);
+    }
+    profile_end(t0, W->kind == QUANT_INT8 ? "onednn_int8" : "onednn_nf4", 0, trans_b, M, N, K, convert_s);
 }
 
 void gemm_release(void) {
@@ -204,6 +253,7 @@ void gemm_release(void) {
     if (bf.stream) dnnl_stream_destroy(bf.stream);
     if (bf.engine) dnnl_engine_destroy(bf.engine);
     free(bf.a16);
+    free(bf.tile);
     bf = (__typeof__(bf)){0};
 }
 
