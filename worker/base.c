@@ -78,6 +78,11 @@ int base_open(struct base *b, const char *dir) {
 
 static void shared_free(struct base *b);
 
+const char *base_dtype_name(enum base_dtype d) {
+    static const char *const names[] = {"f32", "bf16", "int8", "nf4"};
+    return names[d];
+}
+
 void base_close(struct base *b) {
     base_unshare(b);
     st_set_close(&b->st);
@@ -182,9 +187,8 @@ void *base_shared_block(struct base *b, enum base_dtype kind, uint64_t bytes, vo
     b->shared_bytes = bytes;
     b->shared_kind = kind;
     const size_t len = SHARE_HEAD + bytes;
-    static const char *const suffix[] = {"f32", "bf16", "int8", "nf4"};
     snprintf(b->share_path, sizeof b->share_path, "%s/lorad-%d-%016llx.%s", SHARE_DIR, (int)getuid(),
-             (unsigned long long)(b->fingerprint ^ b->stamp), suffix[kind]);
+             (unsigned long long)(b->fingerprint ^ b->stamp), base_dtype_name(kind));
     /* one process of the node writes it, under the lock; the others wait and map it */
     char lock[310];
     snprintf(lock, sizeof lock, "%s.lock", b->share_path);

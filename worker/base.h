@@ -15,6 +15,8 @@
 
 /* The forms of a model's frozen product weights (--base-dtype). */
 enum base_dtype { BASE_DTYPE_F32, BASE_DTYPE_BF16, BASE_DTYPE_INT8, BASE_DTYPE_NF4 };
+/* "f32", "bf16", "int8", "nf4". */
+const char *base_dtype_name(enum base_dtype d);
 
 struct base {
     char *dir;                /* the model directory as given */

@@ -305,7 +305,8 @@ static void acts_alloc(struct model *m) {
     slots[n++] = (struct act_slot){&m->scratch, scratch};
     uint64_t total = 0;
     for (int32_t i = 0; i < n; i++) total += (slots[i].n + 15) / 16 * 16;
-    m->act_block = xalloc_aligned(total * sizeof(float));
+    m->act_bytes = total * sizeof(float);
+    m->act_block = xalloc_aligned(m->act_bytes);
     float *p = m->act_block;
     for (int32_t i = 0; i < n; i++) {
         *slots[i].p = p;

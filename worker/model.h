@@ -126,6 +126,7 @@ struct model {
     struct trainable tr;
     int32_t B, T;
     float *act_block;
+    uint64_t act_bytes; /* of ACT_BLOCK: every activation and scratch tensor */
     union {
         struct gpt2_acts g;
         struct llama_acts l;
