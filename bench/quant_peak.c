@@ -75,10 +75,11 @@ static void time_shape(const struct form *f, const char *name, int trans_b, int 
     const double convert = nrows ? r[0].convert_s / (double)r[0].calls : 0.0, mean = (clock_now() - t0) / calls;
     /* decoding alone, the whole weight once (what gemm_quant spreads over its tiles) */
     double decode_ns = 0.0;
-    if (!f->bf16) {
+    for (int rep = 0; rep < 5 && !f->bf16; rep++) { /* the best of 5 */
         const double td = clock_now();
         for (int32_t r0 = 0; r0 < out; r0 += 64) quant_decode_bf16(&q, r0, r0 + 64 < out ? r0 + 64 : out, 0, in, w16, in);
-        decode_ns = (clock_now() - td) * 1e9 / (double)n;
+        const double ns = (clock_now() - td) * 1e9 / (double)n;
+        if (rep == 0 || ns < decode_ns) decode_ns = ns;
     }
     printf("{\"form\":\"%s\",\"product\":\"%s\",\"pass\":\"%s\",\"M\":%d,\"out\":%d,\"in\":%d,\"best_gflops\":%.1f,"
            "\"mean_gflops\":%.1f,\"mean_ms\":%.3f,\"convert_ms\":%.3f,\"decode_ns_per_weight\":%.3f}\n",

@@ -1066,6 +1066,19 @@ PARTS = [
 ]
 
 
+def kept_sections(path):
+    """The section bench/quant.py keeps in PATH (its own large-model run), to carry over."""
+    begin, end = "<!-- bench/quant.py: begin -->", "<!-- bench/quant.py: end -->"
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError:
+        return ""
+    if begin not in old or end not in old:
+        return ""
+    return "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description="lorad's benchmark (bench/README.md)")
     ap.add_argument("--smoke", action="store_true", help="a tiny model, every part quickly; results to the workdir")
@@ -1109,7 +1122,7 @@ def main():
     text = report(args, c, R)
     print(text)
     with open(args.results, "w") as f:
-        f.write(text)
+        f.write(text + kept_sections(args.results))
     log(f"wrote {args.results} ({time.monotonic() - t0:.0f} s)")
     bad = numbers_missing(R)
     if bad:
