@@ -17,6 +17,19 @@
 #include "fileio.h"
 #include "hash.h"
 
+/* Continues H over N bytes of FD at OFF, read with pread into BUF (at least N): not
+ * through the mapping, whose faults would map whole page-cache folios (up to MiBs each)
+ * and, sampled every MiB, make the whole file resident for a moment. */
+static uint64_t hash_at(uint64_t h, int fd, uint64_t off, size_t n, unsigned char *buf) {
+    size_t got = 0;
+    while (got < n) {
+        ssize_t r = pread(fd, buf + got, n - got, (off_t)(off + got));
+        CHECK(r > 0); /* the file is mapped and validated: a short read is an I/O failure */
+        got += (size_t)r;
+    }
+    return hash_bytes(h, buf, n);
+}
+
 /* Continues H over a safetensors file's header (names, dtypes, shapes, offsets) and a
  * sample of every tensor's bytes (its ends and 64 bytes of each MiB). */
 static uint64_t fingerprint_file(uint64_t h, const struct safetensors *st) {
@@ -24,13 +37,18 @@ static uint64_t fingerprint_file(uint64_t h, const struct safetensors *st) {
     uint64_t header_len = (uint64_t)map[0] | (uint64_t)map[1] << 8 | (uint64_t)map[2] << 16 |
                           (uint64_t)map[3] << 24 | (uint64_t)map[4] << 32 | (uint64_t)map[5] << 40 |
                           (uint64_t)map[6] << 48 | (uint64_t)map[7] << 56; /* validated by safetensors_open */
-    h = hash_bytes(h, map, 8 + header_len);
+    int fd = open(st->path, O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    unsigned char *buf = xmalloc(8 + header_len > 256 ? 8 + header_len : 256);
+    h = hash_at(h, fd, 0, 8 + header_len, buf);
     for (int32_t i = 0; i < st->n_tensors; i++) {
-        const unsigned char *d = st->tensors[i].data;
+        const uint64_t d = (uint64_t)((const unsigned char *)st->tensors[i].data - map);
         size_t n = st->tensors[i].nbytes, edge = n < 256 ? n : 256;
-        h = hash_bytes(hash_bytes(h, d, edge), d + n - edge, edge);
-        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_bytes(h, d + at, 64);
+        h = hash_at(hash_at(h, fd, d, edge, buf), fd, d + n - edge, edge, buf);
+        for (size_t at = 1 << 20; at + 64 <= n; at += 1 << 20) h = hash_at(h, fd, d + at, 64, buf);
     }
+    free(buf);
+    close(fd);
     return h;
 }
 
@@ -68,8 +86,6 @@ int base_open(struct base *b, const char *dir) {
     uint64_t h = hash_bytes(HASH_INIT, b->config_text, len);
     for (int32_t i = 0; i < b->st.n_files; i++) {
         h = fingerprint_file(h, &b->st.files[i]);
-        /* the samples faulted in 64 KiB around each: let go of them, a model maps what it uses */
-        safetensors_drop_pages(&b->st.files[i]);
     }
     b->fingerprint = h;
     b->stamp = stamp_compute(b, dir);

@@ -108,6 +108,7 @@ static void f32_fill(void *ctx, float *block) {
         if (f->entry[i] >= 0 || ref_packed(&f->refs[i], f->entry[i], f->dtype) || tensor_mappable(f->found[i]))
             continue;
         CHECK(st_tensor_to_f32(f->found[i], block + at) == 0);
+        st_tensor_drop_pages(f->found[i]); /* only the copy stays resident */
         at += (uint64_t)f->found[i]->numel;
     }
 }
