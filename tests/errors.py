@@ -52,7 +52,7 @@ CONFIG = "one parser for every command: case train's --config cases"
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
-              "--gemm": "an enum", "--profile": "a switch"},
+              "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch"},
     "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG},
     "merge": {"--dtype": "an enum", "--config": CONFIG},
     "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
