@@ -19,7 +19,7 @@ Llama shapes, written into bench/RESULTS.md's section for it (bench/run.py keeps
 
 Every run goes one at a time under `nice -n 10` (the machine is shared: others' CPU time
 during each run is in the table). Speed is reported, never asserted.
-usage: quant.py --lorad PATH --peak PATH [--workdir DIR] [--results FILE] [--parts 1,2,3,4]
+usage: quant.py --lorad PATH --peak PATH [--workdir DIR] [--results FILE] [--parts 1,2,3,4] [--big nf4,int8]
 """
 
 import argparse
@@ -242,9 +242,8 @@ def mib(x):
 
 def section(args, res):
     L = [BEGIN, "", "## Large models: quantized bases and recompute (issue #17)", ""]
-    L.append(f"- **Command**: `/usr/bin/python3 bench/quant.py --lorad {args.lorad_rel} --peak {args.peak_rel}"
-             f"{' --parts ' + args.parts if args.parts != '1,2,3,4' else ''}` (every run under `nice -n 10`, "
-             "one at a time)")
+    cmds = sorted(set(res.get("commands", {}).values()))
+    L.append("- **Commands**: " + "; ".join(f"`{c}`" for c in cmds) + " (every run under `nice -n 10`, one at a time)")
     L.append(f"- **Date**: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {args.commit}; load average "
              f"{args.load} at the start; the machine is shared (others' CPU share per run below)")
     s1, s8 = SHAPES["1b"], SHAPES["8b"]
@@ -335,6 +334,7 @@ def main():
     ap.add_argument("--workdir", default="/work/bench-quant")
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--parts", default="1,2,3,4")
+    ap.add_argument("--big", default="nf4,int8", help="part 4's dtypes")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     args.lorad_rel, args.peak_rel = (os.path.relpath(p, os.path.dirname(HERE)) for p in (args.lorad, args.peak))
@@ -351,6 +351,10 @@ def main():
             json.dump(res, f)
         write_results(args.results, section(args, res))
 
+    cmd = (f"/usr/bin/python3 bench/quant.py --lorad {args.lorad_rel} --peak {args.peak_rel} --parts {args.parts}"
+           + (f" --big {args.big}" if "4" in parts else ""))
+    for part in parts:
+        res.setdefault("commands", {})[part] = cmd
     m1, m8 = os.path.join(args.workdir, "llama-1b"), os.path.join(args.workdir, "llama-8b")
     data = os.path.join(args.workdir, "tokens.bin")
     make_data(data, SHAPES["1b"]["V"])
@@ -382,8 +386,10 @@ def main():
         save()
     if "4" in parts:
         make_model(m8, SHAPES["8b"])
-        res["8b"] = []
         for dtype, steps in (("nf4", 3), ("int8", 1)):  # int8: its peak RSS (the step is nf4's but for decoding)
+            if dtype not in args.big.split(","):
+                continue
+            res["8b"] = [x for x in res.get("8b", []) if x["dtype"] != dtype]
             r = train(args.lorad, m8, data, os.path.join(args.workdir, f"run-8b-{dtype}"), 2048, dtype, "on",
                       "q_proj,k_proj,v_proj,o_proj", steps)
             res["8b"].append(r)

@@ -29,6 +29,9 @@ transpose, rows = output features. Embeddings, norms, biases and the LM head sta
                          (never re-quantized: the dequantized W0 would be far off); eval of
                          the merged model equals eval with --adapter (rel 2e-3); generate
                          with --adapter and on the merged model give the same greedy ids.
+  mpi                    nf4 + recompute on 2 ranks of one node (one shared encoding in
+                         /dev/shm) against one process: losses within 1e-4, /dev/shm left
+                         as it was.
   refusals               --mode full with int8 and nf4: exit 2, one line naming
                          --base-dtype; a model whose in-features are no multiple of 64:
                          exit 2, one line naming the file and the tensor.
@@ -434,6 +437,41 @@ def case_roundtrip(fails, lorad, workdir):
         fails.check(len(gens[0]) == 8 and gens[0] == gens[1], f"generate: {gens[0]} with --adapter, {gens[1]} merged")
 
 
+def shm_files():
+    return {n for n in os.listdir("/dev/shm") if n.startswith("lorad-")} if os.path.isdir("/dev/shm") else set()
+
+
+def case_mpi(fails, lorad, workdir):
+    """nf4 on 2 ranks of one node (sharing one encoded copy through /dev/shm) against one
+    process: the same trajectory within the float rounding of the summed gradient, which
+    bf16 operands amplify (mpi_train.py's equiv_bf16 tolerance), and no file left behind."""
+    before = shm_files()
+    rng = np.random.default_rng(51)
+    cfg, t = llama_model(rng)
+    model = os.path.join(workdir, "model")
+    model_dir(model, cfg, t, "BF16")
+    data = data_file(workdir)
+    extra = ["--base-dtype", "nf4", "--recompute", "on", "--threads", 1]
+    one = train(fails, lorad, model, data, os.path.join(workdir, "np1"), extra)
+    out = os.path.join(workdir, "np2")
+    cmd = ["mpirun", "--oversubscribe", "-np", "2", lorad, "train", "--model", model, "--data", data, "--out", out]
+    cmd += [str(a) for a in TRAIN + extra]
+    print("+ " + " ".join(cmd), flush=True)
+    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+               OMPI_MCA_rmaps_base_oversubscribe="1", ASAN_OPTIONS="detect_leaks=0")
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    if not (one and fails.check(p.returncode == 0, f"2 ranks: exit {p.returncode}: {p.stderr.strip()[-400:]}")):
+        return
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+        rows = [json.loads(l) for l in f if '"loss"' in l and '"step"' in l]
+    fails.check(len(rows) == len(one["rows"]), f"2 ranks: {len(rows)} metrics rows, 1 process {len(one['rows'])}")
+    for a, b in zip(one["rows"], rows):
+        fails.check(abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), f"step {a['step']}: loss {a['loss']} on 1 "
+                    f"process, {b['loss']} on 2 ranks")
+    left = shm_files() - before
+    fails.check(not left, f"files left in /dev/shm: {sorted(left)}")
+
+
 CASES = {
     "gpt2_int8": lambda f, l, w: case_equiv(f, l, w, "gpt2", "int8"),
     "gpt2_nf4": lambda f, l, w: case_equiv(f, l, w, "gpt2", "nf4"),
@@ -443,6 +481,7 @@ CASES = {
     "recompute_llama": lambda f, l, w: case_recompute(f, l, w, "llama"),
     "roundtrip": case_roundtrip,
     "refusals": case_refusals,
+    "mpi": case_mpi,
 }
 
 
