@@ -87,8 +87,10 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     return s;
 }
 
-/* Forward through layer L, from its input (the previous layer's residual3) to its residual3. */
-static void layer_forward(struct model *m, int l, int B, const struct dropout *dp) {
+/* Forward through layer L, from its input (the previous layer's residual3) to its
+ * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
+ * before GELU, the MLP's c_proj and the residual, whose output is kept. */
+static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
@@ -102,6 +104,7 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     residual_forward(s.residual2, s.residual, a->tmp, N * C);
     layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
     linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, dp, N);
+    if (recompute) return;
     gelu_forward(s.fch_gelu, s.fch, N * F);
     linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
     residual_forward(s.residual3, s.residual2, a->tmp, N * C);
@@ -114,7 +117,7 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
     const float eps = m->cfg.layer_norm_eps;
     encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
     model_lookup_done(m);
-    for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, dp);
+    for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, dp, 0);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
     return model_head(m, a->lnf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -163,7 +166,7 @@ static void gpt2_backward(struct model *m, const int32_t *inp, int B, const stru
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dhead, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
-        if (m->recompute) layer_forward(m, l, B, dp);
+        if (m->recompute && l < m->cfg.n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
         layer_backward(m, l, B, dp);
     }
     if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, B, T, C);

@@ -108,8 +108,10 @@ static struct attn_shape llama_shape(const struct model *m, int B) {
                                c->n_kv_head * c->head_dim};
 }
 
-/* Forward through layer L, from its input (the previous layer's residual3) to its residual3. */
-static void layer_forward(struct model *m, int l, int B, const struct dropout *dp) {
+/* Forward through layer L, from its input (the previous layer's residual3) to its
+ * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
+ * before SwiGLU, the down projection and the residual, whose output is kept. */
+static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
@@ -128,6 +130,7 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
     linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, dp, N);
     linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, dp, N);
+    if (recompute) return;
     swiglu_forward(s.h, s.gate, s.up, N * F);
     linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, dp, N);
     residual_forward(s.residual3, s.residual2, a->tmp, N * C);
@@ -140,7 +143,7 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
     const int C = c->n_embd, N = B * m->T;
     for (int n = 0; n < N; n++) memcpy(a->encoded + (size_t)n * C, m->wte + (size_t)inp[n] * C, (size_t)C * sizeof(float));
     model_lookup_done(m);
-    for (int l = 0; l < c->n_layer; l++) layer_forward(m, l, B, dp);
+    for (int l = 0; l < c->n_layer; l++) layer_forward(m, l, B, dp, 0);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
     return model_head(m, a->nf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -196,7 +199,7 @@ static void llama_backward(struct model *m, const int32_t *inp, int B, const str
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_backward(a->dresid, m->dlnf_w, a->dhead, last, m->lnf_w, a->rf, N, C);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        if (m->recompute) layer_forward(m, l, B, dp);
+        if (m->recompute && l < c->n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
         layer_backward(m, l, B, dp);
     }
     if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, B, m->T, C);
