@@ -2,6 +2,7 @@
  * base.c: opening a base model directory once (base.h), and its block of low-precision
  * product weights, shared by the processes of a node through a file in /dev/shm.
  */
+#define _GNU_SOURCE /* O_TMPFILE */
 #include "base.h"
 
 #include <fcntl.h>
@@ -152,27 +153,30 @@ static void *share_map(const char *path, uint64_t n, size_t len) {
     return NULL;
 }
 
-/* Writes the block to a temporary file beside PATH, FILL filling its data, and renames
- * it into place; the mapping, or NULL when /dev/shm cannot take it. */
+/* Writes the block to an unnamed file of /dev/shm (O_TMPFILE), FILL filling its data,
+ * and links it in as PATH once complete; the mapping, or NULL when /dev/shm cannot take
+ * it. A writer killed while it fills (minutes, for a big model's encoding) leaves no file
+ * behind to hold the node's memory. */
 static void *share_write(const char *path, uint64_t n, size_t len, void (*fill)(void *, void *), void *ctx) {
-    char tmp[300];
-    snprintf(tmp, sizeof tmp, "%s.%ld.tmp", path, (long)getpid());
-    int fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(SHARE_DIR, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
     if (fd < 0) return NULL;
     void *map = MAP_FAILED;
     if (posix_fallocate(fd, 0, (off_t)len) == 0) map = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    close(fd);
     if (map == MAP_FAILED) {
-        unlink(tmp);
+        close(fd);
         return NULL;
     }
     uint64_t *head = map;
     head[0] = SHARE_MAGIC;
     head[1] = n;
     fill(ctx, (char *)map + SHARE_HEAD);
-    if (rename(tmp, path) != 0) {
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    unlink(path); /* an incomplete or stale one: the lock is held, no process maps it now */
+    int linked = linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0;
+    close(fd);
+    if (!linked) {
         munmap(map, len);
-        unlink(tmp);
         return NULL;
     }
     mprotect(map, len, PROT_READ);
