@@ -208,8 +208,8 @@ static void time_shape(enum lib lib, const struct shape *s, const struct operand
         reps++;
     }
     printf("{\"name\": \"%s\", \"lib\": \"%s\", \"trans\": \"%c%c\", \"M\": %ld, \"N\": %ld, \"K\": %ld, "
-           "\"beta\": %g, \"frozen\": %d, \"reps\": %d, \"best_s\": %.6g, \"gflops_best\": %.2f, "
-           "\"gflops_mean\": %.2f}\n",
+           "\"beta\": %g, \"frozen\": %d, \"reps\": %d, \"best_s\": %.6g, \"gflops_best\": %.6g, "
+           "\"gflops_mean\": %.6g}\n",
            s->name, lib_names[lib], s->ta ? 'T' : 'N', s->tb ? 'T' : 'N', s->M, s->N, s->K, (double)s->beta,
            s->frozen, reps, best, flops / best * 1e-9, flops * reps / total * 1e-9);
     fflush(stdout);

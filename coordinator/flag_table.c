@@ -11,6 +11,7 @@
 #define JOB &lorad__job_spec__descriptor
 #define PREP &lorad__prep_spec__descriptor
 #define TOKENIZE &lorad__tokenize_spec__descriptor
+#define TEMPLATE &lorad__template_spec__descriptor
 #define INIT_MODEL &lorad__init_model_spec__descriptor
 #define CKPT &lorad__checkpoint_spec__descriptor
 #define EVAL &lorad__eval_spec__descriptor
@@ -23,13 +24,29 @@
 #define TEXT(x) #x
 #define NUMBER(x) TEXT(x)
 #define SEQ_ZERO "takes the model's context (n_positions or sliding_window), at most " NUMBER(MODEL_SEQ_DEFAULT)
+/* The flags of .jsonl and .txt data that train and eval prepare as lorad prep does. */
+#define TEXT_DATA "Text and JSONL data (as lorad prep)"
+#define FORMAT_HELP "what a .jsonl line of the data holds; auto: from the keys of the first line"
+#define SPLIT_HELP "a .txt file is one document, or documents between blank lines"
+#define TRAIN_ON_HELP "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), everything (text)"
+#define ADD_EOS_HELP "end every example with the EOS token, counted in the loss (TRL's default)"
+#define MAX_LEN_HELP "cut an example (BOS and EOS included) to its first N tokens"
+#define TEXT_DATA_ROWS(SPEC)                                                                                      \
+    {SPEC, "format", .topic = TEXT_DATA, .help = FORMAT_HELP},                                                    \
+    {SPEC, "split", .topic = TEXT_DATA, .help = SPLIT_HELP},                                                      \
+    {SPEC, "train_on", .topic = TEXT_DATA, .help = TRAIN_ON_HELP},                                                \
+    {SPEC, "add_eos", .value = "on", .topic = TEXT_DATA, .help = ADD_EOS_HELP},                                   \
+    {SPEC, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = TEXT_DATA,      \
+     .help = MAX_LEN_HELP}
 
 const struct flag flag_rows[] = {
     /* lorad train and lorad submit */
     {JOB, "model", "DIR", .required = 1, .topic = "Model and data",
      .help = "the Hugging Face model directory; a resumed run checks it is the same base"},
-    {JOB, "data", "FILE", .required = 1, .topic = "Model and data", .help = "the token dataset: llm.c .bin or HDF5"},
-    {JOB, "val", "FILE", .topic = "Model and data", .help = "a validation dataset, evaluated before training and after"},
+    {JOB, "data", "FILE", .required = 1, .topic = "Model and data",
+     .help = "the token dataset (llm.c .bin or HDF5), or .jsonl/.txt prepared into OUT/data/ first"},
+    {JOB, "val", "FILE", .topic = "Model and data",
+     .help = "a validation dataset (as --data), evaluated before training and after"},
     {JOB, "out", "DIR", .required = 1, .commands = "train", .topic = "Model and data",
      .help = "the run directory: metrics, log, checkpoints, adapter"},
     {JOB, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .resume = FLAG_RESUME_KEPT,
@@ -100,11 +117,33 @@ const struct flag flag_rows[] = {
     {JOB, "gemm", .topic = "Performance", .help = "the library of the f32 products"},
     {JOB, "replica_check_every", "N", .value = "100", .range = "[0,)", .zero = "checks only at the end",
      .topic = "Performance", .help = "steps between checksums that the ranks' adapters agree"},
+    TEXT_DATA_ROWS(JOB),
 
     /* lorad prep */
-    {PREP, "text", "FILE", .required = 1, .topic = "Input and output", .help = "the UTF-8 text to tokenize"},
+    {PREP, "model", "DIR", .topic = "Tokenizer", .help = "the model directory whose tokenizer and EOS to use"},
+    {PREP, "tokenizer", "DIR", .topic = "Tokenizer",
+     .help = "a directory with tokenizer.json (or vocab.json + merges.txt) instead of --model"},
+    {PREP, "data", "FILE,...", .topic = "Input and output",
+     .help = ".txt documents or .jsonl examples (text, prompt/completion, Alpaca), in this order"},
+    {PREP, "text", "FILE", .topic = "Input and output",
+     .help = "instead of --data and a tokenizer: one byte-level token per byte of FILE (0..255)"},
     {PREP, "out", "FILE.h5", .required = 1, .topic = "Input and output", .help = "the HDF5 token dataset to write"},
-    {PREP, "overwrite", .topic = "Input and output", .help = "replace an existing OUT"},
+    {PREP, "val_split", "F", .value = "0", .range = "[0,1)", .zero = "keeps every example in OUT",
+     .topic = "Input and output", .help = "send this fraction of the examples, evenly spread, to --val-out"},
+    {PREP, "val_out", "FILE.h5", .topic = "Input and output", .help = "the validation dataset of --val-split"},
+    {PREP, "overwrite", .topic = "Input and output", .help = "replace an existing OUT (and --val-out)"},
+    {PREP, "skip_bad", .topic = "Input and output",
+     .help = "count and skip malformed lines instead of stopping at the first"},
+    {PREP, "format", .topic = "Examples",
+     .help = "what a .jsonl line holds; auto: from the keys of the first line (chat is not supported yet)"},
+    {PREP, "split", .topic = "Examples", .help = SPLIT_HELP},
+    {PREP, "train_on", .topic = "Examples",
+     .help = "tokens counted in the loss; auto: the completion (prompt/completion, Alpaca), everything (text)"},
+    {PREP, "add_eos", .value = "on", .topic = "Examples", .help = ADD_EOS_HELP},
+    {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = "Examples",
+     .help = MAX_LEN_HELP},
+    {PREP, "threads", "N", .value = "0", .range = "[0,)", .zero = "uses every core", .topic = "Performance",
+     .help = "tokenizing threads, at most one per 256 examples; the output is the same for any number"},
 
     /* lorad tokenize */
     {TOKENIZE, "model", "DIR", .topic = "Tokenizer", .help = "the model directory whose tokenizer to use"},
@@ -116,6 +155,19 @@ const struct flag flag_rows[] = {
     {TOKENIZE, "add_special", .value = "on", .topic = "Output",
      .help = "add the special tokens of the tokenizer's post-processor, as Hugging Face's encode does"},
     {TOKENIZE, "json", .topic = "Output", .help = "print {\"ids\", \"tokens\", \"decoded\"} per input instead of ids"},
+
+    /* lorad template */
+    {TEMPLATE, "model", "DIR", .required = 1, .topic = "Input",
+     .help = "the model directory: tokenizer_config.json (or chat_template.jinja) holds the chat template"},
+    {TEMPLATE, "messages", "FILE.json", .required = 1, .topic = "Input",
+     .help = "a JSON list of {\"role\", \"content\"} messages to render"},
+    {TEMPLATE, "generation_prompt", .topic = "Input",
+     .help = "end with the prompt of the assistant's turn (add_generation_prompt)"},
+    {TEMPLATE, "template", "NAME", .topic = "Input",
+     .help = "which of the model's named chat templates to render; none: \"default\""},
+    {TEMPLATE, "json", .topic = "Output",
+     .help = "print {\"text\", \"generation\": [[start, end], ...]} (the byte spans {% generation %} produced), "
+             "and with a tokenizer in DIR the special tokens' ids and \"stop_ids\""},
 
     /* lorad init-model */
     {INIT_MODEL, "out", "DIR", .required = 1, .topic = "Model", .help = "the model directory to write"},
@@ -138,7 +190,8 @@ const struct flag flag_rows[] = {
     /* lorad eval */
     {EVAL, "model", "DIR", .required = 1, .topic = "Model and data", .help = "the Hugging Face model directory"},
     {EVAL, "adapter", "DIR", .topic = "Model and data", .help = "a PEFT adapter to merge into a copy of the weights"},
-    {EVAL, "data", "FILE", .required = 1, .topic = "Model and data", .help = "the token dataset"},
+    {EVAL, "data", "FILE", .required = 1, .topic = "Model and data",
+     .help = "the token dataset, or .jsonl/.txt prepared in this process first"},
     {EVAL, "batch", "B", .value = "8", .range = "[1,)", .topic = "Model and data", .help = "sequences per forward"},
     {EVAL, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .topic = "Model and data",
      .help = "tokens per sample"},
@@ -149,6 +202,7 @@ const struct flag flag_rows[] = {
     {EVAL, "json", .topic = "Output", .help = "print one JSON object"},
     {EVAL, "logits", "FILE", .topic = "Output",
      .help = "also write the evaluated samples' logits, float32 (N,T,V) (one process)"},
+    TEXT_DATA_ROWS(EVAL),
 
     /* lorad merge */
     {MERGE, "model", "DIR", .required = 1, .topic = "Merge", .help = "the base model directory"},
@@ -163,7 +217,13 @@ const struct flag flag_rows[] = {
     {GENERATE, "model", "DIR", .required = 1, .topic = "Generation", .help = "the model directory"},
     {GENERATE, "adapter", "DIR", .topic = "Generation", .help = "a PEFT adapter to merge into a copy of the weights"},
     {GENERATE, "prompt", "TEXT", .required = 1, .topic = "Generation",
-     .help = "the prompt, fed as its UTF-8 bytes (byte-level models)"},
+     .help = "the prompt: encoded by the model's tokenizer, with its special tokens (a byte-level model: its bytes)"},
+    {GENERATE, "chat", .topic = "Generation",
+     .help = "send --prompt as a user's message through the chat template, with the assistant's turn prompt"},
+    {GENERATE, "template", "NAME", .topic = "Generation",
+     .help = "with --chat, which of the model's named chat templates; none: \"default\""},
+    {GENERATE, "stop", "TEXT,...", .topic = "Generation",
+     .help = "also end when the text holds one of these; the text ends before it (as vLLM's stop)"},
     {GENERATE, "max_new", "N", .value = "200", .range = "[0,)", .topic = "Generation",
      .help = "new tokens at most (the model's context ends it sooner)"},
     {GENERATE, "temperature", "X", .value = "0.8", .range = "[0,)", .zero = "is greedy", .topic = "Generation",
@@ -171,7 +231,7 @@ const struct flag flag_rows[] = {
     {GENERATE, "top_k", "K", .value = "40", .range = "[0,)", .zero = "keeps every token", .topic = "Generation",
      .help = "sample from the K most likely tokens"},
     {GENERATE, "seed", "S", .value = "42", .topic = "Generation", .help = "the sampler's seed (a seed reproduces its text)"},
-    {GENERATE, "ids", .topic = "Generation", .help = "print token ids instead of bytes"},
+    {GENERATE, "ids", .topic = "Generation", .help = "print token ids instead of text (the EOS that ends it too)"},
     {GENERATE, "threads", "N", .value = "0", .range = "[0,)", .zero = CORES, .topic = "Generation",
      .help = "threads"},
 

@@ -14,7 +14,7 @@
 const char *proto_enum_short(const char *name, char *buf, size_t n) {
     const char *u = strchr(name, '_');
     snprintf(buf, n, "%s", u ? u + 1 : name);
-    for (char *c = buf; *c; c++) *c = (char)tolower((unsigned char)*c);
+    for (char *c = buf; *c; c++) *c = *c == '_' ? '-' : (char)tolower((unsigned char)*c);
     return buf;
 }
 

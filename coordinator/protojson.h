@@ -10,7 +10,7 @@
 #include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 
-/* "MODE_FULL" -> "full" into BUF; returns BUF. */
+/* "MODE_FULL" -> "full", "SPLIT_BLANK_LINES" -> "blank-lines" into BUF; returns BUF. */
 const char *proto_enum_short(const char *name, char *buf, size_t n);
 /* A deep copy of MSG (a packed round trip), freed with protobuf_c_message_free_unpacked. */
 ProtobufCMessage *proto_copy(const ProtobufCMessage *msg);

@@ -67,3 +67,8 @@ int rundir_claim(const char *out, const char *resume, int overwrite, int apply) 
     if (n > 0 && outputs_remove(out, run_files)) return -1;
     return dir_make(out);
 }
+
+int rundir_resumes(const char *out, const char *resume) {
+    if (!resume[0]) return 0;
+    return strcmp(resume, "auto") != 0 || outputs_find(out, ckpt_files, NULL, 0) > 0;
+}

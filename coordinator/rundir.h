@@ -3,7 +3,9 @@
  * another run's: a directory that holds a run is continued (--resume), started again
  * (--overwrite: lorad's own files of the old run are removed first, nothing else), or
  * refused. What counts as a run's files: metrics.jsonl, train.log, profile.jsonl,
- * checkpoints/ (step-N.h5, latest), adapter/ and model/ (the exported result).
+ * checkpoints/ (step-N.h5, latest), adapter/ and model/ (the exported result). The
+ * data a run prepared from .jsonl or .txt (data/) is kept by its own rules (the
+ * daemon's rundata.h), so that claiming OUT again never removes what was prepared for it.
  */
 #ifndef LORAD_RUNDIR_H
 #define LORAD_RUNDIR_H
@@ -20,5 +22,8 @@
  *   - no RESUME: any run file in OUT is refused unless OVERWRITE.
  * -1 with an error naming --out, the first old file and the flags that decide. */
 int rundir_claim(const char *out, const char *resume, int overwrite, int apply);
+/* Whether a run starting with RESUME ("", "auto" or a checkpoint path) continues one:
+ * a path, or "auto" and OUT holds a checkpoint. */
+int rundir_resumes(const char *out, const char *resume);
 
 #endif

@@ -25,6 +25,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "order.h"
+#include "provenance.h"
 #include "rundir.h"
 #include "signals.h"
 #include "tokens.h"
@@ -58,10 +59,6 @@ struct train {
     const char *stop_why; /* rank 0: why the caller's stop hook asked to stop, or NULL */
 };
 
-static int dataset_open(struct tokens *ds, const char *path, const struct model *m, int32_t T) {
-    if (tokens_open(ds, path)) return -1;
-    return tokens_validate(ds, m->cfg.vocab_size, T);
-}
 
 /* The most sequences of a step this rank runs: its part of the batch. */
 static int32_t rank_cap(const struct train *t) {
@@ -134,9 +131,9 @@ static int setup_local(struct train *t) {
     gemm_set_threads(job->threads ? job->threads : comm_node_cores(t->comm));
     gemm_set_backend(job->gemm == LORAD__GEMM__GEMM_OPENBLAS ? GEMM_BACKEND_OPENBLAS : GEMM_BACKEND_ONEDNN);
     if (fault_from_env(&t->fault) || train_model_load(t)) return -1;
-    if (dataset_open(&t->data, job->data, &t->model, job->seq)) return -1;
+    if (provenance_open(&t->data, job->data, job->model, t->model.cfg.vocab_size, job->seq)) return -1;
     t->has_val = job->val && job->val[0];
-    if (t->has_val && dataset_open(&t->val, job->val, &t->model, job->seq)) return -1;
+    if (t->has_val && provenance_open(&t->val, job->val, job->model, t->model.cfg.vocab_size, job->seq)) return -1;
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
     const int32_t cap = rank_cap(t);
     batch_init(&t->batch, cap, job->seq);

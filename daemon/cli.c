@@ -156,3 +156,14 @@ int cli_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, const char 
     }
     return 0;
 }
+
+int cli_one_of(const char *const *values, const char *const *flags, int n) {
+    int found = -1;
+    for (int i = 0; i < n; i++) {
+        if (!values[i][0]) continue;
+        if (found >= 0) return err_set(flags[i], "and %s are given; give one", flags[found]);
+        found = i;
+    }
+    if (found < 0) return err_set(flags[0], "is required"), err_hint("or %s", flags[1]), -1;
+    return found;
+}

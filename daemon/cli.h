@@ -23,4 +23,8 @@
 int cli_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, const char *positional, int argc, char **argv,
               struct flag_arena *a);
 
+/* Which one of the N strings VALUES (the values of flags FLAGS) is given: its index; -1
+ * with an error when none is (naming FLAGS[0] and FLAGS[1]) or two are. */
+int cli_one_of(const char *const *values, const char *const *flags, int n);
+
 #endif

@@ -1,5 +1,5 @@
 /*
- * infer_cmd.c: eval, merge and generate (infer_cmd.h).
+ * infer_cmd.c: eval and merge (infer_cmd.h).
  */
 #include "infer_cmd.h"
 
@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "decode.h"
+#include "dataset.h"
 #include "error.h"
 #include "eval.h"
 #include "fileio.h"
@@ -18,9 +18,10 @@
 #include "merge.h"
 #include "model.h"
 #include "outputs.h"
+#include "provenance.h"
+#include "rundata.h"
 
-/* Loads MODEL_DIR for inference with B sequences of T tokens, merging ADAPTER if given. */
-static int model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
+int infer_model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
     struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .inference = 1, .max_batch = B, .seq = T};
     if (model_init(m, &o)) return -1;
     if (adapter[0] && model_merge_adapter(m, adapter)) {
@@ -52,6 +53,22 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
     return file_atomic_commit(&fa);
 }
 
+/* --data: a token file, or .jsonl or .txt that this rank prepares as lorad prep would
+ * (the same tokens on every rank), for M's vocabulary and T (--seq, or the default). */
+static int data_open(const Lorad__EvalSpec *s, const struct comm *comm, struct model *m, struct tokens *ds) {
+    struct rundata_options o = rundata_eval_options(s);
+    if (!dataset_is_text(s->data))
+        return rundata_check(s->data, &o) ? -1 : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T);
+    o.quiet = comm->rank != 0;
+    if (!o.threads) o.threads = comm_node_cores(comm);
+    char *path;
+    int rc = rundata_temp(s->model, s->data, &o, &path);
+    if (rc == 0) rc = provenance_open(ds, path, s->model, m->cfg.vocab_size, m->T);
+    rundata_temp_remove(path);
+    free(path);
+    return rc;
+}
+
 int eval_cmd(const struct command_call *call) {
     const Lorad__EvalSpec *s = (const Lorad__EvalSpec *)call->spec[0];
     struct comm *comm = call->comm;
@@ -59,10 +76,9 @@ int eval_cmd(const struct command_call *call) {
     gemm_set_threads(s->threads ? s->threads : comm_node_cores(comm));
     struct model m;
     struct tokens ds = {0};
-    int rc = model_open(&m, s->model, s->adapter, s->batch, s->seq);
+    int rc = infer_model_open(&m, s->model, s->adapter, s->batch, s->seq);
     int loaded = rc == 0;
-    if (rc == 0) rc = tokens_open(&ds, s->data);
-    if (rc == 0) rc = tokens_validate(&ds, m.cfg.vocab_size, m.T); /* T: --seq, or the model's default */
+    if (rc == 0) rc = data_open(s, comm, &m, &ds);
     struct eval_result r = {0};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {
@@ -129,7 +145,7 @@ int merge_cmd(const struct command_call *call) {
     }
     if (outputs_claim(s->out, merge_files, s->overwrite, "--out", "a model")) return -1;
     struct model m;
-    if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
+    if (infer_model_open(&m, s->model, s->adapter, 1, 1)) return -1;
     static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
     int32_t n;
     struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);
@@ -139,52 +155,6 @@ int merge_cmd(const struct command_call *call) {
     if (rc == 0) rc = extras_copy(s->model, s->out);
     if (rc == 0) fprintf(stderr, "lorad: wrote %s (%s + %s)\n", s->out, s->model, s->adapter);
     free(e);
-    model_free(&m);
-    return rc;
-}
-
-/* Writes TOKEN as its byte (<|N|> beyond 255), or as an id with --ids. */
-static void token_put(const Lorad__GenerateSpec *s, int32_t token, int first) {
-    if (s->ids)
-        printf("%s%d", first ? "" : " ", token);
-    else if (token < 256)
-        putchar(token);
-    else
-        printf("<|%d|>", token);
-    fflush(stdout);
-}
-
-int generate_cmd(const struct command_call *call) {
-    const Lorad__GenerateSpec *s = (const Lorad__GenerateSpec *)call->spec[0];
-    gemm_set_threads(s->threads ? s->threads : comm_node_cores(call->comm));
-    struct model m;
-    if (model_open(&m, s->model, s->adapter, 1, 1)) return -1;
-    int32_t n = (int32_t)strlen(s->prompt), V = m.cfg.vocab_size, P = m.cfg.n_positions;
-    int rc = 0;
-    if (V < 256) rc = err_set(s->model, "has a vocabulary of %d, fewer than the 256 bytes of a byte-level prompt", V);
-    if (rc == 0 && n > P) rc = err_set("--prompt", "has %d bytes; the model sees at most %d positions", n, P);
-    if (rc == 0) {
-        struct decoder d;
-        decoder_init(&d, &m, P);
-        const float *logits = NULL;
-        int32_t stopped = 0; /* new tokens when the context ran out first */
-        for (int32_t i = 0; i < n; i++) logits = decoder_step(&d, (unsigned char)s->prompt[i]);
-        for (int32_t i = 0; i < s->max_new; i++) {
-            int32_t next = decoder_pick(logits, V, (float)s->temperature, s->top_k, s->seed, d.pos);
-            token_put(s, next, i == 0);
-            if (d.pos == P) { /* the model sees no further position */
-                if (i + 1 < s->max_new) stopped = i + 1;
-                break;
-            }
-            logits = decoder_step(&d, next);
-        }
-        if (s->ids) putchar('\n');
-        fflush(stdout);
-        if (stopped) /* on a line of its own after the text, which ends without a newline */
-            fprintf(stderr, "%slorad: generate: stopped after %d of --max-new %d tokens: the model sees at most %d "
-                            "positions\n", s->ids ? "" : "\n", stopped, (int)s->max_new, P);
-        decoder_free(&d);
-    }
     model_free(&m);
     return rc;
 }

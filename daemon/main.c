@@ -12,6 +12,7 @@
 #include "client.h"
 #include "command.h"
 #include "error.h"
+#include "generate_cmd.h"
 #include "infer_cmd.h"
 #include "init_model.h"
 #include "prep.h"
@@ -19,6 +20,7 @@
 #include "serve.h"
 #include "signals.h"
 #include "train.h"
+#include "template_cmd.h"
 #include "tokenize_cmd.h"
 #include "train_cmd.h"
 
@@ -39,18 +41,22 @@ static const struct command {
 } commands[] = {
     {"train", "--model DIR --data FILE --out DIR [flags]", "fine-tune: LoRA adapters, or every weight",
      COMMAND_ROOT, {&lorad__job_spec__descriptor}, NULL, train_cmd},
-    {"prep", "--text FILE --out FILE.h5", "text to an HDF5 dataset of byte-level tokens", COMMAND_ALONE,
+    {"prep", "(--model DIR | --tokenizer DIR) --data FILE,... --out FILE.h5",
+     "text and JSONL to HDF5 tokens with loss masks (--text: byte-level)", COMMAND_ALONE,
      {&lorad__prep_spec__descriptor}, NULL, prep_run},
     {"tokenize", "(--model DIR | --tokenizer DIR) (--text T | --file F | --jsonl F)",
      "token ids of text with the model's Hugging Face tokenizer", COMMAND_ALONE, {&lorad__tokenize_spec__descriptor},
      NULL, tokenize_cmd},
+    {"template", "--model DIR --messages F.json [--generation-prompt]",
+     "the model's chat template rendered for a list of messages", COMMAND_ALONE, {&lorad__template_spec__descriptor},
+     NULL, template_cmd},
     {"init-model", "--out DIR [--layers N --dim N ...]", "a random GPT-2 to pretrain", COMMAND_ALONE,
      {&lorad__init_model_spec__descriptor}, NULL, init_model_run},
     {"eval", "--model DIR [--adapter DIR] --data FILE", "loss and perplexity", COMMAND_RANKS,
      {&lorad__eval_spec__descriptor}, NULL, eval_cmd},
     {"merge", "--model DIR --adapter DIR --out DIR", "base + adapter as one model", COMMAND_ALONE,
      {&lorad__merge_spec__descriptor}, NULL, merge_cmd},
-    {"generate", "--model DIR [--adapter DIR] --prompt TEXT", "decode with a KV cache", COMMAND_ALONE,
+    {"generate", "--model DIR [--adapter DIR] --prompt TEXT [--chat]", "text from a prompt, streamed", COMMAND_ALONE,
      {&lorad__generate_spec__descriptor}, NULL, generate_cmd},
     {"inspect", "CKPT", "what a checkpoint holds", COMMAND_ALONE, {&lorad__checkpoint_spec__descriptor},
      "checkpoint", ckpt_inspect},

@@ -20,6 +20,7 @@
 #include "fileio.h"
 #include "frame.h"
 #include "jobs.h"
+#include "rundata.h"
 #include "server.h"
 #include "signals.h"
 
@@ -61,6 +62,21 @@ static int state_claim(const char *state, char **abs) {
     return fd;
 }
 
+/* The packed job SPEC (N bytes) with its .jsonl or .txt data prepared in its directory
+ * (rundata.h), packed again into *READY (*M bytes). -1 with an error. */
+static int job_data_ready(const uint8_t *spec, size_t n, uint8_t **ready, size_t *m) {
+    Lorad__JobSpec *job = lorad__job_spec__unpack(NULL, n, spec);
+    if (!job) return err_set("job", "its spec does not unpack");
+    int rc = rundata_job(job);
+    if (rc == 0) {
+        *m = lorad__job_spec__get_packed_size(job);
+        *ready = xmalloc(*m + 1);
+        lorad__job_spec__pack(job, *ready);
+    }
+    lorad__job_spec__free_unpacked(job, NULL);
+    return rc;
+}
+
 /* Runs queued jobs on every rank until the table says stop. */
 static void serve_loop(struct jobs *jobs, struct comm *comm, struct base *resident) {
     uint64_t id;
@@ -71,7 +87,10 @@ static void serve_loop(struct jobs *jobs, struct comm *comm, struct base *reside
         struct serve_job sj = {.jobs = jobs, .id = id, .ctl = &ctl};
         ctl.ctx = &sj;
         fprintf(stderr, "lorad: job %llu starts\n", (unsigned long long)id);
-        int rc = dispatch_run(comm, spec, n, &ctl);
+        uint8_t *ready = NULL;
+        int rc = job_data_ready(spec, n, &ready, &n);
+        if (rc == 0) rc = dispatch_run(comm, ready, n, &ctl);
+        free(ready);
         free(spec);
         if (rc < 0) fprintf(stderr, "lorad: job %llu failed: %s\n", (unsigned long long)id, err_msg());
         jobs_finished(jobs, id, rc);

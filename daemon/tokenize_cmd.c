@@ -8,21 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli.h"
 #include "error.h"
 #include "fileio.h"
 #include "tokenizer.h"
-
-/* Exactly one of the N strings VALUES (named by FLAGS) is given; its index, or -1. */
-static int one_of(const char *const *values, const char *const *flags, int n) {
-    int found = -1;
-    for (int i = 0; i < n; i++) {
-        if (!values[i][0]) continue;
-        if (found >= 0) return err_set(flags[i], "and %s are given; give one", flags[found]);
-        found = i;
-    }
-    if (found < 0) return err_set(flags[0], "is required"), err_hint("or %s", flags[1]), -1;
-    return found;
-}
 
 /* One input's ids on a line: bare, or as JSON with their tokens and decoded text. */
 static int ids_print(const struct tokenizer *t, const struct tok_ids *ids, int as_json, struct tok_buf *text) {
@@ -76,7 +65,7 @@ int tokenize_cmd(const struct command_call *call) {
     const Lorad__TokenizeSpec *spec = (const Lorad__TokenizeSpec *)call->spec[0];
     const char *dirs[] = {spec->model, spec->tokenizer}, *dir_flags[] = {"--model", "--tokenizer"};
     const char *inputs[] = {spec->text, spec->file, spec->jsonl}, *input_flags[] = {"--text", "--file", "--jsonl"};
-    int d = one_of(dirs, dir_flags, 2), in = d < 0 ? -1 : one_of(inputs, input_flags, 3);
+    int d = cli_one_of(dirs, dir_flags, 2), in = d < 0 ? -1 : cli_one_of(inputs, input_flags, 3);
     if (in < 0) return -1;
     struct tokenizer t;
     if (tokenizer_open(&t, dirs[d])) return -1;

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #include "error.h"
 #include "job.h"
+#include "rundata.h"
 #include "rundir.h"
 
 int train_cmd(const struct command_call *call) {
@@ -17,7 +18,7 @@ int train_cmd(const struct command_call *call) {
     int rc = -1;
     /* the output is checked here too, so a refusal comes before any rank loads the model */
     if (job && job_validate(job) == 0 && job_resolve(job) == 0 &&
-        rundir_claim(job->out, job->resume, job->overwrite, 0) == 0) {
+        rundir_claim(job->out, job->resume, job->overwrite, 0) == 0 && rundata_job(job) == 0) {
         size_t n = lorad__job_spec__get_packed_size(job);
         uint8_t *bytes = xmalloc(n + 1);
         lorad__job_spec__pack(job, bytes);

@@ -24,46 +24,21 @@
 
 /* ---- writing ---- */
 
-/* A scalar attribute NAME on LOC. */
-static int attr_put(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *value) {
-    hid_t space = H5Screate(H5S_SCALAR);
-    hid_t a = space < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = a < 0 || H5Awrite(a, mem_type, value) < 0 ? -1 : 0;
-    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
-    if (space >= 0) H5Sclose(space);
-    return rc;
-}
-
 static int attr_put_i64(hid_t loc, const char *name, int64_t v) {
-    return attr_put(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+    return h5_put_attr(loc, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
 }
 
 static int attr_put_u64(hid_t loc, const char *name, uint64_t v) {
-    return attr_put(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
+    return h5_put_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
 }
 
 static int attr_put_f64(hid_t loc, const char *name, double v) {
-    return attr_put(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
-}
-
-/* A fixed-length, NUL-terminated UTF-8 string type just large enough for S. */
-static hid_t str_type(const char *s) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t >= 0 && H5Tset_size(t, strlen(s) + 1) >= 0 && H5Tset_cset(t, H5T_CSET_UTF8) >= 0) return t;
-    if (t >= 0) H5Tclose(t);
-    return H5I_INVALID_HID;
-}
-
-static int attr_put_str(hid_t loc, const char *name, const char *s) {
-    hid_t t = str_type(s);
-    int rc = t < 0 ? -1 : attr_put(loc, name, t, t, s);
-    if (t >= 0) H5Tclose(t);
-    return rc;
+    return h5_put_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
 }
 
 /* A scalar string dataset NAME under LOC (contiguous: HDF5 cannot chunk a scalar). */
 static int str_put(hid_t loc, const char *name, const char *s) {
-    hid_t t = str_type(s);
+    hid_t t = h5_str_type(s);
     hid_t space = H5Screate(H5S_SCALAR);
     hid_t d = t < 0 || space < 0 ? H5I_INVALID_HID
                                  : H5Dcreate2(loc, name, t, space, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -80,7 +55,7 @@ static int floats_put(hid_t loc, const char *name, int rank, const hsize_t *dims
 
 /* /adapter or /params: the tensors and their JSON config. */
 static int tensors_put(hid_t g, const struct ckpt *c) {
-    if (attr_put_str(g, "config", c->config_json)) return -1;
+    if (h5_put_attr_str(g, "config", c->config_json)) return -1;
     for (int32_t i = 0; i < c->n_tensors; i++) {
         const struct ckpt_tensor *t = &c->tensors[i];
         hsize_t dims[2] = {(hsize_t)t->shape[0], (hsize_t)t->shape[1]};
@@ -96,7 +71,7 @@ static int optimizer_put(hid_t g, const struct ckpt *c) {
 }
 
 static int rng_put(hid_t g, const struct ckpt *c) {
-    return attr_put_u64(g, "seed", c->seed) || attr_put_str(g, "scheme", CKPT_RNG_SCHEME) ? -1 : 0;
+    return attr_put_u64(g, "seed", c->seed) || h5_put_attr_str(g, "scheme", CKPT_RNG_SCHEME) ? -1 : 0;
 }
 
 static int data_put(hid_t g, const struct ckpt *c) {
@@ -118,12 +93,12 @@ static int job_put(hid_t g, const struct ckpt *c) {
 static int root_put(hid_t f, const struct ckpt *c) {
     char hex[17];
     snprintf(hex, sizeof hex, "%016" PRIx64, c->fingerprint);
-    return attr_put_i64(f, "format_version", CKPT_FORMAT_VERSION) || attr_put_str(f, "lorad_version", LORAD_VERSION) ||
+    return attr_put_i64(f, "format_version", CKPT_FORMAT_VERSION) || h5_put_attr_str(f, "lorad_version", LORAD_VERSION) ||
                    attr_put_i64(f, "step", c->step) ||
-                   attr_put(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &c->world_size) ||
+                   h5_put_attr(f, "world_size", H5T_STD_I32LE, H5T_NATIVE_INT32, &c->world_size) ||
                    attr_put_f64(f, "wall_time", c->wall_time) || attr_put_f64(f, "loss", c->loss) ||
                    attr_put_u64(f, "base_fingerprint", c->fingerprint) ||
-                   attr_put_str(f, "base_fingerprint_hex", hex)
+                   h5_put_attr_str(f, "base_fingerprint_hex", hex)
                ? -1
                : 0;
 }

@@ -40,6 +40,11 @@ int err_hint(const char *fmt, ...) {
 
 const char *err_msg(void) { return err_line; }
 
+int err_restore(const char *line) {
+    snprintf(err_line, sizeof err_line, "%s", line);
+    return -1;
+}
+
 _Noreturn void err_exit(void) {
     fprintf(stderr, "lorad: %s\n", err_line[0] ? err_line : "unknown error");
     exit(LORAD_EXIT_USER);

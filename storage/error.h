@@ -26,6 +26,8 @@ int err_set(const char *thing, const char *fmt, ...) __attribute__((format(print
 int err_hint(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The current error line, "" when none. */
 const char *err_msg(void);
+/* Makes LINE (an err_msg() saved on another thread) the current error; returns -1. */
+int err_restore(const char *line);
 /* Prints "lorad: <current error>" to stderr and exits LORAD_EXIT_USER. */
 _Noreturn void err_exit(void);
 /* What CHECK calls on failure: prints the place and exits LORAD_EXIT_INTERNAL. */

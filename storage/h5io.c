@@ -8,7 +8,11 @@
 #include "error.h"
 #include "fileio.h"
 
-#define H5_CHUNK ((hsize_t)1 << 20) /* elements per chunk */
+#include <stdlib.h>
+#include <string.h>
+
+#define H5_CHUNK ((hsize_t)1 << 20)       /* elements per chunk */
+#define H5_ATTR_STR_MAX ((size_t)1 << 20) /* h5_get_attr_str refuses longer fixed-length strings */
 
 void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -105,5 +109,91 @@ int h5_put_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, i
     if (d >= 0 && H5Dclose(d) < 0) rc = -1;
     if (dcpl >= 0) H5Pclose(dcpl);
     if (space >= 0) H5Sclose(space);
+    return rc;
+}
+
+/* Attribute NAME of LOC in SPACE (closed here), from VALUE. */
+static int h5_attr_write(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, hid_t space, const void *value) {
+    hid_t a = space < 0 ? H5I_INVALID_HID : H5Acreate2(loc, name, file_type, space, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, mem_type, value) < 0 ? -1 : 0;
+    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
+    if (space >= 0) H5Sclose(space);
+    return rc;
+}
+
+int h5_put_attr(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, const void *value) {
+    return h5_attr_write(loc, name, file_type, mem_type, H5Screate(H5S_SCALAR), value);
+}
+
+int h5_put_attr_array(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, hsize_t n, const void *value) {
+    return h5_attr_write(loc, name, file_type, mem_type, H5Screate_simple(1, &n, NULL), value);
+}
+
+hid_t h5_str_type(const char *s) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    if (t >= 0 && H5Tset_size(t, strlen(s) + 1) >= 0 && H5Tset_cset(t, H5T_CSET_UTF8) >= 0) return t;
+    if (t >= 0) H5Tclose(t);
+    return H5I_INVALID_HID;
+}
+
+int h5_put_attr_str(hid_t loc, const char *name, const char *s) {
+    hid_t t = h5_str_type(s);
+    int rc = t < 0 ? -1 : h5_put_attr(loc, name, t, t, s);
+    if (t >= 0) H5Tclose(t);
+    return rc;
+}
+
+/* Opens attribute NAME of LOC when it holds one value of class CLS: 1 with *A and *TYPE
+ * open, 0 when absent, -1 otherwise. */
+static int h5_attr_open(hid_t loc, const char *name, H5T_class_t cls, hid_t *a, hid_t *type) {
+    htri_t exists = H5Aexists(loc, name);
+    if (exists <= 0) return exists < 0 ? -1 : 0;
+    *a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t space = *a < 0 ? H5I_INVALID_HID : H5Aget_space(*a);
+    *type = *a < 0 ? H5I_INVALID_HID : H5Aget_type(*a);
+    int ok = space >= 0 && *type >= 0 && H5Sget_simple_extent_npoints(space) == 1 && H5Tget_class(*type) == cls;
+    if (space >= 0) H5Sclose(space);
+    if (ok) return 1;
+    if (*type >= 0) H5Tclose(*type);
+    if (*a >= 0) H5Aclose(*a);
+    return -1;
+}
+
+int h5_get_attr_i64(hid_t loc, const char *name, int64_t *out) {
+    hid_t a, type;
+    int rc = h5_attr_open(loc, name, H5T_INTEGER, &a, &type);
+    if (rc <= 0) return rc;
+    if (H5Aread(a, H5T_NATIVE_INT64, out) < 0) rc = -1;
+    H5Tclose(type);
+    H5Aclose(a);
+    return rc;
+}
+
+/* A variable-length string attribute A, copied into *OUT. */
+static int h5_attr_read_vlen(hid_t a, char **out) {
+    char *s = NULL;
+    hid_t mem = H5Tcopy(H5T_C_S1);
+    int rc = mem >= 0 && H5Tset_size(mem, H5T_VARIABLE) >= 0 && H5Aread(a, mem, &s) >= 0 && s ? 1 : -1;
+    if (rc == 1) *out = xstrdup(s);
+    if (s) H5free_memory(s);
+    if (mem >= 0) H5Tclose(mem);
+    return rc;
+}
+
+int h5_get_attr_str(hid_t loc, const char *name, char **out) {
+    hid_t a, type;
+    int rc = h5_attr_open(loc, name, H5T_STRING, &a, &type);
+    if (rc <= 0) return rc;
+    if (H5Tis_variable_str(type) > 0) {
+        rc = h5_attr_read_vlen(a, out);
+    } else {
+        size_t size = H5Tget_size(type);
+        char *s = size && size <= H5_ATTR_STR_MAX ? xcalloc(size + 1, 1) : NULL;
+        rc = s && H5Aread(a, type, s) >= 0 ? 1 : -1;
+        if (rc == 1) *out = s;
+        else free(s);
+    }
+    H5Tclose(type);
+    H5Aclose(a);
     return rc;
 }

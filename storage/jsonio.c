@@ -10,12 +10,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-json_t *jsonio_read(const char *path) {
+json_t *jsonio_read(const char *path) { return jsonio_read_flags(path, 0); }
+
+json_t *jsonio_read_flags(const char *path, size_t flags) {
     size_t len;
     char *text = file_read_all(path, &len);
     if (!text) return NULL;
     json_error_t jerr;
-    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES | flags, &jerr);
     free(text);
     if (!root) {
         err_set(path, "not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line, jerr.column);

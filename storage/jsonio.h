@@ -12,6 +12,9 @@
 /* Reads PATH, which must hold one JSON object (duplicate keys are refused). Returns the
  * object (the caller json_decref()s it), or NULL with an error naming PATH. */
 json_t *jsonio_read(const char *path);
+/* jsonio_read with jansson's decoding FLAGS added (JSON_DECODE_INT_AS_REAL for files
+ * whose integers may exceed 64 bits, as tokenizer_config.json's model_max_length). */
+json_t *jsonio_read_flags(const char *path, size_t flags);
 /* ROOT as the text jsonio_write writes, ending in a newline; the caller frees. */
 char *jsonio_text(const json_t *root);
 /* Writes ROOT to PATH atomically, indented, keys in insertion order. Reals get 15

@@ -8,6 +8,7 @@
 #include "error.h"
 #include "fileio.h"
 #include "h5io.h"
+#include "provenance.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -98,6 +99,18 @@ static int h5_open_1d(struct tokens *ds, const char *name, int64_t *id, int64_t 
     return 0;
 }
 
+/* The attributes lorad prep records about the tokenizer, when present. */
+static int h5_open_meta(struct tokens *ds) {
+    int has = h5_get_attr_i64(ds->h5_file, "vocab_size", &ds->vocab_size);
+    if (has < 0 || (has && ds->vocab_size < 1))
+        return err_set(ds->path, "attribute vocab_size is not a positive integer"), err_hint("the file may be corrupt");
+    has = h5_get_attr_str(ds->h5_file, "tokenizer_fingerprint", &ds->fingerprint);
+    if (has < 0 || (has && !provenance_is_fingerprint(ds->fingerprint)))
+        return err_set(ds->path, "attribute tokenizer_fingerprint is not %d hex digits", PROVENANCE_HEX),
+               err_hint("the file may be corrupt");
+    return 0;
+}
+
 /* Opens /tokens and, when present, /loss_mask (same length). */
 static int h5_open(struct tokens *ds) {
     h5_quiet();
@@ -112,7 +125,7 @@ static int h5_open(struct tokens *ds) {
         err_set(ds->path, "no /tokens dataset");
         return err_hint(FORMAT_HINT);
     }
-    if (h5_open_1d(ds, "/tokens", &ds->h5_tokens, &ds->n_tokens)) return -1;
+    if (h5_open_1d(ds, "/tokens", &ds->h5_tokens, &ds->n_tokens) || h5_open_meta(ds)) return -1;
     htri_t has_mask = H5Lexists(ds->h5_file, "loss_mask", H5P_DEFAULT);
     if (has_mask < 0) return err_set(ds->path, "cannot look up /loss_mask");
     if (!has_mask) return 0;
@@ -195,6 +208,7 @@ void tokens_close(struct tokens *ds) {
     if (ds->h5_tokens > 0) H5Dclose(ds->h5_tokens);
     if (ds->h5_file > 0) H5Fclose(ds->h5_file);
     free(ds->path);
+    free(ds->fingerprint);
     memset(ds, 0, sizeof *ds);
     ds->h5_file = ds->h5_tokens = ds->h5_mask = H5I_INVALID_HID;
 }
@@ -245,9 +259,24 @@ struct tokens_h5 {
     const uint32_t *tok;
     const uint8_t *mask;
     int64_t n;
+    const struct tokens_meta *meta;
 };
 
-/* Writes /tokens and the optional /loss_mask into a new HDF5 file (h5_fill_fn). */
+/* META's text attributes and numbers on the root group FILE. */
+static int tokens_fill_attrs(hid_t file, const struct tokens_meta *m) {
+    const char *names[] = {"tokenizer_fingerprint", "tokenizer_files", "sources", "format", "train_on"};
+    const char *values[] = {m->fingerprint, m->tokenizer_files, m->sources, m->format, m->train_on};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (values[i] && h5_put_attr_str(file, names[i], values[i])) return -1;
+    if (m->vocab_size && h5_put_attr(file, "vocab_size", H5T_STD_I64LE, H5T_NATIVE_INT64, &m->vocab_size))
+        return -1;
+    if (m->n_eos && h5_put_attr_array(file, "eos_ids", H5T_STD_I64LE, H5T_NATIVE_INT64, (hsize_t)m->n_eos, m->eos_ids))
+        return -1;
+    return 0;
+}
+
+/* Writes /tokens, the optional /loss_mask and what META holds into a new HDF5 file
+ * (h5_fill_fn). */
 static int tokens_fill_h5(hid_t file, const char *path, const void *arg) {
     const struct tokens_h5 *t = arg;
     hsize_t dim = (hsize_t)t->n;
@@ -255,11 +284,17 @@ static int tokens_fill_h5(hid_t file, const char *path, const void *arg) {
         return h5_write_error(path, "/tokens");
     if (t->mask && h5_put_array(file, "/loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, &dim, t->mask))
         return h5_write_error(path, "/loss_mask");
-    return 0;
+    if (!t->meta) return 0;
+    hsize_t docs = (hsize_t)t->meta->n_docs;
+    if (t->meta->doc_offsets &&
+        h5_put_array(file, "/doc_offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, 1, &docs, t->meta->doc_offsets))
+        return h5_write_error(path, "/doc_offsets");
+    return tokens_fill_attrs(file, t->meta) ? h5_write_error(path, "the attributes") : 0;
 }
 
-int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask) {
+int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask,
+                    const struct tokens_meta *meta) {
     if (n < 1) return err_set(path, "no tokens to write");
-    struct tokens_h5 t = {tok, mask, n};
+    struct tokens_h5 t = {tok, mask, n, meta};
     return h5_write_atomic(path, tokens_fill_h5, &t);
 }

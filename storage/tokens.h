@@ -4,7 +4,11 @@
  *     with uint16 tokens, or 20240801 with uint32 tokens; header[1] the version,
  *     header[2] the token count), then the tokens. The count must match the file size.
  *   - HDF5 files with a 1-D integer dataset /tokens and an optional /loss_mask
- *     (uint8, same length; nonzero = the token counts as a target).
+ *     (uint8, same length; nonzero = the token counts as a target). Files of `lorad
+ *     prep` also hold /doc_offsets (int64: each example's first token) and root
+ *     attributes saying how they were made (struct tokens_meta): vocab_size (int64),
+ *     eos_ids (int64 array), tokenizer_fingerprint (16 hex digits, provenance.h),
+ *     tokenizer_files, sources (a JSON list of the input files), format and train_on.
  *
  * Sample i of a dataset with sequence length T is the window of T+1 tokens starting at
  * token i*T: inputs are its first T tokens, targets its last T. A target counts in the
@@ -34,6 +38,20 @@ struct tokens {
     int32_t token_bytes; /* 2 or 4 */
     /* HDF5: open handles (hid_t, kept as int64_t so this header needs no hdf5.h) */
     int64_t h5_file, h5_tokens, h5_mask;
+    /* HDF5 from lorad prep: the tokenizer's vocabulary size (0: not recorded) and
+     * fingerprint (NULL: not recorded) */
+    int64_t vocab_size;
+    char *fingerprint;
+};
+
+/* What lorad prep records beside the tokens; every part may be absent. */
+struct tokens_meta {
+    const int64_t *doc_offsets; /* (n_docs) each example's first token; NULL: none */
+    int64_t n_docs;
+    int64_t vocab_size;     /* 0: not recorded */
+    const int64_t *eos_ids; /* (n_eos) */
+    int32_t n_eos;
+    const char *fingerprint, *tokenizer_files, *sources, *format, *train_on; /* NULL: not recorded */
 };
 
 /* Opens and validates PATH: format, header, size. Returns 0, or -1 with an error. */
@@ -47,8 +65,9 @@ int64_t tokens_n_samples(const struct tokens *ds, int32_t T);
 /* Reads sample I: TOK gets T+1 tokens; MASK (may be NULL) gets T+1 bytes, all 1 when
  * the dataset has no mask. Returns 0, or -1 with an error (I/O). */
 int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask);
-/* Writes an HDF5 dataset: /tokens (uint32, N) and, when MASK is not NULL, /loss_mask.
- * Atomic (temporary name, fsync, rename). */
-int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask);
+/* Writes an HDF5 dataset: /tokens (uint32, N), when MASK is not NULL /loss_mask, and
+ * what META (may be NULL) holds. Atomic (temporary name, fsync, rename). */
+int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask,
+                    const struct tokens_meta *meta);
 
 #endif

@@ -35,6 +35,7 @@ sys.dont_write_bytecode = True  # keep tests/ free of __pycache__
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import gpt2_ref as ref  # noqa: E402
 import llama_ref  # noqa: E402
+import prep as prep_test  # noqa: E402
 
 SRC = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CFG = ref.GPT2Config(vocab_size=61, n_positions=32, n_embd=16, n_head=2, n_layer=2)
@@ -49,15 +50,21 @@ EXIT_USER = 2
 # Flags whose values no check can reject (free strings, seeds, switches, enums the parser
 # takes), or whose only failures are the files they name (covered by bad_input.py).
 CONFIG = "one parser for every command: case train's --config cases"
+TEXT_DATA = "prep's flags for .jsonl/.txt data: gentext.py data (on a token file), prep.py (their values)"
+TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add-eos", "--max-len")}
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
-              "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch"},
-    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG},
+              "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch",
+              **TEXT_FLAGS},
+    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG,
+             **TEXT_FLAGS},
     "merge": {"--dtype": "an enum", "--config": CONFIG},
     "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
-                 "--config": CONFIG},
-    "prep": {"--config": CONFIG},
+                 "--config": CONFIG, "--chat": "a switch (gentext.py errors: no chat template)",
+                 "--stop": "gentext.py errors: not UTF-8 for a tokenizer"},
+    "prep": {"--config": CONFIG, "--split": "an enum", "--add-eos": "a switch (prep.py: no EOS)",
+             "--skip-bad": "a switch (prep.py's malformed lines)"},
     "submit": {"--socket": "bad_input.py's daemon cases", "--connect": "bad_input.py", "--token-file": "bad_input.py",
                "--json": "a switch", "--config": CONFIG},
 }
@@ -90,6 +97,10 @@ class Inputs:
             f.write("some text\n")
         self.empty = self.path("empty.txt")
         open(self.empty, "w").close()
+        self.jsonl = self.path("two.jsonl")  # two text lines for prep, and a tokenizer
+        with open(self.jsonl, "w") as f:
+            f.write('{"text": "some text"}\n{"text": "more text"}\n')
+        self.tokenizer = prep_test.write_tokenizer(self.path("tokenizer"), "gpt2", "some text and more").dir
 
     def path(self, name: str) -> str:
         return os.path.join(self.wd, name)
@@ -325,18 +336,43 @@ def generate_cases(inp: Inputs) -> List[Case]:
         Case("vocabulary below 256", g(model=inp.model), [inp.model], [CFG.vocab_size, 256]),
         Case("--prompt longer than the context", g(prompt=long_prompt), ["--prompt"],
              [len(long_prompt), BYTE_CFG.n_positions]),
+        Case("--template without --chat", g("--template", "tool_use"), ["--template", "--chat"], []),
     ]
 
 
 def prep_cases(inp: Inputs) -> List[Case]:
+    def d(*extra) -> List[str]:
+        return [str(a) for a in ["prep", "--data", inp.jsonl, "--out", inp.path("p1.h5")] + list(extra)]
+
     existing = inp.path("exists.h5")
     if not os.path.exists(existing):
         p = ref.run_lorad(LORAD, ["prep", "--text", inp.text, "--out", existing])
         if p.returncode != 0:
             raise RuntimeError(f"the first prep failed: {p.stderr.strip()}")
     return [
-        Case("--text missing", ["prep", "--out", inp.path("p1.h5")], ["--text"], []),
+        Case("--data and --text missing", ["prep", "--out", inp.path("p1.h5")], ["--data", "--text"], []),
         Case("--out missing", ["prep", "--text", inp.text], ["--out"], []),
+        Case("--text with --data", ["prep", "--text", inp.text, "--data", inp.jsonl, "--out", inp.path("p1.h5")],
+             ["--text"], []),
+        Case("--model and --tokenizer missing", d(), ["--model", "--tokenizer"], []),
+        Case("--model and --tokenizer", d("--model", inp.tokenizer, "--tokenizer", inp.tokenizer),
+             ["--model", "--tokenizer"], []),
+        Case("--format chat", d("--tokenizer", inp.tokenizer, "--format", "chat"), ["--format"], []),
+        Case("--train-on assistant", d("--tokenizer", inp.tokenizer, "--train-on", "assistant"), ["--train-on"], []),
+        Case("--train-on completion of text", d("--tokenizer", inp.tokenizer, "--train-on", "completion"),
+             ["--train-on"], []),
+        Case("--val-split without --val-out", d("--tokenizer", inp.tokenizer, "--val-split", 0.5), ["--val-split"], []),
+        Case("--val-out without --val-split", d("--tokenizer", inp.tokenizer, "--val-out", inp.path("v.h5")),
+             ["--val-out"], []),
+        Case("--val-out is --out", d("--tokenizer", inp.tokenizer, "--val-split", 0.5, "--val-out", inp.path("p1.h5")),
+             ["--val-out"], []),
+        Case("--val-split leaves no example", d("--tokenizer", inp.tokenizer, "--val-split", 0.4, "--val-out",
+                                                inp.path("v.h5")), ["--val-split"], [0.4, 2]),
+        Case("--data of another kind", ["prep", "--tokenizer", inp.tokenizer, "--data", inp.data, "--out",
+                                        inp.path("p1.h5")], [inp.data], []),
+    ] + range_cases(lambda f, v: d("--tokenizer", inp.tokenizer, f, v), [
+        ("--val-split", 1, [0, 1, 0]), ("--val-split", -0.5, [0, 1, 0]), ("--max-len", -1, [0]), ("--threads", -1, [0]),
+    ]) + [
         Case("--out exists", ["prep", "--text", inp.text, "--out", existing], ["--out", "--overwrite"], None),
         Case("empty text", ["prep", "--text", inp.empty, "--out", inp.path("p2.h5")], [inp.empty], None),
         Case("text missing", ["prep", "--text", inp.path("nope.txt"), "--out", inp.path("p3.h5")],

@@ -21,14 +21,14 @@
 
 static const ProtobufCMessageDescriptor *const specs[] = {
     &lorad__job_spec__descriptor,   &lorad__prep_spec__descriptor,  &lorad__init_model_spec__descriptor,
-    &lorad__tokenize_spec__descriptor,
+    &lorad__tokenize_spec__descriptor, &lorad__template_spec__descriptor,
     &lorad__checkpoint_spec__descriptor, &lorad__eval_spec__descriptor, &lorad__merge_spec__descriptor,
     &lorad__generate_spec__descriptor, &lorad__serve_spec__descriptor, &lorad__client_spec__descriptor,
 };
 #define N_SPECS (sizeof specs / sizeof specs[0])
 
 /* The commands of main.c's table that a row may name. */
-static const char *const command_names[] = {"train", "prep", "tokenize", "init-model", "eval", "merge", "generate", "inspect",
+static const char *const command_names[] = {"train", "prep", "tokenize", "template", "init-model", "eval", "merge", "generate", "inspect",
                                             "export", "serve", "submit", "status", "list", "cancel", "logs",
                                             "shutdown"};
 

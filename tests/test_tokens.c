@@ -2,11 +2,13 @@
  * test_tokens.c: token datasets (storage/tokens.c). llm.c .bin shards and HDF5 files are
  * read back sample by sample; HDF5 integer types other than uint32 are converted;
  * validation finds out-of-vocabulary tokens and too-short data; corrupt files fail with
- * one line naming the file. Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
+ * one line naming the file; what lorad prep records is read back and checked against a
+ * model (provenance.h). Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
  */
 #include "check.h"
 #include "error.h"
 #include "fileio.h"
+#include "provenance.h"
 #include "tokens.h"
 
 #include <hdf5.h>
@@ -118,7 +120,7 @@ static void test_validate_messages(void) {
     tokens_close(&ds);
 
     char *h5 = path_join(tmp_dir, "data.h5");
-    EXPECT(tokens_write_h5(h5, tok, 5, NULL) == 0);
+    EXPECT(tokens_write_h5(h5, tok, 5, NULL, NULL) == 0);
     EXPECT(tokens_open(&ds, h5) == 0);
     EXPECT_ERROR(tokens_validate(&ds, 50257, 8), h5, "data.h5: 5 tokens is shorter than one sample (seq 8 needs 9)");
     EXPECT(tokens_n_samples(&ds, 8) == 0);
@@ -141,8 +143,8 @@ static void test_h5_round_trip(void) {
     }
     char *path = path_join(tmp_dir, "round.h5");
     struct tokens ds;
-    EXPECT(tokens_write_h5(path, tok, 10, NULL) == 0); /* replaced below */
-    EXPECT(tokens_write_h5(path, tok, n, NULL) == 0);
+    EXPECT(tokens_write_h5(path, tok, 10, NULL, NULL) == 0); /* replaced below */
+    EXPECT(tokens_write_h5(path, tok, n, NULL, NULL) == 0);
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.format == TOKENS_FORMAT_HDF5 && ds.n_tokens == n && !ds.has_mask);
     expect_samples(&ds, T, ref, NULL);
@@ -150,7 +152,7 @@ static void test_h5_round_trip(void) {
     tokens_close(&ds);
 
     tok[(1 << 20) + 3] = 50257;
-    EXPECT(tokens_write_h5(path, tok, n, mask) == 0);
+    EXPECT(tokens_write_h5(path, tok, n, mask, NULL) == 0);
     ref[(1 << 20) + 3] = 50257;
     EXPECT(tokens_open(&ds, path) == 0);
     EXPECT(ds.n_tokens == n && ds.has_mask);
@@ -160,8 +162,8 @@ static void test_h5_round_trip(void) {
     EXPECT_NO_TEMPORARIES(tmp_dir);
 
     char *nowhere = path_join(tmp_dir, "no/such/dir/x.h5");
-    EXPECT_ERROR(tokens_write_h5(nowhere, tok, n, NULL), nowhere, "cannot");
-    EXPECT_ERROR(tokens_write_h5(path, tok, 0, NULL), path, "no tokens");
+    EXPECT_ERROR(tokens_write_h5(nowhere, tok, n, NULL, NULL), nowhere, "cannot");
+    EXPECT_ERROR(tokens_write_h5(path, tok, 0, NULL, NULL), path, "no tokens");
     free(nowhere);
     free(path);
     free(ref_mask);
@@ -310,6 +312,42 @@ static void test_h5_corrupt(void) {
     free(path);
 }
 
+/* What lorad prep records is read back, and provenance_check refuses a file of another
+ * tokenizer or a larger vocabulary, naming the file and both sides. */
+static void test_provenance(void) {
+    uint32_t tok[12] = {0, 5, 9, 2, 7, 7, 1, 3, 8, 4, 6, 2};
+    int64_t docs[3] = {0, 4, 9}, eos[2] = {9, 8};
+    char *path = path_join(tmp_dir, "prep.h5"), *model = path_join(tmp_dir, "model");
+    char *tj = path_join(model, "tokenizer.json");
+    EXPECT(dir_make(model) == 0);
+    scratch_put(tj, "{\"model\": {}}", 13);
+    struct provenance p;
+    EXPECT(provenance_read(&p, model) == 1 && provenance_is_fingerprint(p.fingerprint) &&
+           !strcmp(p.files, "tokenizer.json"));
+    struct tokens_meta meta = {.doc_offsets = docs, .n_docs = 3, .vocab_size = 10, .eos_ids = eos, .n_eos = 2,
+                               .fingerprint = p.fingerprint, .sources = "[\"a.jsonl\"]"};
+    EXPECT(tokens_write_h5(path, tok, 12, NULL, &meta) == 0);
+    struct tokens ds;
+    EXPECT(tokens_open(&ds, path) == 0);
+    EXPECT(ds.vocab_size == 10 && ds.fingerprint && !strcmp(ds.fingerprint, p.fingerprint));
+    EXPECT(provenance_check(&ds, model, 10) == 0 && provenance_check(&ds, tmp_dir, 12) == 0);
+    EXPECT_ERROR(provenance_check(&ds, model, 9), path, "a vocabulary of 10 tokens, more than the model's 9");
+    scratch_put(tj, "{\"model\": {} }", 14); /* another file, another fingerprint */
+    EXPECT_ERROR(provenance_check(&ds, model, 10), path, "another tokenizer");
+    tokens_close(&ds);
+    meta.fingerprint = "not hex";
+    EXPECT(tokens_write_h5(path, tok, 12, NULL, &meta) == 0);
+    expect_open_fails(path, "tokenizer_fingerprint is not 16 hex digits");
+    meta.fingerprint = NULL;
+    meta.vocab_size = -3;
+    EXPECT(tokens_write_h5(path, tok, 12, NULL, &meta) == 0);
+    expect_open_fails(path, "vocab_size is not a positive integer");
+    EXPECT(provenance_read(&p, tmp_dir) == 0);
+    free(tj);
+    free(model);
+    free(path);
+}
+
 int main(void) {
     tmp_dir = scratch_dir("tokens");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -320,5 +358,6 @@ int main(void) {
     test_h5_types();
     test_bin_corrupt();
     test_h5_corrupt();
+    test_provenance();
     return check_finish();
 }

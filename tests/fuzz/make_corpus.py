@@ -219,3 +219,50 @@ put("fuzz_frame", "bad_oversized", struct.pack(">I", 0x7FFFFFFF) + b"\x08\x01")
 put("fuzz_frame", "bad_empty", struct.pack(">I", 0))
 put("fuzz_frame", "bad_truncated", req(2)[:5])
 put("fuzz_frame", "bad_garbage", frame(bytes(range(200, 256))))
+
+
+# ---- lorad prep inputs: .jsonl lines, also cut as .txt documents between blank lines ----
+
+def jsonl(*objs):
+    return "\n".join(o if isinstance(o, str) else json.dumps(o, ensure_ascii=False) for o in objs) + "\n"
+
+
+put("fuzz_prep", "text", jsonl({"text": "hello world"}, {"text": "caf\u00e9 \U0001F600", "id": 3}))
+put("fuzz_prep", "completion", jsonl({"prompt": "Q: 2+2?\nA:", "completion": " 4"}, {"prompt": "", "completion": ""}))
+put("fuzz_prep", "alpaca", jsonl({"instruction": "Add.", "input": "2 2", "output": "4"},
+                                 {"instruction": "Greet.", "input": None, "output": "Hi", "text": "x"}))
+put("fuzz_prep", "chat", jsonl({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]},
+                               {"prompt": [{"role": "user", "content": "a"}], "completion": [{"role": "assistant",
+                                                                                             "content": "b"}]}))
+put("fuzz_prep", "blank_lines", "doc one\nline two\n\n \t\r\ndoc two\n\n\n{\"text\": \"three\"}")
+put("fuzz_prep", "bad_lines", jsonl('{"prompt": "a"', '[1, 2]', '{"text": 7}', '{"a": 1, "a": 2}',
+                                    '{"prompt": "a", "completion": null}', '"just a string"'))
+put("fuzz_prep", "bad_utf8", b'{"text": "caf\xc3"}\n\xff\xfe\n{"text": "ok"}\r\n')
+put("fuzz_prep", "nul", b'{"text": "a\\u0000b"}\n\x00\n')
+# ---- chat templates (the template, a NUL, the messages JSON) ----
+
+def chat(template, messages):
+    return template.encode() + b"\0" + json.dumps(messages).encode()
+
+
+TURNS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi ü 🤖"},
+         {"role": "assistant", "content": " Hello! "}, {"role": "user", "content": "Bye"}]
+with open(os.path.join(HERE, "..", "data", "templates", "zephyr-7b-beta.jinja")) as f:
+    put("fuzz_jinja", "zephyr", chat(f.read(), TURNS))
+with open(os.path.join(HERE, "..", "data", "templates", "mistral-7b-instruct-v0.3.jinja")) as f:
+    put("fuzz_jinja", "mistral_v03", chat(f.read(), TURNS[1:]))
+put("fuzz_jinja", "chatml", chat(
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] | trim + "
+    "'<|im_end|>\\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}", TURNS))
+put("fuzz_jinja", "generation", chat(
+    "{{ bos_token }}{%- for m in messages -%}{% if m.role == 'assistant' %}{% generation %}{{ m.content + eos_token }}"
+    "{% endgeneration %}{% else %}[{{ m.role | upper }}] {{ m['content'][::-1] }}{% endif %}\n{% endfor %}", TURNS))
+put("fuzz_jinja", "namespace_loop", chat(
+    "{% set ns = namespace(i=0) %}{% for m in messages if m.role != 'system' %}{% set ns.i = ns.i + 1 %}"
+    "{{ loop.index0 }}/{{ loop.length }} {{ m | tojson(indent=2, sort_keys=true) }}{% if loop.last %}{% break %}"
+    "{% endif %}{% endfor %}{{ ns.i }} {{ messages | selectattr('role', 'equalto', 'user') | map(attribute='content') "
+    "| join(', ') }}{{ 'x' if ns.i > 1 else raise_exception('short') }}", TURNS))
+put("fuzz_jinja", "raw_comment", chat("  {#- note -#}\n  {% raw %}{{ x }}{% endraw %}\n{{- ' a ' ~ 1.5e3 ~ none -}}", []))
+put("fuzz_jinja", "bad_unclosed", chat("{% if messages %}{{ messages[0].role", TURNS))
+put("fuzz_jinja", "bad_macro", chat("{% macro m() %}{% endmacro %}", TURNS))
+put("fuzz_jinja", "bad_messages", b"{{ messages }}\0[{\"role\": ")
