@@ -241,6 +241,49 @@ def mib(x):
     return f"{x:,.0f}"
 
 
+def targets(res):
+    """The issue's targets against the runs: measured, met or not (reported, never asserted)."""
+    runs, big = res.get("runs", []), {r["dtype"]: r for r in res.get("8b", [])}
+    rows = []
+
+    def run(T, d, rc):
+        return next((r for r in runs if r["T"] == T and r["dtype"] == d and r["recompute"] == rc), None)
+
+    def add(what, value, ok, detail):
+        rows.append(f"| {what} | {value} | {'**met**' if ok else '**not met**'} | {detail} |")
+
+    if "nf4" in big:
+        r = big["nf4"]
+        add("8B shape, nf4 + recompute: peak RSS ≤ 10 GB", f"{r['peak_rss_mib'] * 2**20 / 1e9:.2f} GB",
+            r["peak_rss_mib"] * 2**20 <= 10e9, f"{mib(r['peak_rss_mib'])} MiB" + (" (see the note below)" if r.get("note") else ""))
+    if "int8" in big:
+        r = big["int8"]
+        add("8B shape, int8 + recompute: within 24 GB", f"{r['peak_rss_mib'] * 2**20 / 1e9:.2f} GB",
+            r["peak_rss_mib"] * 2**20 <= 24e9, f"{mib(r['peak_rss_mib'])} MiB")
+    for d, goal in (("int8", 0.8), ("nf4", 0.6)):
+        pairs = [(run(T, d, rc), run(T, "bf16", rc)) for T in (512, 2048) for rc in ("off", "on")]
+        pairs = [(a, b) for a, b in pairs if a and b]
+        if pairs:
+            x = [a["tokens_per_s"] / b["tokens_per_s"] for a, b in pairs]
+            add(f"{d} tokens/s ≥ {goal}× bf16's (1B shape)", f"{min(x):.2f}–{max(x):.2f}×", min(x) >= goal,
+                "seq 512, 2048 × recompute off, on")
+    pairs = [(run(T, d, "on"), run(T, d, "off")) for T in (512, 2048) for d in ("bf16", "int8", "nf4")]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if pairs:
+        x = [a["measured_s"] / b["measured_s"] for a, b in pairs]
+        add("recompute ≤ 1.35× the step time (1B shape)", f"{min(x):.2f}–{max(x):.2f}×", max(x) <= 1.35,
+            "every dtype, seq 512 and 2048")
+    pairs = [(run(2048, d, "off"), run(2048, d, "on")) for d in ("bf16", "int8", "nf4")]
+    pairs = [(a, b) for a, b in pairs if a and b]
+    if pairs:
+        x = [a["act_mib"] / b["act_mib"] for a, b in pairs]
+        add("recompute cuts activation memory ≥ 3× at seq 2048 (1B)", f"{min(x):.2f}×", min(x) >= 3,
+            f"{mib(pairs[0][0]['act_mib'])} → {mib(pairs[0][1]['act_mib'])} MiB (train.log's activation block)")
+    if not rows:
+        return []
+    return ["", "### Targets (issue #17)", "", "| target | measured | | detail |", "|---|---:|---|---|"] + rows
+
+
 def section(args, res):
     L = [BEGIN, "", "## Large models: quantized bases and recompute (issue #17)", ""]
     cmds = sorted(set(res.get("commands", {}).values()))
@@ -254,6 +297,7 @@ def section(args, res):
     L.append(f"- **8B shape** (Llama-3-8B): {s8['L']} layers, d {s8['C']}, FFN {s8['F']}, {s8['H']}/{s8['KV']} heads, "
              f"vocab {s8['V']}, untied; {n_params(s8) / 1e9:.2f} B parameters, random, BF16 on disk "
              f"({n_params(s8) * 2 / 2**30:.1f} GiB); LoRA r=16 on q,k,v,o_proj, seq 2048, batch 1")
+    L += targets(res)
     pk = res.get("peak", {})
     if pk:
         L += ["", "### Frozen products alone (quant_peak, GFLOP/s, best of ≥ 0.5 s; 1B shapes)", "",
@@ -311,9 +355,11 @@ def section(args, res):
               "| --base-dtype | --recompute | s/step | steps | peak RSS MiB | activations MiB | load s | "
               "step-1 loss | others' CPU |", "|---|---|---:|---|---:|---:|---:|---:|---:|"]
         for r in big:
-            L.append(f"| {r['dtype']} | {r['recompute']} | {sum(r['step_s']) / len(r['step_s']):.1f} | "
-                     f"{', '.join(f'{x:.1f}' for x in r['step_s'])} | {mib(r['peak_rss_mib'])} | {mib(r['act_mib'])} | "
-                     f"{r['wall_s'] - sum(r['step_s']):.0f} | {r['loss1']:.4f} | {100 * r['others']:.0f} % |")
+            st = r["step_s"]
+            L.append(f"| {r['dtype']} | {r['recompute']} | {sum(st) / len(st) if st else float('nan'):.1f} | "
+                     f"{', '.join(f'{x:.1f}' for x in st) or 'none'} | {mib(r['peak_rss_mib'])} | {mib(r['act_mib'])} | "
+                     f"{r['wall_s'] - sum(st):.0f} | {r.get('loss1', float('nan')):.4f} | {100 * r['others']:.0f} % |")
+        L += [f"- {r['dtype']}: {r['note']}" for r in big if r.get("note")]
     L += ["", END, ""]
     return "\n".join(L)
 
