@@ -30,8 +30,8 @@ transpose, rows = output features. Embeddings, norms, biases and the LM head sta
                          the merged model equals eval with --adapter (rel 2e-3); generate
                          with --adapter and on the merged model give the same greedy ids.
   mpi                    nf4 + recompute on 2 ranks of one node (one shared encoding in
-                         /dev/shm) against one process: losses within 1e-4, /dev/shm left
-                         as it was.
+                         /dev/shm) against one process: step 1's loss within 1e-5, later
+                         ones 1e-3, /dev/shm left as it was.
   refusals               --mode full with int8 and nf4: exit 2, one line naming
                          --base-dtype; a model whose in-features are no multiple of 64:
                          exit 2, one line naming the file and the tensor.
@@ -443,8 +443,8 @@ def shm_files():
 
 def case_mpi(fails, lorad, workdir):
     """nf4 on 2 ranks of one node (sharing one encoded copy through /dev/shm) against one
-    process: the same trajectory within the float rounding of the summed gradient, which
-    bf16 operands amplify (mpi_train.py's equiv_bf16 tolerance), and no file left behind."""
+    process: the same base loss at step 1 (1e-5), the same trajectory within the float
+    rounding of the summed gradient after (1e-3), and no file left behind."""
     before = shm_files()
     rng = np.random.default_rng(51)
     cfg, t = llama_model(rng)
@@ -466,7 +466,10 @@ def case_mpi(fails, lorad, workdir):
         rows = [json.loads(l) for l in f if '"loss"' in l and '"step"' in l]
     fails.check(len(rows) == len(one["rows"]), f"2 ranks: {len(rows)} metrics rows, 1 process {len(one['rows'])}")
     for a, b in zip(one["rows"], rows):
-        fails.check(abs(a["loss"] - b["loss"]) <= 1e-4 * abs(a["loss"]), f"step {a['step']}: loss {a['loss']} on 1 "
+        # step 1 is the base's loss (B starts at zero): the shared weights themselves; later
+        # steps drift by the summed gradient's rounding, which bf16 operands amplify
+        tol = 1e-5 if a["step"] == 1 else 1e-3
+        fails.check(abs(a["loss"] - b["loss"]) <= tol * abs(a["loss"]), f"step {a['step']}: loss {a['loss']} on 1 "
                     f"process, {b['loss']} on 2 ranks")
     left = shm_files() - before
     fails.check(not left, f"files left in /dev/shm: {sorted(left)}")
