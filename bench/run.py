@@ -75,15 +75,18 @@ class BenchError(Exception):
 
 # bench/tokenizer.py's section of RESULTS.md lies between these; run.py keeps it.
 TOKENIZER_MARKERS = ("<!-- bench/tokenizer.py: begin -->", "<!-- bench/tokenizer.py: end -->")
+QUANT_MARKERS = ("<!-- bench/quant.py: begin -->", "<!-- bench/quant.py: end -->")
 
 
-def kept_section(path):
-    """PATH's bench/tokenizer.py section with its markers ("" when none), to carry over."""
-    begin, end = TOKENIZER_MARKERS
+def kept_sections(path):
+    """PATH's sections of bench/tokenizer.py and bench/quant.py with their markers ("" for
+    each that is missing), to carry over when this run rewrites the file."""
     old = open(path).read() if os.path.exists(path) else ""
-    if begin not in old or end not in old:
-        return ""
-    return "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    kept = ""
+    for begin, end in (TOKENIZER_MARKERS, QUANT_MARKERS):
+        if begin in old and end in old:
+            kept += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
+    return kept
 
 
 def log(msg):
@@ -1121,7 +1124,7 @@ def main():
         json.dump(R, f, indent=1, default=str)
     text = report(args, c, R)
     print(text)
-    kept = kept_section(args.results)
+    kept = kept_sections(args.results)
     with open(args.results, "w") as f:
         f.write(text + kept)
     log(f"wrote {args.results} ({time.monotonic() - t0:.0f} s)")

@@ -113,7 +113,12 @@ const struct flag flag_rows[] = {
     {JOB, "threads", "N", .value = "0", .range = "[0,)", .zero = CORES, .topic = "Performance",
      .help = "threads per rank"},
     {JOB, "base_dtype", .topic = "Performance",
-     .help = "frozen product weights: f32, or bf16 on oneDNN's bf16 matmul with f32 accumulation (LoRA only)"},
+     .help = "frozen product weights: f32; bf16 on oneDNN's bf16 matmul with f32 accumulation; int8 (absmax per "
+             "block of 64) or nf4 (QLoRA's NormalFloat4, blocks of 64), quantized at load and dequantized in tiles "
+             "inside the product (LoRA only)"},
+    {JOB, "recompute", .topic = "Performance",
+     .help = "keep only each layer's input and recompute the layer in the backward: less activation memory, the "
+             "same bits"},
     {JOB, "gemm", .topic = "Performance", .help = "the library of the f32 products"},
     {JOB, "replica_check_every", "N", .value = "100", .range = "[0,)", .zero = "checks only at the end",
      .topic = "Performance", .help = "steps between checksums that the ranks' adapters agree"},

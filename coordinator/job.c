@@ -13,6 +13,7 @@
 #include "flags.h"
 #include "hf_config.h"
 #include "model.h"
+#include "protojson.h"
 
 /* One MODULE=VALUE item of FLAG into P, its key copied to KEY: a rank (an integer, at
  * least 1) or an alpha (positive). */
@@ -80,10 +81,12 @@ int job_validate(const Lorad__JobSpec *job) {
                        "applies to LoRA adapters; --mode full has none");
     if (full && (job->dropout > 0 || job->rslora))
         return err_set(job->rslora ? "--rslora" : "--dropout", "applies to LoRA adapters; --mode full has none");
-    if (job->base_dtype == LORAD__DTYPE__DTYPE_F16)
-        return err_set("--base-dtype", "f16 is not a compute dtype (hint: f32 or bf16)");
-    if (full && job->base_dtype == LORAD__DTYPE__DTYPE_BF16) {
-        err_set("--base-dtype", "bf16 applies to frozen weights; --mode full trains every weight in f32");
+    if (full && job->base_dtype != LORAD__BASE_DTYPE__BASEDTYPE_F32) {
+        char name[16];
+        err_set("--base-dtype", "%s applies to frozen weights; --mode full trains every weight in f32",
+                proto_enum_short(protobuf_c_enum_descriptor_get_value(&lorad__base_dtype__descriptor,
+                                                                      job->base_dtype)->name,
+                                 name, sizeof name));
         return err_hint("drop --base-dtype or use --mode lora");
     }
     return 0;

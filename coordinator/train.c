@@ -65,6 +65,20 @@ static int32_t rank_cap(const struct train *t) {
     return (int32_t)(((int64_t)t->job->batch + t->comm->size - 1) / t->comm->size);
 }
 
+/* The worker's base dtype of --base-dtype D. */
+static enum base_dtype train_base_dtype(Lorad__BaseDtype d) {
+    switch (d) {
+    case LORAD__BASE_DTYPE__BASEDTYPE_BF16:
+        return BASE_DTYPE_BF16;
+    case LORAD__BASE_DTYPE__BASEDTYPE_INT8:
+        return BASE_DTYPE_INT8;
+    case LORAD__BASE_DTYPE__BASEDTYPE_NF4:
+        return BASE_DTYPE_NF4;
+    default:
+        return BASE_DTYPE_F32;
+    }
+}
+
 static int train_model_load(struct train *t) {
     const Lorad__JobSpec *job = t->job;
     const int32_t micro = job_micro_batch(job);
@@ -82,7 +96,8 @@ static int train_model_load(struct train *t) {
         .rslora = job->rslora,
         .init_gaussian = job->init == LORAD__INIT__INIT_GAUSSIAN,
         .seed = job->seed,
-        .bf16 = job->base_dtype == LORAD__DTYPE__DTYPE_BF16,
+        .base_dtype = train_base_dtype(job->base_dtype),
+        .recompute = job->recompute,
     };
     if (job_patterns(job, &t->patterns, &o.n_patterns)) return -1;
     o.patterns = t->patterns;
@@ -134,6 +149,9 @@ static int setup_local(struct train *t) {
                 (long long)n, 100.0 * (double)n / (double)t->model.n_params, (long long)t->model.n_params,
                 (long long)t->order.n, job->seq, job->seq, t->model.cfg.n_positions, t->comm->size,
                 t->comm->size > 1 ? "s" : "");
+    metrics_say(&t->metrics, "activations %.2f MiB (--recompute %s), low-precision frozen weights %.2f MiB (--base-dtype %s)",
+                (double)t->model.act_bytes / 1048576.0, job->recompute ? "on" : "off",
+                (double)t->model.base->shared_bytes / 1048576.0, base_dtype_name(train_base_dtype(job->base_dtype)));
     return 0;
 }
 

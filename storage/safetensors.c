@@ -374,8 +374,6 @@ static void pages_drop(const void *p, size_t n) {
 
 void st_tensor_drop_pages(const struct st_tensor *t) { pages_drop(t->data, t->nbytes); }
 
-void safetensors_drop_pages(const struct safetensors *st) { pages_drop(st->map, st->map_size); }
-
 int st_tensor_expect_shape(const struct safetensors *st, const struct st_tensor *t, int32_t ndim,
                            const int64_t *shape) {
     CHECK(ndim >= 0 && ndim <= ST_MAX_DIMS);

@@ -71,8 +71,6 @@ int st_tensor_to_bf16(const struct st_tensor *t, uint16_t *out);
 /* Lets the kernel drop T's resident pages of the mapping (they are read back from the
  * file if touched again): for a tensor whose data has been copied elsewhere. */
 void st_tensor_drop_pages(const struct st_tensor *t);
-/* The same for the whole file (after a pass that only sampled it). */
-void safetensors_drop_pages(const struct safetensors *st);
 /* Checks that T has exactly the given shape; -1 with an error naming file and tensor. */
 int st_tensor_expect_shape(const struct safetensors *st, const struct st_tensor *t, int32_t ndim,
                            const int64_t *shape);

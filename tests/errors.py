@@ -56,7 +56,8 @@ TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
-              "--gemm": "an enum", "--profile": "a switch", **TEXT_FLAGS},
+              "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch",
+              **TEXT_FLAGS},
     "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG,
              **TEXT_FLAGS},
     "merge": {"--dtype": "an enum", "--config": CONFIG},

@@ -17,6 +17,7 @@
 #include "kernels.h"
 #include "linear.h"
 #include "model.h"
+#include "quant.h"
 #include "rng.h"
 #include "safetensors.h"
 
@@ -365,6 +366,167 @@ static void test_linear(enum gemm_layout layout, float p_drop, const char *label
     free(w), free(b), free(l.dw), free(l.db), free(c.x), free(c.out), free(c.R), free(c.scratch), free(dx);
 }
 
+/* ---- quantized weights (quant.h, gemm_quant) ---- */
+
+/* Normal weights with an outlier in about one of 50, so blocks differ in absmax. */
+static float *heavy(size_t n) {
+    float *x = rnd(n, 0.05f);
+    for (size_t i = 0; i < n; i += 47) x[i] *= 9.0f;
+    return x;
+}
+
+static float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
+
+/* The NF4 code nearest to X by distance (the format's definition; lorad counts midpoints). */
+static int nf4_nearest(float x) {
+    int best = 0;
+    for (int i = 1; i < 16; i++)
+        if (fabsf(quant_nf4_code[i] - x) < fabsf(quant_nf4_code[best] - x)) best = i;
+    return best;
+}
+
+/* W[r, c] as the format defines it, from W itself: the reference each decoding must equal. */
+static float quant_reference(enum quant_kind kind, int block, const float *w, int cols, int r, int c) {
+    const float *b = w + (size_t)r * cols + c / block * block;
+    float m = 0.0f;
+    for (int i = 0; i < block; i++) m = fmaxf(m, fabsf(b[i]));
+    const float x = w[(size_t)r * cols + c];
+    if (kind == QUANT_NF4) return m > 0.0f ? quant_nf4_code[nf4_nearest(x / m)] * m : 0.0f;
+    const float s = m / 127.0f;
+    return s > 0.0f ? fminf(127.0f, fmaxf(-127.0f, rintf(x / s))) * s : 0.0f;
+}
+
+/* A quantized (rows, cols) weight of KIND with blocks of BLOCK, encoded from W; free q and scale. */
+static struct qweight qweight_make(enum quant_kind kind, int block, const float *w, int rows, int cols) {
+    uint8_t *q = xcalloc(quant_code_bytes(kind, rows, cols), 1);
+    float *scale = xcalloc((size_t)rows * (cols / block), sizeof *scale);
+    quant_encode(kind, block, w, rows, cols, q, scale);
+    return (struct qweight){.kind = kind, .rows = rows, .cols = cols, .block = block, .q = q, .scale = scale};
+}
+
+static void qweight_free(struct qweight *q) { free((void *)q->q), free((void *)q->scale); }
+
+/* Encoding then decoding, whole and as a tile at an offset, the AVX-512 and the plain
+ * form: every element the bf16 of the format's reference value, within half a step of W. */
+static void test_quant_codec(enum quant_kind kind, int block, const char *label) {
+    const int rows = 5, cols = 256;
+    float *w = heavy((size_t)rows * cols);
+    w[3] = 0.0f; /* and one block all zero */
+    memset(w + 2 * cols + 64, 0, 64 * sizeof *w);
+    struct qweight q = qweight_make(kind, block, w, rows, cols);
+    uint16_t *out = xcalloc((size_t)rows * cols, sizeof *out);
+    for (int simd = 1; simd >= 0; simd--) {
+        quant_use_simd(simd);
+        int bad = 0, far = 0;
+        quant_decode_bf16(&q, 0, rows, 0, cols, out, cols);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < cols; c++) {
+                const float ref = quant_reference(kind, block, w, cols, r, c), got = bf16_to_f32(out[(size_t)r * cols + c]);
+                bad += got != round_bf16(ref);
+                /* the step: s for int8, the widest gap between codes (0.304) times absmax for nf4 */
+                const float step = kind == QUANT_INT8 ? q.scale[(size_t)r * (cols / block) + c / block]
+                                                      : 0.31f * q.scale[(size_t)r * (cols / block) + c / block];
+                far += fabsf(ref - w[(size_t)r * cols + c]) > 0.5f * step * 1.0001f;
+            }
+        /* a tile: rows 1..3, columns 64..192, into a wider buffer */
+        uint16_t tile[3 * 200];
+        quant_decode_bf16(&q, 1, 4, 64, 192, tile, 200);
+        for (int r = 1; r < 4; r++)
+            for (int c = 64; c < 192; c++) bad += tile[(r - 1) * 200 + c - 64] != out[(size_t)r * cols + c];
+        printf("quant %-10s %-6s decoded %d of %d off the reference, %d beyond half a step %s\n", label,
+               simd ? "simd" : "plain", bad, rows * cols, far, bad || far ? "FAIL" : "ok");
+        checks_note(bad == 0 && far == 0);
+    }
+    quant_use_simd(1);
+    qweight_free(&q);
+    free(w), free(out);
+}
+
+/* gemm_quant against a product in double of the same bf16 operands, over several tiles
+ * (the last one partial) both ways, with beta 1 and a bias. */
+static void test_gemm_quant(enum quant_kind kind) {
+    const int M = 7, out = 640, in = 2048;
+    float *w = heavy((size_t)out * in);
+    struct qweight q = qweight_make(kind, QUANT_BLOCK, w, out, in);
+    uint16_t *w16 = xcalloc((size_t)out * in, sizeof *w16);
+    quant_decode_bf16(&q, 0, out, 0, in, w16, in); /* checked by test_quant_codec */
+    for (int forward = 1; forward >= 0; forward--) {
+        const int N = forward ? out : in, K = forward ? in : out;
+        float *A = rnd((size_t)M * K, 1), *C = rnd((size_t)M * N, 1), *bias = forward ? rnd(N, 1) : NULL;
+        double *ref = xcalloc((size_t)M * N, sizeof *ref);
+        for (int m = 0; m < M; m++)
+            for (int n = 0; n < N; n++) {
+                double acc = forward ? bias[n] : C[(size_t)m * N + n]; /* forward: beta 0; input gradient: beta 1 */
+                for (int k = 0; k < K; k++) {
+                    const size_t wi = forward ? (size_t)n * in + k : (size_t)k * in + n;
+                    acc += (double)round_bf16(A[(size_t)m * K + k]) * bf16_to_f32(w16[wi]);
+                }
+                ref[(size_t)m * N + n] = acc;
+            }
+        gemm_quant(forward, M, N, K, A, K, &q, forward ? 0.0f : 1.0f, bias, C, N);
+        double d2 = 0.0, r2 = 0.0;
+        for (size_t i = 0; i < (size_t)M * N; i++) d2 += (C[i] - ref[i]) * (C[i] - ref[i]), r2 += ref[i] * ref[i];
+        const double rel = sqrt(d2 / r2);
+        printf("gemm_quant %-4s %-10s rel err %.2e %s\n", kind == QUANT_INT8 ? "int8" : "nf4",
+               forward ? "forward" : "input_grad", rel, rel < 1e-5 ? "ok" : "FAIL");
+        checks_note(rel < 1e-5);
+        free(A), free(C), free(bias), free(ref);
+    }
+    qweight_free(&q);
+    free(w), free(w16);
+}
+
+/* max |x - y| / max |y| over N. */
+static double max_rel(const float *x, const float *y, size_t n) {
+    double d = 0.0, m = 0.0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs((double)x[i] - y[i])), m = fmax(m, fabs((double)y[i]));
+    return d / (m > 0 ? m : 1);
+}
+
+/* A linear on a quantized weight, with an adapter, against the same linear in f32 on the
+ * weight decoded (bf16 values) stored as LAYOUT says, its inputs already bf16: the same
+ * products but for the order of f32 sums, so the output, the input gradient and the
+ * adapter's gradients agree to 1e-5. The f32 linear is the one test_linear checks. */
+static void test_linear_quant(enum gemm_layout layout) {
+    const int N = 9, in = 128, out = 192, r = 4;
+    float *w = heavy((size_t)out * in), *wf = xcalloc((size_t)out * in, sizeof *wf);
+    struct qweight q = qweight_make(QUANT_NF4, QUANT_BLOCK, w, out, in);
+    uint16_t *w16 = xcalloc((size_t)out * in, sizeof *w16);
+    quant_decode_bf16(&q, 0, out, 0, in, w16, in);
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++)
+            wf[layout == GEMM_LAYOUT_OUT_IN ? (size_t)o * in + i : (size_t)i * out + o] = bf16_to_f32(w16[(size_t)o * in + i]);
+    float *bias = rnd(out, 1), *x = rnd((size_t)N * in, 1), *R = rnd((size_t)N * out, 1);
+    for (size_t i = 0; i < (size_t)N * in; i++) x[i] = round_bf16(x[i]);
+    for (size_t i = 0; i < (size_t)N * out; i++) R[i] = round_bf16(R[i]); /* the backward's input, dout */
+    float *A = rnd((size_t)r * in, 1), *B = rnd((size_t)out * r, 1);
+    float *res[2][4]; /* out, dinp, dA, dB of the quantized and the f32 linear */
+    for (int k = 0; k < 2; k++) {
+        struct lora_adapter ad = {.r = r, .in = in, .out = out, .scale = 2.0f, .A = A, .B = B,
+                                  .u = xcalloc((size_t)N * r, 4)};
+        ad.dA = xcalloc((size_t)r * in, 4), ad.dB = xcalloc((size_t)out * r, 4);
+        struct linear l = {.in = in, .out = out, .layout = layout, .b = bias, .lora = {&ad}, .n_lora = 1};
+        if (k == 0) l.wq = &q; else l.w = wf;
+        float *scratch = xcalloc(linear_scratch_size(&l, N), 4);
+        res[k][0] = xcalloc((size_t)N * out, 4), res[k][1] = xcalloc((size_t)N * in, 4);
+        linear_forward(&l, res[k][0], x, scratch, NULL, N);
+        linear_backward(&l, res[k][1], R, x, scratch, NULL, N);
+        res[k][2] = ad.dA, res[k][3] = ad.dB;
+        free(ad.u), free(scratch);
+    }
+    const size_t n[4] = {(size_t)N * out, (size_t)N * in, (size_t)r * in, (size_t)out * r};
+    static const char *const what[4] = {"out", "dinp", "dA", "dB"};
+    for (int t = 0; t < 4; t++) {
+        const double e = max_rel(res[0][t], res[1][t], n[t]);
+        printf("linear nf4 %-6s %-4s against f32 on the decoded weight: %.2e %s\n",
+               layout == GEMM_LAYOUT_OUT_IN ? "out_in" : "in_out", what[t], e, e < 1e-5 ? "ok" : "FAIL");
+        checks_note(e < 1e-5);
+        free(res[0][t]), free(res[1][t]);
+    }
+    qweight_free(&q);
+    free(w), free(wf), free(w16), free(bias), free(x), free(R), free(A), free(B);
+}
+
 /* ---- the whole model ---- */
 static void model_write(const char *dir, const struct model_config *cfg) {
     CHECK(dir_make(dir) == 0 && hf_config_write(cfg, dir) == 0);
@@ -506,6 +668,13 @@ int main(void) {
     test_crossentropy();
     test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");
     test_linear(GEMM_LAYOUT_OUT_IN, 0.3f, "out_in+dropout");
+    test_quant_codec(QUANT_INT8, QUANT_BLOCK, "int8 b64");
+    test_quant_codec(QUANT_INT8, 256, "int8 row");
+    test_quant_codec(QUANT_NF4, QUANT_BLOCK, "nf4");
+    test_gemm_quant(QUANT_INT8);
+    test_gemm_quant(QUANT_NF4);
+    test_linear_quant(GEMM_LAYOUT_IN_OUT);
+    test_linear_quant(GEMM_LAYOUT_OUT_IN);
     const char *dir = scratch_dir("kernels_model");
     struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 8, .n_inner = 12,
                                .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};

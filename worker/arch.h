@@ -19,7 +19,7 @@ struct weight_ref {
     int64_t shape[2];
     const float **w;
     float **g;
-    const uint16_t **w16; /* a product weight's bf16 form (linears), else NULL */
+    struct linear *lin; /* the linear this is the weight of (not its bias), else NULL */
 };
 
 /* The weights a family lists: N of at most CAP. */
@@ -59,9 +59,16 @@ struct arch {
 extern const struct arch arch_gpt2, arch_llama;
 
 /* Layers of activations to keep for the input of the linear at SITE of every layer:
- * all of them when some layer's backward reads it (linear_needs_input), else one, the
- * current layer's (the forward consumes it at once). */
+ * all of them when some layer's backward reads it (linear_needs_input) and the model
+ * keeps every layer, else one, the current layer's (the forward consumes it at once,
+ * or the backward recomputes it). */
 uint64_t model_input_layers(const struct model *m, int32_t site);
+
+/* Layers of activations kept for the backward: all of them, or, with --recompute on,
+ * one (the backward recomputes each layer from its input, which stays kept for all). */
+uint64_t model_kept_layers(const struct model *m);
+/* The slot of layer L among the kept layers. */
+uint64_t model_kept_slot(const struct model *m, int l);
 
 /* Room for every weight M's family may list; free refs->r. */
 void weight_refs_alloc(const struct model *m, struct weight_refs *refs);

@@ -2,7 +2,8 @@
  * gemm.c: gemm() on oneDNN's dnnl_sgemm or OpenBLAS's cblas_sgemm, and gemm_bf16() on
  * oneDNN's bf16 matmul primitive. The primitives of the few shapes a model runs are
  * created once and kept in a small cache; the bf16 copy of A lives in one buffer that
- * grows to the largest product and is then reused, so a step allocates nothing. When
+ * grows to the largest product and is then reused, so a step allocates nothing; so does
+ * the tile gemm_quant decodes a quantized weight into, one tile per bf16 matmul. When
  * asked, it also times the products per shape (the profile of `lorad train --profile`).
  */
 #include "gemm.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 
 #include "error.h"
+#include "quant.h"
 #include "safetensors.h"
 #include "simd.h"
 
@@ -88,14 +90,43 @@ struct bf16_prim {
 
 #define BF16_CACHE 64
 
-static struct {
-    dnnl_engine_t engine;
-    dnnl_stream_t stream;
+/* What one OpenMP thread runs bf16 matmuls with: oneDNN's primitives must run on the
+ * thread that made them (its scratchpad is per thread), so each thread has its own. */
+struct bf16_thread {
     struct bf16_prim cache[BF16_CACHE];
     int n, next; /* entries in use; the one replaced when full */
+    dnnl_stream_t stream;
+    uint16_t *tile; /* gemm_quant's decoded tile */
+    size_t tile_cap;
+};
+
+static struct {
+    dnnl_engine_t engine;
+    struct bf16_thread *threads;
+    int n_threads;
     uint16_t *a16; /* A in bf16 */
     size_t a16_cap;
 } bf;
+
+/* Makes the engine and room for every OpenMP thread (main thread, outside a region). */
+static void bf16_ready(void) {
+    if (!bf.engine) DNNL_CHECK(dnnl_engine_create(&bf.engine, dnnl_cpu, 0));
+    const int n = omp_get_max_threads();
+    if (n <= bf.n_threads) return;
+    bf.threads = realloc(bf.threads, (size_t)n * sizeof *bf.threads);
+    CHECK(bf.threads != NULL);
+    memset(bf.threads + bf.n_threads, 0, (size_t)(n - bf.n_threads) * sizeof *bf.threads);
+    bf.n_threads = n;
+}
+
+/* The calling thread's part. */
+static struct bf16_thread *bf16_self(void) {
+    const int t = omp_get_thread_num();
+    CHECK(t < bf.n_threads);
+    struct bf16_thread *self = &bf.threads[t];
+    if (!self->stream) DNNL_CHECK(dnnl_stream_create(&self->stream, bf.engine, dnnl_stream_default_flags));
+    return self;
+}
 
 static void bf16_prim_make(struct bf16_prim *p) {
     const dnnl_dims_t ad = {p->M, p->K}, as = {p->K, 1}, bd = {p->K, p->N}, cd = {p->M, p->N}, cs = {p->ldc, 1};
@@ -123,24 +154,20 @@ static void bf16_prim_make(struct bf16_prim *p) {
     if (po) dnnl_post_ops_destroy(po);
 }
 
-static struct bf16_prim *bf16_prim_get(int trans_b, int M, int N, int K, float alpha, int ldb, float beta,
-                                       int has_bias, int ldc) {
-    for (int i = 0; i < bf.n; i++) {
-        struct bf16_prim *p = &bf.cache[i];
+static struct bf16_prim *bf16_prim_get(struct bf16_thread *self, int trans_b, int M, int N, int K, float alpha,
+                                       int ldb, float beta, int has_bias, int ldc) {
+    for (int i = 0; i < self->n; i++) {
+        struct bf16_prim *p = &self->cache[i];
         if (p->trans_b == trans_b && p->M == M && p->N == N && p->K == K && p->ldb == ldb && p->ldc == ldc &&
             p->alpha == alpha && p->beta == beta && p->has_bias == has_bias)
             return p;
     }
-    if (!bf.engine) {
-        DNNL_CHECK(dnnl_engine_create(&bf.engine, dnnl_cpu, 0));
-        DNNL_CHECK(dnnl_stream_create(&bf.stream, bf.engine, dnnl_stream_default_flags));
-    }
     struct bf16_prim *p;
-    if (bf.n < BF16_CACHE) {
-        p = &bf.cache[bf.n++];
+    if (self->n < BF16_CACHE) {
+        p = &self->cache[self->n++];
     } else { /* full: replace the oldest */
-        p = &bf.cache[bf.next];
-        bf.next = (bf.next + 1) % BF16_CACHE;
+        p = &self->cache[self->next];
+        self->next = (self->next + 1) % BF16_CACHE;
         dnnl_primitive_destroy(p->prim);
     }
     *p = (struct bf16_prim){.trans_b = trans_b, .M = M, .N = N, .K = K, .ldb = ldb, .ldc = ldc,
@@ -163,45 +190,102 @@ KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int 
     }
 }
 
+/* A buffer of at least N bf16 elements, grown (never shrunk) in *BUF of capacity *CAP. */
+static uint16_t *buffer_take(uint16_t **buf, size_t *cap, size_t n) {
+    if (n > *cap) {
+        free(*buf);
+        *buf = xalloc_aligned(n * sizeof **buf);
+        *cap = n;
+    }
+    return *buf;
+}
+
+/* C (M,N) = alpha · A16 (M,K) · op(B) + beta · C (+ BIAS) on the calling thread's cached
+ * primitive of that shape (inside an OpenMP region it runs on that thread alone); A16
+ * packed (row stride K). */
+static void bf16_exec(int trans_b, int M, int N, int K, float alpha, const uint16_t *a16, const uint16_t *B, int ldb,
+                      float beta, const float *bias, float *C, int ldc) {
+    struct bf16_thread *self = bf16_self();
+    struct bf16_prim *p = bf16_prim_get(self, trans_b, M, N, K, alpha, ldb, beta, bias != NULL, ldc);
+    dnnl_memory_t ma, mb, mc, mbias = NULL;
+    DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, (void *)a16));
+    DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
+    DNNL_CHECK(dnnl_memory_create(&mc, &p->c, bf.engine, C));
+    if (bias) DNNL_CHECK(dnnl_memory_create(&mbias, &p->bias, bf.engine, (void *)bias));
+    const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc},
+                                     {DNNL_ARG_BIAS, mbias}};
+    DNNL_CHECK(dnnl_primitive_execute(p->prim, self->stream, bias ? 4 : 3, args));
+    DNNL_CHECK(dnnl_stream_wait(self->stream));
+    dnnl_memory_destroy(ma);
+    dnnl_memory_destroy(mb);
+    dnnl_memory_destroy(mc);
+    if (mbias) dnnl_memory_destroy(mbias);
+}
+
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
                int ldb, float beta, const float *bias, float *C, int ldc) {
     if (M == 0 || N == 0) return;
     CHECK(!omp_in_parallel() && (!bias || alpha == 1.0f));
+    bf16_ready();
     const double t0 = profile_begin();
     double convert_s = 0.0;
     const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
-    const size_t need = (size_t)rows * K;
-    if (need > bf.a16_cap) {
-        free(bf.a16);
-        bf.a16 = xalloc_aligned(need * sizeof *bf.a16);
-        bf.a16_cap = need;
-    }
+    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)rows * K);
     for (int m0 = 0; m0 < M; m0 += rows) {
         const int mc = M - m0 < rows ? M - m0 : rows;
         const double tc = omp_get_wtime();
-        bf16_rows(bf.a16, A + (size_t)m0 * lda, lda, mc, K);
+        bf16_rows(a16, A + (size_t)m0 * lda, lda, mc, K);
         convert_s += omp_get_wtime() - tc;
-        struct bf16_prim *p = bf16_prim_get(trans_b, mc, N, K, alpha, ldb, beta, bias != NULL, ldc);
-        dnnl_memory_t ma, mb, mc_mem, mbias = NULL;
-        DNNL_CHECK(dnnl_memory_create(&ma, &p->a, bf.engine, bf.a16));
-        DNNL_CHECK(dnnl_memory_create(&mb, &p->b, bf.engine, (void *)B));
-        DNNL_CHECK(dnnl_memory_create(&mc_mem, &p->c, bf.engine, C + (size_t)m0 * ldc));
-        if (bias) DNNL_CHECK(dnnl_memory_create(&mbias, &p->bias, bf.engine, (void *)bias));
-        const dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, ma}, {DNNL_ARG_WEIGHTS, mb}, {DNNL_ARG_DST, mc_mem},
-                                         {DNNL_ARG_BIAS, mbias}};
-        DNNL_CHECK(dnnl_primitive_execute(p->prim, bf.stream, bias ? 4 : 3, args));
-        DNNL_CHECK(dnnl_stream_wait(bf.stream));
-        dnnl_memory_destroy(ma);
-        dnnl_memory_destroy(mb);
-        dnnl_memory_destroy(mc_mem);
-        if (mbias) dnnl_memory_destroy(mbias);
+        bf16_exec(trans_b, mc, N, K, alpha, a16, B, ldb, beta, bias, C + (size_t)m0 * ldc, ldc);
     }
     profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
 }
 
+/* The columns of C one tile of a quantized product covers: about GEMM_QUANT_TILE
+ * elements of the weight, in whole blocks of its rows (TRANS_B 0) or in rows. */
+static int quant_tile_cols(int trans_b, int N, int K) {
+    const int unit = trans_b ? 16 : QUANT_BLOCK;
+    int cols = GEMM_QUANT_TILE / K / unit * unit;
+    if (cols < unit) cols = unit;
+    return cols < N ? cols : N;
+}
+
+void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const struct qweight *W, float beta,
+                const float *bias, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    CHECK(!omp_in_parallel() && W->rows == (trans_b ? N : K) && W->cols == (trans_b ? K : N));
+    bf16_ready();
+    const double t0 = profile_begin(), tc = omp_get_wtime();
+    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)M * K);
+    bf16_rows(a16, A, lda, M, K); /* once: every tile multiplies all of A */
+    double convert_s = omp_get_wtime() - tc, decode_s = 0.0;
+    const int cols = quant_tile_cols(trans_b, N, K), tiles = (N + cols - 1) / cols;
+    for (int t = 0; t < bf.n_threads; t++) buffer_take(&bf.threads[t].tile, &bf.threads[t].tile_cap, (size_t)cols * K);
+    /* each thread decodes a tile into its own buffer and multiplies it while it is in its cache */
+#pragma omp parallel for schedule(dynamic, 1) reduction(+ : decode_s)
+    for (int t = 0; t < tiles; t++) {
+        const int n0 = t * cols, nc = N - n0 < cols ? N - n0 : cols;
+        uint16_t *tile = bf.threads[omp_get_thread_num()].tile;
+        const double td = omp_get_wtime();
+        if (trans_b) /* C[:, n0:] = A · W[n0:n0+nc, :]ᵀ, the tile (nc, K) */
+            quant_decode_bf16(W, n0, n0 + nc, 0, K, tile, K);
+        else /* C[:, n0:] = A · W[:, n0:n0+nc], the tile (K, nc) */
+            quant_decode_bf16(W, 0, K, n0, n0 + nc, tile, nc);
+        decode_s += omp_get_wtime() - td;
+        bf16_exec(trans_b, M, nc, K, 1.0f, a16, tile, trans_b ? K : nc, beta, bias ? bias + n0 : NULL, C + n0, ldc);
+    }
+    convert_s += decode_s / omp_get_max_threads(); /* the threads decode side by side */
+    profile_end(t0, W->kind == QUANT_INT8 ? "onednn_int8" : "onednn_nf4", 0, trans_b, M, N, K, convert_s);
+}
+
 void gemm_release(void) {
-    for (int i = 0; i < bf.n; i++) dnnl_primitive_destroy(bf.cache[i].prim);
-    if (bf.stream) dnnl_stream_destroy(bf.stream);
+    for (int t = 0; t < bf.n_threads; t++) {
+        struct bf16_thread *self = &bf.threads[t];
+        for (int i = 0; i < self->n; i++) dnnl_primitive_destroy(self->cache[i].prim);
+        if (self->stream) dnnl_stream_destroy(self->stream);
+        free(self->tile);
+    }
+    free(bf.threads);
     if (bf.engine) dnnl_engine_destroy(bf.engine);
     free(bf.a16);
     bf = (__typeof__(bf)){0};

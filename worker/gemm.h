@@ -1,6 +1,6 @@
 /*
- * gemm.h: the one matrix-product interface of the worker. Every kernel calls gemm() or
- * gemm_bf16(); which library runs a product (oneDNN by default, OpenBLAS on request) is
+ * gemm.h: the one matrix-product interface of the worker. Every kernel calls gemm(),
+ * gemm_bf16() or gemm_quant(); which library runs a product (oneDNN by default, OpenBLAS on request) is
  * this file's business alone, and so is the thread count every kernel shares.
  */
 #ifndef LORAD_GEMM_H
@@ -34,6 +34,20 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const floa
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
                int ldb, float beta, const float *bias, float *C, int ldc);
 
+struct qweight;
+
+/* Weight elements gemm_quant decodes per tile (bf16: 1 MiB, within a core's L2). */
+#define GEMM_QUANT_TILE (1 << 19)
+
+/* The same with B a quantized weight W (quant.h, stored (out, in)): TRANS_B 1 is the
+ * forward, C (M, out) = A (M, in) · Wᵀ, and TRANS_B 0 the input gradient, C (M, in) =
+ * A (M, out) · W. A is rounded to bf16 once; W is decoded to bf16 one tile of output
+ * columns at a time (GEMM_QUANT_TILE elements), each tile multiplied by oneDNN's bf16
+ * matmul while it is in cache, so no full-size copy of W exists. BIAS (N) or NULL.
+ * Main thread only. */
+void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const struct qweight *W, float beta,
+                const float *bias, float *C, int ldc);
+
 /* Selects the f32 backend (process-wide; the default is oneDNN). */
 void gemm_set_backend(enum gemm_backend b);
 /* "onednn" or "openblas". */
@@ -50,11 +64,11 @@ int gemm_nests(void);
  * called outside an OpenMP region (all of them but attention's per-head products, which
  * the threads run side by side) adds its wall time to the row of its shape. */
 struct gemm_profile_row {
-    const char *lib; /* "onednn", "openblas", "onednn_bf16"; "other" for shapes past the table */
+    const char *lib; /* "onednn", "openblas", "onednn_bf16", "onednn_int8", "onednn_nf4"; "other" past the table */
     int trans_a, trans_b, M, N, K;
     int64_t calls;
     double seconds;   /* whole calls */
-    double convert_s; /* of which gemm_bf16 spent rounding A to bf16 */
+    double convert_s; /* of which gemm_bf16 spent rounding A to bf16 (gemm_quant: and decoding W) */
 };
 /* Empties the profile; gemm_profile_set turns the timing on or off (off at start). */
 void gemm_profile_clear(void);

@@ -42,12 +42,12 @@ static int32_t gpt2_acts_plan(struct model *m, struct act_slot *s) {
     struct gpt2_acts *a = &m->a.g;
     const uint64_t B = m->B, T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, L = m->cfg.n_layer;
     const uint64_t NH = m->cfg.n_head, V = m->cfg.vocab_size, N = B * T;
-    const uint64_t LP = model_input_layers(m, GPT2_SITE_PROJ);
+    const uint64_t LP = model_input_layers(m, GPT2_SITE_PROJ), LK = model_kept_layers(m);
     const struct act_slot plan[] = {
-        {&a->encoded, N * C},   {&a->ln1, N * C},       {&a->ln1_mean, L * N},   {&a->ln1_rstd, L * N},
-        {&a->qkv, L * N * 3 * C}, {&a->atty, LP * N * C},    {&a->lse, L * B * NH * T},
-        {&a->residual2, L * N * C}, {&a->ln2, N * C},   {&a->ln2_mean, L * N},   {&a->ln2_rstd, L * N},
-        {&a->fch, L * N * F},   {&a->fch_gelu, N * F},      {&a->residual3, L * N * C},
+        {&a->encoded, N * C},   {&a->ln1, N * C},       {&a->ln1_mean, LK * N},   {&a->ln1_rstd, LK * N},
+        {&a->qkv, LK * N * 3 * C}, {&a->atty, LP * N * C},    {&a->lse, LK * B * NH * T},
+        {&a->residual2, LK * N * C}, {&a->ln2, N * C},   {&a->ln2_mean, LK * N},   {&a->ln2_rstd, LK * N},
+        {&a->fch, LK * N * F},   {&a->fch_gelu, N * F},      {&a->residual3, L * N * C},
         {&a->lnf, N * C},       {&a->lnf_mean, N},          {&a->lnf_rstd, N},
         {&m->logits, (uint64_t)model_logit_rows(m) * V},    {&a->losses, N},         {&a->dhead, N * C},        {&a->dresid, N * C},        {&a->dln, N * C},        {&a->datty, N * C},
         {&a->tmp, N * C},       {&a->dqkv, N * 3 * C},      {&a->dfch, N * F},       {&a->dfch_gelu, N * F},
@@ -67,19 +67,19 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     const struct gpt2_acts *a = &m->a.g;
     const size_t T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
     /* strides use the allocated batch m->B so a smaller B reuses the same slots */
-    const size_t N = (size_t)m->B * T;
+    const size_t N = (size_t)m->B * T, k = model_kept_slot(m, l);
     struct layer_acts s = {
         .ln1 = a->ln1, /* ln1, ln2, fch_gelu: one layer's; the backward recomputes them */
-        .ln1_mean = a->ln1_mean + l * N,
-        .ln1_rstd = a->ln1_rstd + l * N,
-        .qkv = a->qkv + l * N * 3 * C,
+        .ln1_mean = a->ln1_mean + k * N,
+        .ln1_rstd = a->ln1_rstd + k * N,
+        .qkv = a->qkv + k * N * 3 * C,
         .atty = a->atty + (model_input_layers(m, GPT2_SITE_PROJ) > 1 ? l * N * C : 0),
-        .lse = a->lse + l * (size_t)m->B * NH * T,
-        .residual2 = a->residual2 + l * N * C,
+        .lse = a->lse + k * (size_t)m->B * NH * T,
+        .residual2 = a->residual2 + k * N * C,
         .ln2 = a->ln2,
-        .ln2_mean = a->ln2_mean + l * N,
-        .ln2_rstd = a->ln2_rstd + l * N,
-        .fch = a->fch + l * N * F,
+        .ln2_mean = a->ln2_mean + k * N,
+        .ln2_rstd = a->ln2_rstd + k * N,
+        .fch = a->fch + k * N * F,
         .fch_gelu = a->fch_gelu,
         .residual3 = a->residual3 + l * N * C,
     };
@@ -87,28 +87,37 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     return s;
 }
 
-static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                           const struct dropout *dp, float grad_scale) {
+/* Forward through layer L, from its input (the previous layer's residual3) to its
+ * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
+ * before GELU, the MLP's c_proj and the residual, whose output is kept. */
+static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+    const struct layer *L = &m->layers[l];
+    struct layer_acts s = layer_acts(m, l);
+    layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
+    linear_forward(&L->lin[GPT2_SITE_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
+    attention_forward(s.atty, s.lse, s.qkv, s.qkv + C, s.qkv + 2 * C, m->scratch, m->attn_slots, &as);
+    linear_forward(&L->lin[GPT2_SITE_PROJ], a->tmp, s.atty, m->scratch, dp, N);
+    residual_forward(s.residual2, s.residual, a->tmp, N * C);
+    layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
+    linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, dp, N);
+    if (recompute) return;
+    gelu_forward(s.fch_gelu, s.fch, N * F);
+    linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
+    residual_forward(s.residual3, s.residual2, a->tmp, N * C);
+}
+
+static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                           const struct dropout *dp, float grad_scale) {
+    struct gpt2_acts *a = &m->a.g;
+    const int T = m->T, C = m->cfg.n_embd, N = B * T;
+    const float eps = m->cfg.layer_norm_eps;
     encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
     model_lookup_done(m);
-    for (int l = 0; l < m->cfg.n_layer; l++) {
-        const struct layer *L = &m->layers[l];
-        struct layer_acts s = layer_acts(m, l);
-        layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
-        linear_forward(&L->lin[GPT2_SITE_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
-        attention_forward(s.atty, s.lse, s.qkv, s.qkv + C, s.qkv + 2 * C, m->scratch, m->attn_slots, &as);
-        linear_forward(&L->lin[GPT2_SITE_PROJ], a->tmp, s.atty, m->scratch, dp, N);
-        residual_forward(s.residual2, s.residual, a->tmp, N * C);
-        layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
-        linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, dp, N);
-        gelu_forward(s.fch_gelu, s.fch, N * F);
-        linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
-        residual_forward(s.residual3, s.residual2, a->tmp, N * C);
-    }
+    for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, dp, 0);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
     return model_head(m, a->lnf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -139,34 +148,42 @@ static void ln_linear_backward(struct model *m, const struct linear *l, const st
     layernorm_backward(a->dresid, ln->dw, ln->db, a->dln, ln->in, ln->w, ln->mean, ln->rstd, N, C);
 }
 
-static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
+/* Backward through layer L; a->dresid holds the gradient of its output, then of its input. */
+static void layer_backward(struct model *m, int l, int B, const struct dropout *dp) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+    const struct layer *L = &m->layers[l];
+    struct layer_acts s = layer_acts(m, l);
+    /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
+    if (linear_needs_input(&L->lin[GPT2_SITE_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
+    zero(a->dfch_gelu, (size_t)N * F);
+    linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
+    zero(a->dfch, (size_t)N * F);
+    gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
+    const struct ln_site ln2 = {.w = L->norm2_w, .b = L->norm2_b, .dw = L->dnorm2_w, .db = L->dnorm2_b,
+                                .in = s.residual2, .out = s.ln2, .mean = s.ln2_mean, .rstd = s.ln2_rstd};
+    ln_linear_backward(m, &L->lin[GPT2_SITE_FC], &ln2, a->dfch, dp, N);
+    /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
+    zero(a->datty, (size_t)N * C);
+    linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+    zero(a->dqkv, (size_t)N * 3 * C);
+    attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
+                       s.qkv + C, s.qkv + 2 * C, s.lse, &as);
+    const struct ln_site ln1 = {.w = L->norm1_w, .b = L->norm1_b, .dw = L->dnorm1_w, .db = L->dnorm1_b,
+                                .in = s.residual, .out = s.ln1, .mean = s.ln1_mean, .rstd = s.ln1_rstd};
+    ln_linear_backward(m, &L->lin[GPT2_SITE_ATTN], &ln1, a->dqkv, dp, N);
+}
+
+static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
+    struct gpt2_acts *a = &m->a.g;
+    const int T = m->T, C = m->cfg.n_embd, N = B * T;
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dhead, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
-        const struct layer *L = &m->layers[l];
-        struct layer_acts s = layer_acts(m, l);
-        /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
-        if (linear_needs_input(&L->lin[GPT2_SITE_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
-        zero(a->dfch_gelu, (size_t)N * F);
-        linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
-        zero(a->dfch, (size_t)N * F);
-        gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
-        const struct ln_site ln2 = {.w = L->norm2_w, .b = L->norm2_b, .dw = L->dnorm2_w, .db = L->dnorm2_b,
-                                    .in = s.residual2, .out = s.ln2, .mean = s.ln2_mean, .rstd = s.ln2_rstd};
-        ln_linear_backward(m, &L->lin[GPT2_SITE_FC], &ln2, a->dfch, dp, N);
-        /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
-        zero(a->datty, (size_t)N * C);
-        linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
-        zero(a->dqkv, (size_t)N * 3 * C);
-        attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
-                           s.qkv + C, s.qkv + 2 * C, s.lse, &as);
-        const struct ln_site ln1 = {.w = L->norm1_w, .b = L->norm1_b, .dw = L->dnorm1_w, .db = L->dnorm1_b,
-                                    .in = s.residual, .out = s.ln1, .mean = s.ln1_mean, .rstd = s.ln1_rstd};
-        ln_linear_backward(m, &L->lin[GPT2_SITE_ATTN], &ln1, a->dqkv, dp, N);
+        if (m->recompute && l < m->cfg.n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
+        layer_backward(m, l, B, dp);
     }
     if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, B, T, C);
 }

@@ -88,11 +88,16 @@ KERNEL_CLONES static void bias_add(float *out, const float *b, int N, int cols) 
 }
 
 /* C (N, cols) = A (N, k) · op(W) + BIAS (cols; NULL for none) + beta · C: the product with
- * the base weight, in f32 or bf16, where TRANS_W transposes W as stored (LDW its row
- * stride). The bf16 matmul adds the bias in its own pass over C. */
-static void weight_product(const struct linear *l, int trans_w, int N, int cols, int k, const float *A,
+ * the base weight, in f32, bf16 or quantized, where TRANS_W transposes W as stored (LDW
+ * its row stride; a quantized W is stored (out, in), so FORWARD says which way). The
+ * bf16 matmul adds the bias in its own pass over C. */
+static void weight_product(const struct linear *l, int forward, int trans_w, int N, int cols, int k, const float *A,
                            const float *bias, float beta, float *C) {
     const int ldw = l->layout == GEMM_LAYOUT_IN_OUT ? l->out : l->in;
+    if (l->wq) {
+        gemm_quant(forward, N, cols, k, A, k, l->wq, beta, bias, C, cols);
+        return;
+    }
     if (l->w16) {
         gemm_bf16(trans_w, N, cols, k, 1.0f, A, k, l->w16, ldw, beta, bias, C, cols);
         return;
@@ -103,13 +108,13 @@ static void weight_product(const struct linear *l, int trans_w, int N, int cols,
 
 void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
                     const struct dropout *dp, int N) {
-    weight_product(l, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, l->b, 0.0f, out);
+    weight_product(l, 1, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, l->b, 0.0f, out);
     for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, dp, N);
 }
 
 void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
                      const struct dropout *dp, int N) {
-    weight_product(l, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, NULL, 1.0f, dinp);
+    weight_product(l, 0, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, NULL, 1.0f, dinp);
     if (l->dw && l->layout == GEMM_LAYOUT_IN_OUT)
         gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
     else if (l->dw)

@@ -38,8 +38,9 @@ struct lora_adapter {
 };
 
 struct linear {
-    const float *w;   /* (in,out) or (out,in) as LAYOUT says; NULL when W16 holds W */
+    const float *w;   /* (in,out) or (out,in) as LAYOUT says; NULL when W16 or WQ holds W */
     const uint16_t *w16; /* W in bf16 (frozen, --base-dtype bf16), laid out as W, or NULL */
+    const struct qweight *wq; /* W quantized (frozen, --base-dtype int8, nf4), (out, in) whatever LAYOUT, or NULL */
     float *dw;        /* NULL when W is frozen */
     const float *b;   /* (out) or NULL */
     float *db;        /* NULL when frozen or without bias */

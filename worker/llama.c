@@ -44,12 +44,12 @@ static int32_t llama_acts_plan(struct model *m, struct act_slot *s) {
     const struct model_config *c = &m->cfg;
     const uint64_t B = m->B, T = m->T, C = c->n_embd, F = c->n_inner, L = c->n_layer, NH = c->n_head;
     const uint64_t Q = NH * c->head_dim, KV = (uint64_t)c->n_kv_head * c->head_dim, V = c->vocab_size, N = B * T;
-    const uint64_t half = (uint64_t)c->head_dim / 2, LO = model_input_layers(m, LLAMA_SITE_O);
+    const uint64_t half = (uint64_t)c->head_dim / 2, LO = model_input_layers(m, LLAMA_SITE_O), LK = model_kept_layers(m);
     const struct act_slot plan[] = {
-        {&a->encoded, N * C},     {&a->n1, N * C},    {&a->r1, L * N},        {&a->q, L * N * Q},
-        {&a->k, L * N * KV},      {&a->v, L * N * KV},    {&a->lse, L * B * NH * T},
-        {&a->atty, LO * N * Q},   {&a->residual2, L * N * C}, {&a->n2, N * C},    {&a->r2, L * N},
-        {&a->gate, L * N * F},    {&a->up, L * N * F},    {&a->h, N * F},         {&a->residual3, L * N * C},
+        {&a->encoded, N * C},     {&a->n1, N * C},    {&a->r1, LK * N},        {&a->q, LK * N * Q},
+        {&a->k, LK * N * KV},      {&a->v, LK * N * KV},    {&a->lse, LK * B * NH * T},
+        {&a->atty, LO * N * Q},   {&a->residual2, LK * N * C}, {&a->n2, N * C},    {&a->r2, LK * N},
+        {&a->gate, LK * N * F},    {&a->up, LK * N * F},    {&a->h, N * F},         {&a->residual3, L * N * C},
         {&a->nf, N * C},          {&a->rf, N},            {&m->logits, (uint64_t)model_logit_rows(m) * V},
         {&a->losses, N},          {&a->dhead, N * C},
         {&a->cos, T * half},      {&a->sin, T * half},    {&a->dresid, N * C},    {&a->dln, N * C},
@@ -81,19 +81,20 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
     const struct model_config *c = &m->cfg;
     const size_t N = (size_t)m->B * m->T, C = c->n_embd, F = c->n_inner, T = m->T;
     const size_t Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_kv_head * c->head_dim;
+    const size_t k = model_kept_slot(m, l);
     struct layer_acts s = {
         .n1 = a->n1, /* n1, n2, h: one layer's; the backward recomputes them */
-        .r1 = a->r1 + l * N,
-        .q = a->q + l * N * Q,
-        .k = a->k + l * N * KV,
-        .v = a->v + l * N * KV,
-        .lse = a->lse + l * (size_t)m->B * c->n_head * T,
+        .r1 = a->r1 + k * N,
+        .q = a->q + k * N * Q,
+        .k = a->k + k * N * KV,
+        .v = a->v + k * N * KV,
+        .lse = a->lse + k * (size_t)m->B * c->n_head * T,
         .atty = a->atty + (model_input_layers(m, LLAMA_SITE_O) > 1 ? l * N * Q : 0),
-        .residual2 = a->residual2 + l * N * C,
+        .residual2 = a->residual2 + k * N * C,
         .n2 = a->n2,
-        .r2 = a->r2 + l * N,
-        .gate = a->gate + l * N * F,
-        .up = a->up + l * N * F,
+        .r2 = a->r2 + k * N,
+        .gate = a->gate + k * N * F,
+        .up = a->up + k * N * F,
         .h = a->h,
         .residual3 = a->residual3 + l * N * C,
     };
@@ -107,33 +108,42 @@ static struct attn_shape llama_shape(const struct model *m, int B) {
                                c->n_kv_head * c->head_dim};
 }
 
-static double llama_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                            const struct dropout *dp, float grad_scale) {
+/* Forward through layer L, from its input (the previous layer's residual3) to its
+ * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
+ * before SwiGLU, the down projection and the residual, whose output is kept. */
+static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
     const struct attn_shape as = llama_shape(m, B);
+    const struct layer *L = &m->layers[l];
+    struct layer_acts s = layer_acts(m, l);
+    rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
+    linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, dp, N);
+    rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
+    rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
+    attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
+    linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, dp, N);
+    residual_forward(s.residual2, s.residual, a->tmp, N * C);
+    rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
+    linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, dp, N);
+    if (recompute) return;
+    swiglu_forward(s.h, s.gate, s.up, N * F);
+    linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, dp, N);
+    residual_forward(s.residual3, s.residual2, a->tmp, N * C);
+}
+
+static double llama_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
+                            const struct dropout *dp, float grad_scale) {
+    struct llama_acts *a = &m->a.l;
+    const struct model_config *c = &m->cfg;
+    const int C = c->n_embd, N = B * m->T;
     for (int n = 0; n < N; n++) memcpy(a->encoded + (size_t)n * C, m->wte + (size_t)inp[n] * C, (size_t)C * sizeof(float));
     model_lookup_done(m);
-    for (int l = 0; l < c->n_layer; l++) {
-        const struct layer *L = &m->layers[l];
-        struct layer_acts s = layer_acts(m, l);
-        rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, dp, N);
-        rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
-        rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
-        attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
-        linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, dp, N);
-        residual_forward(s.residual2, s.residual, a->tmp, N * C);
-        rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, dp, N);
-        linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, dp, N);
-        swiglu_forward(s.h, s.gate, s.up, N * F);
-        linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, dp, N);
-        residual_forward(s.residual3, s.residual2, a->tmp, N * C);
-    }
+    for (int l = 0; l < c->n_layer; l++) layer_forward(m, l, B, dp, 0);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
     return model_head(m, a->nf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -188,7 +198,10 @@ static void llama_backward(struct model *m, const int32_t *inp, int B, const str
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_backward(a->dresid, m->dlnf_w, a->dhead, last, m->lnf_w, a->rf, N, C);
-    for (int l = c->n_layer - 1; l >= 0; l--) layer_backward(m, l, B, dp);
+    for (int l = c->n_layer - 1; l >= 0; l--) {
+        if (m->recompute && l < c->n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
+        layer_backward(m, l, B, dp);
+    }
     if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, B, m->T, C);
 }
 

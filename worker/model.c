@@ -16,6 +16,7 @@
 #include "fileio.h"
 #include "kernels.h"
 #include "lora.h"
+#include "packed.h"
 #include "peft.h"
 #include "rng.h"
 
@@ -34,7 +35,7 @@ void weight_ref_add(struct weight_refs *refs, const char *name, int64_t d0, int6
     r->shape[1] = d1;
     r->w = w;
     r->g = g;
-    r->w16 = NULL;
+    r->lin = NULL;
 }
 
 void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear *lin, int32_t in, int32_t out,
@@ -49,7 +50,7 @@ void weight_ref_linear(struct weight_refs *refs, const char *name, struct linear
         snprintf(full, sizeof full, "%s.bias", name);
         weight_ref_add(refs, full, out, 0, &lin->b, &lin->db);
     }
-    refs->r[refs->n - 1 - (bias != 0)].w16 = &lin->w16;
+    refs->r[refs->n - 1 - (bias != 0)].lin = lin;
     lin->in = in;
     lin->out = out;
     lin->layout = layout;
@@ -82,12 +83,11 @@ static int tensor_mappable(const struct st_tensor *t) {
     return t->dtype == ST_DTYPE_F32 && ((uintptr_t)t->data % sizeof(float)) == 0;
 }
 
-static int tensor_mappable16(const struct st_tensor *t) {
-    return t->dtype == ST_DTYPE_BF16 && ((uintptr_t)t->data % sizeof(uint16_t)) == 0;
+/* Whether weight R is packed (packed.h): a frozen product weight of a model whose
+ * --base-dtype is not f32. */
+static int ref_packed(const struct weight_ref *r, int32_t entry, enum base_dtype dtype) {
+    return dtype != BASE_DTYPE_F32 && entry < 0 && r->lin;
 }
-
-/* Whether weight I is held in bf16: a frozen product weight of a --base-dtype bf16 model. */
-static int ref_bf16(const struct weight_ref *r, int32_t entry, int bf16) { return bf16 && entry < 0 && r->w16; }
 
 /* The f32 copies of the frozen weights that cannot be mapped, in REFS order: the
  * model's own when it must write them, else the base's, made once for every model that
@@ -98,15 +98,17 @@ struct f32_fill {
     const struct st_tensor **found;
     const int32_t *entry;
     int32_t n;
-    int bf16;
+    enum base_dtype dtype;
 };
 
 static void f32_fill(void *ctx, float *block) {
     const struct f32_fill *f = ctx;
     uint64_t at = 0;
     for (int32_t i = 0; i < f->n; i++) {
-        if (f->entry[i] >= 0 || ref_bf16(&f->refs[i], f->entry[i], f->bf16) || tensor_mappable(f->found[i])) continue;
+        if (f->entry[i] >= 0 || ref_packed(&f->refs[i], f->entry[i], f->dtype) || tensor_mappable(f->found[i]))
+            continue;
         CHECK(st_tensor_to_f32(f->found[i], block + at) == 0);
+        st_tensor_drop_pages(f->found[i]); /* only the copy stays resident */
         at += (uint64_t)f->found[i]->numel;
     }
 }
@@ -115,65 +117,57 @@ static float *frozen_block(struct model *m, const struct weight_ref *refs, const
                            const int32_t *entry, int32_t n, const struct model_options *o) {
     uint64_t count = 0;
     for (int32_t i = 0; i < n; i++)
-        if (entry[i] < 0 && !ref_bf16(&refs[i], entry[i], o->bf16) && (o->writable || !tensor_mappable(found[i])))
+        if (entry[i] < 0 && !ref_packed(&refs[i], entry[i], o->base_dtype) && (o->writable || !tensor_mappable(found[i])))
             count += (uint64_t)found[i]->numel;
     if (!count) return NULL;
     if (o->writable) return m->frozen = xalloc_aligned(count * sizeof(float));
-    struct f32_fill f = {refs, found, entry, n, o->bf16};
-    return base_f32_block(m->base, count, o->bf16, f32_fill, &f);
+    struct f32_fill f = {refs, found, entry, n, o->base_dtype};
+    /* the f32 set is the same for every dtype but f32 */
+    return base_f32_block(m->base, count, o->base_dtype != BASE_DTYPE_F32, f32_fill, &f);
 }
 
-/* The tensors the bf16 block holds, in order. */
-struct bf16_fill {
-    const struct st_tensor **t;
-    int32_t n;
-};
-
-static void bf16_fill(void *ctx, uint16_t *block) {
-    const struct bf16_fill *f = ctx;
-    uint64_t at = 0;
-    for (int32_t i = 0; i < f->n; i++) {
-        if (tensor_mappable16(f->t[i])) continue;
-        CHECK(st_tensor_to_bf16(f->t[i], block + at) == 0);
-        st_tensor_drop_pages(f->t[i]);
-        at += (uint64_t)f->t[i]->numel;
-    }
+/* The form of packed weight R: bf16 for the LM head, which stays as bf16 is for every
+ * dtype but f32 (the embedding it is tied to, or its own weight), else the dtype's. */
+static enum packed_form packed_form_of(const struct model *m, const struct weight_ref *r, enum base_dtype dtype) {
+    if (dtype == BASE_DTYPE_BF16 || r->lin == &m->lm_head) return PACKED_BF16;
+    return dtype == BASE_DTYPE_INT8 ? PACKED_INT8 : PACKED_NF4;
 }
 
-/* Points the N bf16 weights DST at their data: the mapping where the file holds aligned
- * BF16, else the base's bf16 block, converted once per node (and the f32 pages it was
- * read from dropped, so only the bf16 copy stays resident). */
-static void bf16_bind(struct model *m, const struct st_tensor **t, const uint16_t ***dst, int32_t n) {
-    uint64_t count = 0;
-    for (int32_t i = 0; i < n; i++)
-        if (!tensor_mappable16(t[i])) count += (uint64_t)t[i]->numel;
-    struct bf16_fill f = {t, n};
-    const uint16_t *block = count ? base_bf16_block(m->base, count, bf16_fill, &f) : NULL;
-    uint64_t at = 0;
+/* The packed weights of a model whose --base-dtype is not f32: its frozen product
+ * weights and, with a tied head, the embedding the head multiplies by (in bf16). */
+static void packed_weights(struct model *m, const struct weight_ref *refs, const struct st_tensor **found,
+                           const int32_t *entry, int32_t n, enum base_dtype dtype) {
+    struct packed_item *items = xcalloc((size_t)n + 1, sizeof *items);
+    m->qw = xcalloc((size_t)n + 1, sizeof *m->qw);
+    int32_t k = 0, nq = 0;
     for (int32_t i = 0; i < n; i++) {
-        if (tensor_mappable16(t[i])) {
-            *dst[i] = t[i]->data;
-            continue;
+        if (ref_packed(&refs[i], entry[i], dtype)) {
+            struct linear *lin = refs[i].lin;
+            items[k] = (struct packed_item){.t = found[i], .form = packed_form_of(m, &refs[i], dtype),
+                                            .transpose = lin->layout == GEMM_LAYOUT_IN_OUT, .w16 = &lin->w16};
+            if (items[k].form != PACKED_BF16) lin->wq = items[k].wq = &m->qw[nq++];
+            k++;
         }
-        *dst[i] = block + at;
-        at += (uint64_t)t[i]->numel;
+        if (m->cfg.tied && refs[i].w == &m->wte)
+            items[k++] = (struct packed_item){.t = found[i], .form = PACKED_BF16, .w16 = &m->lm_head.w16};
     }
+    packed_bind(m->base, dtype, items, k);
+    free(items);
 }
 
-/* The bf16 weights of a --base-dtype bf16 model: its frozen product weights and, with
- * a tied head, the embedding the head multiplies by. */
-static void bf16_weights(struct model *m, const struct weight_ref *refs, const struct st_tensor **found,
-                         const int32_t *entry, int32_t n) {
-    const struct st_tensor **t = xcalloc((size_t)n + 1, sizeof *t);
-    const uint16_t ***dst = xcalloc((size_t)n + 1, sizeof *dst);
-    int32_t k = 0;
-    for (int32_t i = 0; i < n; i++) {
-        if (ref_bf16(&refs[i], entry[i], 1)) t[k] = found[i], dst[k++] = refs[i].w16;
-        if (m->cfg.tied && refs[i].w == &m->wte) t[k] = found[i], dst[k++] = &m->lm_head.w16;
+/* -1 with an error when a weight the dtype quantizes has in-features that are no
+ * multiple of QUANT_BLOCK. */
+static int packed_check(const struct model *m, const struct weight_ref *refs, int32_t n, const struct model_options *o) {
+    for (int32_t i = 0; i < n && !o->full; i++) {
+        const struct linear *lin = refs[i].lin;
+        if (!ref_packed(&refs[i], -1, o->base_dtype) || packed_form_of(m, &refs[i], o->base_dtype) == PACKED_BF16 ||
+            lin->in % QUANT_BLOCK == 0)
+            continue;
+        err_set(m->base->st.path, "tensor %s has %d input features, not a multiple of %d", refs[i].name, lin->in,
+                QUANT_BLOCK);
+        return err_hint("--base-dtype int8 and nf4 quantize blocks of %d inputs; use bf16 for this model", QUANT_BLOCK);
     }
-    bf16_bind(m, t, dst, k);
-    free(t);
-    free(dst);
+    return 0;
 }
 
 /* Points every weight at its data: the trainable block (full mode), the mapping, or
@@ -188,8 +182,8 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
             CHECK(st_tensor_to_f32(found[i], w) == 0);
             *refs[i].w = w;
             *refs[i].g = trainable_g(&m->tr, entry[i]);
-        } else if (ref_bf16(&refs[i], entry[i], o->bf16)) {
-            *refs[i].w = NULL; /* bf16_weights points w16 */
+        } else if (ref_packed(&refs[i], entry[i], o->base_dtype)) {
+            *refs[i].w = NULL; /* packed_weights points w16 or wq */
         } else if (!o->writable && tensor_mappable(found[i])) {
             *refs[i].w = found[i]->data;
         } else {
@@ -198,9 +192,10 @@ static void weights_bind(struct model *m, const struct weight_ref *refs, int32_t
             at += (uint64_t)found[i]->numel;
         }
     }
-    if (o->bf16) bf16_weights(m, refs, found, entry, n);
+    if (o->base_dtype != BASE_DTYPE_F32) packed_weights(m, refs, found, entry, n, o->base_dtype);
     for (int32_t i = 0; i < n; i++)
-        if (refs[i].w == &m->wte && m->wte == found[i]->data && (!m->cfg.tied || o->bf16)) m->wte_lookup_only = found[i];
+        if (refs[i].w == &m->wte && m->wte == found[i]->data && (!m->cfg.tied || o->base_dtype != BASE_DTYPE_F32))
+            m->wte_lookup_only = found[i];
 }
 
 void model_lookup_done(const struct model *m) {
@@ -311,7 +306,8 @@ static void acts_alloc(struct model *m) {
     slots[n++] = (struct act_slot){&m->scratch, scratch};
     uint64_t total = 0;
     for (int32_t i = 0; i < n; i++) total += (slots[i].n + 15) / 16 * 16;
-    m->act_block = xalloc_aligned(total * sizeof(float));
+    m->act_bytes = total * sizeof(float);
+    m->act_block = xalloc_aligned(m->act_bytes);
     float *p = m->act_block;
     for (int32_t i = 0; i < n; i++) {
         *slots[i].p = p;
@@ -334,6 +330,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     const struct st_tensor **found = xcalloc((size_t)n, sizeof *found);
     int32_t *entry = xmalloc((size_t)n * sizeof *entry);
     int rc = weights_find(m, refs, n, found);
+    if (rc == 0) rc = packed_check(m, refs, n, o);
     if (rc == 0 && !o->full && !o->inference) rc = adapters_plan(m, o);
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
@@ -401,6 +398,7 @@ int model_init(struct model *m, const struct model_options *o) {
     m->B = o->max_batch;
     m->T = seq;
     m->inference = o->inference;
+    m->recompute = o->recompute && !o->inference;
     m->head_rows = o->head_rows > 0 ? o->head_rows : MODEL_HEAD_ROWS;
     m->rank = o->rank;
     m->alpha = o->alpha;
@@ -431,6 +429,7 @@ void model_free(struct model *m) {
     free(m->layers);
     free(m->sites);
     free(m->adapters);
+    free(m->qw);
     free(m->act_block);
     memset(m, 0, sizeof *m);
 }
@@ -508,7 +507,12 @@ void model_backward(struct model *m, const int32_t *inp, int B, const struct dro
     m->arch->backward(m, inp, B, dp);
 }
 
+uint64_t model_kept_layers(const struct model *m) { return m->recompute ? 1 : (uint64_t)m->cfg.n_layer; }
+
+uint64_t model_kept_slot(const struct model *m, int l) { return m->recompute ? 0 : (uint64_t)l; }
+
 uint64_t model_input_layers(const struct model *m, int32_t site) {
+    if (m->recompute) return 1;
     for (int32_t l = 0; l < m->cfg.n_layer; l++)
         if (linear_needs_input(&m->layers[l].lin[site])) return (uint64_t)m->cfg.n_layer;
     return 1;

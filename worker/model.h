@@ -24,7 +24,8 @@ struct model_options {
     int full;                     /* train every weight instead of adapters */
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int inference;                /* nothing trains: no adapters, no trainable block */
-    int bf16;                     /* frozen product weights in bf16 (linear.h's w16) */
+    enum base_dtype base_dtype;   /* the frozen product weights' form: f32, or packed (packed.h) */
+    int recompute;                /* keep each layer's input only; the backward recomputes the layer */
     int32_t head_rows;            /* logit rows at a time when training; 0: MODEL_HEAD_ROWS */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T; 0: model_seq_default */
@@ -104,6 +105,7 @@ struct model {
     struct base *base; /* the files: borrowed, or OWN_BASE */
     struct base own_base;
     float *frozen; /* writable copies of the frozen tensors (merging), one allocation */
+    struct qweight *qw; /* the quantized linears' weights (--base-dtype int8, nf4), or NULL */
     const struct arch *arch; /* the family's names, shapes and passes */
     const float *wte, *wpe, *lnf_w, *lnf_b; /* (V,C), (P,C) (GPT-2), final norm (C), (C) (GPT-2) */
     const struct st_tensor *wte_lookup_only; /* WTE mapped and read by no product: its pages dropped after each lookup */
@@ -124,11 +126,13 @@ struct model {
     struct trainable tr;
     int32_t B, T;
     float *act_block;
+    uint64_t act_bytes; /* of ACT_BLOCK: every activation and scratch tensor */
     union {
         struct gpt2_acts g;
         struct llama_acts l;
     } a;
     int inference;  /* no backward: m->logits holds every row */
+    int recompute;  /* activations of one layer kept: the backward recomputes each layer (arch.h) */
     int32_t head_rows; /* else the rows it holds */
     float *logits;  /* (model_logit_rows, V): logits, then probabilities, then their gradient */
     float *lora_u;  /* every adapter's (B,T,r) */
