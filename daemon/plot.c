@@ -146,6 +146,16 @@ int plot_bars(const char *path, const char *title, const char *subtitle, const c
     return figure_close(&g);
 }
 
+/* Tics at 1 and at the multiples of the smallest power of two that leaves at most 12. */
+static void tics_set(FILE *f, char axis, int32_t n) {
+    int32_t step = 1;
+    while (n / step > 12) step *= 2;
+    fprintf(f, "set %ctics (1", axis);
+    for (int32_t t = step; t <= n; t += step)
+        if (t > 1) fprintf(f, ", %d", (int)t);
+    fputs(")\n", f);
+}
+
 /* One panel of plot_heatmaps. */
 static void heatmap_panel(FILE *f, const struct plot_matrix *m, int k) {
     fprintf(f, "$m%d << EOD\n", k);
@@ -158,6 +168,8 @@ static void heatmap_panel(FILE *f, const struct plot_matrix *m, int k) {
     fputs("\nset ylabel ", f);
     quoted(f, m->ylabel);
     fprintf(f, "\nset xrange [0.5:%d.5]\nset yrange [%d.5:0.5]\n", m->cols, m->rows);
+    tics_set(f, 'x', m->cols);
+    tics_set(f, 'y', m->rows);
     fprintf(f, "plot $m%d using 1:2:3 with image notitle\n", k);
 }
 
@@ -170,11 +182,7 @@ int plot_heatmaps(const char *path, const char *title, const struct plot_matrix 
     fprintf(f, "set multiplot layout 1,%d title ", n);
     quoted(f, title);
     fputc('\n', f);
-    for (int k = 0; k < n; k++) {
-        int32_t step_x = m[k].cols > 16 ? (m[k].cols + 15) / 16 : 1, step_y = m[k].rows > 16 ? (m[k].rows + 15) / 16 : 1;
-        fprintf(f, "set xtics 1,%d\nset ytics 1,%d\n", step_x, step_y);
-        heatmap_panel(f, &m[k], k);
-    }
+    for (int k = 0; k < n; k++) heatmap_panel(f, &m[k], k);
     fputs("unset multiplot\n", f);
     return figure_close(&g);
 }

@@ -34,6 +34,7 @@ static int tensor_to_f64(const struct safetensors *st, const struct st_tensor *t
 /* MODULE's A and B from ST into F (whole), with their shapes checked against rank R. */
 static int module_read(struct lora_factors *f, const struct safetensors *st, const struct peft_config *cfg,
                        const char *module) {
+    memset(f, 0, sizeof *f);
     char ka[160], kb[160];
     peft_key(ka, sizeof ka, module, 'A');
     peft_key(kb, sizeof kb, module, 'B');
@@ -46,7 +47,6 @@ static int module_read(struct lora_factors *f, const struct safetensors *st, con
     if (a->shape[1] < 1 || b->shape[0] < 1 || a->shape[1] > INT32_MAX / 4 || b->shape[0] > INT32_MAX / 4)
         return err_set(st->path, "%s: lora_A is %lld wide and lora_B %lld tall; each must be in [1, 2^29)", module,
                        (long long)a->shape[1], (long long)b->shape[0]);
-    memset(f, 0, sizeof *f);
     snprintf(f->name, sizeof f->name, "%s", module);
     snprintf(f->module, sizeof f->module, "%s", module);
     f->slice = -1;
@@ -154,42 +154,37 @@ const struct lora_factors *factor_set_find(const struct factor_set *set, const c
 
 /* ---- spectra ---- */
 
-static double *transpose(const double *a, int32_t rows, int32_t cols) {
-    double *t = xmalloc((size_t)rows * cols * sizeof *t);
-    for (int32_t i = 0; i < rows; i++)
-        for (int32_t j = 0; j < cols; j++) t[(size_t)j * rows + i] = a[(size_t)i * cols + j];
-    return t;
-}
-
 static int32_t min32(int32_t a, int32_t b) { return a < b ? a : b; }
 
 int spectrum_compute(struct spectrum *sp, const struct lora_factors *f) {
     memset(sp, 0, sizeof *sp);
-    const int32_t pb = min32(f->d, f->r), pa = min32(f->k, f->r), p = min32(pb, pa);
-    double *at = transpose(f->A, f->r, f->k); /* (k,r) */
-    double *qb = xmalloc((size_t)f->d * pb * sizeof *qb), *rb = xmalloc((size_t)pb * f->r * sizeof *rb);
-    double *qa = xmalloc((size_t)f->k * pa * sizeof *qa), *ra = xmalloc((size_t)pa * f->r * sizeof *ra);
-    double *core = xmalloc((size_t)pb * pa * sizeof *core), *uc = xmalloc((size_t)pb * p * sizeof *uc);
-    double *vct = xmalloc((size_t)p * pa * sizeof *vct);
+    const int32_t d = f->d, k = f->k, r = f->r, pb = min32(d, r), pa = min32(k, r), p = min32(pb, pa);
+    /* scratch: Aᵀ (k,r), Q_B (d,pb), R_B (pb,r), Q_A (k,pa), R_A (pa,r), the core (pb,pa), U_c (pb,p), V_cᵀ (p,pa) */
+    double *at = xmalloc(((size_t)k * r + (size_t)d * pb + (size_t)pb * r + (size_t)k * pa + (size_t)pa * r +
+                          (size_t)pb * pa + (size_t)pb * p + (size_t)p * pa) * sizeof *at);
+    double *qb = at + (size_t)k * r, *rb = qb + (size_t)d * pb, *qa = rb + (size_t)pb * r, *ra = qa + (size_t)k * pa;
+    double *core = ra + (size_t)pa * r, *uc = core + (size_t)pb * pa, *vct = uc + (size_t)pb * p;
+    for (int32_t i = 0; i < r; i++)
+        for (int32_t j = 0; j < k; j++) at[(size_t)j * r + i] = f->A[(size_t)i * k + j];
     sp->p = p;
     sp->S = xmalloc((size_t)p * sizeof *sp->S);
-    sp->U = xmalloc((size_t)f->d * p * sizeof *sp->U);
-    sp->V = xmalloc((size_t)f->k * p * sizeof *sp->V);
-    int rc = linalg_qr(f->d, f->r, f->B, qb, rb);
-    if (rc == 0) rc = linalg_qr(f->k, f->r, at, qa, ra);
+    sp->U = xmalloc((size_t)d * p * sizeof *sp->U);
+    sp->V = xmalloc((size_t)k * p * sizeof *sp->V);
+    int rc = linalg_qr(d, r, f->B, qb, rb);
+    if (rc == 0) rc = linalg_qr(k, r, at, qa, ra);
     if (rc == 0) {
-        linalg_matmul(0, 1, pb, pa, f->r, f->scale, rb, ra, core); /* s·R_B·R_Aᵀ (pb,pa) */
+        linalg_matmul(0, 1, pb, pa, r, f->scale, rb, ra, core); /* s·R_B·R_Aᵀ (pb,pa) */
         rc = linalg_svd(pb, pa, core, sp->S, uc, vct);
     }
     if (rc == 0) {
-        linalg_matmul(0, 0, f->d, p, pb, 1.0, qb, uc, sp->U);  /* Q_B·U_c (d,p) */
-        linalg_matmul(0, 1, f->k, p, pa, 1.0, qa, vct, sp->V); /* Q_A·V_c (k,p) */
+        linalg_matmul(0, 0, d, p, pb, 1.0, qb, uc, sp->U);  /* Q_B·U_c (d,p) */
+        linalg_matmul(0, 1, k, p, pa, 1.0, qa, vct, sp->V); /* Q_A·V_c (k,p) */
         double e = 0;
         for (int32_t i = 0; i < p; i++) e += sp->S[i] * sp->S[i];
         sp->fro = sqrt(e);
-        sp->rank = linalg_rank(sp->S, p, f->d, f->k, &sp->tol);
+        sp->rank = linalg_rank(sp->S, p, d, k, &sp->tol);
     }
-    free(at), free(qb), free(rb), free(qa), free(ra), free(core), free(uc), free(vct);
+    free(at);
     if (rc) spectrum_free(sp);
     return rc;
 }
@@ -216,8 +211,8 @@ int basis_compute(struct basis *b, const struct lora_factors *f, char which) {
     CHECK(which == 'A' || which == 'B');
     const int32_t rows = which == 'A' ? f->r : f->d, cols = which == 'A' ? f->k : f->r, p = min32(rows, cols);
     const double *m = which == 'A' ? f->A : f->B;
-    double *s = xmalloc((size_t)p * sizeof *s), *u = xmalloc((size_t)rows * p * sizeof *u);
-    double *vt = xmalloc((size_t)p * cols * sizeof *vt), tol;
+    double *s = xmalloc(((size_t)p + (size_t)rows * p + (size_t)p * cols) * sizeof *s), *u = s + p, *vt = u + (size_t)rows * p;
+    double tol;
     memset(b, 0, sizeof *b);
     int rc = linalg_svd(rows, cols, m, s, u, vt);
     if (rc == 0) {
@@ -228,7 +223,7 @@ int basis_compute(struct basis *b, const struct lora_factors *f, char which) {
             for (int32_t j = 0; j < b->rank; j++)
                 b->U[(size_t)i * b->rank + j] = which == 'A' ? vt[(size_t)j * cols + i] : u[(size_t)i * p + j];
     }
-    free(s), free(u), free(vt);
+    free(s);
     return rc;
 }
 
@@ -261,14 +256,15 @@ void subspace_similarity(const struct basis *b1, const struct basis *b2, double 
 /* ‖Uᵀ·W·V‖_F for U (d,r), V (k,r) with leading dimensions LDU, LDV, W (d,k). */
 static double projection_norm(const double *W, int32_t d, int32_t k, const double *U, int32_t ldu, const double *V,
                               int32_t ldv, int32_t r) {
-    double *u = xmalloc((size_t)d * r * sizeof *u), *v = xmalloc((size_t)k * r * sizeof *v);
+    /* scratch: U (d,r), V (k,r), W·V (d,r), Uᵀ·W·V (r,r) */
+    double *u = xmalloc(((size_t)d * r * 2 + (size_t)k * r + (size_t)r * r) * sizeof *u);
+    double *v = u + (size_t)d * r, *wv = v + (size_t)k * r, *p = wv + (size_t)d * r, e = 0;
     for (int32_t i = 0; i < d; i++) memcpy(u + (size_t)i * r, U + (size_t)i * ldu, (size_t)r * sizeof *u);
     for (int32_t i = 0; i < k; i++) memcpy(v + (size_t)i * r, V + (size_t)i * ldv, (size_t)r * sizeof *v);
-    double *wv = xmalloc((size_t)d * r * sizeof *wv), *p = xmalloc((size_t)r * r * sizeof *p), e = 0;
     linalg_matmul(0, 0, d, r, k, 1.0, W, v, wv); /* W·V (d,r) */
     linalg_matmul(1, 0, r, r, d, 1.0, u, wv, p); /* Uᵀ·W·V (r,r) */
     for (int32_t i = 0; i < r * r; i++) e += p[i] * p[i];
-    free(u), free(v), free(wv), free(p);
+    free(u);
     return sqrt(e);
 }
 
