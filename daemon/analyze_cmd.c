@@ -283,7 +283,8 @@ static int phi_plot(const char *out, const struct result *q, int32_t index) {
 /* analysis.json (DOC) and the plots into OUT, after the old analysis is removed. */
 static int outputs_write(const Lorad__AnalyzeSpec *s, const json_t *doc, const struct result *res, int32_t n) {
     int rc = s->overwrite ? outputs_remove(s->out, analyze_files) : 0;
-    char *json = path_join(s->out, "analysis.json"), *spec = path_join(s->out, "spectrum"), *phi = path_join(s->out, "phi");
+    char *json = path_join(s->out, "analysis.json"), *spec = path_join(s->out, "spectrum");
+    char *phi = path_join(s->out, "phi");
     if (rc == 0) rc = dir_make(s->out);
     if (rc == 0) rc = jsonio_write(json, doc);
     if (rc == 0 && s->plots) rc = dir_make(spec);
@@ -338,7 +339,8 @@ int analyze_cmd(const struct command_call *call) {
     if (!doc) rc = -1;
     if (rc == 0) report_print(s, doc, res, a.n);
     if (rc == 0 && s->out[0]) rc = outputs_write(s, doc, res, a.n);
-    if (rc == 0 && s->out[0]) fprintf(stderr, "lorad: wrote %s/analysis.json%s\n", s->out, s->plots ? " and the plots" : "");
+    if (rc == 0 && s->out[0])
+        fprintf(stderr, "lorad: wrote %s/analysis.json%s\n", s->out, s->plots ? " and the plots" : "");
     json_decref(doc);
     for (int32_t i = 0; i < a.n; i++) result_free(&res[i]);
     free(res);

@@ -24,7 +24,8 @@ static int tensor_to_f64(const struct safetensors *st, const struct st_tensor *t
     float *tmp = xmalloc((size_t)t->numel * sizeof *tmp);
     int rc = st_tensor_to_f32(t, tmp);
     for (int64_t i = 0; i < t->numel && rc == 0; i++) {
-        if (!isfinite(tmp[i])) rc = err_set(st->path, "tensor %s holds a non-finite value at %lld", t->name, (long long)i);
+        if (!isfinite(tmp[i]))
+            rc = err_set(st->path, "tensor %s holds a non-finite value at %lld", t->name, (long long)i);
         out[i] = tmp[i];
     }
     free(tmp);
@@ -211,7 +212,8 @@ int basis_compute(struct basis *b, const struct lora_factors *f, char which) {
     CHECK(which == 'A' || which == 'B');
     const int32_t rows = which == 'A' ? f->r : f->d, cols = which == 'A' ? f->k : f->r, p = min32(rows, cols);
     const double *m = which == 'A' ? f->A : f->B;
-    double *s = xmalloc(((size_t)p + (size_t)rows * p + (size_t)p * cols) * sizeof *s), *u = s + p, *vt = u + (size_t)rows * p;
+    double *s = xmalloc(((size_t)p + (size_t)rows * p + (size_t)p * cols) * sizeof *s); /* S, U, VT */
+    double *u = s + p, *vt = u + (size_t)rows * p;
     double tol;
     memset(b, 0, sizeof *b);
     int rc = linalg_svd(rows, cols, m, s, u, vt);

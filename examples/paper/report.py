@@ -204,23 +204,26 @@ def part2(facts, seeds):
 PHI_POINTS = [(1, 1), (2, 2), (4, 4), (8, 8)]
 
 
+def phi_layer_means(docs, t, fac, i, j):
+    """φ(i, j) of ΔW's type T (q or v), factor FAC (A or B): each doc's mean over the layers."""
+    out = []
+    for d in docs:
+        v = [phi_at(m["against"][f"phi_{fac}"], i, j) for m in d["modules"] if module_key(m["name"])[0] == t]
+        v = [x for x in v if x is not None]
+        if v:
+            out.append(statistics.fmean(v))
+    return out
+
+
 def phi_rows(docs, against_r, n_dim):
-    """Rows per (type, factor): φ at PHI_POINTS and (8, r'), the mean over layers of each
-    doc, mean ± std over the docs; then the random baseline max(i,j)/n."""
+    """Rows per (type, factor): φ at PHI_POINTS and (8, r'), mean ± std over the docs of
+    phi_layer_means; then the random baseline max(i,j)/n."""
     points = PHI_POINTS + [(8, against_r)]
     rows = []
     for t in ("q", "v"):
         for fac in ("A", "B"):
-            cells = []
-            for i, j in points:
-                per_doc = []
-                for doc in docs:
-                    v = [phi_at(m["against"][f"phi_{fac}"], i, j) for m in doc["modules"] if module_key(m["name"])[0] == t]
-                    v = [x for x in v if x is not None]
-                    if v:
-                        per_doc.append(statistics.fmean(v))
-                cells.append(pm(per_doc) if per_doc else "-")
-            rows.append([f"ΔW{t}: {fac}", *cells])
+            cells = [phi_layer_means(docs, t, fac, i, j) for i, j in points]
+            rows.append([f"ΔW{t}: {fac}", *[pm(c) if c else "-" for c in cells]])
     rows.append(["random subspaces", *[f"{max(i, j) / n_dim:.3f}" for i, j in points]])
     return table(["factor"] + [f"φ({i},{j})" for i, j in points], rows)
 
@@ -315,20 +318,16 @@ def claims(facts, seeds, work, fig3, fig4):
                f"v {pm(energy_values(work, seeds, 64, 'v', 1))}; in the top 8: "
                f"q {pm(energy_values(work, seeds, 64, 'q', 8))}, v {pm(energy_values(work, seeds, 64, 'v', 8))}.")
     f3 = {t: [x for x in layer_phi(fig3, t, "A", 1, 1) if x is not None] for t in "qv"}
-    f3all = {t: [statistics.fmean(phi_at(mm["against"]["phi_A"], 1, 1) for mm in d["modules"] if module_key(mm["name"])[0] == t)
-                 for d in fig3] for t in "qv"}
-    f38 = {t: [statistics.fmean(phi_at(mm["against"]["phi_A"], 8, 8) for mm in d["modules"] if module_key(mm["name"])[0] == t)
-               for d in fig3] for t in "qv"}
+    f3all = {t: phi_layer_means(fig3, t, "A", 1, 1) for t in "qv"}
+    f38 = {t: phi_layer_means(fig3, t, "A", 8, 8) for t in "qv"}
     top = min(m(f3all["q"]), m(f3all["v"]))
     out.append(f"**The top direction of r 8 is among r 64's, the others much less so** (Figure 3, φ(1,1) > 0.5): "
                f"{held(top > 0.5 and max(m(f38['q']), m(f38['v'])) < top, top > 10 / 128)}. φ_A(1,1) between A of "
                f"r 8 and of r 64, mean of the layers: ΔWq {pm(f3all['q'])}, ΔWv {pm(f3all['v'])} (at layer {LAYER}: "
                f"q {pm(f3['q'])}, v {pm(f3['v'])}); φ_A(8,8) ΔWq {pm(f38['q'])}, ΔWv {pm(f38['v'])}; two random "
                f"subspaces of R^128 give 1/128 = 0.008 and 8/128 = 0.063.")
-    f4 = {t: [statistics.fmean(phi_at(mm["against"]["phi_A"], 1, 1) for mm in d["modules"] if module_key(mm["name"])[0] == t)
-              for d in fig4] for t in "qv"}
-    f48 = {t: [statistics.fmean(phi_at(mm["against"]["phi_A"], 8, 8) for mm in d["modules"] if module_key(mm["name"])[0] == t)
-               for d in fig4] for t in "qv"}
+    f4 = {t: phi_layer_means(fig4, t, "A", 1, 1) for t in "qv"}
+    f48 = {t: phi_layer_means(fig4, t, "A", 8, 8) for t in "qv"}
     shared = min(m(f4["q"]), m(f4["v"]))
     out.append(f"**Two seeds at r 64 share their top directions** (Figure 4): {held(shared > 0.5, shared > 10 / 128)}; "
                f"φ_A(1,1) ΔWq {pm(f4['q'])}, ΔWv {pm(f4['v'])}, φ_A(8,8) ΔWq {pm(f48['q'])}, ΔWv {pm(f48['v'])} "
@@ -362,16 +361,14 @@ def header(work, lorad, quick, seeds, facts, lrs):
     def read(name):
         with open(os.path.join(work, name)) as f:
             return f.read().strip()
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    commit = run_command(["git", "-C", root, "rev-parse", "--short", "HEAD"])
-    dirty = run_command(["git", "-C", root, "status", "--porcelain", "--untracked-files=no"])
+    commit, *dirty = read("commit.txt").splitlines() or ["unknown"]
     f0 = facts[f"qv_r8_s{seeds[0]}"]
     return f"""# The LoRA paper's findings, measured with lorad
 
 {"**Quick mode (`--quick`): a smoke test of the study, not results.**" if quick else ""}
 
 `examples/paper/run.sh` ({"--quick, " if quick else ""}started {read("started.txt")}, {run_command([lorad, "--version"])},
-commit {commit}{" with local changes" if dirty not in ("", "unknown") else ""}) wrote this file and its PNGs. The base
+commit {commit}{" with local changes" if dirty else ""}) wrote this file and its PNGs. The base
 is `examples/base`, a 1.24 M-parameter byte-level GPT-2 (6 layers, width 128) that lorad pretrained on the King James
 Bible; every run adapts it to *The Devil's Dictionary* (`examples/corpora/devil-train.txt`, 320,530 bytes) and is scored
 on the held-out entries (`devil-val.txt`, the whole file: 254 windows of 128 bytes{", quick mode: the first 2 batches" if quick else ""}),
@@ -432,7 +429,7 @@ def write(work, out, lorad, quick):
             "j over r 64's.\n", "### Two seeds at r 64 (Figure 4)\n", phi_rows(fig4, 64, 128), "",
             f"![phi seeds q]({figs['part3_seeds_r64_q.png']}) ![phi seeds v]({figs['part3_seeds_r64_v.png']})", "",
             f"Layer {LAYER}, {pair.replace('_', ' ')}.\n",
-            f"## 4. How ΔW relates to W (the paper's Table 7)\n",
+            "## 4. How ΔW relates to W (the paper's Table 7)\n",
             f"`lorad analyze --model examples/base` at layer {LAYER} (the last column: the mean over the 6 layers): U and V "
             "are the top-r singular directions of ΔW (r its numerical rank), of W, or r random orthonormal directions; "
             "the factor is ‖ΔW‖_F / ‖UᵀWV‖_F with ΔW's own directions.\n", amp_table(work, seeds), "",

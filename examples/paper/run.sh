@@ -15,7 +15,7 @@
 #     --quick   10 steps and 2 seeds, no learning-rate sweep: a couple of minutes, for CI
 #     --out     where RESULTS.md and the PNGs go (default examples/paper, with --quick
 #               examples/paper/quick-out); the runs go to OUT/work, replaced on a rerun
-#   LORAD       the lorad binary (default build/lorad)
+#   LORAD       a built lorad binary; without it, deploy/build.sh release builds build/lorad
 # Run it at low priority on a shared machine: nice -n 10 examples/paper/run.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,8 +30,12 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
+if [ -z "${LORAD:-}" ]; then
+  echo "== building lorad (deploy/build.sh release)"
+  "$root/deploy/build.sh" release >/dev/null
+fi
 lorad=${LORAD:-$root/build/lorad}
-[ -x "$lorad" ] || { echo "run.sh: no lorad at $lorad (build it: deploy/build.sh release, or set LORAD)" >&2; exit 2; }
+[ -x "$lorad" ] || { echo "run.sh: no lorad at $lorad" >&2; exit 2; }
 [ -x /usr/bin/time ] || { echo "run.sh: /usr/bin/time is missing (deploy/install-deps.sh installs it)" >&2; exit 2; }
 base=$root/examples/base
 if [ $quick = 1 ]; then
@@ -50,6 +54,8 @@ mkdir -p "$work/runs" "$work/analysis"
 touch "$work/.lorad-paper-work"
 uptime > "$work/load-start.txt"
 date -u +%Y-%m-%dT%H:%M:%SZ > "$work/started.txt"
+{ git -C "$root" rev-parse --short HEAD && git -C "$root" status --porcelain --untracked-files=no; } \
+  > "$work/commit.txt" 2>/dev/null || echo unknown > "$work/commit.txt"
 
 "$lorad" prep --text "$root/examples/corpora/devil-train.txt" --out "$work/train.h5" >/dev/null
 "$lorad" prep --text "$root/examples/corpora/devil-val.txt" --out "$work/val.h5" >/dev/null

@@ -43,7 +43,8 @@ static void spectrum_verify(const struct lora_factors *f) {
         return;
     }
     FUZZ_REQUIRE(sp.p <= f->r && sp.p <= f->d && sp.p <= f->k && sp.rank <= sp.p);
-    for (int32_t i = 0; i < sp.p; i++) FUZZ_REQUIRE(isfinite(sp.S[i]) && sp.S[i] >= 0 && (i == 0 || sp.S[i] <= sp.S[i - 1]));
+    for (int32_t i = 0; i < sp.p; i++)
+        FUZZ_REQUIRE(isfinite(sp.S[i]) && sp.S[i] >= 0 && (i == 0 || sp.S[i] <= sp.S[i - 1]));
     double last = 0;
     for (int32_t n = 1; n <= 8; n++) {
         double e = spectrum_energy(&sp, n);
@@ -72,7 +73,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int32_t i = 0; i < set.n; i++) {
         const struct lora_factors *f = &set.f[i];
         FUZZ_REQUIRE(f->d > 0 && f->k > 0 && f->r > 0 && f->A && f->B);
-        FUZZ_REQUIRE(f->slice < 0 ? !strcmp(f->name, f->module) : f->d == f->k && strlen(f->name) == strlen(f->module) + 2);
+        FUZZ_REQUIRE(f->slice < 0 ? !strcmp(f->name, f->module)
+                                  : f->d == f->k && strlen(f->name) == strlen(f->module) + 2);
         spectrum_verify(f);
     }
     factor_set_free(&set);
