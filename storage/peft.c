@@ -237,7 +237,9 @@ void peft_key(char *buf, int32_t n, const char *module, char which) {
     CHECK(k >= 0 && k < n);
 }
 
-int peft_key_module(const char *key, char which, char *module, size_t n) {
+/* The module of KEY "base_model.model.<module>.lora_<WHICH>.weight" into MODULE (N
+ * bytes); 0 when KEY is no such key. */
+static int peft_key_module(const char *key, char which, char *module, size_t n) {
     const char *pre = "base_model.model.";
     char post[32];
     snprintf(post, sizeof post, ".lora_%c.weight", which);

@@ -60,10 +60,6 @@ int peft_module_matches(const char *module, const char *key);
 double peft_module_scale(const struct peft_config *cfg, const char *module);
 /* Writes the key of MODULE's A ("A") or B ("B") into BUF. */
 void peft_key(char *buf, int32_t n, const char *module, char which);
-/* The module of KEY "base_model.model.<module>.lora_<WHICH>.weight" into MODULE (N
- * bytes); 0 when KEY is no such key. */
-int peft_key_module(const char *key, char which, char *module, size_t n);
-
 /* The modules an adapter file adapts, in the file order of their lora_A tensors. */
 struct peft_modules {
     char (*name)[160];

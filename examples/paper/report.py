@@ -144,8 +144,9 @@ def plot_cost(path, facts, seeds):
     rows = []
     for i, (n, lab) in enumerate(zip(names, labels)):
         t = mean_std(facts[f"{n}_s{x}"]["step_ms"] for x in seeds)
+        fast = mean_std(facts[f"{n}_s{x}"]["step_min_ms"] for x in seeds)
         m = mean_std(facts[f"{n}_s{x}"]["rss"] for x in seeds)
-        rows.append(f'{i} {t[0]:.4f} {t[1]:.4f} {m[0]:.4f} {m[1]:.4f} "{lab}"')
+        rows.append(f'{i} {t[0]:.4f} {t[1]:.4f} {m[0]:.4f} {m[1]:.4f} {fast[0]:.4f} "{lab}"')
     gnuplot(f"""set terminal pngcairo noenhanced size 1100,460 font 'Sans,11'
 set output {quote(path)}
 $d << EOD
@@ -154,10 +155,13 @@ EOD
 set multiplot layout 1,2 title 'Cost per configuration (mean ± std over {len(seeds)} seeds)'
 set style fill solid 0.8 noborder; set boxwidth 0.6; set grid ytics; set xrange [-0.6:{len(names) - 0.4}]
 set yrange [0:*]
-set title 'median step time (ms)'
-plot $d using 1:2:xtic(6) with boxes lc rgb '#21918c' notitle, '' using 1:2:3 with yerrorbars lc rgb 'black' pt 7 ps 0.4 notitle
+set title 'step time (ms): the median step, and the fastest'
+set key top left
+plot $d using 1:2:xtic(7) with boxes lc rgb '#21918c' title 'median', \
+     '' using 1:2:3 with yerrorbars lc rgb 'black' pt 7 ps 0.4 notitle, \
+     '' using 1:6 with points pt 9 ps 1.6 lc rgb '#440154' title 'fastest'
 set title 'peak RSS (MiB, /usr/bin/time)'
-plot $d using 1:4:xtic(6) with boxes lc rgb '#5ec962' notitle, '' using 1:4:5 with yerrorbars lc rgb 'black' pt 7 ps 0.4 notitle
+plot $d using 1:4:xtic(7) with boxes lc rgb '#5ec962' notitle, '' using 1:4:5 with yerrorbars lc rgb 'black' pt 7 ps 0.4 notitle
 unset multiplot
 """)
 
@@ -173,6 +177,20 @@ def table(header, rows):
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
+
+
+def separation(facts, seeds):
+    """Whether the seeds' spread is small against the configurations' differences."""
+    names = sorted({n.rsplit("_s", 1)[0] for n in facts if not n.startswith("sweep_")})
+    stds = {n: mean_std(facts[f"{n}_s{x}"]["val"] for x in seeds)[1] for n in names}
+    means = sorted(mean_std(facts[f"{n}_s{x}"]["val"] for x in seeds)[0] for n in names)
+    gap = min(b - a for a, b in zip(means, means[1:]))
+    worst = max(stds, key=stds.get)
+    return (f"The seeds' standard deviation of the validation loss is at most {stds[worst]:.3f} ({worst}), and "
+            f"{statistics.median(stds.values()):.3f} at the median; the configurations' means lie "
+            f"{means[-1] - means[0]:.3f} apart end to end, the closest two {gap:.3f}. "
+            + ("The bundled base therefore separates the configurations, and no larger base was pretrained."
+               if stds[worst] < 0.02 else "Some configurations are within the seeds' noise of each other."))
 
 
 def part1(facts, seeds, lrs):
@@ -266,7 +284,7 @@ def held(ok, partly=False):
     return "**held**" if ok else ("**partly held**" if partly else "**did not hold**")
 
 
-def claims(facts, seeds, work, fig3, fig4):
+def claims(facts, seeds, work, fig3, fig4, lrs):
     v = lambda name: [facts[f"{name}_s{x}"]["val"] for x in seeds]  # noqa: E731
     m = lambda xs: mean_std(xs)[0]  # noqa: E731
     out = []
@@ -274,19 +292,23 @@ def claims(facts, seeds, work, fig3, fig4):
     lora, full = v(f"qv_r{best_r}"), v("full")
     gap = m(lora) - m(full)
     params = facts[f"qv_r{best_r}_s{seeds[0]}"]["params"], facts[f"full_s{seeds[0]}"]["params"]
+    swept = [float(n[len("sweep_full_"):]) for n in facts if n.startswith("sweep_full_")]
+    edge = (" Full fine-tuning's learning rate is the largest of its sweep, so a larger one might widen the gap."
+            if swept and float(lrs[1]) == max(swept) else "")
     out.append(f"**LoRA matches full fine-tuning** (the paper's Tables 2 to 4): {held(gap <= 0 or negligible(lora, full))}. "
                f"The best LoRA configuration on q,v (r {best_r}, {params[0]:,} trainable parameters, "
                f"{100 * params[0] / params[1]:.1f} % of the model) reached {pm(lora)} nats per byte, full fine-tuning "
                f"{pm(full)}: a gap of {gap:+.3f} ({100 * gap / m(full):+.1f} %). The paper's models have 10⁸ to 10¹¹ "
                f"parameters and a task close to their pretraining; this base has 1.24 M, and a new style of text "
-               f"asks more of it than a low-rank update of two matrices per layer gives.")
+               f"asks more of it than a low-rank update of two matrices per layer gives.{edge}")
     t8, tf = [facts[f"qv_r8_s{x}"]["step_ms"] for x in seeds], [facts[f"full_s{x}"]["step_ms"] for x in seeds]
     tm8, tmf = [facts[f"qv_r8_s{x}"]["step_min_ms"] for x in seeds], [facts[f"full_s{x}"]["step_min_ms"] for x in seeds]
     speed, speed_min = m(tf) / m(t8) - 1, m(tmf) / m(tm8) - 1
     out.append(f"**About 25 % faster training** (§4.2, GPT-3 175B): {held(speed >= 0.2, speed > 0.05)}. A step of "
                f"LoRA q,v r 8 took {pm(t8, 1)} ms (median; fastest {pm(tm8, 1)}), of full fine-tuning {pm(tf, 1)} ms "
-               f"(fastest {pm(tmf, 1)}): full fine-tuning is {100 * speed:+.0f} % slower by the medians, "
-               f"{100 * speed_min:+.0f} % by the fastest steps. LoRA saves the frozen weights' gradients and "
+               f"(fastest {pm(tmf, 1)}): a full step takes {1 + speed:.2f}× a LoRA step by the medians, {1 + speed_min:.2f}× "
+               f"by the fastest steps, so LoRA trains {100 * speed:.0f} % (by the fastest steps {100 * speed_min:.0f} %) "
+               f"faster. LoRA saves the frozen weights' gradients and "
                f"AdamW's update of them; the forward and the input gradients, most of the work, remain.")
     r8, rf = [facts[f"qv_r8_s{x}"]["rss"] for x in seeds], [facts[f"full_s{x}"]["rss"] for x in seeds]
     n = params[1]
@@ -337,6 +359,8 @@ def claims(facts, seeds, work, fig3, fig4):
     pr = {r: amp_values(work, seeds, r, "q", "projection_random") for r in (4, 64)}
     pw = {r: amp_values(work, seeds, r, "q", "projection_w") for r in (4, 64)}
     fa = {r: amp_values(work, seeds, r, "q", "factor") for r in (4, 64)}
+    size = {r: m(amp_values(work, seeds, r, "q", "delta_frobenius")) / m(amp_values(work, seeds, r, "q", "w_frobenius"))
+            for r in (4, 64)}
     out.append(f"**ΔW correlates with W more than a random matrix does, yet not with W's top directions, and "
                f"amplifies what it takes of W, much more at low rank** (Table 7, r 4: 21.5, r 64: 1.9), for Wq at "
                f"layer {LAYER}: ‖UᵀWV‖ on ΔW's directions above random: "
@@ -344,7 +368,9 @@ def claims(facts, seeds, work, fig3, fig4):
                f"{pm(pd[64])} against {pm(pr[64])}); below W's own top directions: "
                f"{held(m(pd[4]) < m(pw[4]) and m(pd[64]) < m(pw[64]))} ({pm(pw[4])} and {pm(pw[64])}); amplification "
                f"larger at r 4 than at r 64 and large: {held(m(fa[4]) > m(fa[64]) and m(fa[4]) > 5, m(fa[4]) > m(fa[64]))} "
-               f"(r 4: {pm(fa[4], 1)}, r 64: {pm(fa[64], 1)}).")
+               f"(r 4: {pm(fa[4], 1)}, r 64: {pm(fa[64], 1)}). One difference in kind: the paper's ΔWq is a ninth of "
+               f"Wq (‖ΔWq‖_F 6.91 against ‖Wq‖_F 61.95 at r 4), while here ‖ΔWq‖_F is {size[4]:.1f}× ‖Wq‖_F at r 4 and "
+               f"{size[64]:.1f}× at r 64: the small base moves far from its pretrained weights.")
     return "\n\n".join(out)
 
 
@@ -357,34 +383,46 @@ def run_command(cmd):
         return "unknown"
 
 
+def minutes(work):
+    """From run.sh's first file to its last, in minutes."""
+    return (os.path.getmtime(os.path.join(work, "load-end.txt")) -
+            os.path.getmtime(os.path.join(work, "load-start.txt"))) / 60
+
+
 def header(work, lorad, quick, seeds, facts, lrs):
     def read(name):
         with open(os.path.join(work, name)) as f:
             return f.read().strip()
+
+    def load(name):
+        return read(name).split("load average:")[-1].strip()
     commit, *dirty = read("commit.txt").splitlines() or ["unknown"]
     f0 = facts[f"qv_r8_s{seeds[0]}"]
+    quick_note = "**Quick mode (`--quick`): a smoke test of the study; its numbers mean nothing.**\n\n" if quick else ""
     return f"""# The LoRA paper's findings, measured with lorad
 
-{"**Quick mode (`--quick`): a smoke test of the study, not results.**" if quick else ""}
+{quick_note}`examples/paper/run.sh`{" --quick" if quick else ""} wrote this file and its PNGs ({run_command([lorad, "--version"])},
+commit {commit}{" with local changes" if dirty else ""}, started {read("started.txt")}, {minutes(work):.1f} minutes).
 
-`examples/paper/run.sh` ({"--quick, " if quick else ""}started {read("started.txt")}, {run_command([lorad, "--version"])},
-commit {commit}{" with local changes" if dirty else ""}) wrote this file and its PNGs. The base
-is `examples/base`, a 1.24 M-parameter byte-level GPT-2 (6 layers, width 128) that lorad pretrained on the King James
-Bible; every run adapts it to *The Devil's Dictionary* (`examples/corpora/devil-train.txt`, 320,530 bytes) and is scored
-on the held-out entries (`devil-val.txt`, the whole file: 254 windows of 128 bytes{", quick mode: the first 2 batches" if quick else ""}),
-in nats per byte; the base itself scores {f0["base_val"]:.3f}. Each run: {f0["steps"]} steps of 8 × 128 bytes, AdamW with
-a linear schedule after {20 if not quick else 2} warmup steps, gradient clipping at 1, the seed ({", ".join(map(str, seeds))})
-drawing A's initialisation and the data order; one process, one thread (`--threads 1`). LoRA's alpha is 16 for every r
-(the paper fixes alpha and does not tune it with r), so the scale alpha/r is 2 at r 8; learning rates: LoRA
-{lrs[0]}, full fine-tuning {lrs[1]}{", picked on seed 0 (below)" if not quick else ""}. On GPT-2 `q`, `k`, `v` are the
-slices of the fused `c_attn`, each with its own adapter, and `o` is `attn.c_proj`. Tables give the mean ± the sample
-standard deviation over the {len(seeds)} seeds.
-
-The machine was shared with other jobs while this ran: load average at the start `{read("load-start.txt").split("load average:")[-1].strip()}`,
-at the end `{read("load-end.txt").split("load average:")[-1].strip()}` (2 cores). Times are wall-clock per step from
-`metrics.jsonl`; the configurations ran interleaved, seed by seed, so that each saw the load alike, and the fastest step
-of a run is given beside the median as the figure least disturbed by it. Peak RSS is `/usr/bin/time -v`'s maximum
-resident set size of the whole `lorad train` process.
+- **Base**: `examples/base`, a 1.24 M-parameter byte-level GPT-2 (6 layers, width 128, 128 positions) that lorad
+  pretrained on the King James Bible.
+- **Task**: adapting it to *The Devil's Dictionary* (`examples/corpora/devil-train.txt`, 320,530 bytes), scored on the
+  held-out entries (`devil-val.txt`: {"its first 2 batches" if quick else "all 254 windows of 128 bytes"}) in nats per
+  byte after the last step. The base scores {f0["base_val"]:.3f}.
+- **Runs**: {f0["steps"]} steps of 8 × 128 bytes, AdamW, linear decay after {2 if quick else 20} warmup steps, gradient
+  clipping at 1; the seed ({", ".join(map(str, seeds))}) draws A's initialisation and the data order. One process, one
+  thread (`--threads 1`), the runs one after another, interleaved seed by seed so that each configuration sees the
+  machine's load alike.
+- **LoRA**: alpha 16 at every r (the paper fixes alpha and does not tune it with r), so the scale alpha/r is 2 at r 8.
+  On GPT-2, `q`, `k`, `v` are the slices of the fused `c_attn`, each with its own adapter; `o` is `attn.c_proj`.
+- **Learning rates**: LoRA {lrs[0]}, full fine-tuning {lrs[1]}{", each the best of three on seed 0 (below)" if not quick
+                                                               else " (quick mode: not swept)"}.
+- **Measurements**: tables give the mean ± the sample standard deviation over the {len(seeds)} seeds. Step times are
+  wall-clock, from `metrics.jsonl`: the median step of a run, and its fastest step, the figure least disturbed by
+  other work on the machine. Peak RSS is `/usr/bin/time -v`'s maximum resident set size of the whole `lorad train`
+  process.
+- **Machine**: 2 cores, shared with other jobs while this ran: load average `{load("load-start.txt")}` at the start,
+  `{load("load-end.txt")}` at the end.
 """
 
 
@@ -435,7 +473,8 @@ def write(work, out, lorad, quick):
             "the factor is ‖ΔW‖_F / ‖UᵀWV‖_F with ΔW's own directions.\n", amp_table(work, seeds), "",
             f"![spectrum r64 q]({figs['part4_spectrum_r64_q.png']}) ![spectrum r64 v]({figs['part4_spectrum_r64_v.png']})", "",
             f"The singular values of ΔWq and ΔWv at r 64, layer {LAYER}, seed {s0}.\n",
-            "## 5. Did the claims hold at this scale?\n", claims(facts, seeds, work, fig3, fig4), ""]
+            "## 5. Did the claims hold at this scale?\n", separation(facts, seeds), "", claims(facts, seeds, work, fig3, fig4, lrs),
+            ""]
     with open(os.path.join(out, "RESULTS.md"), "w") as f:
         f.write("\n".join(doc))
 
