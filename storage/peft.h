@@ -60,5 +60,15 @@ int peft_module_matches(const char *module, const char *key);
 double peft_module_scale(const struct peft_config *cfg, const char *module);
 /* Writes the key of MODULE's A ("A") or B ("B") into BUF. */
 void peft_key(char *buf, int32_t n, const char *module, char which);
+/* The modules an adapter file adapts, in the file order of their lora_A tensors. */
+struct peft_modules {
+    char (*name)[160];
+    int32_t n;
+};
+/* Lists the modules of ST: every tensor must be a lora_A or a lora_B, each lora_A must
+ * have its lora_B and each lora_B its lora_A, and there must be at least one. -1 with an
+ * error naming ST's file and the tensor. */
+int peft_modules_list(const struct safetensors *st, struct peft_modules *mods);
+void peft_modules_free(struct peft_modules *mods);
 
 #endif

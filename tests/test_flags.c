@@ -24,14 +24,15 @@ static const ProtobufCMessageDescriptor *const specs[] = {
     &lorad__init_tokenizer_spec__descriptor,
     &lorad__tokenize_spec__descriptor, &lorad__template_spec__descriptor,
     &lorad__checkpoint_spec__descriptor, &lorad__eval_spec__descriptor, &lorad__merge_spec__descriptor,
-    &lorad__generate_spec__descriptor, &lorad__serve_spec__descriptor, &lorad__client_spec__descriptor,
+    &lorad__generate_spec__descriptor, &lorad__analyze_spec__descriptor, &lorad__serve_spec__descriptor,
+    &lorad__client_spec__descriptor,
 };
 #define N_SPECS (sizeof specs / sizeof specs[0])
 
 /* The commands of main.c's table that a row may name. */
-static const char *const command_names[] = {"train", "prep", "tokenize", "template", "init-model", "init-tokenizer", "eval", "merge", "generate", "inspect",
-                                            "export", "serve", "submit", "status", "list", "cancel", "logs",
-                                            "shutdown"};
+static const char *const command_names[] = {"train", "prep", "tokenize", "template", "init-model", "init-tokenizer",
+                                            "eval", "merge", "generate", "analyze", "inspect", "export", "serve",
+                                            "submit", "status", "list", "cancel", "logs", "shutdown"};
 
 static int known_command(const char *name, size_t n) {
     for (size_t i = 0; i < sizeof command_names / sizeof command_names[0]; i++)

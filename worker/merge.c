@@ -13,30 +13,6 @@
 #include "gemm.h"
 #include "peft.h"
 
-/* The linear whose module path is MODULE (GPT-2 paths also without "transformer."). */
-static struct linear *site_find(struct model *m, const char *module) {
-    static const char prefix[] = "transformer.";
-    for (int32_t s = 0; s < m->n_sites; s++) {
-        char path[96];
-        model_site_path(m, s, path, sizeof path);
-        const char *bare = strncmp(path, prefix, sizeof prefix - 1) ? path : path + sizeof prefix - 1;
-        if (!strcmp(path, module) || !strcmp(bare, module)) return m->sites[s];
-    }
-    return NULL;
-}
-
-/* The module of a key "base_model.model.<module>.lora_<WHICH>.weight" into MODULE; 0
- * when KEY is no such key. */
-static int key_module(const char *key, char which, char *module, size_t n) {
-    const char *pre = "base_model.model.";
-    char post[32];
-    snprintf(post, sizeof post, ".lora_%c.weight", which);
-    size_t k = strlen(key), lp = strlen(pre), ls = strlen(post);
-    if (k <= lp + ls || strncmp(key, pre, lp) || strcmp(key + k - ls, post)) return 0;
-    snprintf(module, n, "%.*s", (int)(k - lp - ls), key + lp);
-    return 1;
-}
-
 static int weights_finite(const float *w, size_t n) {
     for (size_t i = 0; i < n; i++)
         if (!isfinite(w[i])) return 0;
@@ -59,7 +35,7 @@ static int module_merge(const struct safetensors *st, struct linear *lin, const 
 /* Reads MODULE's A and B, checks them against the linear and the config, merges. */
 static int adapter_module(struct model *m, const struct peft_config *cfg, const struct safetensors *st,
                           const char *module) {
-    struct linear *lin = site_find(m, module);
+    struct linear *lin = model_site_find(m, module);
     if (!lin) return err_set(st->path, "adapts %s, which the model does not have", module);
     char key[160];
     peft_key(key, sizeof key, module, 'A');
@@ -85,21 +61,10 @@ int model_merge_adapter(struct model *m, const char *dir) {
     struct peft_config cfg;
     struct safetensors st;
     if (peft_adapter_open(dir, &cfg, &st)) return -1;
-    int rc = 0, merged = 0;
-    for (int32_t i = 0; i < st.n_tensors && rc == 0; i++) {
-        char module[160];
-        const char *name = st.tensors[i].name;
-        char a_key[160];
-        if (key_module(name, 'A', module, sizeof module)) {
-            rc = adapter_module(m, &cfg, &st, module);
-            merged++;
-        } else if (!key_module(name, 'B', module, sizeof module)) {
-            rc = err_set(st.path, "tensor %s is not a LoRA A or B", name);
-        } else if (peft_key(a_key, sizeof a_key, module, 'A'), !safetensors_find(&st, a_key)) {
-            rc = err_set(st.path, "has %s but no lora_A for %s", name, module);
-        }
-    }
-    if (rc == 0 && merged == 0) rc = err_set(st.path, "holds no lora_A tensors");
+    struct peft_modules mods;
+    int rc = peft_modules_list(&st, &mods);
+    for (int32_t i = 0; i < mods.n && rc == 0; i++) rc = adapter_module(m, &cfg, &st, mods.name[i]);
+    peft_modules_free(&mods);
     safetensors_close(&st);
     peft_config_free(&cfg);
     return rc;

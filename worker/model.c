@@ -215,6 +215,17 @@ void model_site_path(const struct model *m, int32_t s, char *buf, size_t n) {
     snprintf(buf, n, m->arch->site_fmt, s / m->arch->n_sites, model_site_name(m, s));
 }
 
+struct linear *model_site_find(const struct model *m, const char *module) {
+    static const char prefix[] = "transformer.";
+    for (int32_t s = 0; s < m->n_sites; s++) {
+        char path[96];
+        model_site_path(m, s, path, sizeof path);
+        const char *bare = strncmp(path, prefix, sizeof prefix - 1) ? path : path + sizeof prefix - 1;
+        if (!strcmp(path, module) || !strcmp(bare, module)) return m->sites[s];
+    }
+    return NULL;
+}
+
 static void adapter_add(struct model *m, int32_t site, const char *module, int slice, int32_t out, int32_t col0) {
     struct linear *lin = m->sites[site];
     struct lora_adapter *ad = &m->adapters[m->n_adapters];

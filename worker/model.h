@@ -182,6 +182,9 @@ double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt
 void model_lookup_done(const struct model *m);
 /* The PEFT module path of site S ("transformer.h.0.attn.c_attn") into BUF. */
 void model_site_path(const struct model *m, int32_t s, char *buf, size_t n);
+/* The linear whose PEFT module path is MODULE (GPT-2's also without "transformer."), or
+ * NULL. */
+struct linear *model_site_find(const struct model *m, const char *module);
 /* The module name of site S within its layer ("attn.c_attn", "self_attn.q_proj"). */
 const char *model_site_name(const struct model *m, int32_t s);
 /* The model's weights under their Hugging Face names as write entries of DTYPE (the

@@ -23,6 +23,7 @@ enum rng_stream {
     RNG_STREAM_DROPOUT = 2,
     RNG_STREAM_SHUFFLE = 3,
     RNG_STREAM_SAMPLE = 4,
+    RNG_STREAM_ANALYZE = 5, /* lorad analyze's random directions */
 };
 
 #endif

@@ -214,6 +214,28 @@ put("fuzz_tokenizer", "bad_unigram", b'{"model": {"type": "Unigram", "vocab": [[
 put("fuzz_tokenizer", "bad_truncated", tokenizer_seed(sp_model, "ab")[:300])
 put("fuzz_tokenizer", "bad_text", tokenizer_seed(sp_model, "ab").replace(b"\0ab", b"\0a\xff\xc3(b"))
 
+# ---- adapter_model.safetensors (the harness's adapter_config.json: r 2, c_attn r 4) ----
+
+def lora(module, a_shape, b_shape, b_values=None):
+    """The A and B tensors of MODULE, F32; B's values default to 0.5, 1.5, ..."""
+    na, nb = a_shape[0] * a_shape[1], b_shape[0] * b_shape[1]
+    bv = b_values if b_values is not None else [0.5 + i for i in range(nb)]
+    return [(f"base_model.model.{module}.lora_A.weight", "F32", a_shape,
+             struct.pack(f"<{na}f", *[(-1) ** i * (i + 1) / 7 for i in range(na)])),
+            (f"base_model.model.{module}.lora_B.weight", "F32", b_shape, struct.pack(f"<{nb}f", *bv))]
+
+
+# c_attn of width 2 (out 6) as lorad exports q and v slices: B's q rows use columns 0-1, v's 2-3
+blocks = [0.0] * 24
+for row, col in ((0, 0), (1, 1), (4, 2), (5, 3), (0, 1)):
+    blocks[row * 4 + col] = 1.0 + row + col
+put("fuzz_adapter", "valid_slices", safetensors(lora("h.0.attn.c_attn", [4, 2], [6, 4], blocks)))
+put("fuzz_adapter", "valid_two", safetensors(lora("model.layers.0.self_attn.q_proj", [2, 3], [3, 2]) +
+                                             lora("h.1.attn.c_attn", [4, 2], [6, 4])))
+put("fuzz_adapter", "bad_rank", safetensors(lora("x.q_proj", [3, 2], [2, 3])))
+put("fuzz_adapter", "bad_lonely", safetensors(lora("x.q_proj", [2, 2], [2, 2])[1:]))
+put("fuzz_adapter", "bad_nan", safetensors(lora("x.q_proj", [2, 2], [2, 2], [0.0, float("nan"), 1.0, 2.0])))
+
 # ---- model.safetensors.index.json (the harness provides a.safetensors {x, y}, b.safetensors {z}) ----
 
 put("fuzz_st_index", "valid_two.json", json.dumps({"metadata": {"total_size": 24}, "weight_map": {
