@@ -112,7 +112,7 @@ static int double_parse(const char *flag, const char *v, double *out) {
     errno = 0;
     double d = strtod(v, &end);
     if (errno || end == v || *end) return err_set(flag, "'%s' is not a number", v);
-    *out = d;
+    *out = d + 0.0; /* -0 is 0: proto3 does not send a zero, so a copy would read +0 */
     return 0;
 }
 
