@@ -6,7 +6,9 @@
  * library into the "peak" that the MFU of the runs on that library is measured against.
  * One more column is a path lorad does not take, measured as the lever it would be: the
  * bf16 matmul with the weight re-laid once, ahead of time, in the layout oneDNN's kernel
- * prefers, instead of on every call from the plain bf16 matrix.
+ * prefers, instead of on every call from the plain bf16 matrix. On a CPU where oneDNN has
+ * no bf16 matmul (gemm_bf16_native: no AVX-512), gemm_bf16 multiplies in f32 and that
+ * column is left out.
  *
  * usage: gemm_peak [--threads N] [--tokens BT] [--dim C] [--vocab V] [--rank R] [--head-rows H]
  *                  [--min-time S]
@@ -221,7 +223,7 @@ static void time_library(enum lib lib, const struct shape *shapes, size_t n, con
     for (size_t i = 0; i < n; i++) {
         if (lib == LIB_ONEDNN_BF16 && !shapes[i].frozen) continue;
         time_shape(lib, &shapes[i], op, min_time);
-        if (lib != LIB_ONEDNN_BF16) continue;
+        if (lib != LIB_ONEDNN_BF16 || !gemm_bf16_native()) continue;
         /* the same shape pre-packed right after, so that both see the machine alike */
         packed_make(&shapes[i], op);
         time_shape(LIB_ONEDNN_BF16_PACKED, &shapes[i], op, min_time);
@@ -266,6 +268,8 @@ int main(int argc, char **argv) {
     }
     gemm_set_threads(threads);
     print_libraries(threads);
+    if (!gemm_bf16_native())
+        fprintf(stderr, "gemm_peak: oneDNN has no bf16 matmul on this CPU: bf16 products run in f32, none pre-packed\n");
     /* worker/linear.c: forward gemm(0,0,N,out,in) (beta 0), input gradient gemm(0,1,N,in,out)
      * (beta 1), weight gradient gemm(1,0,in,out,N) (beta 1); the LM head uses wte (V,C) as
      * [out,in], H rows at a time (worker/model.c, model_head); LoRA u = x.A^T (beta 0),

@@ -5,6 +5,11 @@
  * grows to the largest product and is then reused, so a step allocates nothing; so does
  * the tile gemm_quant decodes a quantized weight into, one tile per bf16 matmul. When
  * asked, it also times the products per shape (the profile of `lorad train --profile`).
+ *
+ * oneDNN has a bf16 matmul only on CPUs with AVX-512 (or AMX). Elsewhere (an AVX2-only
+ * EPYC, say) the bf16 products run on dnnl_sgemm over the same bf16 values widened to
+ * f32, one tile of B's columns per thread at a time: the same numbers to f32 rounding,
+ * at f32 speed, and still half the weight memory.
  */
 #include "gemm.h"
 
@@ -98,19 +103,41 @@ struct bf16_thread {
     dnnl_stream_t stream;
     uint16_t *tile; /* gemm_quant's decoded tile */
     size_t tile_cap;
+    float *tile32; /* without a bf16 matmul: the tile widened to f32 */
+    size_t tile32_cap;
 };
 
 static struct {
     dnnl_engine_t engine;
+    int native; /* oneDNN has a bf16 matmul on this CPU (-1: not asked yet) */
     struct bf16_thread *threads;
     int n_threads;
     uint16_t *a16; /* A in bf16 */
     size_t a16_cap;
-} bf;
+    float *a32; /* without a bf16 matmul: A's bf16 values in f32 */
+    size_t a32_cap;
+} bf = {.native = -1};
+
+/* Whether oneDNN can make a bf16 matmul here: it says unimplemented on CPUs without AVX-512. */
+static int bf16_probe(void) {
+    const dnnl_dims_t d = {16, 16}, s = {16, 1};
+    dnnl_memory_desc_t a, b, c;
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&a, 2, d, dnnl_bf16, s));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&b, 2, d, dnnl_bf16, s));
+    DNNL_CHECK(dnnl_memory_desc_init_by_strides(&c, 2, d, dnnl_f32, s));
+    dnnl_matmul_desc_t md;
+    DNNL_CHECK(dnnl_matmul_desc_init(&md, &a, &b, NULL, &c));
+    dnnl_primitive_desc_t pd;
+    dnnl_status_t st = dnnl_primitive_desc_create(&pd, &md, NULL, bf.engine, NULL);
+    if (st == dnnl_success) dnnl_primitive_desc_destroy(pd);
+    else CHECK(st == dnnl_unimplemented);
+    return st == dnnl_success;
+}
 
 /* Makes the engine and room for every OpenMP thread (main thread, outside a region). */
 static void bf16_ready(void) {
     if (!bf.engine) DNNL_CHECK(dnnl_engine_create(&bf.engine, dnnl_cpu, 0));
+    if (bf.native < 0) bf.native = bf16_probe();
     const int n = omp_get_max_threads();
     if (n <= bf.n_threads) return;
     bf.threads = realloc(bf.threads, (size_t)n * sizeof *bf.threads);
@@ -190,14 +217,42 @@ KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int 
     }
 }
 
-/* A buffer of at least N bf16 elements, grown (never shrunk) in *BUF of capacity *CAP. */
-static uint16_t *buffer_take(uint16_t **buf, size_t *cap, size_t n) {
+/* A buffer of at least N bytes, grown (never shrunk) in *BUF of capacity *CAP bytes. */
+static void *buffer_take(void *buf, size_t *cap, size_t n) {
+    void **b = buf;
     if (n > *cap) {
-        free(*buf);
-        *buf = xalloc_aligned(n * sizeof **buf);
+        free(*b);
+        *b = xalloc_aligned(n);
         *cap = n;
     }
-    return *buf;
+    return *b;
+}
+
+/* out (M,K) = A (M,K), row stride LDA, rounded to bf16 and kept in f32. */
+KERNEL_CLONES static void bf16_round_rows(float *out, const float *A, int lda, int M, int K) {
+#pragma omp parallel for schedule(static)
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        float *o = out + (size_t)m * K;
+#pragma omp simd
+        for (int k = 0; k < K; k++) o[k] = bf16_to_f32(f32_to_bf16(a[k]));
+    }
+}
+
+/* Without a bf16 matmul: C (M,N) = alpha · A32 (M,K) · op(B) + beta · C (+ BIAS), B
+ * bf16 as bf16_exec takes it, widened to f32 in the calling thread's buffer and
+ * multiplied by dnnl_sgemm on that thread. The buffer always holds op(B)ᵀ (N,K), so
+ * that a weight stored either way round multiplies in the same order. */
+static void bf16_exec_f32(int trans_b, int M, int N, int K, float alpha, const float *a32, const uint16_t *B,
+                          int ldb, float beta, const float *bias, float *C, int ldc) {
+    struct bf16_thread *self = &bf.threads[omp_get_thread_num()];
+    float *bt = buffer_take(&self->tile32, &self->tile32_cap, (size_t)N * K * sizeof(float));
+    for (int n = 0; n < N; n++)
+        for (int k = 0; k < K; k++)
+            bt[(size_t)n * K + k] = bf16_to_f32(trans_b ? B[(size_t)n * ldb + k] : B[(size_t)k * ldb + n]);
+    DNNL_CHECK(dnnl_sgemm('N', 'T', M, N, K, alpha, a32, K, bt, K, beta, C, ldc));
+    for (int m = 0; bias && m < M; m++)
+        for (int n = 0; n < N; n++) C[(size_t)m * ldc + n] += bias[n];
 }
 
 /* C (M,N) = alpha · A16 (M,K) · op(B) + beta · C (+ BIAS) on the calling thread's cached
@@ -222,25 +277,6 @@ static void bf16_exec(int trans_b, int M, int N, int K, float alpha, const uint1
     if (mbias) dnnl_memory_destroy(mbias);
 }
 
-void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
-               int ldb, float beta, const float *bias, float *C, int ldc) {
-    if (M == 0 || N == 0) return;
-    CHECK(!omp_in_parallel() && (!bias || alpha == 1.0f));
-    bf16_ready();
-    const double t0 = profile_begin();
-    double convert_s = 0.0;
-    const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
-    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)rows * K);
-    for (int m0 = 0; m0 < M; m0 += rows) {
-        const int mc = M - m0 < rows ? M - m0 : rows;
-        const double tc = omp_get_wtime();
-        bf16_rows(a16, A + (size_t)m0 * lda, lda, mc, K);
-        convert_s += omp_get_wtime() - tc;
-        bf16_exec(trans_b, mc, N, K, alpha, a16, B, ldb, beta, bias, C + (size_t)m0 * ldc, ldc);
-    }
-    profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
-}
-
 /* The columns of C one tile of a quantized product covers: about GEMM_QUANT_TILE
  * elements of the weight, in whole blocks of its rows (TRANS_B 0) or in rows. */
 static int quant_tile_cols(int trans_b, int N, int K) {
@@ -250,17 +286,69 @@ static int quant_tile_cols(int trans_b, int N, int K) {
     return cols < N ? cols : N;
 }
 
+/* A (M,K), row stride LDA, rounded to bf16 into the shared buffer: bf16 for the bf16
+ * matmul, or its values in f32 for the products without one. */
+static const void *lhs_round(const float *A, int lda, int M, int K) {
+    if (bf.native) {
+        uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)M * K * sizeof *a16);
+        bf16_rows(a16, A, lda, M, K);
+        return a16;
+    }
+    float *a32 = buffer_take(&bf.a32, &bf.a32_cap, (size_t)M * K * sizeof *a32);
+    bf16_round_rows(a32, A, lda, M, K);
+    return a32;
+}
+
+/* One product of LHS (lhs_round's) and a bf16 B, on the calling thread when inside an
+ * OpenMP region: bf16_exec, or bf16_exec_f32 without a bf16 matmul. */
+static void lhs_exec(int trans_b, int M, int N, int K, float alpha, const void *lhs, const uint16_t *B, int ldb,
+                     float beta, const float *bias, float *C, int ldc) {
+    if (bf.native) bf16_exec(trans_b, M, N, K, alpha, lhs, B, ldb, beta, bias, C, ldc);
+    else bf16_exec_f32(trans_b, M, N, K, alpha, lhs, B, ldb, beta, bias, C, ldc);
+}
+
+void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
+               int ldb, float beta, const float *bias, float *C, int ldc) {
+    if (M == 0 || N == 0) return;
+    CHECK(!omp_in_parallel() && (!bias || alpha == 1.0f));
+    bf16_ready();
+    const double t0 = profile_begin();
+    double convert_s = 0.0;
+    const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
+    /* without a bf16 matmul, B is widened one tile of columns per thread at a time */
+    const int cols = quant_tile_cols(trans_b, N, K), tiles = (N + cols - 1) / cols;
+    for (int m0 = 0; m0 < M; m0 += rows) {
+        const int mc = M - m0 < rows ? M - m0 : rows;
+        const double tc = omp_get_wtime();
+        const void *lhs = lhs_round(A + (size_t)m0 * lda, lda, mc, K);
+        convert_s += omp_get_wtime() - tc;
+        float *Cm = C + (size_t)m0 * ldc;
+        if (bf.native) {
+            bf16_exec(trans_b, mc, N, K, alpha, lhs, B, ldb, beta, bias, Cm, ldc);
+            continue;
+        }
+        /* as gemm_quant's tiles, so that a bf16 weight and its quantized form multiply alike */
+#pragma omp parallel for schedule(dynamic, 1)
+        for (int t = 0; t < tiles; t++) {
+            const int n0 = t * cols, nc = N - n0 < cols ? N - n0 : cols;
+            bf16_exec_f32(trans_b, mc, nc, K, alpha, lhs, trans_b ? B + (size_t)n0 * ldb : B + n0, ldb, beta,
+                          bias ? bias + n0 : NULL, Cm + n0, ldc);
+        }
+    }
+    profile_end(t0, "onednn_bf16", 0, trans_b, M, N, K, convert_s);
+}
+
 void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const struct qweight *W, float beta,
                 const float *bias, float *C, int ldc) {
     if (M == 0 || N == 0) return;
     CHECK(!omp_in_parallel() && W->rows == (trans_b ? N : K) && W->cols == (trans_b ? K : N));
     bf16_ready();
     const double t0 = profile_begin(), tc = omp_get_wtime();
-    uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)M * K);
-    bf16_rows(a16, A, lda, M, K); /* once: every tile multiplies all of A */
+    const void *lhs = lhs_round(A, lda, M, K); /* once: every tile multiplies all of A */
     double convert_s = omp_get_wtime() - tc, decode_s = 0.0;
     const int cols = quant_tile_cols(trans_b, N, K), tiles = (N + cols - 1) / cols;
-    for (int t = 0; t < bf.n_threads; t++) buffer_take(&bf.threads[t].tile, &bf.threads[t].tile_cap, (size_t)cols * K);
+    for (int t = 0; t < bf.n_threads; t++)
+        buffer_take(&bf.threads[t].tile, &bf.threads[t].tile_cap, (size_t)cols * K * sizeof(uint16_t));
     /* each thread decodes a tile into its own buffer and multiplies it while it is in its cache */
 #pragma omp parallel for schedule(dynamic, 1) reduction(+ : decode_s)
     for (int t = 0; t < tiles; t++) {
@@ -272,10 +360,15 @@ void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const
         else /* C[:, n0:] = A · W[:, n0:n0+nc], the tile (K, nc) */
             quant_decode_bf16(W, 0, K, n0, n0 + nc, tile, nc);
         decode_s += omp_get_wtime() - td;
-        bf16_exec(trans_b, M, nc, K, 1.0f, a16, tile, trans_b ? K : nc, beta, bias ? bias + n0 : NULL, C + n0, ldc);
+        lhs_exec(trans_b, M, nc, K, 1.0f, lhs, tile, trans_b ? K : nc, beta, bias ? bias + n0 : NULL, C + n0, ldc);
     }
     convert_s += decode_s / omp_get_max_threads(); /* the threads decode side by side */
     profile_end(t0, W->kind == QUANT_INT8 ? "onednn_int8" : "onednn_nf4", 0, trans_b, M, N, K, convert_s);
+}
+
+int gemm_bf16_native(void) {
+    bf16_ready();
+    return bf.native;
 }
 
 void gemm_release(void) {
@@ -284,11 +377,13 @@ void gemm_release(void) {
         for (int i = 0; i < self->n; i++) dnnl_primitive_destroy(self->cache[i].prim);
         if (self->stream) dnnl_stream_destroy(self->stream);
         free(self->tile);
+        free(self->tile32);
     }
     free(bf.threads);
     if (bf.engine) dnnl_engine_destroy(bf.engine);
     free(bf.a16);
-    bf = (__typeof__(bf)){0};
+    free(bf.a32);
+    bf = (__typeof__(bf)){.native = -1};
 }
 
 void gemm_set_backend(enum gemm_backend b) { backend = b; }

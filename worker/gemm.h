@@ -30,7 +30,8 @@ void gemm(int trans_a, int trans_b, int M, int N, int K, float alpha, const floa
 /* The same with B in bf16 (a frozen weight) and A converted to bf16 on the way in;
  * oneDNN's bf16 matmul with f32 accumulation, and BIAS (N) f32, when not NULL, added to
  * every row of the product in the same pass (then ALPHA must be 1). Main thread only.
- * A (M,K) f32, B as op(B) (K,N) bf16, C (M,N) f32. */
+ * A (M,K) f32, B as op(B) (K,N) bf16, C (M,N) f32. On a CPU where oneDNN has no bf16
+ * matmul (gemm_bf16_native), the same values multiply in f32 on dnnl_sgemm. */
 void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, int lda, const uint16_t *B,
                int ldb, float beta, const float *bias, float *C, int ldc);
 
@@ -47,6 +48,10 @@ struct qweight;
  * Main thread only. */
 void gemm_quant(int trans_b, int M, int N, int K, const float *A, int lda, const struct qweight *W, float beta,
                 const float *bias, float *C, int ldc);
+
+/* Whether oneDNN has a bf16 matmul on this CPU (AVX-512 or AMX); without one the bf16,
+ * int8 and nf4 products run in f32 on the same bf16 values (main thread only). */
+int gemm_bf16_native(void);
 
 /* Selects the f32 backend (process-wide; the default is oneDNN). */
 void gemm_set_backend(enum gemm_backend b);
