@@ -45,6 +45,16 @@
     {SPEC, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = TEXT_DATA,      \
      .help = MAX_LEN_HELP}
 
+/* How data with /doc_offsets (lorad prep's) becomes samples (storage/packing.h). */
+#define PACKING_HELP                                                                                          \
+    "data whose examples are known (lorad prep's): pack whole examples into each sample, first-fit decreasing, " \
+    "each attending within itself with its own positions; off: one example a sample, padded"
+#define TRUNCATE_HELP \
+    "an example longer than --seq + 1 tokens keeps its first --seq + 1; off: it is split into pieces, each target in one"
+#define PACKING_ROWS(SPEC, RESUME)                                                                           \
+    {SPEC, "packing", .value = "on", .resume = RESUME, .topic = "Model and data", .help = PACKING_HELP},    \
+    {SPEC, "truncate", .resume = RESUME, .topic = "Model and data", .help = TRUNCATE_HELP}
+
 const struct flag flag_rows[] = {
     /* lorad train and lorad submit */
     {JOB, "model", "DIR", .required = 1, .topic = "Model and data",
@@ -57,6 +67,7 @@ const struct flag flag_rows[] = {
      .help = "the run directory: metrics, log, checkpoints, adapter"},
     {JOB, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .resume = FLAG_RESUME_KEPT,
      .topic = "Model and data", .help = "tokens per sample"},
+    PACKING_ROWS(JOB, FLAG_RESUME_KEPT),
     {JOB, "mode", .resume = FLAG_RESUME_KEPT, .topic = "Adapters",
      .help = "lora trains adapters on the frozen base; full trains every weight"},
     {JOB, "targets", "LIST", .resume = FLAG_RESUME_KEPT_LORA, .topic = "Adapters",
@@ -205,6 +216,7 @@ const struct flag flag_rows[] = {
     {EVAL, "batch", "B", .value = "8", .range = "[1,)", .topic = "Model and data", .help = "sequences per forward"},
     {EVAL, "seq", "T", .value = "0", .range = "[0,)", .zero = SEQ_ZERO, .topic = "Model and data",
      .help = "tokens per sample"},
+    PACKING_ROWS(EVAL, FLAG_RESUME_FREE),
     {EVAL, "max_batches", "N", .value = "0", .range = "[0,)", .zero = "takes the whole dataset",
      .topic = "Model and data", .help = "batches evaluated"},
     {EVAL, "threads", "N", .value = "0", .range = "[0,)", .zero = CORES, .topic = "Output",

@@ -131,9 +131,11 @@ static int setup_local(struct train *t) {
     gemm_set_threads(job->threads ? job->threads : comm_node_cores(t->comm));
     gemm_set_backend(job->gemm == LORAD__GEMM__GEMM_OPENBLAS ? GEMM_BACKEND_OPENBLAS : GEMM_BACKEND_ONEDNN);
     if (fault_from_env(&t->fault) || train_model_load(t)) return -1;
-    if (provenance_open(&t->data, job->data, job->model, t->model.cfg.vocab_size, job->seq)) return -1;
+    if (provenance_open(&t->data, job->data, job->model, t->model.cfg.vocab_size, job->seq, job->packing,
+                        job->truncate)) return -1;
     t->has_val = job->val && job->val[0];
-    if (t->has_val && provenance_open(&t->val, job->val, job->model, t->model.cfg.vocab_size, job->seq)) return -1;
+    if (t->has_val && provenance_open(&t->val, job->val, job->model, t->model.cfg.vocab_size, job->seq,
+                                       job->packing, job->truncate)) return -1;
     order_init(&t->order, tokens_n_samples(&t->data, job->seq), job->seed, job->shuffle);
     const int32_t cap = rank_cap(t);
     batch_init(&t->batch, cap, job->seq);
@@ -143,11 +145,17 @@ static int setup_local(struct train *t) {
     if (rundir_claim(job->out, job->resume, job->overwrite, 1) || resume_local(t)) return -1;
     if (metrics_open(&t->metrics, job->out, job->steps, job->log_every, t->rs.step)) return -1;
     int64_t n = model_n_trainable(&t->model);
+    char plan[160] = "";
+    const struct packing *pk = &t->data.plan;
+    if (tokens_planned(&t->data))
+        snprintf(plan, sizeof plan, " %s %lld examples (%lld longer than %d tokens, %s)",
+                 job->packing ? "packed from" : "one a sample of", (long long)t->data.n_docs, (long long)pk->n_split,
+                 job->seq + 1, job->truncate ? "truncated" : "split");
     metrics_say(&t->metrics,
-                "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens (--seq %d, the model's "
-                "context %d), %d rank%s",
+                "%lld trainable parameters (%.3f%% of %lld), %lld training samples of %d tokens%s (--seq %d, the "
+                "model's context %d), %d rank%s",
                 (long long)n, 100.0 * (double)n / (double)t->model.n_params, (long long)t->model.n_params,
-                (long long)t->order.n, job->seq, job->seq, t->model.cfg.n_positions, t->comm->size,
+                (long long)t->order.n, job->seq, plan, job->seq, t->model.cfg.n_positions, t->comm->size,
                 t->comm->size > 1 ? "s" : "");
     const enum base_dtype bd = train_base_dtype(job->base_dtype);
     metrics_say(&t->metrics, "activations %.2f MiB (--recompute %s), low-precision frozen weights %.2f MiB (--base-dtype %s%s)",

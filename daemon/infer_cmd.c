@@ -42,7 +42,7 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
         int32_t k = (int32_t)(n - i < b->cap ? n - i : b->cap);
         for (int32_t j = 0; j < k; j++) ids[j] = i + j;
         rc = batch_load(b, ds, ids, k);
-        if (rc == 0) model_forward(m, b->inp, NULL, NULL, k, NULL, 0.0f);
+        if (rc == 0) model_forward(m, b->inp, batch_start(b, 0), NULL, NULL, k, NULL, 0.0f);
         if (rc == 0) rc = file_atomic_write(&fa, m->logits, (size_t)k * row);
     }
     free(ids);
@@ -58,12 +58,12 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
 static int data_open(const Lorad__EvalSpec *s, const struct comm *comm, struct model *m, struct tokens *ds) {
     struct rundata_options o = rundata_eval_options(s);
     if (!dataset_is_text(s->data))
-        return rundata_check(s->data, &o) ? -1 : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T);
+        return rundata_check(s->data, &o) ? -1 : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T, s->packing, s->truncate);
     o.quiet = comm->rank != 0;
     if (!o.threads) o.threads = comm_node_cores(comm);
     char *path;
     int rc = rundata_temp(s->model, s->data, &o, &path);
-    if (rc == 0) rc = provenance_open(ds, path, s->model, m->cfg.vocab_size, m->T);
+    if (rc == 0) rc = provenance_open(ds, path, s->model, m->cfg.vocab_size, m->T, s->packing, s->truncate);
     rundata_temp_remove(path);
     free(path);
     return rc;

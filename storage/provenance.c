@@ -70,7 +70,9 @@ int provenance_check(const struct tokens *ds, const char *dir, int32_t vocab) {
     return err_hint("run lorad prep again with --model %s", dir);
 }
 
-int provenance_open(struct tokens *ds, const char *path, const char *dir, int32_t vocab, int32_t T) {
+int provenance_open(struct tokens *ds, const char *path, const char *dir, int32_t vocab, int32_t T, int pack,
+                    int truncate) {
     if (tokens_open(ds, path) || provenance_check(ds, dir, vocab)) return -1;
+    tokens_plan(ds, T, pack, truncate);
     return tokens_validate(ds, vocab, T);
 }

@@ -34,8 +34,9 @@ int provenance_is_fingerprint(const char *s);
  * (Qwen2's 151936 rows for 151665 tokens). 0, or -1 with one line naming DS. */
 int provenance_check(const struct tokens *ds, const char *dir, int32_t vocab);
 /* Opens the token file PATH for the model in DIR (vocabulary VOCAB) and sequence length
- * T: tokens_open, provenance_check, tokens_validate. 0, or -1 with an error; DS needs
- * tokens_close either way. */
-int provenance_open(struct tokens *ds, const char *path, const char *dir, int32_t vocab, int32_t T);
+ * T: tokens_open, provenance_check, tokens_plan (PACK, TRUNCATE), tokens_validate. 0, or
+ * -1 with an error; DS needs tokens_close either way. */
+int provenance_open(struct tokens *ds, const char *path, const char *dir, int32_t vocab, int32_t T, int pack,
+                    int truncate);
 
 #endif

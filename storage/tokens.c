@@ -111,33 +111,6 @@ static int h5_open_meta(struct tokens *ds) {
     return 0;
 }
 
-/* Opens /tokens and, when present, /loss_mask (same length). */
-static int h5_open(struct tokens *ds) {
-    h5_quiet();
-    ds->format = TOKENS_FORMAT_HDF5;
-    ds->h5_file = H5Fopen(ds->path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (ds->h5_file < 0) {
-        err_set(ds->path, "cannot open as HDF5");
-        return err_hint("the file is truncated or corrupt, or its filesystem has no file locks: then set "
-                        "HDF5_USE_FILE_LOCKING=FALSE");
-    }
-    if (H5Lexists(ds->h5_file, "tokens", H5P_DEFAULT) <= 0) {
-        err_set(ds->path, "no /tokens dataset");
-        return err_hint(FORMAT_HINT);
-    }
-    if (h5_open_1d(ds, "/tokens", &ds->h5_tokens, &ds->n_tokens) || h5_open_meta(ds)) return -1;
-    htri_t has_mask = H5Lexists(ds->h5_file, "loss_mask", H5P_DEFAULT);
-    if (has_mask < 0) return err_set(ds->path, "cannot look up /loss_mask");
-    if (!has_mask) return 0;
-    int64_t n_mask;
-    if (h5_open_1d(ds, "/loss_mask", &ds->h5_mask, &n_mask)) return -1;
-    if (n_mask != ds->n_tokens)
-        return err_set(ds->path, "/loss_mask has %lld entries but /tokens has %lld", (long long)n_mask,
-                       (long long)ds->n_tokens);
-    ds->has_mask = 1;
-    return 0;
-}
-
 /* Reads entries [start, start+n) of dataset D into OUT as MEM_TYPE. */
 static int h5_read(const struct tokens *ds, hid_t d, const char *name, int64_t start, int64_t n, hid_t mem_type,
                    void *out) {
@@ -154,6 +127,58 @@ static int h5_read(const struct tokens *ds, hid_t d, const char *name, int64_t s
         return err_hint("the file may be corrupt");
     }
     return 0;
+}
+
+/* Reads /doc_offsets, when present: ascending from 0, within /tokens. */
+static int h5_open_docs(struct tokens *ds) {
+    htri_t has = H5Lexists(ds->h5_file, "doc_offsets", H5P_DEFAULT);
+    if (has <= 0) return has < 0 ? err_set(ds->path, "cannot look up /doc_offsets") : 0;
+    int64_t id = H5I_INVALID_HID, n = 0;
+    int rc = h5_open_1d(ds, "/doc_offsets", &id, &n);
+    if (rc == 0 && n < 1) rc = err_set(ds->path, "/doc_offsets is empty");
+    if (rc == 0) {
+        ds->doc_offsets = xmalloc((size_t)n * sizeof *ds->doc_offsets);
+        ds->n_docs = n;
+        rc = h5_read(ds, id, "/doc_offsets", 0, n, H5T_NATIVE_INT64, ds->doc_offsets);
+    }
+    if (id > 0) H5Dclose(id);
+    for (int64_t i = 0; i < n && rc == 0; i++) {
+        const int64_t d = ds->doc_offsets[i], prev = i ? ds->doc_offsets[i - 1] : 0;
+        if (i == 0 && d != 0) rc = err_set(ds->path, "/doc_offsets starts at %lld, not 0", (long long)d);
+        else if (d < prev || d >= ds->n_tokens)
+            rc = err_set(ds->path, "/doc_offsets[%lld] = %lld is not in [%lld, %lld) (/tokens has %lld)", (long long)i,
+                         (long long)d, (long long)prev, (long long)ds->n_tokens, (long long)ds->n_tokens);
+        if (rc) err_hint("each example's first token, ascending: the file may be corrupt");
+    }
+    return rc;
+}
+
+/* Opens /tokens and, when present, /loss_mask (same length) and /doc_offsets. */
+static int h5_open(struct tokens *ds) {
+    h5_quiet();
+    ds->format = TOKENS_FORMAT_HDF5;
+    ds->h5_file = H5Fopen(ds->path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (ds->h5_file < 0) {
+        err_set(ds->path, "cannot open as HDF5");
+        return err_hint("the file is truncated or corrupt, or its filesystem has no file locks: then set "
+                        "HDF5_USE_FILE_LOCKING=FALSE");
+    }
+    if (H5Lexists(ds->h5_file, "tokens", H5P_DEFAULT) <= 0) {
+        err_set(ds->path, "no /tokens dataset");
+        return err_hint(FORMAT_HINT);
+    }
+    if (h5_open_1d(ds, "/tokens", &ds->h5_tokens, &ds->n_tokens) || h5_open_meta(ds)) return -1;
+    htri_t has_mask = H5Lexists(ds->h5_file, "loss_mask", H5P_DEFAULT);
+    if (has_mask < 0) return err_set(ds->path, "cannot look up /loss_mask");
+    if (has_mask) {
+        int64_t n_mask;
+        if (h5_open_1d(ds, "/loss_mask", &ds->h5_mask, &n_mask)) return -1;
+        if (n_mask != ds->n_tokens)
+            return err_set(ds->path, "/loss_mask has %lld entries but /tokens has %lld", (long long)n_mask,
+                           (long long)ds->n_tokens);
+        ds->has_mask = 1;
+    }
+    return h5_open_docs(ds);
 }
 
 /* ---- both formats ---- */
@@ -209,14 +234,27 @@ void tokens_close(struct tokens *ds) {
     if (ds->h5_file > 0) H5Fclose(ds->h5_file);
     free(ds->path);
     free(ds->fingerprint);
+    free(ds->doc_offsets);
+    packing_free(&ds->plan);
     memset(ds, 0, sizeof *ds);
     ds->h5_file = ds->h5_tokens = ds->h5_mask = H5I_INVALID_HID;
 }
 
+void tokens_plan(struct tokens *ds, int32_t T, int pack, int truncate) {
+    packing_free(&ds->plan);
+    if (ds->doc_offsets) packing_plan(&ds->plan, ds->doc_offsets, ds->n_docs, ds->n_tokens, T, pack, truncate);
+}
+
+int tokens_planned(const struct tokens *ds) { return ds->plan.first != NULL; }
+
 int tokens_validate(const struct tokens *ds, int32_t vocab, int32_t T) {
     CHECK(vocab > 0);
     if (T < 1) return err_set(ds->path, "sequence length %d must be at least 1", T);
-    if (ds->n_tokens < (int64_t)T + 1) {
+    if (tokens_planned(ds) && ds->plan.n_samples == 0) {
+        err_set(ds->path, "none of its %lld examples has 2 tokens, so none has a target", (long long)ds->n_docs);
+        return err_hint("an example needs a token to predict from and one to predict");
+    }
+    if (!tokens_planned(ds) && ds->n_tokens < (int64_t)T + 1) {
         err_set(ds->path, "%lld tokens is shorter than one sample (seq %d needs %lld)", (long long)ds->n_tokens, T,
                 (long long)T + 1);
         return err_hint("use a shorter sequence length or more data");
@@ -239,18 +277,43 @@ int tokens_validate(const struct tokens *ds, int32_t vocab, int32_t T) {
 }
 
 int64_t tokens_n_samples(const struct tokens *ds, int32_t T) {
+    if (tokens_planned(ds)) return ds->plan.T == T ? ds->plan.n_samples : 0;
     if (T < 1 || ds->n_tokens < 1) return 0;
     return (ds->n_tokens - 1) / T;
 }
 
-int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask) {
+/* Planned sample I (in range): its pieces one after another, then padding (token 0,
+ * not counted, an example of its own). */
+static int plan_read(const struct tokens *ds, int64_t i, int32_t *tok, uint8_t *mask, int32_t *start) {
+    const struct packing *p = &ds->plan;
+    int32_t o = 0;
+    for (int64_t k = p->first[i]; k < p->first[i + 1]; k++) {
+        const struct pack_piece pc = p->pieces[k];
+        if (tokens_read_range(ds, pc.begin, pc.n, tok + o)) return -1;
+        if (mask && tokens_read_mask(ds, pc.begin, pc.n, mask + o)) return -1;
+        if (mask) mask[o] = 0; /* predicted from another example */
+        for (int32_t j = 0; start && j < pc.n; j++) start[o + j] = o;
+        o += pc.n;
+    }
+    for (int32_t j = o; j <= p->T; j++) {
+        tok[j] = 0;
+        if (mask) mask[j] = 0;
+        if (start) start[j] = o;
+    }
+    return 0;
+}
+
+int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask,
+                       int32_t *start) {
     int64_t n_samples = tokens_n_samples(ds, T);
     if (i < 0 || i >= n_samples)
         return err_set(ds->path, "sample %lld is out of range (%lld samples of seq %d)", (long long)i,
                        (long long)n_samples, T);
-    int64_t start = i * T;
-    if (tokens_read_range(ds, start, (int64_t)T + 1, tok)) return -1;
-    return mask ? tokens_read_mask(ds, start, (int64_t)T + 1, mask) : 0;
+    if (tokens_planned(ds)) return plan_read(ds, i, tok, mask, start);
+    int64_t first = i * T;
+    if (start) memset(start, 0, ((size_t)T + 1) * sizeof *start);
+    if (tokens_read_range(ds, first, (int64_t)T + 1, tok)) return -1;
+    return mask ? tokens_read_mask(ds, first, (int64_t)T + 1, mask) : 0;
 }
 
 /* ---- writing ---- */

@@ -13,11 +13,15 @@
  * Sample i of a dataset with sequence length T is the window of T+1 tokens starting at
  * token i*T: inputs are its first T tokens, targets its last T. A target counts in the
  * loss when its own position's mask byte is nonzero (no mask: every target counts).
+ * When the examples are known (/doc_offsets) and tokens_plan has planned them, sample i
+ * is instead the i-th sample of packing.h: whole examples, each with its positions.
  */
 #ifndef LORAD_TOKENS_H
 #define LORAD_TOKENS_H
 
 #include <stdint.h>
+
+#include "packing.h"
 
 #define TOKENS_MAGIC_U16 20240520
 #define TOKENS_MAGIC_U32 20240801
@@ -42,6 +46,10 @@ struct tokens {
      * fingerprint (NULL: not recorded) */
     int64_t vocab_size;
     char *fingerprint;
+    /* HDF5 from lorad prep: each example's first token (NULL: not recorded) */
+    int64_t *doc_offsets; /* (n_docs) */
+    int64_t n_docs;
+    struct packing plan; /* the samples after tokens_plan (plan.first NULL: windows) */
 };
 
 /* What lorad prep records beside the tokens; every part may be absent. */
@@ -54,17 +62,28 @@ struct tokens_meta {
     const char *fingerprint, *tokenizer_files, *sources, *format, *train_on; /* NULL: not recorded */
 };
 
-/* Opens and validates PATH: format, header, size. Returns 0, or -1 with an error. */
+/* Opens and validates PATH: format, header, size, the example offsets. Returns 0, or -1
+ * with an error. */
 int tokens_open(struct tokens *ds, const char *path);
 void tokens_close(struct tokens *ds);
+/* When the examples are known, plans the samples of sequence length T (packing.h): PACK
+ * several to a sample, or one; TRUNCATE keeps only an example's first T+1 tokens.
+ * Without /doc_offsets the samples stay windows. */
+void tokens_plan(struct tokens *ds, int32_t T, int pack, int truncate);
+/* Whether the samples are planned examples rather than windows. */
+int tokens_planned(const struct tokens *ds);
 /* Scans every token: -1 with an error naming the file and the first token >= VOCAB,
- * or when fewer than T+1 tokens exist. */
+ * or when the data holds no sample of sequence length T. */
 int tokens_validate(const struct tokens *ds, int32_t vocab, int32_t T);
-/* Number of samples for sequence length T: (n_tokens - 1) / T. */
+/* Number of samples for sequence length T: (n_tokens - 1) / T windows, or the plan's. */
 int64_t tokens_n_samples(const struct tokens *ds, int32_t T);
-/* Reads sample I: TOK gets T+1 tokens; MASK (may be NULL) gets T+1 bytes, all 1 when
- * the dataset has no mask. Returns 0, or -1 with an error (I/O). */
-int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask);
+/* Reads sample I: TOK gets T+1 tokens; MASK (may be NULL) T+1 bytes, 1 for a token that
+ * counts as a target (all 1 in a window of a dataset without mask; 0 for the first
+ * token of a planned example and for padding); START (may be NULL) T+1 positions, where
+ * each token's example starts in the sample (kernels.h; 0 in a window). Returns 0, or
+ * -1 with an error (I/O). */
+int tokens_read_sample(const struct tokens *ds, int64_t i, int32_t T, int32_t *tok, uint8_t *mask,
+                       int32_t *start);
 /* Writes an HDF5 dataset: /tokens (uint32, N), when MASK is not NULL /loss_mask, and
  * what META (may be NULL) holds. Atomic (temporary name, fsync, rename). */
 int tokens_write_h5(const char *path, const uint32_t *tok, int64_t n, const uint8_t *mask,

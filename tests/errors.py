@@ -53,13 +53,14 @@ EXIT_USER = 2
 CONFIG = "one parser for every command: case train's --config cases"
 TEXT_DATA = "prep's flags for .jsonl/.txt data: gentext.py data (on a token file), prep.py (their values)"
 TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add-eos", "--max-len")}
+PACKING_FLAGS = {f: "a switch (packing.py refusals: kept on resume)" for f in ("--packing", "--truncate")}
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
               "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch",
-              **TEXT_FLAGS},
+              **TEXT_FLAGS, **PACKING_FLAGS},
     "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG,
-             **TEXT_FLAGS},
+             **TEXT_FLAGS, **PACKING_FLAGS},
     "merge": {"--dtype": "an enum", "--config": CONFIG},
     "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
                  "--config": CONFIG, "--chat": "a switch (gentext.py errors: no chat template)",

@@ -2,7 +2,9 @@
  * test_kernels.c: every kernel's backward against central finite differences of its
  * forward, then the whole GPT-2 model's gradient (LoRA with q/v slices, dropout and a
  * loss mask; and full mode) the same way. The scalar checked is L = sum(out · R) for a
- * random R, so dout = R. Exits non-zero on any mismatch.
+ * random R, so dout = R. Packed rows (several examples a row, kernels.h) are checked
+ * the same way, and packed attention against each example run alone. Exits non-zero
+ * on any mismatch.
  */
 #include <math.h>
 #include <stdio.h>
@@ -100,6 +102,10 @@ static void test_layernorm(void) {
     free(dx), free(dw), free(db);
 }
 
+/* Examples of the packed rows of B = 2, T = 5 (kernels.h): row 0 holds [0,2) and [2,5),
+ * row 1 [0,1), [1,4) and [4,5). */
+static const int32_t starts_2x5[10] = {0, 0, 2, 2, 2, 0, 1, 1, 1, 4};
+
 /* ---- attention: GPT-2's packed q,k,v and grouped-query heads in separate buffers ---- */
 struct att_ctx {
     struct attn_shape s;
@@ -127,9 +133,72 @@ static void test_attention(struct attn_shape s, int packed, const char *label) {
     att_loss(&c);
     attention_backward(dq, dk, dv, c.scratch, ATT_SLOTS, c.R, c.q, c.k, c.v, c.lse, &s);
     char name[64];
-    snprintf(name, sizeof name, "attention %s dq,dk,dv", label);
+    snprintf(name, sizeof name, "attention %s%s dq,dk,dv", label, s.start ? " segments" : "");
     fd_check(name, att_loss, &c, buf, dbuf, packed ? nq : nq + 2 * nkv);
     free(buf), free(dbuf), free(c.R), free(c.out), free(c.lse), free(c.scratch);
+}
+
+/* The rows [a, a+n) of X (rows of STRIDE floats, B rows of T) from sequence b, or back. */
+static void rows_copy(float *dst, const float *src, int stride, int T, int b, int a, int n, int to_sub) {
+    for (int t = 0; t < n; t++) {
+        float *d = to_sub ? dst + (size_t)t * stride : dst + ((size_t)b * T + a + t) * stride;
+        const float *x = to_sub ? src + ((size_t)b * T + a + t) * stride : src + (size_t)t * stride;
+        memcpy(d, x, (size_t)stride * sizeof(float));
+    }
+}
+
+/* Attention over packed rows (S.start) equals attention over each example alone: the
+ * outputs, log-sum-exps and gradients of each example's rows, to float rounding (the
+ * products differ in size, so their sums round apart). Q, K, V apart. */
+static void test_attention_alone(struct attn_shape s, const char *label) {
+    const int T = s.T, ldo = s.NH * s.hd;
+    size_t nq = (size_t)s.B * T * s.q_stride, nkv = (size_t)s.B * T * s.kv_stride, n_out = (size_t)s.B * T * ldo;
+    float *q = rnd(nq, 1), *k = rnd(nkv, 1), *v = rnd(nkv, 1), *R = rnd(n_out, 1);
+    float *out = xcalloc(n_out, 4), *lse = xcalloc((size_t)s.B * s.NH * T, 4);
+    float *dq = xcalloc(nq, 4), *dk = xcalloc(nkv, 4), *dv = xcalloc(nkv, 4);
+    float *scratch = xcalloc(attention_scratch_size(T, ATT_SLOTS), 4);
+    attention_forward(out, lse, q, k, v, scratch, ATT_SLOTS, &s);
+    attention_backward(dq, dk, dv, scratch, ATT_SLOTS, R, q, k, v, lse, &s);
+    /* the same arrays again, each example alone (its rows as a sequence of its own) */
+    float *out1 = xcalloc(n_out, 4), *lse1 = xcalloc((size_t)s.B * s.NH * T, 4);
+    float *dq1 = xcalloc(nq, 4), *dk1 = xcalloc(nkv, 4), *dv1 = xcalloc(nkv, 4);
+    float *sq = xcalloc(nq, 4), *sk = xcalloc(nkv, 4), *sv = xcalloc(nkv, 4), *sR = xcalloc(n_out, 4);
+    float *so = xcalloc(n_out, 4), *sl = xcalloc((size_t)s.NH * T, 4);
+    float *sdq = xcalloc(nq, 4), *sdk = xcalloc(nkv, 4), *sdv = xcalloc(nkv, 4);
+    int examples = 0;
+    for (int b = 0; b < s.B; b++)
+        for (int a = 0; a < T;) {
+            int e = a + 1;
+            while (e < T && s.start[(size_t)b * T + e] == a) e++;
+            const int n = e - a;
+            struct attn_shape one = s;
+            one.B = 1, one.T = n, one.start = NULL;
+            rows_copy(sq, q, s.q_stride, T, b, a, n, 1), rows_copy(sk, k, s.kv_stride, T, b, a, n, 1);
+            rows_copy(sv, v, s.kv_stride, T, b, a, n, 1), rows_copy(sR, R, ldo, T, b, a, n, 1);
+            memset(sdq, 0, nq * 4), memset(sdk, 0, nkv * 4), memset(sdv, 0, nkv * 4);
+            attention_forward(so, sl, sq, sk, sv, scratch, ATT_SLOTS, &one);
+            attention_backward(sdq, sdk, sdv, scratch, ATT_SLOTS, sR, sq, sk, sv, sl, &one);
+            rows_copy(out1, so, ldo, T, b, a, n, 0), rows_copy(dq1, sdq, s.q_stride, T, b, a, n, 0);
+            rows_copy(dk1, sdk, s.kv_stride, T, b, a, n, 0), rows_copy(dv1, sdv, s.kv_stride, T, b, a, n, 0);
+            for (int h = 0; h < s.NH; h++)
+                memcpy(lse1 + ((size_t)b * s.NH + h) * T + a, sl + (size_t)h * n, (size_t)n * 4);
+            examples++;
+            a = e;
+        }
+    const float *got[] = {out, lse, dq, dk, dv}, *want[] = {out1, lse1, dq1, dk1, dv1};
+    const size_t len[] = {n_out, (size_t)s.B * s.NH * T, nq, nkv, nkv};
+    double worst = 0;
+    for (int i = 0; i < 5; i++)
+        for (size_t j = 0; j < len[i]; j++) {
+            double d = fabs((double)got[i][j] - want[i][j]) / (1.0 + fabs((double)want[i][j]));
+            worst = d > worst ? d : worst;
+        }
+    int ok = worst < 1e-5 && examples > s.B;
+    printf("%-34s %d examples, worst rel %.1e %s\n", label, examples, worst, ok ? "ok" : "FAIL");
+    checks_note(ok);
+    float *all[] = {q, k, v, R, out, lse, dq, dk, dv, scratch, out1, lse1, dq1, dk1, dv1, sq, sk, sv, sR, so, sl,
+                    sdq, sdk, sdv};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]);
 }
 
 /* The heads run on separate threads: one thread and ATT_SLOTS threads give the same bits. */
@@ -182,6 +251,7 @@ static void test_rmsnorm(void) {
 /* ---- rotary embedding (Llama 3 scaling on) ---- */
 struct rope_ctx {
     int B, T, stride, nheads, hd;
+    const int32_t *start;
     float *x, *work, *cos, *sin, *R;
 };
 
@@ -189,12 +259,12 @@ static double rope_loss(void *p) {
     struct rope_ctx *c = p;
     size_t n = (size_t)c->B * c->T * c->stride;
     memcpy(c->work, c->x, n * sizeof(float));
-    rope_forward(c->work, c->cos, c->sin, c->B, c->T, c->stride, c->nheads, c->hd);
+    rope_forward(c->work, c->start, c->cos, c->sin, c->B, c->T, c->stride, c->nheads, c->hd);
     return dot(c->work, c->R, n);
 }
 
-static void test_rope(void) {
-    struct rope_ctx c = {.B = 2, .T = 5, .stride = 14, .nheads = 3, .hd = 4}; /* 2 floats per row untouched */
+static void test_rope(const int32_t *start) {
+    struct rope_ctx c = {.B = 2, .T = 5, .stride = 14, .nheads = 3, .hd = 4, .start = start}; /* 2 floats per row untouched */
     struct rope_scaling sc = {.factor = 8, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position = 4};
     size_t n = (size_t)c.B * c.T * c.stride;
     c.x = rnd(n, 1), c.work = rnd(n, 0), c.R = rnd(n, 1);
@@ -202,8 +272,8 @@ static void test_rope(void) {
     rope_tables(c.cos, c.sin, c.T, c.hd, 10000.0, &sc);
     float *dx = xcalloc(n, 4);
     memcpy(dx, c.R, n * sizeof(float));
-    rope_backward(dx, c.cos, c.sin, c.B, c.T, c.stride, c.nheads, c.hd);
-    fd_check("rope dinp", rope_loss, &c, c.x, dx, n);
+    rope_backward(dx, start, c.cos, c.sin, c.B, c.T, c.stride, c.nheads, c.hd);
+    fd_check(start ? "rope dinp packed" : "rope dinp", rope_loss, &c, c.x, dx, n);
     /* unscaled tables are cos/sin of t * theta^(-2i/hd) */
     rope_tables(c.cos, c.sin, c.T, c.hd, 10000.0, NULL);
     float want = cosf(3.0f * (float)(1.0 / pow(10000.0, 2.0 / 4))), got = c.cos[3 * 2 + 1];
@@ -260,26 +330,27 @@ static void test_gelu(void) {
 struct enc_ctx {
     int B, T, C;
     int32_t *inp;
+    const int32_t *start;
     float *wte, *wpe, *out, *R;
 };
 
 static double enc_loss(void *p) {
     struct enc_ctx *c = p;
-    encoder_forward(c->out, c->inp, c->wte, c->wpe, c->B, c->T, c->C);
+    encoder_forward(c->out, c->inp, c->start, c->wte, c->wpe, c->B, c->T, c->C);
     return dot(c->out, c->R, (size_t)c->B * c->T * c->C);
 }
 
-static void test_encoder(void) {
-    struct enc_ctx c = {.B = 2, .T = 4, .C = 8};
+static void test_encoder(const int32_t *start) {
+    struct enc_ctx c = {.B = 2, .T = 5, .C = 8, .start = start};
     const int V = 5;
-    int32_t inp[8] = {0, 3, 3, 1, 4, 0, 2, 3};
+    int32_t inp[10] = {0, 3, 3, 1, 4, 0, 2, 3, 1, 1};
     c.inp = inp;
     size_t n = (size_t)c.B * c.T * c.C;
     c.wte = rnd((size_t)V * c.C, 1), c.wpe = rnd((size_t)c.T * c.C, 1), c.out = rnd(n, 0), c.R = rnd(n, 1);
     float *dwte = xcalloc((size_t)V * c.C, 4), *dwpe = xcalloc((size_t)c.T * c.C, 4);
-    encoder_backward(dwte, dwpe, c.R, c.inp, c.B, c.T, c.C);
-    fd_check("encoder dwte", enc_loss, &c, c.wte, dwte, (size_t)V * c.C);
-    fd_check("encoder dwpe", enc_loss, &c, c.wpe, dwpe, (size_t)c.T * c.C);
+    encoder_backward(dwte, dwpe, c.R, c.inp, start, c.B, c.T, c.C);
+    fd_check(start ? "encoder dwte packed" : "encoder dwte", enc_loss, &c, c.wte, dwte, (size_t)V * c.C);
+    fd_check(start ? "encoder dwpe packed" : "encoder dwpe", enc_loss, &c, c.wpe, dwpe, (size_t)c.T * c.C);
     free(c.wte), free(c.wpe), free(c.out), free(c.R), free(dwte), free(dwpe);
 }
 
@@ -609,6 +680,7 @@ static void llama_write(const char *dir) {
 struct model_ctx {
     struct model *m;
     int32_t *inp, *tgt;
+    const int32_t *start;
     uint8_t *mask;
     int B;
     struct dropout *dp;
@@ -616,10 +688,11 @@ struct model_ctx {
 
 static double model_loss(void *p) {
     struct model_ctx *c = p;
-    return 0.1 * model_forward(c->m, c->inp, c->tgt, c->mask, c->B, c->dp, 0.0f);
+    return 0.1 * model_forward(c->m, c->inp, c->start, c->tgt, c->mask, c->B, c->dp, 0.0f);
 }
 
-static void test_model(const char *dir, int full, const char *const *targets, int32_t n_targets) {
+static void test_model(const char *dir, int full, const char *const *targets, int32_t n_targets,
+                       const int32_t *start) {
     struct model_options o = {.dir = dir, .full = full, .max_batch = 2, .seq = 5, .targets = targets,
                               .n_targets = n_targets, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9,
                               .head_rows = 3}; /* the head's 10 rows in chunks of 3, 3, 3, 1 */
@@ -634,15 +707,16 @@ static void test_model(const char *dir, int full, const char *const *targets, in
     int32_t inp[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1}, tgt[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
     uint8_t mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
     struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5};
-    struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .mask = mask, .B = 2, .dp = &dp};
+    struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .start = start, .mask = mask, .B = 2, .dp = &dp};
     memset(m.tr.g, 0, m.tr.n * sizeof(float));
-    model_forward(&m, inp, tgt, mask, 2, &dp, 0.1f);
+    model_forward(&m, inp, start, tgt, mask, 2, &dp, 0.1f);
     model_backward(&m, inp, 2, &dp);
     for (int32_t i = 0; i < m.tr.n_entries; i++) {
         const struct trainable_entry *e = &m.tr.entries[i];
         size_t n = (size_t)e->shape[0] * (e->ndim == 2 ? (size_t)e->shape[1] : 1);
         char name[64];
-        snprintf(name, sizeof name, "%s %.26s", full ? "full" : "lora", e->name + (strlen(e->name) > 26 ? strlen(e->name) - 26 : 0));
+        snprintf(name, sizeof name, "%s%s %.26s", full ? "full" : "lora", start ? " packed" : "",
+                 e->name + (strlen(e->name) > 26 ? strlen(e->name) - 26 : 0));
         fd_check(name, model_loss, &c, trainable_w(&m.tr, i), trainable_g(&m.tr, i), n);
     }
     model_free(&m);
@@ -660,11 +734,32 @@ int main(void) {
                    0, "gqa 150 rows");
     test_attention_threads((struct attn_shape){.B = 2, .T = 100, .NH = 3, .NKV = 3, .hd = 8, .q_stride = 72,
                                                .kv_stride = 72});
+    /* packed rows: segments within and across blocks of query rows, a block starting mid-example */
+    test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 2, .NKV = 2, .hd = 4, .q_stride = 24, .kv_stride = 24,
+                                       .start = starts_2x5},
+                   1, "mha packed");
+    test_attention((struct attn_shape){.B = 2, .T = 5, .NH = 4, .NKV = 2, .hd = 3, .q_stride = 12, .kv_stride = 6,
+                                       .start = starts_2x5},
+                   0, "gqa");
+    int32_t start150[300];
+    for (int t = 0; t < 150; t++) start150[t] = t < 40 ? 0 : t < 100 ? 40 : t < 149 ? 100 : 149;
+    for (int t = 0; t < 150; t++) start150[150 + t] = t < 70 ? 0 : 70;
+    test_attention((struct attn_shape){.B = 1, .T = 150, .NH = 2, .NKV = 1, .hd = 4, .q_stride = 8, .kv_stride = 4,
+                                       .start = start150},
+                   0, "gqa 150 rows");
+    test_attention_alone((struct attn_shape){.B = 2, .T = 150, .NH = 4, .NKV = 2, .hd = 8, .q_stride = 40,
+                                             .kv_stride = 24, .start = start150},
+                         "attention packed = each alone");
+    test_attention_alone((struct attn_shape){.B = 2, .T = 5, .NH = 2, .NKV = 1, .hd = 4, .q_stride = 8,
+                                             .kv_stride = 4, .start = starts_2x5},
+                         "attention packed = each alone 2x5");
     test_gelu();
     test_rmsnorm();
-    test_rope();
+    test_rope(NULL);
+    test_rope(starts_2x5);
     test_swiglu();
-    test_encoder();
+    test_encoder(NULL);
+    test_encoder(starts_2x5);
     test_crossentropy();
     test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");
     test_linear(GEMM_LAYOUT_OUT_IN, 0.3f, "out_in+dropout");
@@ -680,12 +775,14 @@ int main(void) {
                                .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};
     model_write(dir, &cfg);
     static const char *const gpt2_targets[] = {"q", "v", "mlp.c_fc"};
-    test_model(dir, 0, gpt2_targets, 3);
-    test_model(dir, 1, NULL, 0);
+    test_model(dir, 0, gpt2_targets, 3, NULL);
+    test_model(dir, 1, NULL, 0, NULL);
+    test_model(dir, 1, NULL, 0, starts_2x5);
     const char *llama = scratch_dir("kernels_llama");
     llama_write(llama);
     static const char *const llama_targets[] = {"q_proj", "v_proj", "o_proj", "down_proj"};
-    test_model(llama, 0, llama_targets, 4);
-    test_model(llama, 1, NULL, 0);
+    test_model(llama, 0, llama_targets, 4, NULL);
+    test_model(llama, 0, llama_targets, 4, starts_2x5);
+    test_model(llama, 1, NULL, 0, NULL);
     return check_finish();
 }

@@ -3,12 +3,14 @@
  * read back sample by sample; HDF5 integer types other than uint32 are converted;
  * validation finds out-of-vocabulary tokens and too-short data; corrupt files fail with
  * one line naming the file; what lorad prep records is read back and checked against a
- * model (provenance.h). Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
+ * model (provenance.h); examples (/doc_offsets) become packed samples that count every
+ * target exactly once. Files go to $LORAD_TEST_TMP/tokens. Exits 1 on any failure.
  */
 #include "check.h"
 #include "error.h"
 #include "fileio.h"
 #include "provenance.h"
+#include "rng.h"
 #include "tokens.h"
 
 #include <hdf5.h>
@@ -49,16 +51,16 @@ static void expect_samples(const struct tokens *ds, int32_t T, const int32_t *re
     int32_t *tok = xmalloc(((size_t)T + 1) * sizeof *tok);
     uint8_t *mask = xmalloc((size_t)T + 1);
     for (int64_t i = 0; i < n_samples; i++) {
-        EXPECT(tokens_read_sample(ds, i, T, tok, mask) == 0);
+        EXPECT(tokens_read_sample(ds, i, T, tok, mask, NULL) == 0);
         int bad = 0;
         for (int32_t j = 0; j <= T; j++)
             bad |= tok[j] != ref[i * T + j] || mask[j] != (ref_mask ? ref_mask[i * T + j] : 1);
         if (bad) fprintf(stderr, "FAIL %s: sample %lld differs\n", ds->path, (long long)i);
         checks_note(!bad);
-        EXPECT(tokens_read_sample(ds, i, T, tok, NULL) == 0);
+        EXPECT(tokens_read_sample(ds, i, T, tok, NULL, NULL) == 0);
     }
-    EXPECT_ERROR(tokens_read_sample(ds, n_samples, T, tok, mask), ds->path, "out of range");
-    EXPECT_ERROR(tokens_read_sample(ds, -1, T, tok, mask), ds->path, "out of range");
+    EXPECT_ERROR(tokens_read_sample(ds, n_samples, T, tok, mask, NULL), ds->path, "out of range");
+    EXPECT_ERROR(tokens_read_sample(ds, -1, T, tok, mask, NULL), ds->path, "out of range");
     free(mask);
     free(tok);
 }
@@ -348,6 +350,73 @@ static void test_provenance(void) {
     free(path);
 }
 
+/* Every planned sample of a file of random examples (lengths 0 to 3T+3, a mask) for
+ * each PACK and TRUNCATE: tokens, mask and starts as packing.h says, and every target of
+ * the file (a token after its example's first, its mask byte set; with TRUNCATE only the
+ * first T of each example) counted in exactly one sample. Packing needs fewer samples. */
+static void test_packing(void) {
+    enum { T = 12, DOCS = 300 };
+    int64_t docs[DOCS], n = 0;
+    for (int d = 0; d < DOCS; d++) docs[d] = n, n += (int64_t)(rng_bits(7, (uint64_t)d) % (3 * T + 4));
+    uint32_t *tok = xcalloc((size_t)n, sizeof *tok);
+    uint8_t *mask = xcalloc((size_t)n, 1);
+    for (int64_t i = 0; i < n; i++) tok[i] = (uint32_t)(rng_bits(8, (uint64_t)i) % 1000), mask[i] = i % 5 != 2;
+    for (int d = 1; d < DOCS; d++) /* an empty example now and then */
+        if (d % 50 == 0) docs[d] = docs[d - 1];
+    char *path = path_join(tmp_dir, "packed.h5");
+    struct tokens_meta meta = {.doc_offsets = docs, .n_docs = DOCS};
+    EXPECT(tokens_write_h5(path, tok, n, mask, &meta) == 0);
+    int32_t *counted = xcalloc((size_t)n, sizeof *counted), stok[T + 1], start[T + 1];
+    uint8_t smask[T + 1];
+    int64_t samples[2] = {0, 0};
+    for (int truncate = 0; truncate <= 1; truncate++)
+        for (int pack = 0; pack <= 1; pack++) {
+            struct tokens ds;
+            EXPECT(tokens_open(&ds, path) == 0 && ds.n_docs == DOCS);
+            tokens_plan(&ds, T, pack, truncate);
+            EXPECT(tokens_planned(&ds) && tokens_validate(&ds, 1000, T) == 0);
+            const struct packing *p = &ds.plan;
+            memset(counted, 0, (size_t)n * sizeof *counted);
+            int ok = 1;
+            for (int64_t i = 0; i < tokens_n_samples(&ds, T); i++) {
+                EXPECT(tokens_read_sample(&ds, i, T, stok, smask, start) == 0);
+                int32_t o = 0;
+                for (int64_t k = p->first[i]; k < p->first[i + 1]; k++) {
+                    const struct pack_piece pc = p->pieces[k];
+                    for (int32_t j = 0; j < pc.n; j++) {
+                        ok &= start[o + j] == o && stok[o + j] == (int32_t)tok[pc.begin + j];
+                        ok &= smask[o + j] == (j > 0 && mask[pc.begin + j]);
+                        counted[pc.begin + j] += smask[o + j];
+                    }
+                    o += pc.n;
+                }
+                ok &= o <= T + 1 && (pack || p->first[i + 1] - p->first[i] == 1);
+                for (int32_t j = o; j <= T; j++) ok &= smask[j] == 0 && start[j] == o;
+            }
+            for (int d = 0; d < DOCS; d++) {
+                const int64_t b = docs[d], e = d + 1 < DOCS ? docs[d + 1] : n;
+                for (int64_t j = b; j < e; j++)
+                    ok &= counted[j] == (j > b && mask[j] && (!truncate || j - b <= T));
+            }
+            printf("packing pack %d truncate %d: %lld samples, %lld split %s\n", pack, truncate,
+                   (long long)p->n_samples, (long long)p->n_split, ok ? "ok" : "FAIL");
+            EXPECT(ok && p->n_split > 0);
+            samples[pack] = p->n_samples;
+            tokens_close(&ds);
+            if (pack) EXPECT(samples[1] < samples[0]);
+        }
+    /* offsets that do not start at 0, or go back, or run past the tokens */
+    const int64_t bad[3][3] = {{2, 5, 9}, {0, 9, 4}, {0, 4, n}};
+    const char *want[3] = {"/doc_offsets starts at 2, not 0", "/doc_offsets[2] = 4 is not in [9,",
+                           "is not in [4, "};
+    for (int i = 0; i < 3; i++) {
+        meta = (struct tokens_meta){.doc_offsets = bad[i], .n_docs = 3};
+        EXPECT(tokens_write_h5(path, tok, n, NULL, &meta) == 0);
+        expect_open_fails(path, want[i]);
+    }
+    free(counted), free(tok), free(mask), free(path);
+}
+
 int main(void) {
     tmp_dir = scratch_dir("tokens");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
@@ -359,5 +428,6 @@ int main(void) {
     test_bin_corrupt();
     test_h5_corrupt();
     test_provenance();
+    test_packing();
     return check_finish();
 }

@@ -187,13 +187,16 @@ def reference_train(logits_fn: LogitsFn, cfg, base: Dict[str, np.ndarray], token
                     init: Optional[Dict[str, tuple]] = None,
                     specs: Optional[List[AdapterSpec]] = None,
                     dtype=torch.float64,
-                    val: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None) -> TrainResult:
+                    val: Optional[Tuple[np.ndarray, Optional[np.ndarray]]] = None,
+                    parts: Optional[Callable[[int], List[tuple]]] = None) -> TrainResult:
     """Runs TS.steps steps of the model LOGITS_FN (CFG, weights BASE) exactly as the
     contract says and records loss, lr and the pre-clip gradient norm of each step. LoRA
     mode trains the adapters INIT (by spec key); full mode trains every tensor of BASE.
     VAL (tokens, mask) adds the validation loss at the initial parameters and after every
     step's update (lorad reports it only after the steps of eval_steps(); the others tell a
-    test whether it could see a wrong step)."""
+    test whether it could see a wrong step). PARTS(step) replaces the step's batch of
+    windows of TOKENS: a list of (inputs [b,n], targets [b,n], weights [b,n]) run one at a
+    time, of any lengths (packed data: each example alone)."""
     full = ts.mode == "full"
     W = to_torch(base, dtype, grad=full)
     if full:
@@ -215,14 +218,18 @@ def reference_train(logits_fn: LogitsFn, cfg, base: Dict[str, np.ndarray], token
     if val is not None:
         evaluate(0)
     for s in range(ts.steps):
-        inp, tgt, w = step_batch(tokens, mask, ts.seq, ts.batch, s)
-        count = w.sum()
+        if parts is None:  # micro-batches only split the work
+            inp, tgt, w = step_batch(tokens, mask, ts.seq, ts.batch, s)
+            step_parts = [(inp[lo:lo + ts.micro_batch], tgt[lo:lo + ts.micro_batch], w[lo:lo + ts.micro_batch])
+                          for lo in range(0, ts.batch, ts.micro_batch)]
+        else:
+            step_parts = parts(s)
+        count = sum(w.sum() for _, _, w in step_parts)
         opt.zero_grad(set_to_none=False)
         loss = 0.0
-        for lo in range(0, ts.batch, ts.micro_batch):  # micro-batches only split the work
-            sl = slice(lo, lo + ts.micro_batch)
-            logits = logits_fn(cfg, W, torch.tensor(inp[sl]), lora)
-            part = masked_ce_sum(logits, torch.tensor(tgt[sl]), torch.tensor(w[sl], dtype=dtype))
+        for inp, tgt, w in step_parts:
+            logits = logits_fn(cfg, W, torch.tensor(inp), lora)
+            part = masked_ce_sum(logits, torch.tensor(tgt), torch.tensor(w, dtype=dtype))
             (part / count).backward()
             loss += part.item() / count
         gnorm = math.sqrt(sum(float((p.grad.double() ** 2).sum()) for p in params))

@@ -15,16 +15,20 @@ void batch_init(struct batch *b, int32_t cap, int32_t T) {
     b->inp = xcalloc((size_t)cap * T, sizeof *b->inp);
     b->tgt = xcalloc((size_t)cap * T, sizeof *b->tgt);
     b->mask = xcalloc((size_t)cap * T, sizeof *b->mask);
+    b->start = xcalloc((size_t)cap * T, sizeof *b->start);
     b->window = xcalloc((size_t)T + 1, sizeof *b->window);
     b->wmask = xcalloc((size_t)T + 1, sizeof *b->wmask);
+    b->wstart = xcalloc((size_t)T + 1, sizeof *b->wstart);
 }
 
 void batch_free(struct batch *b) {
     free(b->inp);
     free(b->tgt);
     free(b->mask);
+    free(b->start);
     free(b->window);
     free(b->wmask);
+    free(b->wstart);
     memset(b, 0, sizeof *b);
 }
 
@@ -32,12 +36,14 @@ int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int
     CHECK(n <= b->cap);
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < n; i++) {
-        if (tokens_read_sample(ds, ids[i], b->T, b->window, b->wmask)) return -1;
+        if (tokens_read_sample(ds, ids[i], b->T, b->window, b->wmask, b->wstart)) return -1;
         memcpy(b->inp + i * T, b->window, T * sizeof *b->inp);
         memcpy(b->tgt + i * T, b->window + 1, T * sizeof *b->tgt);
         memcpy(b->mask + i * T, b->wmask + 1, T);
+        memcpy(b->start + i * T, b->wstart, T * sizeof *b->start);
     }
     b->n = n;
+    b->packed = tokens_planned(ds);
     return 0;
 }
 
@@ -47,6 +53,10 @@ int64_t batch_targets(const struct batch *b) {
     return n;
 }
 
+const int32_t *batch_start(const struct batch *b, int32_t i) {
+    return b->packed ? b->start + (size_t)i * b->T : NULL;
+}
+
 double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
                    int64_t step, int64_t first) {
     double sum = 0.0;
@@ -54,7 +64,7 @@ double batch_grads(struct model *m, const struct batch *b, int32_t M, float scal
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
         struct dropout dp = {.p = p, .seed = seed, .step = step, .first = first + i, .T = b->T};
-        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, &dp, scale);
+        sum += model_forward(m, b->inp + i * T, batch_start(b, i), b->tgt + i * T, b->mask + i * T, k, &dp, scale);
         model_backward(m, b->inp + i * T, k, &dp);
     }
     return sum;
@@ -65,7 +75,7 @@ double batch_loss(struct model *m, const struct batch *b, int32_t M) {
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
-        sum += model_forward(m, b->inp + i * T, b->tgt + i * T, b->mask + i * T, k, NULL, 0.0f);
+        sum += model_forward(m, b->inp + i * T, batch_start(b, i), b->tgt + i * T, b->mask + i * T, k, NULL, 0.0f);
     }
     return sum;
 }

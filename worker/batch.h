@@ -16,8 +16,11 @@ struct batch {
     int32_t *inp;     /* (cap,T) */
     int32_t *tgt;     /* (cap,T) */
     uint8_t *mask;    /* (cap,T) 1 = target counted */
+    int32_t *start;   /* (cap,T) where each input's example starts (kernels.h) */
+    int packed;       /* the samples are planned examples: START is in force */
     int32_t *window;  /* (T+1) read buffer */
     uint8_t *wmask;   /* (T+1) */
+    int32_t *wstart;  /* (T+1) */
 };
 
 /* Allocates room for CAP samples of T tokens; batch_free releases it. */
@@ -25,6 +28,8 @@ void batch_init(struct batch *b, int32_t cap, int32_t T);
 void batch_free(struct batch *b);
 /* Reads samples IDS[0..n) into the batch; -1 with an error on I/O failure. */
 int batch_load(struct batch *b, const struct tokens *ds, const int64_t *ids, int32_t n);
+/* The example starts of the samples from I on, for model_forward: NULL unless packed. */
+const int32_t *batch_start(const struct batch *b, int32_t i);
 /* Targets counted in the loss over the loaded samples. */
 int64_t batch_targets(const struct batch *b);
 

@@ -94,7 +94,7 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
-    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C, m->start};
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
@@ -115,7 +115,7 @@ static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *t
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
-    encoder_forward(a->encoded, inp, m->wte, m->wpe, B, T, C);
+    encoder_forward(a->encoded, inp, m->start, m->wte, m->wpe, B, T, C);
     model_lookup_done(m);
     for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, dp, 0);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
@@ -152,7 +152,7 @@ static void ln_linear_backward(struct model *m, const struct linear *l, const st
 static void layer_backward(struct model *m, int l, int B, const struct dropout *dp) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
-    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C};
+    const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C, m->start};
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
@@ -185,7 +185,7 @@ static void gpt2_backward(struct model *m, const int32_t *inp, int B, const stru
         if (m->recompute && l < m->cfg.n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
         layer_backward(m, l, B, dp);
     }
-    if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, B, T, C);
+    if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, m->start, B, T, C);
 }
 
 static void gpt2_decode(struct decoder *d, int32_t token) {

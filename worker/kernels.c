@@ -44,19 +44,26 @@ static inline float exp_fast(float x) {
 /* tanh(u) = 1 − 2 / (e^{2u} + 1) */
 static inline float tanh_fast(float u) { return 1.0f - 2.0f / (exp_fast(2.0f * u) + 1.0f); }
 
-void encoder_forward(float *out, const int32_t *inp, const float *wte, const float *wpe, int B, int T, int C) {
+/* The position id of position T of row B (kernels.h). */
+static inline int position_id(const int32_t *start, int b, int T, int t) {
+    return start ? t - start[(size_t)b * T + t] : t;
+}
+
+void encoder_forward(float *out, const int32_t *inp, const int32_t *start, const float *wte, const float *wpe, int B,
+                     int T, int C) {
 #pragma omp parallel for schedule(static)
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             float *o = out + ((size_t)b * T + t) * C;
             const float *te = wte + (size_t)inp[b * T + t] * C;
-            const float *pe = wpe + (size_t)t * C;
+            const float *pe = wpe + (size_t)position_id(start, b, T, t) * C;
             for (int i = 0; i < C; i++) o[i] = te[i] + pe[i];
         }
     }
 }
 
-void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, int B, int T, int C) {
+void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t *inp, const int32_t *start, int B,
+                      int T, int C) {
     for (int b = 0; b < B; b++) {
         for (int t = 0; t < T; t++) {
             const float *d = dout + ((size_t)b * T + t) * C;
@@ -65,7 +72,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout, const int32_t
                 for (int i = 0; i < C; i++) g[i] += d[i];
             }
             if (dwpe) {
-                float *g = dwpe + (size_t)t * C;
+                float *g = dwpe + (size_t)position_id(start, b, T, t) * C;
                 for (int i = 0; i < C; i++) g[i] += d[i];
             }
         }
@@ -168,13 +175,14 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
         for (int n = 0; n < N; n++) dweight[i] += dout[(size_t)n * C + i] * inp[(size_t)n * C + i] * rstd[n];
 }
 
-/* Turns every head's pairs by the angle of its position; SIGN -1 turns back. */
-static void rope_turn(float *x, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd,
-                      float sign) {
+/* Turns every head's pairs by the angle of its position id; SIGN -1 turns back. */
+static void rope_turn(float *x, const int32_t *start, const float *cos, const float *sin, int B, int T, int stride,
+                      int nheads, int hd, float sign) {
     const int half = hd / 2;
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
-            const float *c = cos + (size_t)t * half, *s = sin + (size_t)t * half;
+            const size_t pos = (size_t)position_id(start, b, T, t);
+            const float *c = cos + pos * half, *s = sin + pos * half;
             for (int h = 0; h < nheads; h++) {
                 float *v = x + ((size_t)b * T + t) * stride + (size_t)h * hd;
                 for (int i = 0; i < half; i++) {
@@ -186,12 +194,14 @@ static void rope_turn(float *x, const float *cos, const float *sin, int B, int T
         }
 }
 
-void rope_forward(float *x, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd) {
-    rope_turn(x, cos, sin, B, T, stride, nheads, hd, 1.0f);
+void rope_forward(float *x, const int32_t *start, const float *cos, const float *sin, int B, int T, int stride,
+                  int nheads, int hd) {
+    rope_turn(x, start, cos, sin, B, T, stride, nheads, hd, 1.0f);
 }
 
-void rope_backward(float *dx, const float *cos, const float *sin, int B, int T, int stride, int nheads, int hd) {
-    rope_turn(dx, cos, sin, B, T, stride, nheads, hd, -1.0f);
+void rope_backward(float *dx, const int32_t *start, const float *cos, const float *sin, int B, int T, int stride,
+                   int nheads, int hd) {
+    rope_turn(dx, start, cos, sin, B, T, stride, nheads, hd, -1.0f);
 }
 
 /* Llama 3: low frequencies slowed by FACTOR, high ones kept, a smooth blend between. */
@@ -237,6 +247,7 @@ uint64_t attention_scratch_size(int T, int slots) { return (uint64_t)slots * 2 *
 /* Pointers to one query head's and its key/value head's rows in sequence b. */
 struct attn_head {
     const float *q, *k, *v; /* (T, hd) with strides q_stride, kv_stride */
+    const int32_t *start;   /* (T) the examples of the row, or NULL */
     size_t out;             /* offset of the head in out/dout rows of NH*hd */
     size_t lse;             /* offset of its (T) log-sum-exps */
 };
@@ -245,35 +256,57 @@ static struct attn_head attn_head(const struct attn_shape *s, const float *q, co
                                   int b, int h) {
     const size_t kvo = (size_t)b * s->T * s->kv_stride + (size_t)(h / (s->NH / s->NKV)) * s->hd;
     return (struct attn_head){q + (size_t)b * s->T * s->q_stride + (size_t)h * s->hd, k + kvo, v + kvo,
+                              s->start ? s->start + (size_t)b * s->T : NULL,
                               ((size_t)b * s->T) * s->NH * s->hd + (size_t)h * s->hd,
                               ((size_t)b * s->NH + h) * s->T};
 }
 
-/* S (rows, cols) = scale · q[r0:r0+rows] · k[0:cols]ᵀ, cols = r0 + rows: one block of
- * causal scores with row stride T. */
-static void attn_scores(float *S, const struct attn_head *a, const struct attn_shape *s, int r0, int rows) {
-    const float scale = 1.0f / sqrtf((float)s->hd);
-    gemm(0, 1, rows, r0 + rows, s->hd, scale, a->q + (size_t)r0 * s->q_stride, s->q_stride, a->k, s->kv_stride,
-         0.0f, S, s->T);
+/* A block of query rows r0..r0+rows-1 and the key columns c0..r0+rows-1 they may see:
+ * from the start of the first row's example (the starts do not decrease along a row). */
+struct attn_block {
+    int r0, rows, c0, cols; /* cols = r0 + rows - c0 */
+};
+
+static struct attn_block attn_block(const struct attn_head *a, int T, int r0) {
+    const int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, c0 = a->start ? a->start[r0] : 0;
+    return (struct attn_block){r0, rows, c0, r0 + rows - c0};
 }
 
-KERNEL_CLONES static void attn_softmax_rows(float *S, float *lse, int T, int r0, int rows) {
-    for (int i = 0; i < rows; i++) {
+/* S (rows, cols) = scale · q[r0:r0+rows] · k[c0:c0+cols]ᵀ with row stride T: one block
+ * of scores, column j being key position c0 + j. */
+static void attn_scores(float *S, const struct attn_head *a, const struct attn_shape *s, const struct attn_block *k) {
+    const float scale = 1.0f / sqrtf((float)s->hd);
+    gemm(0, 1, k->rows, k->cols, s->hd, scale, a->q + (size_t)k->r0 * s->q_stride, s->q_stride,
+         a->k + (size_t)k->c0 * s->kv_stride, s->kv_stride, 0.0f, S, s->T);
+}
+
+/* The columns of block row i that its query sees: [*lo, *hi] (relative to c0). */
+static void attn_row_span(const struct attn_head *a, const struct attn_block *k, int i, int *lo, int *hi) {
+    const int t = k->r0 + i;
+    *lo = (a->start ? a->start[t] : 0) - k->c0;
+    *hi = t - k->c0;
+}
+
+KERNEL_CLONES static void attn_softmax_rows(float *S, float *lse, const struct attn_head *a, int T,
+                                            const struct attn_block *k) {
+    for (int i = 0; i < k->rows; i++) {
         float *row = S + (size_t)i * T;
-        const int t = r0 + i;
+        int lo, hi;
+        attn_row_span(a, k, i, &lo, &hi);
         float maxv = -INFINITY;
-        for (int j = 0; j <= t; j++) maxv = row[j] > maxv ? row[j] : maxv;
+        for (int j = lo; j <= hi; j++) maxv = row[j] > maxv ? row[j] : maxv;
         float sum = 0.0f;
 #pragma omp simd reduction(+ : sum)
-        for (int j = 0; j <= t; j++) {
+        for (int j = lo; j <= hi; j++) {
             row[j] = exp_fast(row[j] - maxv);
             sum += row[j];
         }
         const float inv = 1.0f / sum;
 #pragma omp simd
-        for (int j = 0; j <= t; j++) row[j] *= inv;
-        for (int j = t + 1; j < r0 + rows; j++) row[j] = 0.0f;
-        lse[t] = maxv + logf(sum);
+        for (int j = lo; j <= hi; j++) row[j] *= inv;
+        for (int j = 0; j < lo; j++) row[j] = 0.0f;
+        for (int j = hi + 1; j < k->cols; j++) row[j] = 0.0f;
+        lse[k->r0 + i] = maxv + logf(sum);
     }
 }
 
@@ -286,30 +319,33 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
         float *S = scratch + (size_t)omp_get_thread_num() * 2 * ATTN_BLOCK * T;
         const struct attn_head a = attn_head(s, q, k, v, bh / s->NH, bh % s->NH);
         for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
-            const int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK;
-            attn_scores(S, &a, s, r0, rows);
-            attn_softmax_rows(S, lse + a.lse, T, r0, rows);
-            gemm(0, 0, rows, s->hd, r0 + rows, 1.0f, S, T, a.v, s->kv_stride, 0.0f, out + a.out + (size_t)r0 * ldo,
-                 ldo);
+            const struct attn_block blk = attn_block(&a, T, r0);
+            attn_scores(S, &a, s, &blk);
+            attn_softmax_rows(S, lse + a.lse, &a, T, &blk);
+            gemm(0, 0, blk.rows, s->hd, blk.cols, 1.0f, S, T, a.v + (size_t)blk.c0 * s->kv_stride, s->kv_stride,
+                 0.0f, out + a.out + (size_t)r0 * ldo, ldo);
         }
     }
 }
 
 /* P from the saved log-sum-exp, then dS = scale · P ∘ (dP − rowsum(P ∘ dP)) in place of dP. */
-KERNEL_CLONES static void attn_softmax_backward(float *P, float *dP, const float *lse, float scale, int T, int r0,
-                                                int rows) {
-    for (int i = 0; i < rows; i++) {
+KERNEL_CLONES static void attn_softmax_backward(float *P, float *dP, const float *lse, float scale,
+                                                const struct attn_head *a, int T, const struct attn_block *k) {
+    for (int i = 0; i < k->rows; i++) {
         float *p = P + (size_t)i * T, *dp = dP + (size_t)i * T;
-        const int t = r0 + i;
+        const int t = k->r0 + i;
+        int lo, hi;
+        attn_row_span(a, k, i, &lo, &hi);
         float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int j = 0; j <= t; j++) {
+        for (int j = lo; j <= hi; j++) {
             p[j] = exp_fast(p[j] - lse[t]);
             dot += p[j] * dp[j];
         }
 #pragma omp simd
-        for (int j = 0; j <= t; j++) dp[j] = scale * p[j] * (dp[j] - dot);
-        for (int j = t + 1; j < r0 + rows; j++) p[j] = dp[j] = 0.0f;
+        for (int j = lo; j <= hi; j++) dp[j] = scale * p[j] * (dp[j] - dot);
+        for (int j = 0; j < lo; j++) p[j] = dp[j] = 0.0f;
+        for (int j = hi + 1; j < k->cols; j++) p[j] = dp[j] = 0.0f;
     }
 }
 
@@ -317,6 +353,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int slo
                         const float *q, const float *k, const float *v, const float *lse,
                         const struct attn_shape *s) {
     const int T = s->T, hd = s->hd, ldo = s->NH * hd, group = s->NH / s->NKV, kv_heads = s->B * s->NKV;
+    const int qs = s->q_stride, kvs = s->kv_stride;
     const float scale = 1.0f / sqrtf((float)hd);
     const int nt = omp_get_max_threads() < slots ? omp_get_max_threads() : slots;
     /* one task per key/value head: the query heads of its group add to its dk, dv */
@@ -328,16 +365,16 @@ void attention_backward(float *dq, float *dk, float *dv, float *scratch, int slo
             const struct attn_head a = attn_head(s, q, k, v, b, h);
             const size_t qo = (size_t)(a.q - q), kvo = (size_t)(a.k - k);
             for (int r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
-                const int rows = T - r0 < ATTN_BLOCK ? T - r0 : ATTN_BLOCK, cols = r0 + rows;
+                const struct attn_block blk = attn_block(&a, T, r0);
+                const int rows = blk.rows, cols = blk.cols;
+                const size_t kc = kvo + (size_t)blk.c0 * kvs, qr = (size_t)r0 * qs;
                 const float *d = dout + a.out + (size_t)r0 * ldo;
-                attn_scores(P, &a, s, r0, rows);
-                gemm(0, 1, rows, cols, hd, 1.0f, d, ldo, a.v, s->kv_stride, 0.0f, dP, T); /* dP = dO·Vᵀ */
-                attn_softmax_backward(P, dP, lse + a.lse, scale, T, r0, rows);
-                gemm(1, 0, cols, hd, rows, 1.0f, P, T, d, ldo, 1.0f, dv + kvo, s->kv_stride);   /* dV += Pᵀ·dO */
-                gemm(0, 0, rows, hd, cols, 1.0f, dP, T, a.k, s->kv_stride, 1.0f,
-                     dq + qo + (size_t)r0 * s->q_stride, s->q_stride);                          /* dQ += dS·K */
-                gemm(1, 0, cols, hd, rows, 1.0f, dP, T, a.q + (size_t)r0 * s->q_stride, s->q_stride, 1.0f,
-                     dk + kvo, s->kv_stride);                                                   /* dK += dSᵀ·Q */
+                attn_scores(P, &a, s, &blk);
+                gemm(0, 1, rows, cols, hd, 1.0f, d, ldo, v + kc, kvs, 0.0f, dP, T); /* dP = dO·Vᵀ */
+                attn_softmax_backward(P, dP, lse + a.lse, scale, &a, T, &blk);
+                gemm(1, 0, cols, hd, rows, 1.0f, P, T, d, ldo, 1.0f, dv + kc, kvs);             /* dV += Pᵀ·dO */
+                gemm(0, 0, rows, hd, cols, 1.0f, dP, T, k + kc, kvs, 1.0f, dq + qo + qr, qs);   /* dQ += dS·K */
+                gemm(1, 0, cols, hd, rows, 1.0f, dP, T, a.q + qr, qs, 1.0f, dk + kc, kvs);      /* dK += dSᵀ·Q */
             }
         }
     }

@@ -105,7 +105,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
 static struct attn_shape llama_shape(const struct model *m, int B) {
     const struct model_config *c = &m->cfg;
     return (struct attn_shape){B, m->T, c->n_head, c->n_kv_head, c->head_dim, c->n_head * c->head_dim,
-                               c->n_kv_head * c->head_dim};
+                               c->n_kv_head * c->head_dim, m->start};
 }
 
 /* Forward through layer L, from its input (the previous layer's residual3) to its
@@ -122,8 +122,8 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, dp, N);
     linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, dp, N);
     linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, dp, N);
-    rope_forward(s.q, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
-    rope_forward(s.k, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
+    rope_forward(s.q, m->start, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
+    rope_forward(s.k, m->start, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
     linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, dp, N);
     residual_forward(s.residual2, s.residual, a->tmp, N * C);
@@ -179,8 +179,8 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     zero(a->dk, (size_t)N * as.kv_stride);
     zero(a->dv, (size_t)N * as.kv_stride);
     attention_backward(a->dq, a->dk, a->dv, m->scratch, m->attn_slots, a->datty, s.q, s.k, s.v, s.lse, &as);
-    rope_backward(a->dq, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
-    rope_backward(a->dk, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
+    rope_backward(a->dq, m->start, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
+    rope_backward(a->dk, m->start, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     zero(a->dln, (size_t)N * C);
     if (linear_needs_input(&L->lin[LLAMA_SITE_Q]) || linear_needs_input(&L->lin[LLAMA_SITE_K]) ||
         linear_needs_input(&L->lin[LLAMA_SITE_V]))
@@ -202,7 +202,7 @@ static void llama_backward(struct model *m, const int32_t *inp, int B, const str
         if (m->recompute && l < c->n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
         layer_backward(m, l, B, dp);
     }
-    if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, B, m->T, C);
+    if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, NULL, B, m->T, C);
 }
 
 static void llama_decode(struct decoder *d, int32_t token) {
@@ -218,8 +218,8 @@ static void llama_decode(struct decoder *d, int32_t token) {
         linear_forward(&L->lin[LLAMA_SITE_Q], q, d->ln, d->scratch, NULL, 1);
         linear_forward(&L->lin[LLAMA_SITE_K], k, d->ln, d->scratch, NULL, 1);
         linear_forward(&L->lin[LLAMA_SITE_V], v, d->ln, d->scratch, NULL, 1);
-        rope_forward(q, cos, sin, 1, 1, Q, c->n_head, hd);
-        rope_forward(k, cos, sin, 1, 1, KV, c->n_kv_head, hd);
+        rope_forward(q, NULL, cos, sin, 1, 1, Q, c->n_head, hd);
+        rope_forward(k, NULL, cos, sin, 1, 1, KV, c->n_kv_head, hd);
         decoder_attend(d, l, q, k, v, c->n_head, c->n_kv_head, hd);
         linear_forward(&L->lin[LLAMA_SITE_O], d->tmp, d->att, d->scratch, NULL, 1);
         residual_forward(d->x, d->x, d->tmp, C);

@@ -508,9 +508,10 @@ struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype,
     return e;
 }
 
-double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                     const struct dropout *dp, float grad_scale) {
+double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
+                     const uint8_t *mask, int B, const struct dropout *dp, float grad_scale) {
     CHECK(tgt || m->inference);
+    m->start = start;
     return m->arch->forward(m, inp, tgt, mask, B, dp, grad_scale);
 }
 

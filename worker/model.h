@@ -125,6 +125,7 @@ struct model {
     int32_t n_patterns;
     struct trainable tr;
     int32_t B, T;
+    const int32_t *start; /* (B,T) the examples of the last forward's rows, or NULL */
     float *act_block;
     uint64_t act_bytes; /* of ACT_BLOCK: every activation and scratch tensor */
     union {
@@ -152,16 +153,17 @@ int model_seq_check(const struct model_config *cfg, int32_t seq);
 int model_init(struct model *m, const struct model_options *o);
 void model_free(struct model *m);
 
-/* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted.
- * Returns the sum of the counted losses. DP may be NULL (no dropout). With GRAD_SCALE
+/* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted; start
+ * (B,T) the examples of packed rows (kernels.h), or NULL. Returns the sum of the counted
+ * losses. DP may be NULL (no dropout). With GRAD_SCALE
  * nonzero it also starts the backward of GRAD_SCALE * (that sum) at the LM head, whose
  * logits are at hand only there (model_head), and model_backward must follow. With TGT
  * NULL (inference models only) it stops at the logits, left in m->logits (B,T,V), and
  * returns 0. */
-double model_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                     const struct dropout *dp, float grad_scale);
-/* The rest of the backward the last forward started; accumulates into the trainable
- * gradient. */
+double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
+                     const uint8_t *mask, int B, const struct dropout *dp, float grad_scale);
+/* The rest of the backward the last forward started, over its rows; accumulates into the
+ * trainable gradient. */
 void model_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp);
 
 /* Rows of logits the LM head holds at once when training: never the whole (B·T, V). */

@@ -33,7 +33,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static void check_sample(const struct tokens *ds, const uint8_t *data, size_t size, int64_t i, int32_t T,
                          int32_t vocab, int32_t *tok, uint8_t *mask) {
     int64_t n = tokens_n_samples(ds, T);
-    int rc = tokens_read_sample(ds, i, T, tok, mask);
+    int rc = tokens_read_sample(ds, i, T, tok, mask, NULL);
     if (i < 0 || i >= n) {
         FUZZ_REQUIRE(rc == -1);
         return;
