@@ -87,21 +87,57 @@ static int tokenizer_build(struct tokenizer *t, const json_t *root, const char *
     return 0;
 }
 
+/* Merge LINE (LEN bytes, line NO of PATH) of merges.txt: "a b" with a, b and ab in
+ * VOCAB (vocab.json's object). 0, or -1 with an error at PATH:NO. */
+static int legacy_merge_check(const json_t *vocab, const char *line, size_t len, int64_t no, const char *path) {
+    const char *sp = memchr(line, ' ', len);
+    char where[4200];
+    snprintf(where, sizeof where, "%s:%lld", path, (long long)no);
+    if (!sp || sp == line || sp + 1 == line + len || memchr(sp + 1, ' ', (size_t)(line + len - sp - 1)))
+        return err_set(where, "'%.*s' is not a merge \"a b\" of two tokens", (int)(len < 80 ? len : 80), line);
+    const size_t na = (size_t)(sp - line), nb = len - na - 1;
+    char *joined = xmalloc(na + nb);
+    memcpy(joined, line, na);
+    memcpy(joined + na, sp + 1, nb);
+    const char *parts[3] = {line, sp + 1, joined};
+    const size_t lens[3] = {na, nb, na + nb};
+    int rc = 0;
+    for (int i = 0; i < 3 && rc == 0; i++)
+        if (!json_object_getn(vocab, parts[i], lens[i]))
+            rc = err_set(where, "'%.*s' is not in vocab.json", (int)(lens[i] < 80 ? lens[i] : 80), parts[i]);
+    free(joined);
+    return rc;
+}
+
 /* GPT-2's legacy files as the tokenizer.json they stand for: a byte-level BPE with
- * GPT-2's split, and <|endoftext|> special as GPT2Tokenizer has it. */
+ * GPT-2's split, and <|endoftext|> special as GPT2Tokenizer has it. Each merge line is
+ * checked here, where its line number is known. */
 static json_t *legacy_json(const char *dir, char **file) {
     char *vocab_path = path_join(dir, "vocab.json"), *merges_path = path_join(dir, "merges.txt");
     json_t *vocab = jsonio_read(vocab_path), *root = NULL;
     size_t n;
-    char *text = vocab ? file_read_all(merges_path, &n) : NULL;
+    char *text = vocab && json_is_object(vocab) ? file_read_all(merges_path, &n) : NULL;
     *file = xstrdup(merges_path);
+    if (vocab && !json_is_object(vocab)) err_set(vocab_path, "is not a JSON object of token ids");
     if (text) {
         json_t *merges = json_array();
-        for (char *line = text, *end; line < text + n; line = end + 1) {
+        int64_t no = 1;
+        int bad = 0;
+        for (char *line = text, *end; line < text + n && !bad; line = end + 1, no++) {
             end = memchr(line, '\n', (size_t)(text + n - line));
             if (!end) end = text + n;
             size_t len = (size_t)(end - line) - (end > line && end[-1] == '\r');
-            if (len && !(line == text && !strncmp(line, "#version", 8))) json_array_append_new(merges, json_stringn(line, len));
+            if (!len || (line == text && !strncmp(line, "#version", 8))) continue;
+            bad = legacy_merge_check(vocab, line, len, no, merges_path) != 0;
+            json_array_append_new(merges, json_stringn(line, len));
+        }
+        if (bad) {
+            json_decref(merges);
+            free(text);
+            json_decref(vocab);
+            free(vocab_path);
+            free(merges_path);
+            return NULL;
         }
         json_int_t eot = json_integer_value(json_object_get(vocab, "<|endoftext|>"));
         root = json_pack("{s:{s:s, s:O, s:o}, s:{s:s, s:b, s:b}, s:{s:s}, s:{s:s}, s:[]}", "model", "type", "BPE", "vocab",

@@ -594,7 +594,12 @@ MALFORMED = {
 # GPT-2's legacy files: name -> ({file: bytes}, the file the line must name, a word it must hold)
 LEGACY = {
     "no_merges": ({"vocab.json": b'{"a": 0, "b": 1}'}, "merges.txt", "cannot open"),
-    "merge_unknown": ({"vocab.json": b'{"a": 0, "b": 1}', "merges.txt": b"#version: 0.2\na c\n"}, "merges.txt", "'c'"),
+    "merge_unknown": ({"vocab.json": b'{"a": 0, "b": 1}', "merges.txt": b"#version: 0.2\na c\n"}, "merges.txt:2",
+                      "'c'"),
+    "merge_unjoined": ({"vocab.json": b'{"a": 0, "b": 1}', "merges.txt": b"#version: 0.2\n\na b\n"}, "merges.txt:3",
+                       "'ab'"),
+    "merge_one_token": ({"vocab.json": b'{"a": 0, "b": 1, "ab": 2}', "merges.txt": b"a b\r\nab\r\n"},
+                        "merges.txt:2", "two tokens"),
     "vocab_not_object": ({"vocab.json": b"[1]", "merges.txt": b"a b\n"}, "vocab.json", "object"),
     "vocab_truncated": ({"vocab.json": b'{"a": 0, "b', "merges.txt": b"a b\n"}, "vocab.json", "not valid JSON"),
 }
