@@ -37,13 +37,15 @@
     "end every example with the EOS token, counted in the loss (TRL's default); chat examples end with the "     \
     "template's own end of turn instead"
 #define MAX_LEN_HELP "cut an example (BOS and EOS included) to its first N tokens"
+#define CHAT_TEMPLATE_HELP "which of the model's named chat templates renders chat data; none: \"default\""
 #define TEXT_DATA_ROWS(SPEC)                                                                                      \
     {SPEC, "format", .topic = TEXT_DATA, .help = FORMAT_HELP},                                                    \
     {SPEC, "split", .topic = TEXT_DATA, .help = SPLIT_HELP},                                                      \
     {SPEC, "train_on", .topic = TEXT_DATA, .help = TRAIN_ON_HELP},                                                \
     {SPEC, "add_eos", .value = "on", .topic = TEXT_DATA, .help = ADD_EOS_HELP},                                   \
     {SPEC, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = TEXT_DATA,      \
-     .help = MAX_LEN_HELP}
+     .help = MAX_LEN_HELP},                                                                                       \
+    {SPEC, "template", "NAME", .topic = TEXT_DATA, .help = CHAT_TEMPLATE_HELP}
 
 /* How data with /doc_offsets (lorad prep's) becomes samples (storage/packing.h). */
 #define PACKING_HELP                                                                                          \
@@ -157,6 +159,7 @@ const struct flag flag_rows[] = {
     {PREP, "add_eos", .value = "on", .topic = "Examples", .help = ADD_EOS_HELP},
     {PREP, "max_len", "N", .value = "0", .range = "[0,)", .zero = "keeps every token", .topic = "Examples",
      .help = MAX_LEN_HELP},
+    {PREP, "template", "NAME", .topic = "Examples", .help = CHAT_TEMPLATE_HELP},
     {PREP, "threads", "N", .value = "0", .range = "[0,)", .zero = "uses every core", .topic = "Performance",
      .help = "tokenizing threads, at most one per 256 examples; the output is the same for any number"},
 

@@ -216,7 +216,7 @@ static int format_detect(struct prep *p, Lorad__Format *f, int *found) {
 
 /* Chat data: the model's chat template renders it, and says what counts. */
 static int chat_setup(struct prep *p) {
-    if (tok_config_read(&p->config, p->dir, NULL)) return -1;
+    if (tok_config_read(&p->config, p->dir, p->spec->template_)) return -1;
     p->chat = 1; /* the config is held from here on */
     if (chat_template_open(&p->template, &p->config, p->dir)) return -1;
     chat_loss_init(&p->loss, &p->template, p->spec->train_on);
@@ -235,6 +235,10 @@ static int reader_setup(struct prep *p) {
     r->origin = p->origin;
     if (!found) return err_set(p->in[0].path, "has no example"), err_hint("every line is malformed or blank");
     if (r->format == LORAD__FORMAT__FORMAT_CHAT && chat_setup(p)) return -1;
+    if (!p->chat && p->spec->template_[0])
+        return err_set("--template", "%s: only chat data is rendered by a chat template, and the data is %s (as %s "
+                                     "says)", p->spec->template_, dataset_format_name(r->format), p->origin),
+               err_hint("drop --template");
     for (size_t i = 0; i < p->n_in; i++)
         if (p->in[i].cut != DATASET_CUT_LINES && r->format != LORAD__FORMAT__FORMAT_TEXT)
             return err_set(p->in[i].path, "holds text, but the data is %s (as %s says)", dataset_format_name(r->format),

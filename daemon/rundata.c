@@ -42,6 +42,7 @@ static int data_prep(const char *model, const char *src, const struct rundata_op
     ps.train_on = o->train_on;
     ps.add_eos = o->add_eos;
     ps.max_len = o->max_len;
+    ps.template_ = (char *)(o->template_name ? o->template_name : "");
     ps.threads = o->threads;
     return prep_dataset(&ps, o->quiet);
 }
@@ -62,6 +63,10 @@ static int data_fingerprint(const char *model, const char *src, const struct run
                        (int)o->format, (int)o->split, (int)o->train_on, o->add_eos, (long long)o->max_len,
                        has ? p.fingerprint : "none");
     h = hash_bytes(h, opts, (size_t)len);
+    if (o->template_name && o->template_name[0]) { /* hashed apart: a name may be long */
+        h = hash_bytes(h, " template=", 10);
+        h = hash_bytes(h, o->template_name, strlen(o->template_name));
+    }
     snprintf(hex, PROVENANCE_HEX + 1, "%016llx", (unsigned long long)h);
     return 0;
 }
@@ -114,14 +119,17 @@ static int data_field(Lorad__JobSpec *job, char **field, const char *flag, const
 }
 
 int rundata_check(const char *data, const struct rundata_options *o) {
-    if (dataset_is_text(data) || !(o->format || o->split || o->train_on || o->max_len)) return 0;
-    return err_set("--data", "%s is a token file; --format, --split, --train-on and --max-len apply to .jsonl and .txt "
-                             "data", data);
+    if (dataset_is_text(data) || !(o->format || o->split || o->train_on || o->max_len ||
+                                   (o->template_name && o->template_name[0])))
+        return 0;
+    return err_set("--data", "%s is a token file; --format, --split, --train-on, --max-len and --template apply to "
+                             ".jsonl and .txt data", data);
 }
 
 int rundata_job(Lorad__JobSpec *job) {
     struct rundata_options o = {.format = job->format, .split = job->split, .train_on = job->train_on,
-                                .add_eos = job->add_eos, .max_len = job->max_len, .threads = job->threads};
+                                .add_eos = job->add_eos, .max_len = job->max_len, .template_name = job->template_,
+                                .threads = job->threads};
     int text = dataset_is_text(job->data), val_text = job->val[0] && dataset_is_text(job->val);
     int resumes = rundir_resumes(job->out, job->resume);
     if (job->overwrite && !resumes && outputs_remove(job->out, data_files)) return -1;
@@ -136,7 +144,8 @@ int rundata_job(Lorad__JobSpec *job) {
 
 struct rundata_options rundata_eval_options(const Lorad__EvalSpec *s) {
     return (struct rundata_options){.format = s->format, .split = s->split, .train_on = s->train_on,
-                                    .add_eos = s->add_eos, .max_len = s->max_len, .threads = s->threads};
+                                    .add_eos = s->add_eos, .max_len = s->max_len, .template_name = s->template_,
+                                    .threads = s->threads};
 }
 
 int rundata_temp(const char *model, const char *src, const struct rundata_options *o, char **path) {

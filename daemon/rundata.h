@@ -32,6 +32,7 @@ struct rundata_options {
     Lorad__Loss train_on;
     int add_eos;
     int64_t max_len;
+    const char *template_name; /* --template: "" or NULL for the default */
     int32_t threads; /* 0: every core */
     int quiet;       /* no progress line and no summary */
 };

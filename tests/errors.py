@@ -52,7 +52,7 @@ EXIT_USER = 2
 # takes), or whose only failures are the files they name (covered by bad_input.py).
 CONFIG = "one parser for every command: case train's --config cases"
 TEXT_DATA = "prep's flags for .jsonl/.txt data: gentext.py data (on a token file), prep.py (their values)"
-TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add-eos", "--max-len")}
+TEXT_FLAGS = {f: TEXT_DATA for f in ("--format", "--split", "--train-on", "--add-eos", "--max-len", "--template")}
 PACKING_FLAGS = {f: "a switch (packing.py refusals: kept on resume)" for f in ("--packing", "--truncate")}
 UNCHECKED = {
     "train": {"--val": "a file (bad_input.py)", "--init": "an enum: the parser's check (case train: --mode)",
@@ -66,6 +66,7 @@ UNCHECKED = {
                  "--config": CONFIG, "--chat": "a switch (gentext.py errors: no chat template)",
                  "--stop": "gentext.py errors: not UTF-8 for a tokenizer"},
     "prep": {"--config": CONFIG, "--split": "an enum", "--add-eos": "a switch (prep.py: no EOS)",
+             "--template": "a name (prep_chat.py generation: an unknown one, one on text data)",
              "--skip-bad": "a switch (prep.py's malformed lines)"},
     "submit": {"--socket": "bad_input.py's daemon cases", "--connect": "bad_input.py", "--token-file": "bad_input.py",
                "--json": "a switch", "--config": CONFIG},

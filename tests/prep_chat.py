@@ -232,11 +232,12 @@ def train_on_attr(loss: str) -> str:
 
 
 def run_and_check(c: JsCtx, label: str, m: Model, lines: List[dict], loss="auto", max_len=0,
-                  method: Optional[str] = None) -> Optional[Tuple[prep.Expect, int]]:
-    """prep on LINES equals the reference; the summary names METHOD and the straddles."""
+                  method: Optional[str] = None, extra=()) -> Optional[Tuple[prep.Expect, int]]:
+    """prep on LINES (with flags EXTRA) equals the reference; the summary names METHOD and
+    the straddles."""
     src = prep.write_jsonl(c.path(f"{label}.jsonl"), lines)
     out = c.path(f"{label}.h5")
-    args = ["--model", m.tok.dir, "--data", src, "--out", out, "--overwrite"]
+    args = ["--model", m.tok.dir, "--data", src, "--out", out, "--overwrite"] + list(extra)
     if loss != "auto":
         args += ["--train-on", loss]
     if max_len:
@@ -371,6 +372,20 @@ def case_generation(c: prep.Ctx) -> None:
     m = model_dir(c, "gen_base", base)
     c.fails.check(GENERATION_RE.search(m.template) is not None, "the base's template has no {% generation %} tag")
     run_and_check(c, "gen_base", m, lines + PROMPT_COMPLETION, method="{% generation %} blocks")
+    # a list of named templates: "default" unless --template names another
+    plain = CHATML_GENERATION.replace("{% generation %}", "").replace("{% endgeneration %}", "")
+    m = model_dir(c, "gen_named", qwen, [{"name": "default", "template": plain},
+                                         {"name": "tool_use", "template": CHATML_GENERATION}])
+    run_and_check(c, "gen_named_default", m._replace(template=plain), lines, method="turn by turn")
+    run_and_check(c, "gen_named_tool_use", m._replace(template=CHATML_GENERATION), lines,
+                  method="{% generation %} blocks", extra=["--template", "tool_use"])
+    src = prep.write_jsonl(c.path("gen_named_text.jsonl"), [{"text": "plain"}])
+    for flags, words in ((["--template", "nope"], ['no chat template named "nope"']),
+                         (["--template", "tool_use", "--format", "text"], ["--template", "only chat data"])):
+        data = src if "text" in flags else c.path("gen_named_default.jsonl")
+        p = harness.run_lorad(c.lorad, ["prep", "--model", m.tok.dir, "--data", data, "--out",
+                                        c.path("gen_named_bad.h5")] + flags)
+        harness.one_line_error(c.fails, p, words, f"prep {' '.join(flags)}")
 
 
 HOSTILE = ["", "plain ASCII", "tabs\tand\nnewlines\r\n", "naïve café 日本語 한국어 العربية 🤖👍🏽 🇫🇷",
