@@ -269,7 +269,8 @@ int main(int argc, char **argv) {
     gemm_set_threads(threads);
     print_libraries(threads);
     if (!gemm_bf16_native())
-        fprintf(stderr, "gemm_peak: oneDNN has no bf16 matmul on this CPU: bf16 products run in f32, none pre-packed\n");
+        fprintf(stderr, "gemm_peak: oneDNN has no bf16 matmul on this CPU: bf16 products run in f32, none "
+                        "pre-packed\n");
     /* worker/linear.c: forward gemm(0,0,N,out,in) (beta 0), input gradient gemm(0,1,N,in,out)
      * (beta 1), weight gradient gemm(1,0,in,out,N) (beta 1); the LM head uses wte (V,C) as
      * [out,in], H rows at a time (worker/model.c, model_head); LoRA u = x.A^T (beta 0),

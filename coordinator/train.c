@@ -158,7 +158,8 @@ static int setup_local(struct train *t) {
                 (long long)t->order.n, job->seq, plan, job->seq, t->model.cfg.n_positions, t->comm->size,
                 t->comm->size > 1 ? "s" : "");
     const enum base_dtype bd = train_base_dtype(job->base_dtype);
-    metrics_say(&t->metrics, "activations %.2f MiB (--recompute %s), low-precision frozen weights %.2f MiB (--base-dtype %s%s)",
+    metrics_say(&t->metrics,
+                "activations %.2f MiB (--recompute %s), low-precision frozen weights %.2f MiB (--base-dtype %s%s)",
                 (double)t->model.act_bytes / 1048576.0, job->recompute ? "on" : "off",
                 (double)t->model.base->shared_bytes / 1048576.0, base_dtype_name(bd),
                 bd != BASE_DTYPE_F32 && !gemm_bf16_native() ? ", multiplied in f32: this CPU has no bf16 matmul" : "");

@@ -58,7 +58,9 @@ static int logits_write(struct model *m, struct batch *b, const struct tokens *d
 static int data_open(const Lorad__EvalSpec *s, const struct comm *comm, struct model *m, struct tokens *ds) {
     struct rundata_options o = rundata_eval_options(s);
     if (!dataset_is_text(s->data))
-        return rundata_check(s->data, &o) ? -1 : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T, s->packing, s->truncate);
+        return rundata_check(s->data, &o) ? -1
+                                          : provenance_open(ds, s->data, s->model, m->cfg.vocab_size, m->T, s->packing,
+                                                            s->truncate);
     o.quiet = comm->rank != 0;
     if (!o.threads) o.threads = comm_node_cores(comm);
     char *path;

@@ -264,7 +264,8 @@ static double rope_loss(void *p) {
 }
 
 static void test_rope(const int32_t *start) {
-    struct rope_ctx c = {.B = 2, .T = 5, .stride = 14, .nheads = 3, .hd = 4, .start = start}; /* 2 floats per row untouched */
+    /* 2 floats per row untouched */
+    struct rope_ctx c = {.B = 2, .T = 5, .stride = 14, .nheads = 3, .hd = 4, .start = start};
     struct rope_scaling sc = {.factor = 8, .low_freq_factor = 1, .high_freq_factor = 4, .original_max_position = 4};
     size_t n = (size_t)c.B * c.T * c.stride;
     c.x = rnd(n, 1), c.work = rnd(n, 0), c.R = rnd(n, 1);
