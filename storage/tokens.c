@@ -86,7 +86,7 @@ static int h5_open_1d(struct tokens *ds, const char *name, int64_t *id, int64_t 
     /* only the standard widths: libhdf5 mishandles odd ones in crafted files */
     if (cls != H5T_INTEGER || (size != 1 && size != 2 && size != 4 && size != 8)) {
         err_set(ds->path, "%s does not hold integers of 8, 16, 32 or 64 bits", name);
-        return err_hint("store token ids and mask bytes as an integer type");
+        return err_hint("store token ids, mask bytes and example offsets as an integer type");
     }
     hid_t space = H5Dget_space(d);
     hsize_t dims[H5S_MAX_RANK];
@@ -136,6 +136,9 @@ static int h5_open_docs(struct tokens *ds) {
     int64_t id = H5I_INVALID_HID, n = 0;
     int rc = h5_open_1d(ds, "/doc_offsets", &id, &n);
     if (rc == 0 && n < 1) rc = err_set(ds->path, "/doc_offsets is empty");
+    if (rc == 0 && n > ds->n_tokens) /* ascending below n_tokens: never more of them */
+        rc = err_set(ds->path, "/doc_offsets has %lld entries but /tokens has %lld", (long long)n,
+                     (long long)ds->n_tokens);
     if (rc == 0) {
         ds->doc_offsets = xmalloc((size_t)n * sizeof *ds->doc_offsets);
         ds->n_docs = n;

@@ -405,7 +405,7 @@ static void test_packing(void) {
             tokens_close(&ds);
             if (pack) EXPECT(samples[1] < samples[0]);
         }
-    /* offsets that do not start at 0, or go back, or run past the tokens */
+    /* offsets that do not start at 0, or go back, or run past the tokens, or outnumber them */
     const int64_t bad[3][3] = {{2, 5, 9}, {0, 9, 4}, {0, 4, n}};
     const char *want[3] = {"/doc_offsets starts at 2, not 0", "/doc_offsets[2] = 4 is not in [9,",
                            "is not in [4, "};
@@ -414,6 +414,9 @@ static void test_packing(void) {
         EXPECT(tokens_write_h5(path, tok, n, NULL, &meta) == 0);
         expect_open_fails(path, want[i]);
     }
+    meta = (struct tokens_meta){.doc_offsets = docs, .n_docs = 3};
+    EXPECT(tokens_write_h5(path, tok, 2, NULL, &meta) == 0);
+    expect_open_fails(path, "/doc_offsets has 3 entries but /tokens has 2");
     free(counted), free(tok), free(mask), free(path);
 }
 

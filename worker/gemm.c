@@ -316,7 +316,7 @@ void gemm_bf16(int trans_b, int M, int N, int K, float alpha, const float *A, in
     double convert_s = 0.0;
     const int rows = (size_t)K * M <= BF16_CHUNK ? M : (int)(BF16_CHUNK / (size_t)K > 0 ? BF16_CHUNK / (size_t)K : 1);
     /* without a bf16 matmul, B is widened one tile of columns per thread at a time */
-    const int cols = quant_tile_cols(trans_b, N, K), tiles = (N + cols - 1) / cols;
+    const int cols = bf.native || K == 0 ? N : quant_tile_cols(trans_b, N, K), tiles = (N + cols - 1) / cols;
     for (int m0 = 0; m0 < M; m0 += rows) {
         const int mc = M - m0 < rows ? M - m0 : rows;
         const double tc = omp_get_wtime();
