@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# deploy/fuzz.sh [SECONDS]: fuzzing at scale. Installs what it needs, builds the libFuzzer
+# deploy/fuzz.sh [SECONDS] [TARGET...]: fuzzing at scale. Installs what it needs, builds the libFuzzer
 # targets of tests/fuzz (clang, libFuzzer + ASan/UBSan, in build-fuzz as deploy/test.sh
 # does) and runs every one of them, one after another, for at least 10^6 executions
 # (LORAD_FUZZ_RUNS=N to change that) and at least SECONDS (default 0), whichever ends
-# later. The list of targets, their dictionaries and -max_len come from
+# later; with TARGETs, only those, whose rows then replace theirs in RESULTS.md (each row
+# names the commit it ran at). The list of targets, their dictionaries and -max_len come from
 # tests/fuzz/CMakeLists.txt (LORAD_FUZZ_TARGETS, written to build-fuzz/tests/fuzz/targets.tsv);
 # each run is tests/fuzz/run_fuzz.sh on a scratch copy of the target's seed corpus, in
 # build-fuzz/tests/fuzz/long/<target>/ with its log beside it. Writes tests/fuzz/RESULTS.md
@@ -14,10 +15,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 seconds=${1:-0}
-if ! [[ $seconds =~ ^[0-9]+$ ]] || [ $# -gt 1 ]; then
-  echo "usage: deploy/fuzz.sh [SECONDS]" >&2
+if ! [[ $seconds =~ ^[0-9]+$ ]]; then
+  echo "usage: deploy/fuzz.sh [SECONDS] [TARGET...]" >&2
   exit 2
 fi
+shift $(($# > 0 ? 1 : 0))
+only=("$@")
 export LORAD_FUZZ_RUNS=${LORAD_FUZZ_RUNS:-1000000}
 command="deploy/fuzz.sh $seconds"
 [ "$LORAD_FUZZ_RUNS" = 1000000 ] || command="LORAD_FUZZ_RUNS=$LORAD_FUZZ_RUNS $command"
@@ -34,6 +37,24 @@ if [ -n "$(git status --porcelain --untracked-files=no -- . ':!tests/fuzz/RESULT
 fi
 
 mapfile -t targets <build-fuzz/tests/fuzz/targets.tsv
+for want in "${only[@]}"; do
+  if ! printf '%s\n' "${targets[@]}" | cut -f1 | grep -qx -- "$want"; then
+    echo "deploy/fuzz.sh: no fuzz target $want (tests/fuzz/CMakeLists.txt lists: $(cut -f1 build-fuzz/tests/fuzz/targets.tsv | tr '\n' ' '))" >&2
+    exit 2
+  fi
+done
+results=tests/fuzz/RESULTS.md
+declare -A kept # target -> its row in RESULTS.md, for the targets not run now
+if [ ${#only[@]} -gt 0 ] && [ -f "$results" ]; then
+  old_commit=$(sed -n 's/^- Commit: //p' "$results") # files written before rows named their commit
+  while IFS= read -r row; do
+    name=$(cut -d'|' -f2 <<<"$row" | tr -d ' ')
+    if [ "$(tr -cd '|' <<<"$row" | wc -c)" -eq 7 ]; then
+      row="$(cut -d'|' -f1-6 <<<"$row")| ${old_commit:-?} |$(cut -d'|' -f7- <<<"$row")"
+    fi
+    kept[$name]=$row
+  done < <(grep '^| fuzz_' "$results")
+fi
 long=build-fuzz/tests/fuzz/long
 mkdir -p "$long"
 rows=()
@@ -41,6 +62,10 @@ failures=()
 for line in "${targets[@]}"; do
   IFS=$'\t' read -r -a f <<<"$line"
   name=${f[0]} fuzzer=${f[1]} corpus=${f[2]}
+  if [ ${#only[@]} -gt 0 ] && ! printf '%s\n' "${only[@]}" | grep -qx -- "$name"; then
+    [ -n "${kept[$name]:-}" ] && rows+=("${kept[$name]}")
+    continue
+  fi
   scratch=$PWD/$long/$name log=$PWD/$long/$name.log
   echo "== $name: at least $LORAD_FUZZ_RUNS executions and $seconds s (log: $log)"
   rc=0
@@ -64,10 +89,9 @@ for line in "${targets[@]}"; do
     failures+=("$name: no final stats in its log (log: $log)")
   fi
   echo "   $execs executions, $rate/s, corpus $seeds -> $final, ${#found[@]} crash inputs, exit $rc"
-  rows+=("| $name | $execs | $rate | $seeds → $final | ${#found[@]} | $(date -u '+%Y-%m-%d %H:%M') |")
+  rows+=("| $name | $execs | $rate | $seeds → $final | ${#found[@]} | $commit | $(date -u '+%Y-%m-%d %H:%M') |")
 done
 
-results=tests/fuzz/RESULTS.md
 {
   echo "# Fuzzing results"
   echo
@@ -80,12 +104,11 @@ results=tests/fuzz/RESULTS.md
   echo "counts files, the committed seeds and the scratch corpus at the end; crashes counts the"
   echo "crash, leak, timeout and out-of-memory inputs saved."
   echo
-  echo "- Command: \`$command\`"
-  echo "- Commit: $commit"
-  echo "- Machine: $(nproc) cores, $(uname -sr)"
+  echo "- Command: \`$command\` (\`deploy/fuzz.sh SECONDS TARGET...\` reruns some targets and replaces their rows)"
+  echo "- Machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
   echo
-  echo "| target | executions | execs/s | corpus (seeds → final) | crashes | date (UTC) |"
-  echo "| --- | ---: | ---: | ---: | ---: | --- |"
+  echo "| target | executions | execs/s | corpus (seeds → final) | crashes | commit | date (UTC) |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
   printf '%s\n' "${rows[@]}"
   if [ ${#failures[@]} -gt 0 ]; then
     echo

@@ -52,7 +52,7 @@ int strmap_put(struct strmap *m, const void *key, size_t n, int32_t value) {
         s->value = value;
         return 0;
     }
-    if (m->keys_len + n > m->keys_cap) {
+    if (!m->keys || m->keys_len + n > m->keys_cap) { /* allocated even for an empty first key */
         m->keys_cap = (m->keys_len + n) * 2 + 256;
         m->keys = xrealloc(m->keys, m->keys_cap);
     }
