@@ -206,14 +206,21 @@ static struct bf16_prim *bf16_prim_get(struct bf16_thread *self, int trans_b, in
 /* Rows of A converted per product: the bf16 buffer stays at most 16 MB. */
 #define BF16_CHUNK ((size_t)8 << 20)
 
-/* out (M,K) = A (M,K), row stride LDA, rounded to bf16; rows on the OpenMP threads. */
-KERNEL_CLONES static void bf16_rows(uint16_t *out, const float *A, int lda, int M, int K) {
+/* A (M,K), row stride LDA, rounded to bf16 into OUT16 (M,K), or, with OUT16 NULL, into
+ * OUT32 (M,K) as the same values in f32; rows on the OpenMP threads. */
+KERNEL_CLONES static void bf16_rows(uint16_t *out16, float *out32, const float *A, int lda, int M, int K) {
 #pragma omp parallel for schedule(static)
     for (int m = 0; m < M; m++) {
         const float *a = A + (size_t)m * lda;
-        uint16_t *o = out + (size_t)m * K;
+        uint16_t *o16 = out16 ? out16 + (size_t)m * K : NULL;
+        float *o32 = out16 ? NULL : out32 + (size_t)m * K;
+        if (o16) {
 #pragma omp simd
-        for (int k = 0; k < K; k++) o[k] = f32_to_bf16(a[k]);
+            for (int k = 0; k < K; k++) o16[k] = f32_to_bf16(a[k]);
+        } else {
+#pragma omp simd
+            for (int k = 0; k < K; k++) o32[k] = bf16_to_f32(f32_to_bf16(a[k]));
+        }
     }
 }
 
@@ -226,17 +233,6 @@ static void *buffer_take(void *buf, size_t *cap, size_t n) {
         *cap = n;
     }
     return *b;
-}
-
-/* out (M,K) = A (M,K), row stride LDA, rounded to bf16 and kept in f32. */
-KERNEL_CLONES static void bf16_round_rows(float *out, const float *A, int lda, int M, int K) {
-#pragma omp parallel for schedule(static)
-    for (int m = 0; m < M; m++) {
-        const float *a = A + (size_t)m * lda;
-        float *o = out + (size_t)m * K;
-#pragma omp simd
-        for (int k = 0; k < K; k++) o[k] = bf16_to_f32(f32_to_bf16(a[k]));
-    }
 }
 
 /* Without a bf16 matmul: C (M,N) = alpha · A32 (M,K) · op(B) + beta · C (+ BIAS), B
@@ -291,11 +287,11 @@ static int quant_tile_cols(int trans_b, int N, int K) {
 static const void *lhs_round(const float *A, int lda, int M, int K) {
     if (bf.native) {
         uint16_t *a16 = buffer_take(&bf.a16, &bf.a16_cap, (size_t)M * K * sizeof *a16);
-        bf16_rows(a16, A, lda, M, K);
+        bf16_rows(a16, NULL, A, lda, M, K);
         return a16;
     }
     float *a32 = buffer_take(&bf.a32, &bf.a32_cap, (size_t)M * K * sizeof *a32);
-    bf16_round_rows(a32, A, lda, M, K);
+    bf16_rows(NULL, a32, A, lda, M, K);
     return a32;
 }
 
