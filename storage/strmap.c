@@ -28,7 +28,8 @@ void strmap_free(struct strmap *m) {
 static struct strmap_slot *slot_find(const struct strmap *m, const void *key, size_t n, uint64_t h) {
     for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1)) {
         struct strmap_slot *s = &m->slots[i];
-        if (!s->hash || (s->hash == h && s->len == n && memcmp(m->keys + s->key, key, n) == 0)) return s;
+        if (!s->hash || (s->hash == h && s->len == n && (n == 0 || memcmp(m->keys + s->key, key, n) == 0)))
+            return s;
     }
 }
 
@@ -56,7 +57,7 @@ int strmap_put(struct strmap *m, const void *key, size_t n, int32_t value) {
         m->keys_cap = (m->keys_len + n) * 2 + 256;
         m->keys = xrealloc(m->keys, m->keys_cap);
     }
-    memcpy(m->keys + m->keys_len, key, n);
+    if (n) memcpy(m->keys + m->keys_len, key, n); /* KEY may be NULL when empty */
     *s = (struct strmap_slot){.hash = h, .key = m->keys_len, .len = (uint32_t)n, .value = value};
     m->keys_len += n;
     m->count++;
