@@ -20,6 +20,7 @@ Llama shapes, written into bench/RESULTS.md's section for it (bench/run.py keeps
 Every run goes one at a time under `nice -n 10` (the machine is shared: others' CPU time
 during each run is in the table). Speed is reported, never asserted.
 usage: quant.py --lorad PATH --peak PATH [--workdir DIR] [--results FILE] [--parts 1,2,3,4] [--big nf4,int8]
+                [--report]   (--report: rewrite the section from WORKDIR/results.json, running nothing)
 """
 
 import argparse
@@ -36,7 +37,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import run  # noqa: E402  (bench/run.py: it keeps this file's section of RESULTS.md)
 
-BEGIN, END = run.QUANT_MARKERS
 
 SHAPES = {
     "1b": dict(L=16, C=2048, F=8192, H=32, KV=8, V=128256, tied=True),
@@ -287,12 +287,49 @@ def targets(res):
     return ["", "### Targets (issue #17)", "", "| target | measured | | detail |", "|---|---:|---|---|"] + rows
 
 
+def reading(res):
+    """How to read the run: the others' CPU share it had, where the time went (the
+    profile), what the decoders cost against the bf16 matmul, all from RES."""
+    runs = res.get("runs", []) + res.get("8b", [])
+    if not runs:
+        return []
+    lo, hi = (100 * f(r["others"] for r in runs) for f in (min, max))
+    if hi > 20:
+        load = (f"other processes took {lo:.0f}–{hi:.0f} % of the machine's CPU during the runs here, so a run got a "
+                "smaller and varying share of the 2 cores: peak RSS and the activation block do not depend on that "
+                "and are exact, but tokens/s and the ratios between runs move with the load, and the speed targets' "
+                "verdicts are within that noise.")
+    else:
+        load = (f"other processes took {lo:.0f}–{hi:.0f} % of the machine's CPU during the runs here: the speed "
+                "figures and their ratios are this machine's own.")
+    out = ["", "Reading these numbers: " + load]
+    prof = {r["dtype"]: r for r in res.get("runs", []) if "product_s" in r}
+    if {"bf16", "int8", "nf4"} <= set(prof):
+        i8, n4, b16 = prof["int8"], prof["nf4"], prof["bf16"]
+        out[-1] += (f" Where the time goes, from `--profile` at seq 512: decoding the int8/nf4 tiles took "
+                    f"{i8['decode_s']:.2f} / {n4['decode_s']:.2f} s of {i8['measured_s']:.2f} / {n4['measured_s']:.2f} s "
+                    f"steps ({100 * i8['decode_s'] / i8['measured_s']:.0f} / {100 * n4['decode_s'] / n4['measured_s']:.0f} %), "
+                    f"against {b16['round_s']:.2f} s of a {b16['measured_s']:.2f} s bf16 step rounding the products' "
+                    f"inputs to bf16 (the quantized path rounds each input once per product: "
+                    f"{i8['round_s']:.2f} s).")
+    pk = [r for rows in res.get("peak", {}).values() for r in rows]
+    if pk and res.get("bf16_peak"):
+        best = {f: min(r["decode_ns_per_weight"] for r in pk if r["form"] == f) for f in ("nf4", "int8_b64")}
+        out[-1] += (f" At their best the decoders take {best['nf4']:.2f} (nf4) and {best['int8_b64']:.2f} (int8) ns a "
+                    f"weight, against {2 * 512 / res['bf16_peak']:.2f} ns a weight for the bf16 matmul of 512 rows at "
+                    "the measured peak.")
+    out[-1] += (" Recompute's second forward is about a quarter of a step's FLOPs for this shape (it skips the MLP's "
+                "output projection and the last layer).")
+    return out
+
+
 def section(args, res):
-    L = [BEGIN, "", "## Large models: quantized bases and recompute (issue #17)", ""]
+    L = ["", "## Large models: quantized bases and recompute (issue #17)", ""]
     cmds = sorted(set(res.get("commands", {}).values()))
     L.append("- **Commands**: " + "; ".join(f"`{c}`" for c in cmds) + " (every run under `nice -n 10`, one at a time)")
-    L.append(f"- **Date**: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; commit {args.commit}; load average "
-             f"{args.load} at the start; the machine is shared (others' CPU share per run below)")
+    run = res["meta"]
+    L.append(f"- **Date**: {run['date']}; commit {run['commit']}; load average {run['load']} at the start (others' CPU "
+             "share per run below)")
     s1, s8 = SHAPES["1b"], SHAPES["8b"]
     L.append(f"- **1B shape** (Llama-3.2-1B): {s1['L']} layers, d {s1['C']}, FFN {s1['F']}, {s1['H']}/{s1['KV']} heads,"
              f" vocab {s1['V']}, tied; {n_params(s1) / 1e9:.2f} B parameters, random, BF16 on disk; LoRA r=16 on "
@@ -301,16 +338,7 @@ def section(args, res):
              f"vocab {s8['V']}, untied; {n_params(s8) / 1e9:.2f} B parameters, random, BF16 on disk "
              f"({n_params(s8) * 2 / 2**30:.1f} GiB); LoRA r=16 on q,k,v,o_proj, seq 2048, batch 1")
     L += targets(res)
-    L += ["", "Reading these numbers: other processes took 74–86 % of the machine's CPU during every run here, so a "
-          "run got a small and varying share of the 2 cores. Peak RSS and the activation block do not depend on that "
-          "and are exact; tokens/s and the ratios between runs move by tens of percent with the load (the same bf16 "
-          "run did 10.5 tokens/s at seq 512 and 18.0 at seq 2048), so the speed targets' verdicts are within that "
-          "noise. Where the time goes, from `--profile` at seq 512: decoding the int8/nf4 tiles took 8.7 / 7.6 s "
-          "of 52 / 47 s steps (16–17 %), against 5.1 s of a 49 s bf16 step rounding the products' inputs to bf16 "
-          "(the quantized path rounds each input once per product, so that part falls to 0.3 s); at their best "
-          "the decoders do 0.07 (nf4) and 0.14 (int8) ns a weight against about 0.8 ns a weight for the bf16 "
-          "matmul of 512 rows at the measured peak. Recompute's second forward is about a quarter of a step's "
-          "FLOPs for this shape (it skips the MLP's output projection and the last layer)."]
+    L += reading(res)
     pk = res.get("peak", {})
     if pk:
         L += ["", "### Frozen products alone (quant_peak, GFLOP/s, best of ≥ 0.5 s; 1B shapes)", "",
@@ -373,18 +401,7 @@ def section(args, res):
                      f"{', '.join(f'{x:.1f}' for x in st) or 'none'} | {mib(r['peak_rss_mib'])} | {mib(r['act_mib'])} | "
                      f"{r['wall_s'] - sum(st):.0f} | {r.get('loss1', float('nan')):.4f} | {100 * r['others']:.0f} % |")
         L += [f"- {r['dtype']}: {r['note']}" for r in big if r.get("note")]
-    L += ["", END, ""]
     return "\n".join(L)
-
-
-def write_results(path, text):
-    """TEXT as PATH's section between BEGIN and END (bench/run.py carries it over when it
-    rewrites the rest), replacing the old one."""
-    old = open(path).read() if os.path.exists(path) else "# lorad benchmark results\n"
-    if BEGIN in old:
-        old = old[:old.index(BEGIN)] + old[old.index(END) + len(END):].lstrip("\n")
-    with open(path, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + text)
 
 
 def main():
@@ -395,8 +412,9 @@ def main():
     ap.add_argument("--results", default=os.path.join(HERE, "RESULTS.md"))
     ap.add_argument("--parts", default="1,2,3,4")
     ap.add_argument("--big", default="nf4,int8", help="part 4's dtypes")
+    ap.add_argument("--report", action="store_true", help="only rewrite the section from WORKDIR/results.json")
     args = ap.parse_args()
-    parts = set(args.parts.split(","))
+    parts = set() if args.report else set(args.parts.split(","))
     args.lorad_rel, args.peak_rel = (os.path.relpath(p, os.path.dirname(HERE)) for p in (args.lorad, args.peak))
     args.lorad, args.peak = os.path.abspath(args.lorad), os.path.abspath(args.peak)
     args.commit = subprocess.run(["git", "-C", HERE, "rev-parse", "--short=12", "HEAD"], capture_output=True,
@@ -409,7 +427,13 @@ def main():
     def save():
         with open(state, "w") as f:
             json.dump(res, f)
-        write_results(args.results, section(args, res))
+        run.section_write(args.results, run.QUANT_MARKERS, section(args, res))
+
+    if args.report:
+        save()
+        return
+    res["meta"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "commit": args.commit,
+                   "load": args.load}
 
     cmd = (f"/usr/bin/python3 bench/quant.py --lorad {args.lorad_rel} --peak {args.peak_rel} --parts {args.parts}"
            + (f" --big {args.big}" if "4" in parts else ""))

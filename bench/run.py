@@ -76,17 +76,34 @@ class BenchError(Exception):
 # bench/tokenizer.py's section of RESULTS.md lies between these; run.py keeps it.
 TOKENIZER_MARKERS = ("<!-- bench/tokenizer.py: begin -->", "<!-- bench/tokenizer.py: end -->")
 QUANT_MARKERS = ("<!-- bench/quant.py: begin -->", "<!-- bench/quant.py: end -->")
+ADAPTERS_MARKERS = ("<!-- bench/adapters.py: begin -->", "<!-- bench/adapters.py: end -->")
 
 
 def kept_sections(path):
-    """PATH's sections of bench/tokenizer.py and bench/quant.py with their markers ("" for
-    each that is missing), to carry over when this run rewrites the file."""
+    """PATH's sections of bench/tokenizer.py, bench/quant.py and bench/adapters.py with
+    their markers ("" for each that is missing), to carry over when this run rewrites the
+    file."""
     old = open(path).read() if os.path.exists(path) else ""
     kept = ""
-    for begin, end in (TOKENIZER_MARKERS, QUANT_MARKERS):
+    for begin, end in (TOKENIZER_MARKERS, QUANT_MARKERS, ADAPTERS_MARKERS):
         if begin in old and end in old:
             kept += "\n" + old[old.index(begin):old.index(end) + len(end)] + "\n"
     return kept
+
+
+def section_write(path, markers, section):
+    """SECTION between MARKERS (begin, end) in PATH, atomically: replacing the old one, or
+    appended. The other benchmarks' sections, which run.py carries over."""
+    begin, end = markers
+    old = open(path).read() if os.path.exists(path) else "# lorad benchmark results\n"
+    text = f"{begin}\n{section.strip(chr(10))}\n{end}\n"
+    if begin in old and end in old:
+        new = old[:old.index(begin)] + text + old[old.index(end) + len(end):].lstrip("\n")
+    else:
+        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
+    with open(path + ".tmp", "w") as f:
+        f.write(new)
+    os.replace(path + ".tmp", path)
 
 
 def log(msg):

@@ -163,20 +163,6 @@ def report(args, R, text):
     return "\n".join(["## Tokenizer encode throughput (`bench/tokenizer.py`)", ""] + L) + "\n"
 
 
-def section_write(path, section):
-    """SECTION between run.py's markers in PATH: replacing the old one, or appended."""
-    begin, end = bench.TOKENIZER_MARKERS
-    old = open(path).read() if os.path.exists(path) else ""
-    text = f"{begin}\n{section}{end}\n"
-    if begin in old and end in old:
-        new = old[:old.index(begin)] + text + old[old.index(end) + len(end):].lstrip("\n")
-    else:
-        new = old + ("\n" if old and not old.endswith("\n\n") else "") + text
-    with open(path + ".tmp", "w") as f:
-        f.write(new)
-    os.replace(path + ".tmp", path)
-
-
 def main():
     ap = argparse.ArgumentParser(description="lorad's tokenizer throughput beside tiktoken and tokenizers.js")
     ap.add_argument("--smoke", action="store_true", help="a small text, one repetition; results to the workdir")
@@ -223,7 +209,7 @@ def main():
         json.dump(R, f, indent=1, default=str)
     section = report(args, R, text)
     print(section)
-    section_write(args.results, section)
+    bench.section_write(args.results, bench.TOKENIZER_MARKERS, section)
     bench.log(f"wrote {args.results}")
     bad = [k for k, _, _ in ENCODERS if not R[k].get("encode_s")] + [k for k, ok in R["equal"].items() if not ok]
     if bad:
