@@ -199,7 +199,7 @@ int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, const struct 
     if (rc) return -1;
     if (c->n != m->tr.n) return err_set("checkpoint", "holds %llu optimizer values, the model trains %llu",
                                         (unsigned long long)c->n, (unsigned long long)m->tr.n);
-    if (export_restore(m, ckpt_get, (void *)c)) return -1;
+    if (export_restore(m, 0, ckpt_get, (void *)c)) return -1;
     memcpy(m->tr.m, c->m, c->n * sizeof(float));
     memcpy(m->tr.v, c->v, c->n * sizeof(float));
     *rs = (struct run_state){.step = c->step, .samples = c->samples, .tokens = c->tokens, .loss = c->loss, .lr = c->lr};

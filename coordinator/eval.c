@@ -10,25 +10,29 @@
 
 int eval_run(struct comm *c, struct model *m, struct batch *b, const struct tokens *ds, int32_t M,
              int64_t max_batches, struct eval_result *r) {
+    const int32_t K = m->n_sets > 1 ? m->n_sets : 1; /* a model of several sets: each its loss */
     int64_t n = tokens_n_samples(ds, b->T);
     if (max_batches && max_batches < (n + M - 1) / M) n = max_batches * M;
     int64_t lo, hi;
     comm_part(c, n, &lo, &hi);
-    int64_t *ids = xcalloc((size_t)b->cap, sizeof *ids);
-    double sums[2] = {0.0, 0.0};
+    const int32_t per = b->cap / K; /* samples read at a time */
+    int64_t *ids = xcalloc((size_t)per, sizeof *ids);
+    double sums[LORA_MAX_SETS + 1] = {0.0}; /* each set's loss, then the targets */
     int failed = 0;
-    for (int64_t i = lo; i < hi && !failed; i += b->cap) {
-        int32_t k = (int32_t)(hi - i < b->cap ? hi - i : b->cap);
+    for (int64_t i = lo; i < hi && !failed; i += per) {
+        int32_t k = (int32_t)(hi - i < per ? hi - i : per);
         for (int32_t j = 0; j < k; j++) ids[j] = i + j;
         failed = batch_load(b, ds, ids, k) != 0;
-        if (!failed) {
-            sums[0] += batch_loss(m, b, M);
-            sums[1] += (double)batch_targets(b);
-        }
+        if (failed) break;
+        sums[K] += (double)batch_targets(b);
+        if (K > 1) batch_loss_sets(m, b, sums);
+        else sums[0] += batch_loss(m, b, M);
     }
     free(ids);
     if (comm_agree(c, failed)) return -1;
-    comm_allreduce_doubles(c, sums, 2);
-    *r = (struct eval_result){.loss = sums[1] > 0 ? sums[0] / sums[1] : NAN, .targets = (int64_t)sums[1], .samples = n};
+    comm_allreduce_doubles(c, sums, K + 1);
+    for (int32_t g = 0; g < K; g++)
+        r[g] = (struct eval_result){.loss = sums[K] > 0 ? sums[g] / sums[K] : NAN, .targets = (int64_t)sums[K],
+                                    .samples = n};
     return 0;
 }

@@ -213,7 +213,9 @@ const struct flag flag_rows[] = {
 
     /* lorad eval */
     {EVAL, "model", "DIR", .required = 1, .topic = "Model and data", .help = "the Hugging Face model directory"},
-    {EVAL, "adapter", "DIR", .topic = "Model and data", .help = "a PEFT adapter to merge into a copy of the weights"},
+    {EVAL, "adapter", "DIR,...", .repeat = 1, .topic = "Model and data",
+     .help = "a PEFT adapter to merge into a copy of the weights; several (repeat the flag) each get their loss "
+             "from one pass, unmerged"},
     {EVAL, "data", "FILE", .required = 1, .topic = "Model and data",
      .help = "the token dataset, or .jsonl/.txt prepared in this process first"},
     {EVAL, "batch", "B", .value = "8", .range = "[1,)", .topic = "Model and data", .help = "sequences per forward"},
@@ -240,9 +242,16 @@ const struct flag flag_rows[] = {
 
     /* lorad generate */
     {GENERATE, "model", "DIR", .required = 1, .topic = "Generation", .help = "the model directory"},
-    {GENERATE, "adapter", "DIR", .topic = "Generation", .help = "a PEFT adapter to merge into a copy of the weights"},
-    {GENERATE, "prompt", "TEXT", .required = 1, .topic = "Generation",
+    {GENERATE, "adapter", "DIR", .repeat = 1, .topic = "Generation",
+     .help = "a PEFT adapter to merge into a copy of the weights; with --prompts, NAME=DIR (repeat the flag), "
+             "each unmerged, for the lines that name it"},
+    {GENERATE, "prompt", "TEXT", .topic = "Generation",
      .help = "the prompt: encoded by the model's tokenizer, with its special tokens (a byte-level model: its bytes)"},
+    {GENERATE, "prompts", "FILE.jsonl", .topic = "Generation",
+     .help = "instead of --prompt: lines of {\"prompt\": TEXT, \"adapter\": NAME or null}, decoded together; "
+             "one JSON line out for each"},
+    {GENERATE, "batch", "N", .value = "8", .range = "[1,)", .topic = "Generation",
+     .help = "with --prompts, the prompts decoded at once (the next takes the place of one that ends)"},
     {GENERATE, "chat", .topic = "Generation",
      .help = "send --prompt as a user's message through the chat template, with the assistant's turn prompt"},
     {GENERATE, "template", "NAME", .topic = "Generation",

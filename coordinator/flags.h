@@ -30,6 +30,7 @@ struct flag {
     const char *zero;       /* what 0 means where the range allows it ("takes the whole batch") */
     const char *commands;   /* the commands that take it, space-separated; NULL: every command of SPEC */
     int required;           /* a command that takes it needs it */
+    int repeat;             /* a list flag given again adds to its list (--adapter A --adapter B); else the last counts */
     enum flag_resume resume;
     const char *topic;      /* its group in --help */
     const char *help;       /* what it does, one line */

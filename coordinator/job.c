@@ -60,6 +60,15 @@ int job_patterns(const Lorad__JobSpec *job, struct peft_pattern **out, int32_t *
     return 0;
 }
 
+int job_lora_spec(const Lorad__JobSpec *job, struct lora_spec *spec, struct peft_pattern **patterns) {
+    *spec = (struct lora_spec){.targets = (const char *const *)job->targets, .n_targets = (int32_t)job->n_targets,
+                               .rank = job->rank, .alpha = (float)job->alpha, .rslora = job->rslora,
+                               .init_gaussian = job->init == LORAD__INIT__INIT_GAUSSIAN, .seed = job->seed};
+    if (job_patterns(job, patterns, &spec->n_patterns)) return -1;
+    spec->patterns = *patterns;
+    return 0;
+}
+
 int job_validate(const Lorad__JobSpec *job) {
     if (flags_check(&job->base, NULL)) return -1;
     int full = job->mode == LORAD__MODE__MODE_FULL;

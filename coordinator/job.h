@@ -7,6 +7,7 @@
 #define LORAD_JOB_H
 
 #include "lorad.pb-c.h"
+#include "lora.h"
 #include "peft.h"
 
 /* Checks the flag table's ranges and the combinations; -1 with an error naming the flag. */
@@ -20,6 +21,9 @@ int job_resolve(Lorad__JobSpec *job);
  * rank items first; keys point into JOB; the caller frees *OUT. -1 with an error naming
  * the flag when an item is malformed. */
 int job_patterns(const Lorad__JobSpec *job, struct peft_pattern **out, int32_t *n);
+/* The job's adapter set (LoRA mode): targets, rank, alpha, rsLoRA, init and seed, and its
+ * patterns (job_patterns; the caller frees *PATTERNS). -1 as job_patterns. */
+int job_lora_spec(const Lorad__JobSpec *job, struct lora_spec *spec, struct peft_pattern **patterns);
 /* Sequences per forward: --micro-batch, or --batch when 0. */
 int32_t job_micro_batch(const Lorad__JobSpec *job);
 /* The learning rate of step STEP (0-based) under the job's schedule and warmup, with

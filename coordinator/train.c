@@ -52,7 +52,8 @@ struct train {
     struct metrics metrics;
     struct fault fault;
     struct export_meta meta;
-    struct peft_pattern *patterns; /* --rank-pattern and --alpha-pattern, for the model */
+    struct lora_spec lora;         /* the job's adapter set */
+    struct peft_pattern *patterns; /* its --rank-pattern and --alpha-pattern */
     struct run_state rs;
     double t0;
     double last_ckpt; /* rank 0: when the last checkpoint was written */
@@ -89,24 +90,18 @@ static int train_model_load(struct train *t) {
          * for no more, so a node's memory does not grow with its ranks */
         .max_batch = micro < rank_cap(t) ? micro : rank_cap(t),
         .seq = job->seq,
-        .targets = (const char *const *)job->targets,
-        .n_targets = (int32_t)job->n_targets,
-        .rank = job->rank,
-        .alpha = (float)job->alpha,
-        .rslora = job->rslora,
-        .init_gaussian = job->init == LORAD__INIT__INIT_GAUSSIAN,
-        .seed = job->seed,
+        .sets = &t->lora,
+        .n_sets = 1,
         .base_dtype = train_base_dtype(job->base_dtype),
         .recompute = job->recompute,
     };
-    if (job_patterns(job, &t->patterns, &o.n_patterns)) return -1;
-    o.patterns = t->patterns;
+    if (job_lora_spec(job, &t->lora, &t->patterns)) return -1;
     if (t->ctl->resident) {
         if (base_keep(t->ctl->resident, job->model, &t->ctl->base_reused)) return -1;
         o.base = t->ctl->resident;
     }
     if (model_init(&t->model, &o)) return -1;
-    if (job->init_adapter && job->init_adapter[0]) return adapter_import(&t->model, job->init_adapter);
+    if (job->init_adapter && job->init_adapter[0]) return adapter_import(&t->model, 0, job->init_adapter);
     return 0;
 }
 

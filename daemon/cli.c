@@ -29,10 +29,34 @@ static const struct flag *row_lookup(ProtobufCMessage *const *msgs, int n, const
     return NULL;
 }
 
+/* The flags the command line has set so far: a repeatable list flag given again adds to
+ * its list. */
+struct flags_seen {
+    const struct flag *row[64];
+    int n;
+};
+
+/* V for ROW of MSG: V itself, or when the command line gave the repeatable list flag ROW
+ * before, that list and then V ("--adapter A --adapter B" is "--adapter A,B"), kept in A. */
+static const char *list_extend(const ProtobufCMessage *msg, const struct flag *row, const ProtobufCFieldDescriptor *f,
+                               const char *v, struct flags_seen *seen, struct flag_arena *a) {
+    int before = 0;
+    for (int i = 0; i < seen->n; i++) before |= seen->row[i] == row;
+    if (!before && seen->n < (int)(sizeof seen->row / sizeof seen->row[0])) seen->row[seen->n++] = row;
+    if (!before || !row->repeat) return v;
+    const size_t count = *(const size_t *)((const char *)msg + f->quantifier_offset);
+    char *const *items = *(char *const *const *)((const char *)msg + f->offset);
+    size_t len = strlen(v) + 1;
+    for (size_t i = 0; i < count; i++) len += strlen(items[i]) + 1;
+    char *list = flag_arena_keep(a, xcalloc(1, len));
+    for (size_t i = 0; i < count; i++) strcat(strcat(list, items[i]), ",");
+    return strcat(list, v);
+}
+
 /* One flag: "--name value", "--name=value", or a bool switch "--name [on|off]".
  * Returns the arguments it used, or -1 with an error. */
 static int flag_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, int argc, char **argv,
-                      struct flag_arena *a) {
+                      struct flags_seen *seen, struct flag_arena *a) {
     char flag[64];
     const char *eq = strchr(argv[0], '=');
     size_t len = eq ? (size_t)(eq - argv[0]) : strlen(argv[0]);
@@ -45,11 +69,11 @@ static int flag_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, int
     const struct flag *row = row_lookup(msgs, n, cmd, flag + 2, flag, &msg);
     if (!row) return -1;
     const ProtobufCFieldDescriptor *f = protobuf_c_message_descriptor_get_field_by_name(msg->descriptor, row->field);
-    if (eq) return flag_set(msg, row, eq + 1, a) ? -1 : 1;
+    if (eq) return flag_set(msg, row, list_extend(msg, row, f, eq + 1, seen, a), a) ? -1 : 1;
     if (f->type == PROTOBUF_C_TYPE_BOOL) /* a switch; a following on/off is its value */
         return argc > 1 && flag_set(msg, row, argv[1], a) == 0 ? 2 : flag_set(msg, row, "on", a) ? -1 : 1;
     if (argc < 2) return err_set(flag, "missing value");
-    return flag_set(msg, row, argv[1], a) ? -1 : 2;
+    return flag_set(msg, row, list_extend(msg, row, f, argv[1], seen, a), a) ? -1 : 2;
 }
 
 /* The line of TEXT where key KEY ("KEY" then a colon) first appears; 0 when not found. */
@@ -148,9 +172,10 @@ int cli_parse(ProtobufCMessage *const *msgs, int n, const char *cmd, const char 
     }
     const char *config;
     if (config_path(argc, argv, &config) || (config && config_load(msgs, n, cmd, config, a))) return -1;
+    struct flags_seen seen = {.n = 0};
     for (int i = 0; i < argc;) {
         int skip = !strcmp(argv[i], "--config") ? 2 : !strncmp(argv[i], "--config=", 9) ? 1 : 0;
-        int used = skip ? skip : flag_parse(msgs, n, cmd, argc - i, argv + i, a);
+        int used = skip ? skip : flag_parse(msgs, n, cmd, argc - i, argv + i, &seen, a);
         if (used < 0) return -1;
         i += used;
     }

@@ -3,7 +3,8 @@
  * (flags.h): field micro_batch is flag --micro-batch; strings and numbers take one
  * value; bools are switches that also accept on/off; enums take the lowercase value
  * name after its prefix (MODE_FULL -> full); repeated strings take a comma-separated
- * list. `--config FILE.json` sets flags from a JSON object keyed by flag names first;
+ * list, and a repeatable one (the flag table says which) given again adds to it
+ * (--adapter A --adapter B); any other flag given again takes the last value. `--config FILE.json` sets flags from a JSON object keyed by flag names first;
  * the command line's flags override it.
  */
 #ifndef LORAD_CLI_H

@@ -3,6 +3,7 @@
  */
 #include "infer_cmd.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,7 @@
 #include "dataset.h"
 #include "error.h"
 #include "eval.h"
+#include "export.h"
 #include "fileio.h"
 #include "gemm.h"
 #include "merge.h"
@@ -21,10 +23,37 @@
 #include "provenance.h"
 #include "rundata.h"
 
-int infer_model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T) {
-    struct model_options o = {.dir = model_dir, .writable = adapter[0] != '\0', .inference = 1, .max_batch = B, .seq = T};
+/* M over MODEL_DIR with the N adapters in ADAPTERS unmerged, set g from ADAPTERS[g]. */
+static int sets_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int32_t B, int32_t T) {
+    if (n > LORA_MAX_SETS) {
+        err_set("--adapter", "is given %d times; at most %d adapters run in one pass", n, LORA_MAX_SETS);
+        return err_hint("split them over several runs");
+    }
+    struct adapter_dir dirs[LORA_MAX_SETS];
+    struct lora_spec specs[LORA_MAX_SETS];
+    int32_t opened = 0;
+    int rc = 0;
+    for (; opened < n && rc == 0; opened++) {
+        rc = adapter_dir_open(&dirs[opened], adapters[opened]);
+        if (rc == 0) specs[opened] = dirs[opened].spec;
+    }
+    if (rc) opened--;
+    struct model_options o = {.dir = model_dir, .inference = 1, .max_batch = n * B, .seq = T, .sets = specs,
+                              .n_sets = n};
+    if (rc == 0) rc = model_init(m, &o);
+    for (int32_t g = 0; g < n && rc == 0; g++)
+        if ((rc = adapter_import(m, g, adapters[g]))) model_free(m);
+    for (int32_t g = 0; g < opened; g++) adapter_dir_free(&dirs[g]);
+    return rc;
+}
+
+int infer_model_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int merge, int32_t B,
+                     int32_t T) {
+    CHECK(!merge || n <= 1);
+    if (!merge && n > 0) return sets_open(m, model_dir, adapters, n, B, T);
+    struct model_options o = {.dir = model_dir, .writable = n == 1, .inference = 1, .max_batch = B, .seq = T};
     if (model_init(m, &o)) return -1;
-    if (adapter[0] && model_merge_adapter(m, adapter)) {
+    if (n == 1 && model_merge_adapter(m, adapters[0])) {
         model_free(m);
         return -1;
     }
@@ -71,34 +100,57 @@ static int data_open(const Lorad__EvalSpec *s, const struct comm *comm, struct m
     return rc;
 }
 
+/* A JSON number, or null for NaN (no targets). */
+static json_t *json_number(double x) { return isfinite(x) ? json_real(x) : json_null(); }
+
+/* One line of eval's result: its adapter first when it is one of several (ADAPTER not
+ * NULL), as text or, with --json, a JSON object. */
+static int result_print(const Lorad__EvalSpec *s, const char *adapter, const struct eval_result *r) {
+    if (!s->json) {
+        if (adapter) printf("adapter %s  ", adapter);
+        printf("loss %.6f  perplexity %.4f  tokens %lld  samples %lld\n", r->loss, exp(r->loss), (long long)r->targets,
+               (long long)r->samples);
+        return 0;
+    }
+    json_t *o = json_object();
+    if (adapter && json_object_set_new(o, "adapter", json_string(adapter))) {
+        json_decref(o);
+        return err_set(adapter, "the path is not valid UTF-8"), err_hint("--json needs UTF-8 paths");
+    }
+    json_object_set_new(o, "loss", json_number(r->loss));
+    json_object_set_new(o, "perplexity", json_number(exp(r->loss)));
+    json_object_set_new(o, "tokens", json_integer(r->targets));
+    json_object_set_new(o, "samples", json_integer(r->samples));
+    char *text = json_dumps(o, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
+    printf("%s\n", text);
+    free(text);
+    json_decref(o);
+    return 0;
+}
+
 int eval_cmd(const struct command_call *call) {
     const Lorad__EvalSpec *s = (const Lorad__EvalSpec *)call->spec[0];
     struct comm *comm = call->comm;
     if (s->logits[0] && comm->size > 1) return err_set("--logits", "needs a single process (run without mpirun)");
     gemm_set_threads(s->threads ? s->threads : comm_node_cores(comm));
+    if (s->logits[0] && s->n_adapter > 1) return err_set("--logits", "takes a model with at most one --adapter");
+    const int32_t K = s->n_adapter > 1 ? (int32_t)s->n_adapter : 1;
     struct model m;
     struct tokens ds = {0};
-    int rc = infer_model_open(&m, s->model, s->adapter, s->batch, s->seq);
+    int rc = infer_model_open(&m, s->model, s->adapter, (int32_t)s->n_adapter, s->n_adapter == 1, s->batch, s->seq);
     int loaded = rc == 0;
     if (rc == 0) rc = data_open(s, comm, &m, &ds);
-    struct eval_result r = {0};
+    struct eval_result r[LORA_MAX_SETS] = {{0}};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {
-        batch_init(&b, s->batch, m.T);
-        rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, &r);
-        if (rc == 0 && s->logits[0]) rc = logits_write(&m, &b, &ds, r.samples, s->logits);
+        batch_init(&b, K * s->batch, m.T);
+        rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, r);
+        if (rc == 0 && s->logits[0]) rc = logits_write(&m, &b, &ds, r[0].samples, s->logits);
         batch_free(&b);
     } else {
         rc = -1;
     }
-    if (rc == 0 && comm->rank == 0) {
-        if (s->json)
-            printf("{\"loss\": %.9g, \"perplexity\": %.9g, \"tokens\": %lld, \"samples\": %lld}\n", r.loss, exp(r.loss),
-                   (long long)r.targets, (long long)r.samples);
-        else
-            printf("loss %.6f  perplexity %.4f  tokens %lld  samples %lld\n", r.loss, exp(r.loss), (long long)r.targets,
-                   (long long)r.samples);
-    }
+    for (int32_t g = 0; g < K && rc == 0 && comm->rank == 0; g++) rc = result_print(s, K > 1 ? s->adapter[g] : NULL, &r[g]);
     tokens_close(&ds);
     if (loaded) model_free(&m);
     return rc;
@@ -147,7 +199,8 @@ int merge_cmd(const struct command_call *call) {
     }
     if (outputs_claim(s->out, merge_files, s->overwrite, "--out", "a model")) return -1;
     struct model m;
-    if (infer_model_open(&m, s->model, s->adapter, 1, 1)) return -1;
+    char *const adapters[1] = {s->adapter};
+    if (infer_model_open(&m, s->model, adapters, 1, 1, 1, 1)) return -1;
     static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
     int32_t n;
     struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);

@@ -2,7 +2,8 @@
  * infer_cmd.h: the commands that use a trained model rather than train one:
  * `lorad eval` (loss, perplexity and token count, under mpirun too) and `lorad merge`
  * (base + adapter as one Hugging Face directory); `lorad generate` is generate_cmd.h.
- * An --adapter is merged into a private copy of the weights first.
+ * One --adapter is merged into a private copy of the weights first; eval's several
+ * adapters stay unmerged, each an adapter set of the model (linear.h) with its own rows.
  */
 #ifndef LORAD_INFER_CMD_H
 #define LORAD_INFER_CMD_H
@@ -15,8 +16,10 @@
 command_fn eval_cmd;
 command_fn merge_cmd;
 
-/* Loads MODEL_DIR into M for inference with B sequences of T tokens, merging ADAPTER
- * ("" for none) into a private copy of the weights. -1 with an error. */
-int infer_model_open(struct model *m, const char *model_dir, const char *adapter, int32_t B, int32_t T);
+/* Loads MODEL_DIR into M for inference with B sequences of T tokens (per adapter), with
+ * N ADAPTERS: with MERGE one, merged into a private copy of the weights; else each an
+ * adapter set of M, unmerged, in their order. -1 with an error. */
+int infer_model_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int merge, int32_t B,
+                     int32_t T);
 
 #endif

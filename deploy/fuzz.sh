@@ -44,13 +44,18 @@ for want in "${only[@]}"; do
   fi
 done
 results=tests/fuzz/RESULTS.md
+cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')
 declare -A kept # target -> its row in RESULTS.md, for the targets not run now
 if [ ${#only[@]} -gt 0 ] && [ -f "$results" ]; then
   old_commit=$(sed -n 's/^- Commit: //p' "$results") # files written before rows named their commit
+  old_cpu=$(sed -n 's/^- Machine: .*, //p' "$results") # or their machine's CPU
   while IFS= read -r row; do
     name=$(cut -d'|' -f2 <<<"$row" | tr -d ' ')
     if [ "$(tr -cd '|' <<<"$row" | wc -c)" -eq 7 ]; then
       row="$(cut -d'|' -f1-6 <<<"$row")| ${old_commit:-?} |$(cut -d'|' -f7- <<<"$row")"
+    fi
+    if [ "$(tr -cd '|' <<<"$row" | wc -c)" -eq 8 ]; then
+      row="$row ${old_cpu:-?} |"
     fi
     kept[$name]=$row
   done < <(grep '^| fuzz_' "$results")
@@ -89,7 +94,7 @@ for line in "${targets[@]}"; do
     failures+=("$name: no final stats in its log (log: $log)")
   fi
   echo "   $execs executions, $rate/s, corpus $seeds -> $final, ${#found[@]} crash inputs, exit $rc"
-  rows+=("| $name | $execs | $rate | $seeds → $final | ${#found[@]} | $commit | $(date -u '+%Y-%m-%d %H:%M') |")
+  rows+=("| $name | $execs | $rate | $seeds → $final | ${#found[@]} | $commit | $(date -u '+%Y-%m-%d %H:%M') | $cpu |")
 done
 
 {
@@ -105,10 +110,10 @@ done
   echo "crash, leak, timeout and out-of-memory inputs saved."
   echo
   echo "- Command: \`$command\` (\`deploy/fuzz.sh SECONDS TARGET...\` reruns some targets and replaces their rows)"
-  echo "- Machine: $(nproc) cores, $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+  echo "- Machine: $(nproc) cores, $(uname -sr); each row's CPU in its last column"
   echo
-  echo "| target | executions | execs/s | corpus (seeds → final) | crashes | commit | date (UTC) |"
-  echo "| --- | ---: | ---: | ---: | ---: | --- | --- |"
+  echo "| target | executions | execs/s | corpus (seeds → final) | crashes | commit | date (UTC) | CPU |"
+  echo "| --- | ---: | ---: | ---: | ---: | --- | --- | --- |"
   printf '%s\n' "${rows[@]}"
   if [ ${#failures[@]} -gt 0 ]; then
     echo

@@ -146,7 +146,7 @@ static const char *json_kind(const json_t *v) {
 }
 
 /* LINE (N bytes) at W as a JSON object, or NULL with an error. */
-static json_t *line_object(const char *line, size_t n, const struct dataset_where *w) {
+json_t *dataset_line_object(const char *line, size_t n, const struct dataset_where *w) {
     if (utf8_check(line, n, w)) return NULL;
     json_error_t jerr;
     json_t *o = json_loadb(line, n, JSON_FLAGS, &jerr);
@@ -171,7 +171,7 @@ static int keys_format(const json_t *o, Lorad__Format *f) {
 }
 
 int example_line_format(const char *line, size_t n, const struct dataset_where *w, Lorad__Format *out) {
-    json_t *o = line_object(line, n, w);
+    json_t *o = dataset_line_object(line, n, w);
     if (!o) return -1;
     int rc = keys_format(o, out);
     json_decref(o);
@@ -314,7 +314,7 @@ static int object_example(const struct example_reader *r, const json_t *o, const
 int example_from_line(const struct example_reader *r, const char *line, size_t n, const struct dataset_where *w,
                       struct example *ex) {
     example_clear(ex);
-    json_t *o = line_object(line, n, w);
+    json_t *o = dataset_line_object(line, n, w);
     int rc = o ? object_example(r, o, w, ex) : -1;
     json_decref(o);
     return rc;

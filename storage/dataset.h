@@ -76,6 +76,10 @@ struct dataset_where {
 #define DATASET_WHERE_MAX 4200
 /* "FILE:LINE" of W into BUF (DATASET_WHERE_MAX bytes); returns BUF. */
 const char *dataset_where_text(const struct dataset_where *w, char *buf);
+/* The .jsonl line LINE (N bytes, without its newline) at W as its JSON object (NULs
+ * allowed in strings, duplicate keys refused); NULL with a "FILE:LINE: problem" error
+ * when it is not UTF-8, not JSON or not an object. */
+json_t *dataset_line_object(const char *line, size_t n, const struct dataset_where *w);
 
 /* An example: TEXT in segments; segment i is bytes [seg[i-1].end, seg[i].end). */
 struct example {

@@ -59,10 +59,11 @@ UNCHECKED = {
               "--schedule": "an enum", "--seed": "any integer", "--shuffle": "a switch",
               "--gemm": "an enum", "--profile": "a switch", "--recompute": "a switch",
               **TEXT_FLAGS, **PACKING_FLAGS},
-    "eval": {"--adapter": "a directory (infer.py's refusals)", "--json": "a switch", "--config": CONFIG,
+    "eval": {"--adapter": "a directory (infer.py's and adapters.py's refusals)", "--json": "a switch", "--config": CONFIG,
              **TEXT_FLAGS, **PACKING_FLAGS},
     "merge": {"--dtype": "an enum", "--config": CONFIG},
-    "generate": {"--adapter": "a directory (infer.py's refusals)", "--seed": "any integer", "--ids": "a switch",
+    "generate": {"--adapter": "a directory (infer.py's and adapters.py's refusals)", "--seed": "any integer",
+                 "--ids": "a switch (adapters.py: with --prompts)",
                  "--config": CONFIG, "--chat": "a switch (gentext.py errors: no chat template)",
                  "--stop": "gentext.py errors: not UTF-8 for a tokenizer"},
     "prep": {"--config": CONFIG, "--split": "an enum", "--add-eos": "a switch (prep.py: no EOS)",
@@ -333,7 +334,10 @@ def generate_cases(inp: Inputs) -> List[Case]:
         return ["generate", "--model", model or inp.byte_model, "--prompt", prompt] + [str(a) for a in extra]
     long_prompt = "x" * (BYTE_CFG.n_positions + 3)
     return range_cases(lambda f, v: g(f, v), [("--max-new", -1, []), ("--temperature", -0.5, [0]),
-                                              ("--top-k", -1, [0]), ("--threads", -1, [0])]) + [
+                                              ("--top-k", -1, [0]), ("--threads", -1, [0]), ("--batch", 0, [1])]) + [
+        Case("--prompts missing", ["generate", "--model", inp.byte_model, "--prompts", inp.path("none.jsonl")],
+             [inp.path("none.jsonl")], None),
+        Case("--prompt and --prompts", g("--prompts", inp.jsonl), ["--prompt", "--prompts"], []),
         Case("--prompt missing", ["generate", "--model", inp.byte_model], ["--prompt"], []),
         Case("--model missing", ["generate", "--prompt", "ab"], ["--model"], []),
         Case("vocabulary below 256", g(model=inp.model), [inp.model], [CFG.vocab_size, 256]),

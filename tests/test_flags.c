@@ -67,6 +67,8 @@ static void test_whole(void) {
             EXPECT(strchr("[(", r->range[0]) && strchr("])", r->range[n - 1]) && strchr(r->range, ','));
         }
         EXPECT(!r->zero || r->range); /* what 0 means is said where a range admits it */
+        const ProtobufCFieldDescriptor *fd = protobuf_c_message_descriptor_get_field_by_name(r->spec, r->field);
+        EXPECT(!r->repeat || (fd && fd->label == PROTOBUF_C_LABEL_REPEATED)); /* only a list adds up */
     }
     checks_case = "";
 }

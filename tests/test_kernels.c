@@ -391,20 +391,22 @@ struct lin_ctx {
     struct linear *l;
     int N;
     float *x, *out, *R, *scratch;
-    struct dropout *dp;
+    const struct lora_rows *rows;
 };
 
 static double lin_loss(void *p) {
     struct lin_ctx *c = p;
-    linear_forward(c->l, c->out, c->x, c->scratch, c->dp, c->N);
+    linear_forward(c->l, c->out, c->x, c->scratch, c->rows, c->N);
     return dot(c->out, c->R, (size_t)c->N * c->l->out);
 }
 
-static void test_linear(enum gemm_layout layout, float p_drop, const char *label) {
-    const int N = 6, in = 10, out = 12, r = 3, T = 3;
+/* Gradients of a linear with two adapters (q and v slices), of one set over every row, or
+ * of two sets each over its own rows (ROWS, with their dropout). */
+static void test_linear(enum gemm_layout layout, const struct lora_rows *rows, const char *label) {
+    const int N = 6, in = 10, out = 12, r = 3;
     struct lora_adapter ad[2] = {
         {.id = 0, .slice = 0, .r = r, .in = in, .out = 4, .col0 = 0, .scale = 1.5f},
-        {.id = 1, .slice = 2, .r = r, .in = in, .out = 4, .col0 = 8, .scale = 0.5f},
+        {.id = 1, .slice = 2, .r = r, .in = in, .out = 4, .col0 = 8, .scale = 0.5f, .set = rows->n_sets - 1},
     };
     for (int k = 0; k < 2; k++) {
         ad[k].A = rnd((size_t)r * in, 1), ad[k].B = rnd((size_t)4 * r, 1);
@@ -414,13 +416,12 @@ static void test_linear(enum gemm_layout layout, float p_drop, const char *label
     struct linear l = {.in = in, .out = out, .layout = layout, .lora = {&ad[0], &ad[1]}, .n_lora = 2};
     float *w = rnd((size_t)in * out, 1), *b = rnd(out, 1);
     l.w = w, l.b = b, l.dw = xcalloc((size_t)in * out, 4), l.db = xcalloc(out, 4);
-    struct dropout dp = {.p = p_drop, .seed = 5, .step = 3, .first = 7, .T = T};
     struct lin_ctx c = {.l = &l, .N = N, .x = rnd((size_t)N * in, 1), .out = rnd((size_t)N * out, 0),
-                        .R = rnd((size_t)N * out, 1), .dp = &dp};
+                        .R = rnd((size_t)N * out, 1), .rows = rows};
     c.scratch = xcalloc(linear_scratch_size(&l, N), 4);
     float *dx = xcalloc((size_t)N * in, 4);
     lin_loss(&c);
-    linear_backward(&l, dx, c.R, c.x, c.scratch, &dp, N);
+    linear_backward(&l, dx, c.R, c.x, c.scratch, rows, N);
     char name[64];
     snprintf(name, sizeof name, "linear %s dinp", label);
     fd_check(name, lin_loss, &c, c.x, dx, (size_t)N * in);
@@ -434,13 +435,31 @@ static void test_linear(enum gemm_layout layout, float p_drop, const char *label
         snprintf(name, sizeof name, "linear %s lora%d dB", label, k);
         fd_check(name, lin_loss, &c, ad[k].B, ad[k].dB, (size_t)4 * r);
     }
+    if (rows->n_sets == 2) {
+        /* each set's rows are what its adapter alone gives them: the other set's adapter
+         * and its dropout leave them untouched */
+        float *alone = xcalloc((size_t)N * out, 4);
+        double worst = 0.0;
+        for (int k = 0; k < 2; k++) {
+            const int r0 = rows->row0[k], n = rows->row0[k + 1] - r0;
+            struct lora_adapter one = ad[k];
+            one.set = 0;
+            struct linear lk = l;
+            lk.lora[0] = &one, lk.n_lora = 1;
+            struct lora_rows rk = {.n_sets = 1, .row0 = {0, n}, .dp = {rows->dp[k]}};
+            linear_forward(&lk, alone + (size_t)r0 * out, c.x + (size_t)r0 * in, c.scratch, &rk, n);
+        }
+        linear_forward(&l, c.out, c.x, c.scratch, rows, N);
+        for (size_t i = 0; i < (size_t)N * out; i++)
+            if (fabs(alone[i] - c.out[i]) > worst) worst = fabs(alone[i] - c.out[i]);
+        printf("%-34s max diff %.1e %s\n", "linear two sets = each alone", worst, worst < 1e-5 ? "ok" : "FAIL");
+        checks_note(worst < 1e-5);
+        free(alone);
+    }
     for (int k = 0; k < 2; k++) free(ad[k].A), free(ad[k].B), free(ad[k].dA), free(ad[k].dB), free(ad[k].u);
     free(w), free(b), free(l.dw), free(l.db), free(c.x), free(c.out), free(c.R), free(c.scratch), free(dx);
 }
 
-/* ---- quantized weights (quant.h, gemm_quant) ---- */
-
-/* Normal weights with an outlier in about one of 50, so blocks differ in absmax. */
 static float *heavy(size_t n) {
     float *x = rnd(n, 0.05f);
     for (size_t i = 0; i < n; i += 47) x[i] *= 9.0f;
@@ -684,43 +703,98 @@ struct model_ctx {
     const int32_t *start;
     uint8_t *mask;
     int B;
-    struct dropout *dp;
+    const struct lora_rows *rows;
 };
 
 static double model_loss(void *p) {
     struct model_ctx *c = p;
-    return 0.1 * model_forward(c->m, c->inp, c->start, c->tgt, c->mask, c->B, c->dp, 0.0f);
+    return 0.1 * model_forward(c->m, c->inp, c->start, c->tgt, c->mask, c->B, c->rows, 0.0f);
 }
 
-static void test_model(const char *dir, int full, const char *const *targets, int32_t n_targets,
-                       const int32_t *start) {
-    struct model_options o = {.dir = dir, .full = full, .max_batch = 2, .seq = 5, .targets = targets,
-                              .n_targets = n_targets, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9,
+static int model_open(struct model *m, const char *dir, int full, const struct lora_spec *sets, int32_t n_sets,
+                      int32_t B) {
+    struct model_options o = {.dir = dir, .full = full, .max_batch = B, .seq = 5, .sets = sets, .n_sets = n_sets,
                               .head_rows = 3}; /* the head's 10 rows in chunks of 3, 3, 3, 1 */
-    struct model m;
-    if (model_init(&m, &o)) {
-        printf("model_init: %s FAIL\n", err_msg());
-        checks_note(0);
-        return;
+    if (model_init(m, &o) == 0) {
+        /* B starts at zero: give it values so every path carries gradient, keyed by the
+         * set's seed and the adapter's id, as A is */
+        for (int32_t i = 0; i < m->n_adapters; i++) {
+            const struct lora_adapter *ad = &m->adapters[i];
+            for (size_t k = 0; k < (size_t)ad->out * ad->r; k++)
+                ad->B[k] = 0.5f * rng_normal(sets[ad->set].seed * 64 + (uint64_t)ad->id, k);
+        }
+        return 0;
     }
-    /* B starts at zero: give it values so every path carries gradient */
-    for (int32_t i = 0; i < m.n_adapters; i++) fill(m.adapters[i].B, (size_t)m.adapters[i].out * m.adapters[i].r, 0.5f);
-    int32_t inp[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1}, tgt[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
-    uint8_t mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
-    struct dropout dp = {.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5};
-    struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .start = start, .mask = mask, .B = 2, .dp = &dp};
+    printf("model_init: %s FAIL\n", err_msg());
+    checks_note(0);
+    return -1;
+}
+
+static const int32_t model_inp[10] = {1, 4, 4, 0, 6, 2, 2, 5, 3, 1}, model_tgt[10] = {4, 4, 0, 6, 2, 2, 5, 3, 1, 0};
+static const uint8_t model_mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
+
+/* Every trainable gradient of a model of N_SETS adapter sets (none: FULL) over two
+ * sequences against finite differences; with two sets each owns one sequence. */
+static void test_model(const char *dir, int full, const struct lora_spec *sets, int32_t n_sets, const int32_t *start) {
+    struct model m;
+    if (model_open(&m, dir, full, sets, n_sets, 2)) return;
+    int32_t inp[10], tgt[10];
+    uint8_t mask[10];
+    memcpy(inp, model_inp, sizeof inp), memcpy(tgt, model_tgt, sizeof tgt), memcpy(mask, model_mask, sizeof mask);
+    struct lora_rows rows = {.n_sets = m.n_sets, .row0 = {0, n_sets == 2 ? 5 : 10, 10},
+                             .dp = {{.p = full ? 0.0f : 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5},
+                                    {.p = 0.1f, .seed = 4, .step = 6, .first = 0, .T = 5}}};
+    struct model_ctx c = {.m = &m, .inp = inp, .tgt = tgt, .start = start, .mask = mask, .B = 2, .rows = &rows};
     memset(m.tr.g, 0, m.tr.n * sizeof(float));
-    model_forward(&m, inp, start, tgt, mask, 2, &dp, 0.1f);
-    model_backward(&m, inp, 2, &dp);
+    model_forward(&m, inp, start, tgt, mask, 2, &rows, 0.1f);
+    model_backward(&m, inp, 2, &rows);
     for (int32_t i = 0; i < m.tr.n_entries; i++) {
         const struct trainable_entry *e = &m.tr.entries[i];
         size_t n = (size_t)e->shape[0] * (e->ndim == 2 ? (size_t)e->shape[1] : 1);
         char name[64];
-        snprintf(name, sizeof name, "%s%s %.26s", full ? "full" : "lora", start ? " packed" : "",
+        snprintf(name, sizeof name, "%s%s %.26s", full ? "full" : n_sets == 2 ? "2 sets" : "lora", start ? " packed" : "",
                  e->name + (strlen(e->name) > 26 ? strlen(e->name) - 26 : 0));
         fd_check(name, model_loss, &c, trainable_w(&m.tr, i), trainable_g(&m.tr, i), n);
     }
     model_free(&m);
+}
+
+/* Two adapter sets, each over its own sequence, give each sequence the losses and each
+ * set the gradients of that set trained alone on its sequence: same initial A (keyed by
+ * the set's seed and its own adapter ids), dropout counted within the set's rows. */
+static void test_model_sets_alone(const char *dir, const struct lora_spec *sets, const char *label) {
+    struct model both;
+    if (model_open(&both, dir, 0, sets, 2, 2)) return;
+    const struct lora_rows rows = {.n_sets = 2, .row0 = {0, 5, 10},
+                                   .dp = {{.p = 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5},
+                                          {.p = 0.1f, .seed = 4, .step = 6, .first = 0, .T = 5}}};
+    memset(both.tr.g, 0, both.tr.n * sizeof(float));
+    model_forward(&both, model_inp, NULL, model_tgt, model_mask, 2, &rows, 0.1f);
+    model_backward(&both, model_inp, 2, &rows);
+    double worst_loss = 0.0, worst_grad = 0.0;
+    size_t at = 0; /* set g's entries follow set g-1's in BOTH */
+    for (int g = 0; g < 2; g++) {
+        struct model one;
+        if (model_open(&one, dir, 0, &sets[g], 1, 1)) break;
+        const struct lora_rows alone = {.n_sets = 1, .row0 = {0, 5}, .dp = {rows.dp[g]}};
+        memset(one.tr.g, 0, one.tr.n * sizeof(float));
+        model_forward(&one, model_inp + 5 * g, NULL, model_tgt + 5 * g, model_mask + 5 * g, 1, &alone, 0.1f);
+        model_backward(&one, model_inp + 5 * g, 1, &alone);
+        for (int t = 0; t < 5; t++) {
+            double d = fabs(model_losses(&one)[t] - model_losses(&both)[5 * g + t]);
+            if (d > worst_loss) worst_loss = d;
+        }
+        for (size_t i = 0; i < one.tr.n; i++) {
+            double d = fabs(one.tr.g[i] - both.tr.g[at + i]) / (fabs(one.tr.g[i]) + 1e-3);
+            if (d > worst_grad) worst_grad = d;
+        }
+        at += one.tr.n;
+        model_free(&one);
+    }
+    int ok = worst_loss < 1e-5 && worst_grad < 1e-4 && at == both.tr.n;
+    printf("%-34s loss %.1e grad %.1e %s\n", label, worst_loss, worst_grad, ok ? "ok" : "FAIL");
+    checks_note(ok);
+    model_free(&both);
 }
 
 int main(void) {
@@ -762,8 +836,15 @@ int main(void) {
     test_encoder(NULL);
     test_encoder(starts_2x5);
     test_crossentropy();
-    test_linear(GEMM_LAYOUT_IN_OUT, 0.0f, "in_out");
-    test_linear(GEMM_LAYOUT_OUT_IN, 0.3f, "out_in+dropout");
+    const struct lora_rows one = {.n_sets = 1, .row0 = {0, 6}, .dp = {{.p = 0.0f, .T = 3}}};
+    const struct lora_rows dropped = {.n_sets = 1, .row0 = {0, 6}, .dp = {{.p = 0.3f, .seed = 5, .step = 3, .first = 7, .T = 3}}};
+    /* rows 0-1 set 0, 2-5 set 1 (one whole sequence and part of another: T 2 and 4) */
+    const struct lora_rows two = {.n_sets = 2, .row0 = {0, 2, 6},
+                                  .dp = {{.p = 0.3f, .seed = 5, .step = 3, .first = 7, .T = 2},
+                                         {.p = 0.2f, .seed = 8, .step = 1, .first = 0, .T = 4}}};
+    test_linear(GEMM_LAYOUT_IN_OUT, &one, "in_out");
+    test_linear(GEMM_LAYOUT_OUT_IN, &dropped, "out_in+dropout");
+    test_linear(GEMM_LAYOUT_OUT_IN, &two, "two sets+dropout");
     test_quant_codec(QUANT_INT8, QUANT_BLOCK, "int8 b64");
     test_quant_codec(QUANT_INT8, 256, "int8 row");
     test_quant_codec(QUANT_NF4, QUANT_BLOCK, "nf4");
@@ -775,15 +856,26 @@ int main(void) {
     struct model_config cfg = {.arch = MODEL_ARCH_GPT2, .n_layer = 2, .n_head = 2, .n_embd = 8, .n_inner = 12,
                                .n_positions = 7, .vocab_size = 9, .layer_norm_eps = 1e-5f};
     model_write(dir, &cfg);
-    static const char *const gpt2_targets[] = {"q", "v", "mlp.c_fc"};
-    test_model(dir, 0, gpt2_targets, 3, NULL);
+    static const char *const gpt2_targets[] = {"q", "v", "mlp.c_fc"}, *const gpt2_other[] = {"attn.c_proj", "c_fc"};
+    const struct lora_spec gpt2_sets[2] = {
+        {.targets = gpt2_targets, .n_targets = 3, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9},
+        {.targets = gpt2_other, .n_targets = 2, .rank = 3, .alpha = 5.0f, .rslora = 1, .seed = 11}};
+    test_model(dir, 0, gpt2_sets, 1, NULL);
+    test_model(dir, 0, gpt2_sets, 2, NULL);
+    test_model_sets_alone(dir, gpt2_sets, "gpt2 2 sets = each alone");
     test_model(dir, 1, NULL, 0, NULL);
     test_model(dir, 1, NULL, 0, starts_2x5);
     const char *llama = scratch_dir("kernels_llama");
     llama_write(llama);
-    static const char *const llama_targets[] = {"q_proj", "v_proj", "o_proj", "down_proj"};
-    test_model(llama, 0, llama_targets, 4, NULL);
-    test_model(llama, 0, llama_targets, 4, starts_2x5);
+    static const char *const llama_targets[] = {"q_proj", "v_proj", "o_proj", "down_proj"},
+                             *const llama_other[] = {"k_proj", "v_proj", "gate_proj", "up_proj"};
+    const struct lora_spec llama_sets[2] = {
+        {.targets = llama_targets, .n_targets = 4, .rank = 2, .alpha = 3.0f, .init_gaussian = 1, .seed = 9},
+        {.targets = llama_other, .n_targets = 4, .rank = 4, .alpha = 2.0f, .seed = 3}};
+    test_model(llama, 0, llama_sets, 1, NULL);
+    test_model(llama, 0, llama_sets, 1, starts_2x5);
+    test_model(llama, 0, llama_sets, 2, starts_2x5);
+    test_model_sets_alone(llama, llama_sets, "llama 2 sets = each alone");
     test_model(llama, 1, NULL, 0, NULL);
     return check_finish();
 }

@@ -98,7 +98,7 @@ static void test_order(void) {
 static void test_dropout_rate(void) {
     /* one adapter, identity-like check: with B = I-ish the kept fraction shows in u */
     const int T = 64, in = 256, r = 1, N = 2 * T;
-    struct dropout dp = {.p = 0.3f, .seed = 3, .step = 0, .first = 0, .T = T};
+    const struct lora_rows rows = {.n_sets = 1, .row0 = {0, N}, .dp = {{.p = 0.3f, .seed = 3, .step = 0, .first = 0, .T = T}}};
     struct lora_adapter ad = {.id = 0, .r = r, .in = in, .out = 1, .scale = 1.0f};
     ad.A = xcalloc(in, 4);
     ad.B = xcalloc(1, 4);
@@ -108,7 +108,7 @@ static void test_dropout_rate(void) {
     struct linear l = {.w = w, .in = in, .out = 1, .layout = GEMM_LAYOUT_OUT_IN, .lora = {&ad}, .n_lora = 1};
     float *x = xmalloc((size_t)N * in * 4), *out = xcalloc(N, 4), *scratch = xcalloc(linear_scratch_size(&l, N), 4);
     for (int i = 0; i < N * in; i++) x[i] = 1.0f;
-    linear_forward(&l, out, x, scratch, &dp, N);
+    linear_forward(&l, out, x, scratch, &rows, N);
     /* u = sum of kept inputs / (1-p): its mean over rows is in·(1-p)/(1-p) = in */
     double mean = 0;
     for (int n = 0; n < N; n++) mean += ad.u[n];

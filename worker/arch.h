@@ -50,10 +50,10 @@ struct arch {
     /* Fills what the activations need once (rotary tables). */
     void (*acts_init)(struct model *m);
     double (*forward)(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                      const struct dropout *dp, float grad_scale);
-    void (*backward)(struct model *m, const int32_t *inp, int B, const struct dropout *dp);
-    /* One KV-cache step of the decoder at its position. */
-    void (*decode)(struct decoder *d, int32_t token);
+                      const struct lora_rows *rows, float grad_scale);
+    void (*backward)(struct model *m, const int32_t *inp, int B, const struct lora_rows *rows);
+    /* One KV-cache step of the decoder: TOKENS (d->n) of its rows, each at its slot's position. */
+    void (*decode)(struct decoder *d, const int32_t *tokens);
 };
 
 extern const struct arch arch_gpt2, arch_llama;

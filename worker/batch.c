@@ -63,9 +63,10 @@ double batch_grads(struct model *m, const struct batch *b, int32_t M, float scal
     const size_t T = (size_t)b->T;
     for (int32_t i = 0; i < b->n; i += M) {
         int32_t k = b->n - i < M ? b->n - i : M;
-        struct dropout dp = {.p = p, .seed = seed, .step = step, .first = first + i, .T = b->T};
-        sum += model_forward(m, b->inp + i * T, batch_start(b, i), b->tgt + i * T, b->mask + i * T, k, &dp, scale);
-        model_backward(m, b->inp + i * T, k, &dp);
+        struct lora_rows rows = {.n_sets = m->n_sets, .row0 = {0, k * b->T},
+                                 .dp = {{.p = p, .seed = seed, .step = step, .first = first + i, .T = b->T}}};
+        sum += model_forward(m, b->inp + i * T, batch_start(b, i), b->tgt + i * T, b->mask + i * T, k, &rows, scale);
+        model_backward(m, b->inp + i * T, k, &rows);
     }
     return sum;
 }
@@ -78,4 +79,25 @@ double batch_loss(struct model *m, const struct batch *b, int32_t M) {
         sum += model_forward(m, b->inp + i * T, batch_start(b, i), b->tgt + i * T, b->mask + i * T, k, NULL, 0.0f);
     }
     return sum;
+}
+
+void batch_loss_sets(struct model *m, struct batch *b, double *sums) {
+    const int32_t K = m->n_sets, n = b->n;
+    const size_t part = (size_t)n * b->T;
+    CHECK(K >= 1 && K <= LORA_MAX_SETS && K * n <= b->cap);
+    struct lora_rows rows = {.n_sets = K};
+    for (int32_t g = 0; g < K; g++) {
+        rows.row0[g] = (int32_t)(g * part);
+        if (g == 0) continue;
+        memcpy(b->inp + g * part, b->inp, part * sizeof *b->inp);
+        memcpy(b->tgt + g * part, b->tgt, part * sizeof *b->tgt);
+        memcpy(b->mask + g * part, b->mask, part);
+        memcpy(b->start + g * part, b->start, part * sizeof *b->start);
+    }
+    rows.row0[K] = (int32_t)(K * part);
+    model_forward(m, b->inp, batch_start(b, 0), b->tgt, b->mask, K * n, &rows, 0.0f);
+    const float *losses = model_losses(m);
+    for (int32_t g = 0; g < K; g++) /* each set's in row order, as crossentropy_forward sums */
+        for (size_t i = g * part; i < (g + 1) * part; i++)
+            if (b->mask[i]) sums[g] += losses[i];
 }

@@ -41,5 +41,9 @@ double batch_grads(struct model *m, const struct batch *b, int32_t M, float scal
                    int64_t step, int64_t first);
 /* Forward only (no dropout), M at a time; returns the sum of counted losses. */
 double batch_loss(struct model *m, const struct batch *b, int32_t M);
+/* Forward only, in one pass, of the loaded samples once through each of M's K adapter
+ * sets (the batch holds K·n ≤ cap rows after it: the n samples repeated K times, part g
+ * adapted by set g only); SUMS (K) += each set's sum of counted losses. */
+void batch_loss_sets(struct model *m, struct batch *b, double *sums);
 
 #endif

@@ -1,5 +1,5 @@
 /*
- * decode.c: single-row GPT-2 passes over a KV cache, and token picking (decode.h).
+ * decode.c: the decoder's KV caches, its steps, and token picking (decode.h).
  */
 #include "decode.h"
 
@@ -12,37 +12,44 @@
 #include "kernels.h"
 #include "rng.h"
 
-void decoder_init(struct decoder *d, struct model *m, int32_t max_t) {
+void decoder_init(struct decoder *d, struct model *m, int32_t slots, int32_t max_t) {
     const struct model_config *c = &m->cfg;
-    const size_t C = c->n_embd, F = c->n_inner, L = c->n_layer, V = c->vocab_size;
+    const size_t C = c->n_embd, F = c->n_inner, L = c->n_layer, V = c->vocab_size, S = (size_t)slots;
     const size_t Q = (size_t)c->n_head * c->head_dim, KV = (size_t)c->n_kv_head * c->head_dim;
-    const size_t qn = 3 * C > Q + 2 * KV ? 3 * C : Q + 2 * KV, half = (size_t)c->head_dim / 2;
+    const size_t qn = c->arch == MODEL_ARCH_GPT2 ? 3 * C : Q, half = (size_t)c->head_dim / 2;
     size_t scratch = 1;
     for (int32_t s = 0; s < m->n_sites; s++) {
-        size_t need = linear_scratch_size(m->sites[s], 1);
+        size_t need = linear_scratch_size(m->sites[s], slots);
         if (need > scratch) scratch = need;
     }
     memset(d, 0, sizeof *d);
     d->m = m;
+    d->slots = slots;
     d->max_t = max_t;
     d->kv = (int32_t)KV;
-    d->block = xalloc_aligned((2 * L * max_t * KV + 3 * C + qn + Q + 3 * F + max_t + 2 * max_t * half + V + scratch) *
-                              sizeof(float));
+    d->qn = (int32_t)qn;
+    d->pos = xcalloc(S, sizeof *d->pos);
+    d->block = xalloc_aligned((S * (2 * L * max_t * KV + 3 * C + qn + 2 * KV + Q + 3 * F + V + 2) + max_t +
+                               2 * max_t * half + scratch) * sizeof(float));
     float *p = d->block;
-    d->k = p, p += L * max_t * KV;
-    d->v = p, p += L * max_t * KV;
-    d->x = p, p += C;
-    d->ln = p, p += C;
-    d->tmp = p, p += C;
-    d->q = p, p += qn;
-    d->att = p, p += Q;
-    d->f1 = p, p += F;
-    d->f2 = p, p += F;
-    d->f3 = p, p += F;
+    d->k = p, p += S * L * max_t * KV;
+    d->v = p, p += S * L * max_t * KV;
+    d->x = p, p += S * C;
+    d->ln = p, p += S * C;
+    d->tmp = p, p += S * C;
+    d->q = p, p += S * qn;
+    d->kn = p, p += S * KV;
+    d->vn = p, p += S * KV;
+    d->att = p, p += S * Q;
+    d->f1 = p, p += S * F;
+    d->f2 = p, p += S * F;
+    d->f3 = p, p += S * F;
+    d->logits = p, p += S * V;
+    d->mean = p, p += S;
+    d->rstd = p, p += S;
     d->scores = p, p += max_t;
     d->cos = p, p += max_t * half;
     d->sin = p, p += max_t * half;
-    d->logits = p, p += V;
     d->scratch = p;
     struct rope_scaling sc = {c->rope_factor, c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_original_max};
     if (c->arch == MODEL_ARCH_LLAMA) rope_tables(d->cos, d->sin, max_t, c->head_dim, c->rope_theta, &sc);
@@ -50,15 +57,18 @@ void decoder_init(struct decoder *d, struct model *m, int32_t max_t) {
 
 void decoder_free(struct decoder *d) {
     free(d->block);
+    free(d->pos);
     memset(d, 0, sizeof *d);
 }
 
-void decoder_attend(struct decoder *d, int l, const float *q, const float *k, const float *v, int NH, int NKV,
+void decoder_attend(struct decoder *d, int l, int r, const float *q, const float *k, const float *v, int NH, int NKV,
                     int hd) {
-    const int T = d->pos + 1, group = NH / NKV, kv = d->kv;
-    float *K = d->k + (size_t)l * d->max_t * kv, *V = d->v + (size_t)l * d->max_t * kv;
-    memcpy(K + (size_t)d->pos * kv, k, (size_t)kv * sizeof(float));
-    memcpy(V + (size_t)d->pos * kv, v, (size_t)kv * sizeof(float));
+    const int32_t slot = d->slot[r], pos = d->pos[slot];
+    const int T = pos + 1, group = NH / NKV, kv = d->kv;
+    const size_t cache = ((size_t)slot * d->m->cfg.n_layer + (size_t)l) * d->max_t * kv;
+    float *K = d->k + cache, *V = d->v + cache;
+    memcpy(K + (size_t)pos * kv, k, (size_t)kv * sizeof(float));
+    memcpy(V + (size_t)pos * kv, v, (size_t)kv * sizeof(float));
     const float scale = 1.0f / sqrtf((float)hd);
     for (int h = 0; h < NH; h++) {
         const float *qh = q + (size_t)h * hd;
@@ -71,17 +81,24 @@ void decoder_attend(struct decoder *d, int l, const float *q, const float *k, co
             if (d->scores[t] > maxv) maxv = d->scores[t];
         }
         for (int t = 0; t < T; t++) sum += d->scores[t] = expf(d->scores[t] - maxv);
-        float *o = d->att + (size_t)h * hd;
+        float *o = d->att + (size_t)r * NH * hd + (size_t)h * hd;
         memset(o, 0, (size_t)hd * sizeof(float));
         for (int t = 0; t < T; t++)
             for (int i = 0; i < hd; i++) o[i] += d->scores[t] / sum * V[(size_t)t * kv + ko + i];
     }
 }
 
-const float *decoder_step(struct decoder *d, int32_t token) {
-    CHECK(d->pos < d->max_t && token >= 0 && token < d->m->cfg.vocab_size);
-    d->m->arch->decode(d, token);
-    d->pos++;
+const float *decoder_step(struct decoder *d, const int32_t *tokens, const int32_t *slot, int32_t n,
+                          const struct lora_rows *rows) {
+    CHECK(n >= 1 && n <= d->slots);
+    for (int32_t r = 0; r < n; r++)
+        CHECK(slot[r] >= 0 && slot[r] < d->slots && d->pos[slot[r]] < d->max_t && tokens[r] >= 0 &&
+              tokens[r] < d->m->cfg.vocab_size);
+    d->n = n;
+    d->slot = slot;
+    d->rows = rows;
+    d->m->arch->decode(d, tokens);
+    for (int32_t r = 0; r < n; r++) d->pos[slot[r]]++;
     return d->logits;
 }
 

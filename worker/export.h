@@ -16,10 +16,12 @@
 
 #include "model.h"
 
-/* What the PEFT config records beyond the model: the base model's name, the dropout. */
+/* What the PEFT config records beyond the model: the base model's name, the dropout;
+ * and which of the model's adapter sets it exports. */
 struct export_meta {
     const char *base;
     float dropout;
+    int32_t set;
 };
 
 struct export_set {
@@ -43,11 +45,28 @@ int export_write_dir(const char *dir, int full, const char *config, const struct
 /* Looks up tensor NAME, which must have shape (d0, d1) (d1 = 0: 1-D), and copies it as
  * float32 into OUT. Returns 0, or -1 with an error naming the source. */
 typedef int (*export_get_fn)(void *ctx, const char *name, int32_t ndim, const int64_t *shape, float *out);
-/* Loads M's trainable tensors from a set in export form, the exact inverse of
- * export_collect. Sliced modules must be block-structured. */
-int export_restore(struct model *m, export_get_fn get, void *ctx);
-/* Loads M's adapters from the PEFT directory DIR (--init-adapter): the scales must match
- * and every tensor in the file must belong to one of M's adapters. */
-int adapter_import(struct model *m, const char *dir);
+/* Loads M's trainable tensors (of adapter set SET in LoRA mode) from a set in export
+ * form, the exact inverse of export_collect. Sliced modules must be block-structured. */
+int export_restore(struct model *m, int32_t set, export_get_fn get, void *ctx);
+/* Loads M's adapter set SET from the PEFT directory DIR (--init-adapter, eval's and
+ * generate's unmerged adapters): the scales must match and every tensor in the file
+ * must belong to one of the set's adapters. */
+int adapter_import(struct model *m, int32_t set, const char *dir);
+
+/* A PEFT adapter directory as an adapter set of a model, unmerged (eval's and generate's
+ * several adapters): SPEC adapts exactly the modules the file holds, with the config's
+ * rank, alpha, rsLoRA and patterns; its targets point into MODS. After model_init,
+ * adapter_import fills the set's A and B. */
+struct adapter_dir {
+    const char *dir;
+    char *file;           /* its adapter_model.safetensors: what errors about the set name */
+    struct peft_config cfg;
+    struct peft_modules mods;
+    const char **targets; /* (mods.n) */
+    struct lora_spec spec;
+};
+/* Reads DIR's config and module list; -1 with an error naming the file. */
+int adapter_dir_open(struct adapter_dir *a, const char *dir);
+void adapter_dir_free(struct adapter_dir *a);
 
 #endif

@@ -90,7 +90,7 @@ static struct layer_acts layer_acts(const struct model *m, int l) {
 /* Forward through layer L, from its input (the previous layer's residual3) to its
  * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
  * before GELU, the MLP's c_proj and the residual, whose output is kept. */
-static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
+static void layer_forward(struct model *m, int l, int B, const struct lora_rows *rows, int recompute) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
@@ -98,26 +98,26 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     layernorm_forward(s.ln1, s.ln1_mean, s.ln1_rstd, s.residual, L->norm1_w, L->norm1_b, N, C, eps);
-    linear_forward(&L->lin[GPT2_SITE_ATTN], s.qkv, s.ln1, m->scratch, dp, N);
+    linear_forward(&L->lin[GPT2_SITE_ATTN], s.qkv, s.ln1, m->scratch, rows, N);
     attention_forward(s.atty, s.lse, s.qkv, s.qkv + C, s.qkv + 2 * C, m->scratch, m->attn_slots, &as);
-    linear_forward(&L->lin[GPT2_SITE_PROJ], a->tmp, s.atty, m->scratch, dp, N);
+    linear_forward(&L->lin[GPT2_SITE_PROJ], a->tmp, s.atty, m->scratch, rows, N);
     residual_forward(s.residual2, s.residual, a->tmp, N * C);
     layernorm_forward(s.ln2, s.ln2_mean, s.ln2_rstd, s.residual2, L->norm2_w, L->norm2_b, N, C, eps);
-    linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, dp, N);
+    linear_forward(&L->lin[GPT2_SITE_FC], s.fch, s.ln2, m->scratch, rows, N);
     if (recompute) return;
     gelu_forward(s.fch_gelu, s.fch, N * F);
-    linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, dp, N);
+    linear_forward(&L->lin[GPT2_SITE_FCPROJ], a->tmp, s.fch_gelu, m->scratch, rows, N);
     residual_forward(s.residual3, s.residual2, a->tmp, N * C);
 }
 
 static double gpt2_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                           const struct dropout *dp, float grad_scale) {
+                           const struct lora_rows *rows, float grad_scale) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, N = B * T;
     const float eps = m->cfg.layer_norm_eps;
     encoder_forward(a->encoded, inp, m->start, m->wte, m->wpe, B, T, C);
     model_lookup_done(m);
-    for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, dp, 0);
+    for (int l = 0; l < m->cfg.n_layer; l++) layer_forward(m, l, B, rows, 0);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_forward(a->lnf, a->lnf_mean, a->lnf_rstd, last, m->lnf_w, m->lnf_b, N, C, eps);
     return model_head(m, a->lnf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -138,18 +138,18 @@ struct ln_site {
  * when L needs its input, takes L's input gradient from DOUT (N,out) into dln, and adds
  * the norm's input gradient to dresid. */
 static void ln_linear_backward(struct model *m, const struct linear *l, const struct ln_site *ln, const float *dout,
-                               const struct dropout *dp, int N) {
+                               const struct lora_rows *rows, int N) {
     struct gpt2_acts *a = &m->a.g;
     const int C = m->cfg.n_embd;
     zero(a->dln, (size_t)N * C);
     if (linear_needs_input(l))
         layernorm_forward(ln->out, ln->mean, ln->rstd, ln->in, ln->w, ln->b, N, C, m->cfg.layer_norm_eps);
-    linear_backward(l, a->dln, dout, ln->out, m->scratch, dp, N);
+    linear_backward(l, a->dln, dout, ln->out, m->scratch, rows, N);
     layernorm_backward(a->dresid, ln->dw, ln->db, a->dln, ln->in, ln->w, ln->mean, ln->rstd, N, C);
 }
 
 /* Backward through layer L; a->dresid holds the gradient of its output, then of its input. */
-static void layer_backward(struct model *m, int l, int B, const struct dropout *dp) {
+static void layer_backward(struct model *m, int l, int B, const struct lora_rows *rows) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, N = B * T;
     const struct attn_shape as = {B, T, NH, NH, C / NH, 3 * C, 3 * C, m->start};
@@ -158,57 +158,61 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     /* residual3 = residual2 + c_proj(gelu(c_fc(ln_2(residual2)))) */
     if (linear_needs_input(&L->lin[GPT2_SITE_FCPROJ])) gelu_forward(s.fch_gelu, s.fch, N * F);
     zero(a->dfch_gelu, (size_t)N * F);
-    linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, dp, N);
+    linear_backward(&L->lin[GPT2_SITE_FCPROJ], a->dfch_gelu, a->dresid, s.fch_gelu, m->scratch, rows, N);
     zero(a->dfch, (size_t)N * F);
     gelu_backward(a->dfch, s.fch, a->dfch_gelu, N * F);
     const struct ln_site ln2 = {.w = L->norm2_w, .b = L->norm2_b, .dw = L->dnorm2_w, .db = L->dnorm2_b,
                                 .in = s.residual2, .out = s.ln2, .mean = s.ln2_mean, .rstd = s.ln2_rstd};
-    ln_linear_backward(m, &L->lin[GPT2_SITE_FC], &ln2, a->dfch, dp, N);
+    ln_linear_backward(m, &L->lin[GPT2_SITE_FC], &ln2, a->dfch, rows, N);
     /* residual2 = residual + c_proj(attention(c_attn(ln_1(residual)))) */
     zero(a->datty, (size_t)N * C);
-    linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+    linear_backward(&L->lin[GPT2_SITE_PROJ], a->datty, a->dresid, s.atty, m->scratch, rows, N);
     zero(a->dqkv, (size_t)N * 3 * C);
     attention_backward(a->dqkv, a->dqkv + C, a->dqkv + 2 * C, m->scratch, m->attn_slots, a->datty, s.qkv,
                        s.qkv + C, s.qkv + 2 * C, s.lse, &as);
     const struct ln_site ln1 = {.w = L->norm1_w, .b = L->norm1_b, .dw = L->dnorm1_w, .db = L->dnorm1_b,
                                 .in = s.residual, .out = s.ln1, .mean = s.ln1_mean, .rstd = s.ln1_rstd};
-    ln_linear_backward(m, &L->lin[GPT2_SITE_ATTN], &ln1, a->dqkv, dp, N);
+    ln_linear_backward(m, &L->lin[GPT2_SITE_ATTN], &ln1, a->dqkv, rows, N);
 }
 
-static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
+static void gpt2_backward(struct model *m, const int32_t *inp, int B, const struct lora_rows *rows) {
     struct gpt2_acts *a = &m->a.g;
     const int T = m->T, C = m->cfg.n_embd, N = B * T;
     zero(a->dresid, (size_t)N * C);
     const float *last = layer_acts(m, m->cfg.n_layer - 1).residual3;
     layernorm_backward(a->dresid, m->dlnf_w, m->dlnf_b, a->dhead, last, m->lnf_w, a->lnf_mean, a->lnf_rstd, N, C);
     for (int l = m->cfg.n_layer - 1; l >= 0; l--) {
-        if (m->recompute && l < m->cfg.n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
-        layer_backward(m, l, B, dp);
+        if (m->recompute && l < m->cfg.n_layer - 1) layer_forward(m, l, B, rows, 1); /* the last layer's are still kept */
+        layer_backward(m, l, B, rows);
     }
     if (m->dwte || m->dwpe) encoder_backward(m->dwte, m->dwpe, a->dresid, inp, m->start, B, T, C);
 }
 
-static void gpt2_decode(struct decoder *d, int32_t token) {
+static void gpt2_decode(struct decoder *d, const int32_t *tokens) {
     struct model *m = d->m;
-    const int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head;
+    const int C = m->cfg.n_embd, F = m->cfg.n_inner, NH = m->cfg.n_head, n = d->n, qn = d->qn;
     const float eps = m->cfg.layer_norm_eps;
-    float mean;
-    for (int i = 0; i < C; i++) d->x[i] = m->wte[(size_t)token * C + i] + m->wpe[(size_t)d->pos * C + i];
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < C; i++)
+            d->x[(size_t)r * C + i] = m->wte[(size_t)tokens[r] * C + i] + m->wpe[(size_t)d->pos[d->slot[r]] * C + i];
     for (int l = 0; l < m->cfg.n_layer; l++) {
         const struct layer *L = &m->layers[l];
-        layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm1_w, L->norm1_b, 1, C, eps);
-        linear_forward(&L->lin[GPT2_SITE_ATTN], d->q, d->ln, d->scratch, NULL, 1);
-        decoder_attend(d, l, d->q, d->q + C, d->q + 2 * C, NH, NH, C / NH);
-        linear_forward(&L->lin[GPT2_SITE_PROJ], d->tmp, d->att, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
-        layernorm_forward(d->ln, &mean, &d->rstd, d->x, L->norm2_w, L->norm2_b, 1, C, eps);
-        linear_forward(&L->lin[GPT2_SITE_FC], d->f1, d->ln, d->scratch, NULL, 1);
-        gelu_forward(d->f2, d->f1, F);
-        linear_forward(&L->lin[GPT2_SITE_FCPROJ], d->tmp, d->f2, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
+        layernorm_forward(d->ln, d->mean, d->rstd, d->x, L->norm1_w, L->norm1_b, n, C, eps);
+        linear_forward(&L->lin[GPT2_SITE_ATTN], d->q, d->ln, d->scratch, d->rows, n);
+        for (int r = 0; r < n; r++) {
+            const float *q = d->q + (size_t)r * qn;
+            decoder_attend(d, l, r, q, q + C, q + 2 * C, NH, NH, C / NH);
+        }
+        linear_forward(&L->lin[GPT2_SITE_PROJ], d->tmp, d->att, d->scratch, d->rows, n);
+        residual_forward(d->x, d->x, d->tmp, n * C);
+        layernorm_forward(d->ln, d->mean, d->rstd, d->x, L->norm2_w, L->norm2_b, n, C, eps);
+        linear_forward(&L->lin[GPT2_SITE_FC], d->f1, d->ln, d->scratch, d->rows, n);
+        gelu_forward(d->f2, d->f1, n * F);
+        linear_forward(&L->lin[GPT2_SITE_FCPROJ], d->tmp, d->f2, d->scratch, d->rows, n);
+        residual_forward(d->x, d->x, d->tmp, n * C);
     }
-    layernorm_forward(d->ln, &mean, &d->rstd, d->x, m->lnf_w, m->lnf_b, 1, C, eps);
-    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, 1);
+    layernorm_forward(d->ln, d->mean, d->rstd, d->x, m->lnf_w, m->lnf_b, n, C, eps);
+    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, n);
 }
 
 static const char *const gpt2_sites[] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"};

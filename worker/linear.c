@@ -6,6 +6,7 @@
 
 #include <string.h>
 
+#include "error.h"
 #include "rng.h"
 #include "simd.h"
 
@@ -40,29 +41,49 @@ static void dropout_apply(float *out, const float *inp, const struct dropout *dp
 
 static int dropout_on(const struct dropout *dp) { return dp && dp->p > 0.0f; }
 
+/* The segment of N rows adapter AD applies to under ROWS: its first row, returned, and
+ * *N its count; *DP its dropout (NULL: none). */
+static int32_t lora_segment(const struct lora_rows *rows, const struct lora_adapter *ad, int *N,
+                            const struct dropout **dp) {
+    *dp = NULL;
+    if (!rows) return 0;
+    CHECK(ad->set < rows->n_sets && rows->row0[rows->n_sets] <= *N);
+    *N = rows->row0[ad->set + 1] - rows->row0[ad->set];
+    *dp = &rows->dp[ad->set];
+    return rows->row0[ad->set];
+}
+
 static void lora_forward(const struct lora_adapter *ad, float *out, int ldo, const float *inp, float *xd,
-                         const struct dropout *dp, int N) {
-    const float *x = inp;
+                         const struct lora_rows *rows, int N) {
+    const struct dropout *dp;
+    const size_t r0 = (size_t)lora_segment(rows, ad, &N, &dp);
+    if (N == 0) return;
+    const float *x = inp + r0 * ad->in;
     if (dropout_on(dp)) {
-        dropout_apply(xd, inp, dp, ad, N);
+        dropout_apply(xd, x, dp, ad, N);
         x = xd;
     }
-    /* u (N,r) = x (N,in) · Aᵀ;  out[:, col0:] += s · u · Bᵀ */
-    gemm(0, 1, N, ad->r, ad->in, 1.0f, x, ad->in, ad->A, ad->in, 0.0f, ad->u, ad->r);
-    gemm(0, 1, N, ad->out, ad->r, ad->scale, ad->u, ad->r, ad->B, ad->r, 1.0f, out + ad->col0, ldo);
+    /* u (N,r) = x (N,in) · Aᵀ;  out[:, col0:] += s · u · Bᵀ, over the segment's rows */
+    float *u = ad->u + r0 * ad->r;
+    gemm(0, 1, N, ad->r, ad->in, 1.0f, x, ad->in, ad->A, ad->in, 0.0f, u, ad->r);
+    gemm(0, 1, N, ad->out, ad->r, ad->scale, u, ad->r, ad->B, ad->r, 1.0f, out + r0 * ldo + ad->col0, ldo);
 }
 
 static void lora_backward(const struct lora_adapter *ad, float *dinp, const float *dout, int ldo,
-                          const float *inp, float *scratch, const struct dropout *dp, int N) {
+                          const float *inp, float *scratch, const struct lora_rows *rows, int N) {
+    const struct dropout *dp;
+    const size_t r0 = (size_t)lora_segment(rows, ad, &N, &dp);
+    if (N == 0) return;
     float *xd = scratch;                         /* (N,in) */
     float *du = scratch + (size_t)N * ad->in;    /* (N,r) */
-    const float *dslice = dout + ad->col0;
+    const float *dslice = dout + r0 * ldo + ad->col0, *u = ad->u + r0 * ad->r;
+    dinp += r0 * ad->in;
     /* dB (out,r) += s · doutᵀ · u;  du (N,r) = s · dout · B */
-    gemm(1, 0, ad->out, ad->r, N, ad->scale, dslice, ldo, ad->u, ad->r, 1.0f, ad->dB, ad->r);
+    gemm(1, 0, ad->out, ad->r, N, ad->scale, dslice, ldo, u, ad->r, 1.0f, ad->dB, ad->r);
     gemm(0, 0, N, ad->r, ad->out, ad->scale, dslice, ldo, ad->B, ad->r, 0.0f, du, ad->r);
-    const float *x = inp;
+    const float *x = inp + r0 * ad->in;
     if (dropout_on(dp)) {
-        dropout_apply(xd, inp, dp, ad, N);
+        dropout_apply(xd, x, dp, ad, N);
         x = xd;
     }
     /* dA (r,in) += duᵀ · x */
@@ -107,13 +128,13 @@ static void weight_product(const struct linear *l, int forward, int trans_w, int
 }
 
 void linear_forward(const struct linear *l, float *out, const float *inp, float *scratch,
-                    const struct dropout *dp, int N) {
+                    const struct lora_rows *rows, int N) {
     weight_product(l, 1, l->layout == GEMM_LAYOUT_OUT_IN, N, l->out, l->in, inp, l->b, 0.0f, out);
-    for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, dp, N);
+    for (int i = 0; i < l->n_lora; i++) lora_forward(l->lora[i], out, l->out, inp, scratch, rows, N);
 }
 
 void linear_backward(const struct linear *l, float *dinp, const float *dout, const float *inp, float *scratch,
-                     const struct dropout *dp, int N) {
+                     const struct lora_rows *rows, int N) {
     weight_product(l, 0, l->layout == GEMM_LAYOUT_IN_OUT, N, l->in, l->out, dout, NULL, 1.0f, dinp);
     if (l->dw && l->layout == GEMM_LAYOUT_IN_OUT)
         gemm(1, 0, l->in, l->out, N, 1.0f, inp, l->in, dout, l->out, 1.0f, l->dw, l->out);
@@ -123,5 +144,5 @@ void linear_backward(const struct linear *l, float *dinp, const float *dout, con
 #pragma omp parallel for schedule(static)
         for (int o = 0; o < l->out; o++)
             for (int n = 0; n < N; n++) l->db[o] += dout[(size_t)n * l->out + o];
-    for (int i = 0; i < l->n_lora; i++) lora_backward(l->lora[i], dinp, dout, l->out, inp, scratch, dp, N);
+    for (int i = 0; i < l->n_lora; i++) lora_backward(l->lora[i], dinp, dout, l->out, inp, scratch, rows, N);
 }

@@ -111,7 +111,7 @@ static struct attn_shape llama_shape(const struct model *m, int B) {
 /* Forward through layer L, from its input (the previous layer's residual3) to its
  * residual3; RECOMPUTE (the backward's second pass) stops at what the backward reads,
  * before SwiGLU, the down projection and the residual, whose output is kept. */
-static void layer_forward(struct model *m, int l, int B, const struct dropout *dp, int recompute) {
+static void layer_forward(struct model *m, int l, int B, const struct lora_rows *rows, int recompute) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
@@ -119,31 +119,31 @@ static void layer_forward(struct model *m, int l, int B, const struct dropout *d
     const struct layer *L = &m->layers[l];
     struct layer_acts s = layer_acts(m, l);
     rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
-    linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, dp, N);
-    linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, dp, N);
-    linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_Q], s.q, s.n1, m->scratch, rows, N);
+    linear_forward(&L->lin[LLAMA_SITE_K], s.k, s.n1, m->scratch, rows, N);
+    linear_forward(&L->lin[LLAMA_SITE_V], s.v, s.n1, m->scratch, rows, N);
     rope_forward(s.q, m->start, a->cos, a->sin, B, T, as.q_stride, c->n_head, hd);
     rope_forward(s.k, m->start, a->cos, a->sin, B, T, as.kv_stride, c->n_kv_head, hd);
     attention_forward(s.atty, s.lse, s.q, s.k, s.v, m->scratch, m->attn_slots, &as);
-    linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_O], a->tmp, s.atty, m->scratch, rows, N);
     residual_forward(s.residual2, s.residual, a->tmp, N * C);
     rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
-    linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, dp, N);
-    linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_GATE], s.gate, s.n2, m->scratch, rows, N);
+    linear_forward(&L->lin[LLAMA_SITE_UP], s.up, s.n2, m->scratch, rows, N);
     if (recompute) return;
     swiglu_forward(s.h, s.gate, s.up, N * F);
-    linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, dp, N);
+    linear_forward(&L->lin[LLAMA_SITE_DOWN], a->tmp, s.h, m->scratch, rows, N);
     residual_forward(s.residual3, s.residual2, a->tmp, N * C);
 }
 
 static double llama_forward(struct model *m, const int32_t *inp, const int32_t *tgt, const uint8_t *mask, int B,
-                            const struct dropout *dp, float grad_scale) {
+                            const struct lora_rows *rows, float grad_scale) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int C = c->n_embd, N = B * m->T;
     for (int n = 0; n < N; n++) memcpy(a->encoded + (size_t)n * C, m->wte + (size_t)inp[n] * C, (size_t)C * sizeof(float));
     model_lookup_done(m);
-    for (int l = 0; l < c->n_layer; l++) layer_forward(m, l, B, dp, 0);
+    for (int l = 0; l < c->n_layer; l++) layer_forward(m, l, B, rows, 0);
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_forward(a->nf, a->rf, last, m->lnf_w, N, C, c->layer_norm_eps);
     return model_head(m, a->nf, a->dhead, tgt, mask, N, grad_scale, a->losses);
@@ -152,7 +152,7 @@ static double llama_forward(struct model *m, const int32_t *inp, const int32_t *
 static void zero(float *p, size_t n) { memset(p, 0, n * sizeof(float)); }
 
 /* Backward through one layer; a->dresid holds the gradient of its output, then of its input. */
-static void layer_backward(struct model *m, int l, int B, const struct dropout *dp) {
+static void layer_backward(struct model *m, int l, int B, const struct lora_rows *rows) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int T = m->T, C = c->n_embd, F = c->n_inner, N = B * T, hd = c->head_dim;
@@ -162,19 +162,19 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     /* residual3 = residual2 + down(silu(gate(n2)) * up(n2)) */
     if (linear_needs_input(&L->lin[LLAMA_SITE_DOWN])) swiglu_forward(s.h, s.gate, s.up, N * F);
     zero(a->dh, (size_t)N * F);
-    linear_backward(&L->lin[LLAMA_SITE_DOWN], a->dh, a->dresid, s.h, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_DOWN], a->dh, a->dresid, s.h, m->scratch, rows, N);
     zero(a->dgate, (size_t)N * F);
     zero(a->dup, (size_t)N * F);
     swiglu_backward(a->dgate, a->dup, a->dh, s.gate, s.up, N * F);
     zero(a->dln, (size_t)N * C);
     if (linear_needs_input(&L->lin[LLAMA_SITE_GATE]) || linear_needs_input(&L->lin[LLAMA_SITE_UP]))
         rmsnorm_forward(s.n2, s.r2, s.residual2, L->norm2_w, N, C, c->layer_norm_eps);
-    linear_backward(&L->lin[LLAMA_SITE_GATE], a->dln, a->dgate, s.n2, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_SITE_UP], a->dln, a->dup, s.n2, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_GATE], a->dln, a->dgate, s.n2, m->scratch, rows, N);
+    linear_backward(&L->lin[LLAMA_SITE_UP], a->dln, a->dup, s.n2, m->scratch, rows, N);
     rmsnorm_backward(a->dresid, L->dnorm2_w, a->dln, s.residual2, L->norm2_w, s.r2, N, C);
     /* residual2 = residual + o(attention(rope(q(n1)), rope(k(n1)), v(n1))) */
     zero(a->datty, (size_t)N * as.q_stride);
-    linear_backward(&L->lin[LLAMA_SITE_O], a->datty, a->dresid, s.atty, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_O], a->datty, a->dresid, s.atty, m->scratch, rows, N);
     zero(a->dq, (size_t)N * as.q_stride);
     zero(a->dk, (size_t)N * as.kv_stride);
     zero(a->dv, (size_t)N * as.kv_stride);
@@ -185,13 +185,13 @@ static void layer_backward(struct model *m, int l, int B, const struct dropout *
     if (linear_needs_input(&L->lin[LLAMA_SITE_Q]) || linear_needs_input(&L->lin[LLAMA_SITE_K]) ||
         linear_needs_input(&L->lin[LLAMA_SITE_V]))
         rmsnorm_forward(s.n1, s.r1, s.residual, L->norm1_w, N, C, c->layer_norm_eps);
-    linear_backward(&L->lin[LLAMA_SITE_Q], a->dln, a->dq, s.n1, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_SITE_K], a->dln, a->dk, s.n1, m->scratch, dp, N);
-    linear_backward(&L->lin[LLAMA_SITE_V], a->dln, a->dv, s.n1, m->scratch, dp, N);
+    linear_backward(&L->lin[LLAMA_SITE_Q], a->dln, a->dq, s.n1, m->scratch, rows, N);
+    linear_backward(&L->lin[LLAMA_SITE_K], a->dln, a->dk, s.n1, m->scratch, rows, N);
+    linear_backward(&L->lin[LLAMA_SITE_V], a->dln, a->dv, s.n1, m->scratch, rows, N);
     rmsnorm_backward(a->dresid, L->dnorm1_w, a->dln, s.residual, L->norm1_w, s.r1, N, C);
 }
 
-static void llama_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
+static void llama_backward(struct model *m, const int32_t *inp, int B, const struct lora_rows *rows) {
     struct llama_acts *a = &m->a.l;
     const struct model_config *c = &m->cfg;
     const int N = B * m->T, C = c->n_embd;
@@ -199,39 +199,41 @@ static void llama_backward(struct model *m, const int32_t *inp, int B, const str
     const float *last = layer_acts(m, c->n_layer - 1).residual3;
     rmsnorm_backward(a->dresid, m->dlnf_w, a->dhead, last, m->lnf_w, a->rf, N, C);
     for (int l = c->n_layer - 1; l >= 0; l--) {
-        if (m->recompute && l < c->n_layer - 1) layer_forward(m, l, B, dp, 1); /* the last layer's are still kept */
-        layer_backward(m, l, B, dp);
+        if (m->recompute && l < c->n_layer - 1) layer_forward(m, l, B, rows, 1); /* the last layer's are still kept */
+        layer_backward(m, l, B, rows);
     }
     if (m->dwte) encoder_backward(m->dwte, NULL, a->dresid, inp, NULL, B, m->T, C);
 }
 
-static void llama_decode(struct decoder *d, int32_t token) {
+static void llama_decode(struct decoder *d, const int32_t *tokens) {
     struct model *m = d->m;
     const struct model_config *c = &m->cfg;
-    const int C = c->n_embd, F = c->n_inner, hd = c->head_dim, Q = c->n_head * hd, KV = c->n_kv_head * hd;
-    float *q = d->q, *k = d->q + Q, *v = d->q + Q + KV;
-    const float *cos = d->cos + (size_t)d->pos * (hd / 2), *sin = d->sin + (size_t)d->pos * (hd / 2);
-    memcpy(d->x, m->wte + (size_t)token * C, (size_t)C * sizeof(float));
+    const int C = c->n_embd, F = c->n_inner, hd = c->head_dim, Q = c->n_head * hd, KV = c->n_kv_head * hd, n = d->n;
+    for (int r = 0; r < n; r++) memcpy(d->x + (size_t)r * C, m->wte + (size_t)tokens[r] * C, (size_t)C * sizeof(float));
     for (int l = 0; l < c->n_layer; l++) {
         const struct layer *L = &m->layers[l];
-        rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm1_w, 1, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_SITE_Q], q, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_SITE_K], k, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_SITE_V], v, d->ln, d->scratch, NULL, 1);
-        rope_forward(q, NULL, cos, sin, 1, 1, Q, c->n_head, hd);
-        rope_forward(k, NULL, cos, sin, 1, 1, KV, c->n_kv_head, hd);
-        decoder_attend(d, l, q, k, v, c->n_head, c->n_kv_head, hd);
-        linear_forward(&L->lin[LLAMA_SITE_O], d->tmp, d->att, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
-        rmsnorm_forward(d->ln, &d->rstd, d->x, L->norm2_w, 1, C, c->layer_norm_eps);
-        linear_forward(&L->lin[LLAMA_SITE_GATE], d->f1, d->ln, d->scratch, NULL, 1);
-        linear_forward(&L->lin[LLAMA_SITE_UP], d->f2, d->ln, d->scratch, NULL, 1);
-        swiglu_forward(d->f3, d->f1, d->f2, F);
-        linear_forward(&L->lin[LLAMA_SITE_DOWN], d->tmp, d->f3, d->scratch, NULL, 1);
-        residual_forward(d->x, d->x, d->tmp, C);
+        rmsnorm_forward(d->ln, d->rstd, d->x, L->norm1_w, n, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_SITE_Q], d->q, d->ln, d->scratch, d->rows, n);
+        linear_forward(&L->lin[LLAMA_SITE_K], d->kn, d->ln, d->scratch, d->rows, n);
+        linear_forward(&L->lin[LLAMA_SITE_V], d->vn, d->ln, d->scratch, d->rows, n);
+        for (int r = 0; r < n; r++) {
+            const size_t at = (size_t)d->pos[d->slot[r]] * (hd / 2);
+            float *q = d->q + (size_t)r * Q, *k = d->kn + (size_t)r * KV;
+            rope_forward(q, NULL, d->cos + at, d->sin + at, 1, 1, Q, c->n_head, hd);
+            rope_forward(k, NULL, d->cos + at, d->sin + at, 1, 1, KV, c->n_kv_head, hd);
+            decoder_attend(d, l, r, q, k, d->vn + (size_t)r * KV, c->n_head, c->n_kv_head, hd);
+        }
+        linear_forward(&L->lin[LLAMA_SITE_O], d->tmp, d->att, d->scratch, d->rows, n);
+        residual_forward(d->x, d->x, d->tmp, n * C);
+        rmsnorm_forward(d->ln, d->rstd, d->x, L->norm2_w, n, C, c->layer_norm_eps);
+        linear_forward(&L->lin[LLAMA_SITE_GATE], d->f1, d->ln, d->scratch, d->rows, n);
+        linear_forward(&L->lin[LLAMA_SITE_UP], d->f2, d->ln, d->scratch, d->rows, n);
+        swiglu_forward(d->f3, d->f1, d->f2, n * F);
+        linear_forward(&L->lin[LLAMA_SITE_DOWN], d->tmp, d->f3, d->scratch, d->rows, n);
+        residual_forward(d->x, d->x, d->tmp, n * C);
     }
-    rmsnorm_forward(d->ln, &d->rstd, d->x, m->lnf_w, 1, C, c->layer_norm_eps);
-    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, 1);
+    rmsnorm_forward(d->ln, d->rstd, d->x, m->lnf_w, n, C, c->layer_norm_eps);
+    linear_forward(&m->lm_head, d->logits, d->ln, d->scratch, NULL, n);
 }
 
 static const char *const llama_sites[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",

@@ -12,6 +12,22 @@
 #include <stdint.h>
 
 #include "linear.h"
+#include "peft.h"
+
+/* One adapter set: which modules it adapts and how, PEFT's target_modules, r,
+ * lora_alpha, use_rslora and rank/alpha patterns, and its initial values. */
+struct lora_spec {
+    const char *const *targets; /* none: the family's default */
+    int32_t n_targets;
+    int32_t rank;
+    float alpha;
+    int rslora;
+    const struct peft_pattern *patterns; /* per-module rank and alpha, PEFT's rules */
+    int32_t n_patterns;
+    int init_gaussian;
+    uint64_t seed;
+    const char *source; /* what errors about it name: NULL for "--targets", or the adapter's directory */
+};
 
 /* Bits of a match: the whole module, or the q/k/v slices of a fused one. */
 enum lora_match {

@@ -226,53 +226,68 @@ struct linear *model_site_find(const struct model *m, const char *module) {
     return NULL;
 }
 
-static void adapter_add(struct model *m, int32_t site, const char *module, int slice, int32_t out, int32_t col0) {
+static void adapter_add(struct model *m, int32_t set, int32_t site, const char *module, int slice, int32_t out,
+                        int32_t col0, int32_t id) {
     struct linear *lin = m->sites[site];
-    struct lora_adapter *ad = &m->adapters[m->n_adapters];
+    const struct lora_spec *spec = &m->sets[set];
+    struct lora_adapter *ad = &m->adapters[m->n_adapters++];
     memset(ad, 0, sizeof *ad);
     snprintf(ad->module, sizeof ad->module, "%s", module);
     ad->slice = slice;
-    ad->id = m->n_adapters++;
+    ad->id = id;
+    ad->set = set;
     ad->site = site;
     /* the module's rank and alpha after the patterns, as PEFT decides them */
-    struct peft_config rule = {.r = m->rank, .lora_alpha = m->alpha, .use_rslora = m->rslora,
-                               .patterns = (struct peft_pattern *)m->patterns, .n_patterns = m->n_patterns};
+    struct peft_config rule = {.r = spec->rank, .lora_alpha = spec->alpha, .use_rslora = spec->rslora,
+                               .patterns = (struct peft_pattern *)spec->patterns, .n_patterns = spec->n_patterns};
     double alpha;
     peft_module_rank_alpha(&rule, module, &ad->r, &alpha);
     ad->in = lin->in;
     ad->out = out;
     ad->col0 = col0;
-    ad->scale = (float)peft_scale(alpha, ad->r, m->rslora);
+    ad->scale = (float)peft_scale(alpha, ad->r, spec->rslora);
     CHECK(lin->n_lora < LINEAR_MAX_LORA);
     lin->lora[lin->n_lora++] = ad;
 }
 
-/* Matches the targets against every site and creates the adapters. */
-static int adapters_plan(struct model *m, const struct model_options *o) {
-    m->targets = o->n_targets ? o->targets : m->arch->default_targets;
-    m->n_targets = o->n_targets ? o->n_targets : m->arch->n_default_targets;
-    int32_t *hits = xcalloc((size_t)m->n_targets + 1, sizeof *hits);
-    m->adapters = xcalloc((size_t)m->n_sites * 3, sizeof *m->adapters);
+/* Matches set SET's targets against every site and creates its adapters. */
+static int adapters_plan_set(struct model *m, int32_t set) {
+    struct lora_spec *spec = &m->sets[set];
+    if (!spec->n_targets) {
+        spec->targets = m->arch->default_targets;
+        spec->n_targets = m->arch->n_default_targets;
+    }
+    const char *what = spec->source ? spec->source : "--targets";
+    int32_t *hits = xcalloc((size_t)spec->n_targets + 1, sizeof *hits);
+    int32_t id = 0;
     int rc = 0;
     for (int s = 0; s < m->n_sites && rc == 0; s++) {
         char module[96];
         model_site_path(m, s, module, sizeof module);
         struct linear *lin = m->sites[s];
-        int match = lora_match(m->targets, m->n_targets, module, s % m->arch->n_sites == m->arch->fused_qkv, hits);
+        int match = lora_match(spec->targets, spec->n_targets, module, s % m->arch->n_sites == m->arch->fused_qkv, hits);
         if ((match & LORA_MATCH_WHOLE) && (match & ~LORA_MATCH_WHOLE)) {
-            rc = err_set("--targets", "%s is targeted both whole and as q/k/v slices", module);
+            rc = err_set(what, "%s is targeted both whole and as q/k/v slices", module);
             break;
         }
-        if (match & LORA_MATCH_WHOLE) adapter_add(m, s, module, -1, lin->out, 0);
+        if (match & LORA_MATCH_WHOLE) adapter_add(m, set, s, module, -1, lin->out, 0, id++);
         for (int k = 0; k < 3; k++)
-            if (match & (1 << k)) adapter_add(m, s, module, k, lin->out / 3, k * (lin->out / 3));
+            if (match & (1 << k)) adapter_add(m, set, s, module, k, lin->out / 3, k * (lin->out / 3), id++);
     }
-    for (int32_t i = 0; i < m->n_targets && rc == 0; i++)
+    for (int32_t i = 0; i < spec->n_targets && rc == 0; i++)
         if (!hits[i]) {
-            err_set("--targets", "'%s' matches no module of this model", m->targets[i]);
-            rc = err_hint("this model's modules: %s", m->arch->targets_hint);
+            err_set(what, "'%s' matches no module of this model", spec->targets[i]);
+            rc = err_hint(spec->source ? "the adapter was trained on another model" : "this model's modules: %s",
+                          m->arch->targets_hint);
         }
     free(hits);
+    return rc;
+}
+
+static int adapters_plan(struct model *m) {
+    m->adapters = xcalloc((size_t)m->n_sites * 3 * m->n_sets, sizeof *m->adapters);
+    int rc = 0;
+    for (int32_t g = 0; g < m->n_sets && rc == 0; g++) rc = adapters_plan_set(m, g);
     return rc;
 }
 
@@ -281,23 +296,24 @@ static void adapters_register(struct model *m, int32_t *entry_a) {
         struct lora_adapter *ad = &m->adapters[i];
         static const char *const slice_tag[3] = {"[q]", "[k]", "[v]"};
         const char *tag = ad->slice >= 0 ? slice_tag[ad->slice] : "";
-        char name[160];
+        char set[16] = "", name[176];
+        if (m->n_sets > 1) snprintf(set, sizeof set, "%d/", ad->set);
         int64_t a_shape[2] = {ad->r, ad->in}, b_shape[2] = {ad->out, ad->r};
-        snprintf(name, sizeof name, "%s%s.lora_A", ad->module, tag);
+        snprintf(name, sizeof name, "%s%s%s.lora_A", set, ad->module, tag);
         entry_a[i] = trainable_add(&m->tr, name, 2, a_shape);
-        snprintf(name, sizeof name, "%s%s.lora_B", ad->module, tag);
+        snprintf(name, sizeof name, "%s%s%s.lora_B", set, ad->module, tag);
         trainable_add(&m->tr, name, 2, b_shape);
     }
 }
 
-static void adapters_bind(struct model *m, const int32_t *entry_a, const struct model_options *o) {
+static void adapters_bind(struct model *m, const int32_t *entry_a) {
     for (int32_t i = 0; i < m->n_adapters; i++) {
         struct lora_adapter *ad = &m->adapters[i];
         ad->A = trainable_w(&m->tr, entry_a[i]);
         ad->dA = trainable_g(&m->tr, entry_a[i]);
         ad->B = trainable_w(&m->tr, entry_a[i] + 1);
         ad->dB = trainable_g(&m->tr, entry_a[i] + 1);
-        lora_init(ad, o->init_gaussian, o->seed);
+        lora_init(ad, m->sets[ad->set].init_gaussian, m->sets[ad->set].seed);
     }
 }
 
@@ -342,7 +358,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
     int32_t *entry = xmalloc((size_t)n * sizeof *entry);
     int rc = weights_find(m, refs, n, found);
     if (rc == 0) rc = packed_check(m, refs, n, o);
-    if (rc == 0 && !o->full && !o->inference) rc = adapters_plan(m, o);
+    if (rc == 0 && !o->full && m->n_sets) rc = adapters_plan(m);
     if (rc == 0) {
         for (int32_t i = 0; i < n; i++) {
             entry[i] = o->full ? trainable_add(&m->tr, refs[i].name, refs[i].ndim, refs[i].shape) : -1;
@@ -411,17 +427,16 @@ int model_init(struct model *m, const struct model_options *o) {
     m->inference = o->inference;
     m->recompute = o->recompute && !o->inference;
     m->head_rows = o->head_rows > 0 ? o->head_rows : MODEL_HEAD_ROWS;
-    m->rank = o->rank;
-    m->alpha = o->alpha;
-    m->rslora = o->rslora;
-    m->patterns = o->patterns;
-    m->n_patterns = o->n_patterns;
+    CHECK(o->full || o->inference || o->n_sets > 0);
+    CHECK(o->n_sets <= LORA_MAX_SETS);
+    m->n_sets = o->full ? 0 : o->n_sets;
+    for (int32_t g = 0; g < m->n_sets; g++) m->sets[g] = o->sets[g];
     m->layers = xcalloc((size_t)m->cfg.n_layer, sizeof *m->layers);
     sites_list(m);
-    int32_t *entry_a = xcalloc((size_t)m->n_sites * 3 + 1, sizeof *entry_a);
+    int32_t *entry_a = xcalloc((size_t)m->n_sites * 3 * m->n_sets + 1, sizeof *entry_a);
     int rc = weights_load(m, o, entry_a);
     if (rc == 0) {
-        adapters_bind(m, entry_a, o);
+        adapters_bind(m, entry_a);
         if (m->cfg.tied) {
             m->lm_head.w = m->wte;
             m->lm_head.dw = m->dwte;
@@ -509,14 +524,19 @@ struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype,
 }
 
 double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
-                     const uint8_t *mask, int B, const struct dropout *dp, float grad_scale) {
+                     const uint8_t *mask, int B, const struct lora_rows *rows, float grad_scale) {
     CHECK(tgt || m->inference);
+    CHECK(rows ? rows->n_sets == m->n_sets : m->n_sets <= 1);
     m->start = start;
-    return m->arch->forward(m, inp, tgt, mask, B, dp, grad_scale);
+    return m->arch->forward(m, inp, tgt, mask, B, rows, grad_scale);
 }
 
-void model_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp) {
-    m->arch->backward(m, inp, B, dp);
+void model_backward(struct model *m, const int32_t *inp, int B, const struct lora_rows *rows) {
+    m->arch->backward(m, inp, B, rows);
+}
+
+const float *model_losses(const struct model *m) {
+    return m->cfg.arch == MODEL_ARCH_GPT2 ? m->a.g.losses : m->a.l.losses;
 }
 
 uint64_t model_kept_layers(const struct model *m) { return m->recompute ? 1 : (uint64_t)m->cfg.n_layer; }

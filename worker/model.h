@@ -15,6 +15,7 @@
 #include "base.h"
 #include "hf_config.h"
 #include "linear.h"
+#include "lora.h"
 #include "peft.h"
 #include "trainable.h"
 
@@ -23,21 +24,16 @@ struct model_options {
     struct base *base;            /* DIR already open (borrowed, outlives the model); NULL: open it */
     int full;                     /* train every weight instead of adapters */
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
-    int inference;                /* nothing trains: no adapters, no trainable block */
+    int inference;                /* nothing trains: no backward, and adapters only where SETS gives some
+                                   * (unmerged, their A and B imported after model_init) */
     enum base_dtype base_dtype;   /* the frozen product weights' form: f32, or packed (packed.h) */
     int recompute;                /* keep each layer's input only; the backward recomputes the layer */
     int32_t head_rows;            /* logit rows at a time when training; 0: MODEL_HEAD_ROWS */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T; 0: model_seq_default */
-    const char *const *targets;   /* LoRA targets (ignored in full mode); none: PEFT's default */
-    int32_t n_targets;
-    int32_t rank;
-    float alpha;
-    int rslora;
-    const struct peft_pattern *patterns; /* per-module rank and alpha, PEFT's rules */
-    int32_t n_patterns;
-    int init_gaussian;
-    uint64_t seed;
+    const struct lora_spec *sets; /* the adapter sets (LoRA mode; an inference model may have
+                                   * some, unmerged); each owns rows of a forward (lora_rows) */
+    int32_t n_sets;
 };
 
 /* The linears of a layer, in each family's order (its LoRA sites). */
@@ -114,15 +110,10 @@ struct model {
     struct linear lm_head; /* tied to wte, or its own weight */
     struct linear **sites; /* the linears adapters may attach to, in file order */
     int32_t n_sites;
-    const char *const *targets; /* the LoRA targets in force (the options' or the family's default) */
-    int32_t n_targets;
-    struct lora_adapter *adapters;
+    struct lora_spec sets[LORA_MAX_SETS]; /* the options' sets, each with its targets in force */
+    int32_t n_sets;
+    struct lora_adapter *adapters; /* every set's, set by set */
     int32_t n_adapters;
-    int32_t rank;
-    float alpha;
-    int rslora;
-    const struct peft_pattern *patterns; /* the options' rank/alpha patterns */
-    int32_t n_patterns;
     struct trainable tr;
     int32_t B, T;
     const int32_t *start; /* (B,T) the examples of the last forward's rows, or NULL */
@@ -154,17 +145,21 @@ int model_init(struct model *m, const struct model_options *o);
 void model_free(struct model *m);
 
 /* Forward over B sequences: inp, tgt (B,T); mask (B,T), 0 = target not counted; start
- * (B,T) the examples of packed rows (kernels.h), or NULL. Returns the sum of the counted
- * losses. DP may be NULL (no dropout). With GRAD_SCALE
- * nonzero it also starts the backward of GRAD_SCALE * (that sum) at the LM head, whose
+ * (B,T) the examples of packed rows (kernels.h), or NULL. ROWS: the rows (of B·T) each
+ * adapter set adapts and its dropout; NULL for a model of one set, over every row,
+ * without dropout. Returns the sum of the counted losses, each row's in model_losses.
+ * With GRAD_SCALE nonzero it also starts the backward of GRAD_SCALE * (that sum) at the LM head, whose
  * logits are at hand only there (model_head), and model_backward must follow. With TGT
  * NULL (inference models only) it stops at the logits, left in m->logits (B,T,V), and
  * returns 0. */
 double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
-                     const uint8_t *mask, int B, const struct dropout *dp, float grad_scale);
+                     const uint8_t *mask, int B, const struct lora_rows *rows, float grad_scale);
 /* The rest of the backward the last forward started, over its rows; accumulates into the
  * trainable gradient. */
-void model_backward(struct model *m, const int32_t *inp, int B, const struct dropout *dp);
+void model_backward(struct model *m, const int32_t *inp, int B, const struct lora_rows *rows);
+
+/* (B,T) each row's loss in the last forward with targets, counted or not. */
+const float *model_losses(const struct model *m);
 
 /* Rows of logits the LM head holds at once when training: never the whole (B·T, V). */
 #define MODEL_HEAD_ROWS 128

@@ -366,6 +366,14 @@ put("fuzz_prep", "bad_lines", jsonl('{"prompt": "a"', '[1, 2]', '{"text": 7}', '
                                     '{"prompt": "a", "completion": null}', '"just a string"'))
 put("fuzz_prep", "bad_utf8", b'{"text": "caf\xc3"}\n\xff\xfe\n{"text": "ok"}\r\n')
 put("fuzz_prep", "nul", b'{"text": "a\\u0000b"}\n\x00\n')
+
+# ---- lorad generate --prompts: one {"prompt", "adapter"} object a line ----
+put("fuzz_prompts", "mixed", jsonl({"prompt": "Once upon", "adapter": "math"}, {"prompt": "caf\u00e9", "adapter": None},
+                                   {"prompt": "x", "note": 1}))
+put("fuzz_prompts", "blank_crlf", '{"prompt": "a"}\r\n\n  \n{"prompt": "b", "adapter": "x"}\r\n')
+put("fuzz_prompts", "bad_lines", jsonl('{"prompt": 3}', '{"adapter": "a"}', '{"prompt": "a", "adapter": 2}', "[1]",
+                                       '{"prompt": "a\\u0000b"}'))
+put("fuzz_prompts", "empty", "\n\n")
 # ---- chat templates (the template, a NUL, the messages JSON) ----
 
 def chat(template, messages):
