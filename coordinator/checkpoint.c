@@ -102,10 +102,11 @@ char *checkpoint_save(const Lorad__JobSpec *job, const struct model *m, const st
     }
     struct export_set x;
     int rc = export_collect(m, meta, &x);
+    const struct trainable p = model_set_params(m, meta->set);
     struct ckpt c = {.step = rs->step, .samples = rs->samples, .tokens = rs->tokens, .n_samples = n_samples,
                      .loss = rs->loss, .lr = rs->lr, .world_size = world_size, .wall_time = (double)time(NULL),
                      .seed = job->seed, .fingerprint = m->base->fingerprint, .group = x.full ? "params" : "adapter",
-                     .config_json = x.config, .m = m->tr.m, .v = m->tr.v, .n = m->tr.n};
+                     .config_json = x.config, .m = p.m, .v = p.v, .n = p.n};
     c.tensors = xcalloc((size_t)x.n + 1, sizeof *c.tensors);
     for (int32_t i = 0; i < x.n; i++)
         c.tensors[i] = (struct ckpt_tensor){.name = (char *)x.e[i].name, .data = (float *)x.e[i].data,
@@ -186,7 +187,8 @@ static int ckpt_get(void *ctx, const char *name, int32_t ndim, const int64_t *sh
     return err_set("checkpoint", "has no tensor %s", name);
 }
 
-int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, const struct ckpt *c, struct run_state *rs) {
+int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, int32_t set, const struct ckpt *c,
+                       struct run_state *rs) {
     if (c->fingerprint != m->base->fingerprint) {
         err_set("checkpoint", "was saved from another base model (fingerprint %016llx, --model has %016llx)",
                 (unsigned long long)c->fingerprint, (unsigned long long)m->base->fingerprint);
@@ -197,11 +199,12 @@ int checkpoint_restore(const Lorad__JobSpec *job, struct model *m, const struct 
     int rc = flags_resume_check(&job->base, &saved->base, job->mode == LORAD__MODE__MODE_LORA);
     lorad__job_spec__free_unpacked(saved, NULL);
     if (rc) return -1;
-    if (c->n != m->tr.n) return err_set("checkpoint", "holds %llu optimizer values, the model trains %llu",
-                                        (unsigned long long)c->n, (unsigned long long)m->tr.n);
-    if (export_restore(m, 0, ckpt_get, (void *)c)) return -1;
-    memcpy(m->tr.m, c->m, c->n * sizeof(float));
-    memcpy(m->tr.v, c->v, c->n * sizeof(float));
+    const struct trainable p = model_set_params(m, set);
+    if (c->n != p.n) return err_set("checkpoint", "holds %llu optimizer values, the model trains %llu",
+                                    (unsigned long long)c->n, (unsigned long long)p.n);
+    if (export_restore(m, set, ckpt_get, (void *)c)) return -1;
+    memcpy(p.m, c->m, c->n * sizeof(float));
+    memcpy(p.v, c->v, c->n * sizeof(float));
     *rs = (struct run_state){.step = c->step, .samples = c->samples, .tokens = c->tokens, .loss = c->loss, .lr = c->lr};
     return 0;
 }

@@ -21,8 +21,8 @@ struct eval_result {
 
 /* Evaluates the first MAX_BATCHES micro-batches of M sequences of DS (every sample when
  * 0), reading through B, on every rank of C: R[0] the loss. A model of K > 1 adapter sets
- * runs B's capacity / K samples at a time once through every set, in one forward: R (K)
- * each set's loss. -1 on every rank when one failed. */
+ * runs B's samples once through every set in one forward (K·cap rows): R (K) each set's
+ * loss. -1 on every rank when one failed. */
 int eval_run(struct comm *c, struct model *m, struct batch *b, const struct tokens *ds, int32_t M,
              int64_t max_batches, struct eval_result *r);
 

@@ -111,7 +111,7 @@ static int resume_local(struct train *t) {
     struct ckpt c;
     char *path;
     int found, rc = checkpoint_find(t->job, &c, &path, &found);
-    if (rc == 0 && found) rc = checkpoint_restore(t->job, &t->model, &c, &t->rs);
+    if (rc == 0 && found) rc = checkpoint_restore(t->job, &t->model, t->meta.set, &c, &t->rs);
     if (rc == 0 && found)
         fprintf(stderr, "lorad: resuming from %s at step %lld (saved with %d rank%s)\n", path, (long long)t->rs.step,
                 c.world_size, c.world_size > 1 ? "s" : "");
@@ -226,12 +226,13 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
     /* the block holds gradient sums: one pass divides by the count and clips */
     double count = tr->hdr[STEP_HDR_COUNT], per = count > 0 ? 1.0 / count : 1.0;
     double loss = tr->hdr[STEP_HDR_LOSS] * per;
-    double norm = trainable_grad_norm(tr) * per;
+    struct trainable p = model_set_params(&t->model, t->meta.set); /* the job's own parameters */
+    double norm = trainable_grad_norm(&p) * per;
     double clip = job->clip > 0 && norm > job->clip ? job->clip / (norm + 1e-6) : 1.0;
-    trainable_grad_scale(tr, (float)(per * clip));
+    trainable_grad_scale(&p, (float)(per * clip));
     double lr = job_lr(job, s);
-    trainable_adamw(tr, lr, job->beta1, job->beta2, (float)job->eps, job->weight_decay, s + 1);
-    if (t->fault.kind == FAULT_KIND_SKEW && fault_due(&t->fault, t->comm->rank, s + 1)) tr->w[0] += 1e-3f;
+    trainable_adamw(&p, lr, job->beta1, job->beta2, (float)job->eps, job->weight_decay, s + 1);
+    if (t->fault.kind == FAULT_KIND_SKEW && fault_due(&t->fault, t->comm->rank, s + 1)) p.w[0] += 1e-3f;
     t->rs = (struct run_state){.step = s + 1, .samples = t->rs.samples + G, .tokens = t->rs.tokens + (int64_t)G * job->seq,
                                .loss = loss, .lr = lr};
     *r = (struct step_report){.step = s + 1, .loss = loss, .lr = lr, .grad_norm = norm,
@@ -243,7 +244,8 @@ static int train_step(struct train *t, int64_t s, struct step_report *r) {
 
 /* Every rank must hold the same parameters; -1 on every rank when they differ. */
 static int replicas_check(struct train *t, int64_t step) {
-    if (comm_all_equal(t->comm, trainable_checksum(&t->model.tr))) return 0;
+    const struct trainable p = model_set_params(&t->model, t->meta.set);
+    if (comm_all_equal(t->comm, trainable_checksum(&p))) return 0;
     err_set("replicas", "trainable parameters differ across ranks after step %lld", (long long)step);
     return err_hint("a rank computed differently; check that every node runs the same lorad and libraries");
 }

@@ -44,7 +44,7 @@ struct gen {
 /* One sequence: its prompt, where it is, and what it made. */
 struct gen_seq {
     const char *prompt;   /* as given */
-    const char *where;    /* "--prompt", or FILE:LINE */
+    const char *where;    /* "--prompt", or FILE:LINE, while it is read (seqs_make) */
     const char *adapter;  /* its adapter's NAME (--prompts), or NULL */
     int32_t set;          /* its adapter set of the model, or -1 */
     struct tok_ids ids;   /* the prompt's ids, then the new ones */
@@ -323,11 +323,11 @@ static int adapters_named(const Lorad__GenerateSpec *s, const char **names, char
 
 /* The sequences of --prompts (each line's, its adapter set found by name) or of --prompt. */
 static int seqs_make(struct gen *g, const struct prompts *p, const char *const *names, struct gen_seq **out,
-                     int32_t *n, char (**where)[DATASET_WHERE_MAX]) {
+                     int32_t *n) {
     const Lorad__GenerateSpec *s = g->s;
     *n = g->stream ? 1 : p->n;
     struct gen_seq *q = *out = xcalloc((size_t)*n, sizeof *q);
-    *where = xcalloc((size_t)*n, sizeof **where);
+    char where[DATASET_WHERE_MAX]; /* the line at hand, for its errors */
     for (int32_t i = 0; i < *n; i++) {
         q[i].slot = -1;
         q[i].set = -1;
@@ -341,7 +341,7 @@ static int seqs_make(struct gen *g, const struct prompts *p, const char *const *
         } else {
             const struct dataset_where w = {s->prompts, p->v[i].line};
             q[i].prompt = p->v[i].prompt;
-            q[i].where = dataset_where_text(&w, (*where)[i]);
+            q[i].where = dataset_where_text(&w, where);
             q[i].adapter = p->v[i].adapter;
             for (int32_t k = 0; k < (int32_t)s->n_adapter && q[i].adapter; k++)
                 if (!strcmp(names[k], q[i].adapter)) q[i].set = k;
@@ -351,6 +351,7 @@ static int seqs_make(struct gen *g, const struct prompts *p, const char *const *
             }
         }
         if (rc == 0) rc = prompt_encode(g, &q[i]);
+        q[i].where = NULL; /* errors name it only while it is read */
     }
     return rc;
 }
@@ -391,29 +392,30 @@ int generate_cmd(const struct command_call *call) {
     struct prompts p = {0};
     int rc = g.stream ? 0 : adapters_named(s, names, dirs);
     if (rc == 0 && !g.stream) rc = prompts_read(&p, s->prompts);
-    if (rc == 0) rc = infer_model_open(&g.m, s->model, g.stream ? s->adapter : dirs, (int32_t)s->n_adapter, g.stream, 1, 1);
+    /* the decoder's slots: one row each a step, which the model's adapter rows must hold */
+    const int32_t slots = g.stream ? 1 : (p.n < s->batch ? p.n : s->batch);
+    if (rc == 0)
+        rc = infer_model_open(&g.m, s->model, g.stream ? s->adapter : dirs, (int32_t)s->n_adapter, g.stream, slots, 1);
     if (rc) {
         free(names), free(dirs);
         prompts_free(&p);
         return -1;
     }
     struct gen_seq *q = NULL;
-    char(*where)[DATASET_WHERE_MAX] = NULL;
     int32_t n = 0;
     rc = tokenizer_load(&g);
     if (rc == 0) rc = stops_check(&g);
-    if (rc == 0) rc = seqs_make(&g, &p, names, &q, &n, &where);
+    if (rc == 0) rc = seqs_make(&g, &p, names, &q, &n);
     if (rc == 0) {
         size_t longest = 0;
         for (int32_t i = 0; i < n; i++) longest = q[i].n_prompt > longest ? q[i].n_prompt : longest;
         const int64_t need = (int64_t)longest + s->max_new, P = g.m.cfg.n_positions;
         struct decoder d;
-        decoder_init(&d, &g.m, g.stream ? 1 : (n < s->batch ? n : s->batch), (int32_t)(need < P ? need : P));
+        decoder_init(&d, &g.m, slots, (int32_t)(need < P ? need : P));
         rc = generate_run(&g, &d, q, n);
         decoder_free(&d);
     }
     seqs_free(q, n);
-    free(where);
     free(names), free(dirs);
     prompts_free(&p);
     if (g.has_tok) tokenizer_free(&g.t);

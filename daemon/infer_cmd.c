@@ -22,6 +22,7 @@
 #include "outputs.h"
 #include "provenance.h"
 #include "rundata.h"
+#include "tok_text.h"
 
 /* M over MODEL_DIR with the N adapters in ADAPTERS unmerged, set g from ADAPTERS[g]. */
 static int sets_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int32_t B, int32_t T) {
@@ -43,6 +44,9 @@ static int sets_open(struct model *m, const char *model_dir, char *const *adapte
     if (rc == 0) rc = model_init(m, &o);
     for (int32_t g = 0; g < n && rc == 0; g++)
         if ((rc = adapter_import(m, g, adapters[g]))) model_free(m);
+    for (int32_t g = 0; g < n && rc == 0; g++) /* the specs pointed into DIRS, freed now */
+        m->sets[g] = (struct lora_spec){.rank = m->sets[g].rank, .alpha = m->sets[g].alpha,
+                                        .rslora = m->sets[g].rslora};
     for (int32_t g = 0; g < opened; g++) adapter_dir_free(&dirs[g]);
     return rc;
 }
@@ -105,18 +109,15 @@ static json_t *json_number(double x) { return isfinite(x) ? json_real(x) : json_
 
 /* One line of eval's result: its adapter first when it is one of several (ADAPTER not
  * NULL), as text or, with --json, a JSON object. */
-static int result_print(const Lorad__EvalSpec *s, const char *adapter, const struct eval_result *r) {
+static void result_print(const Lorad__EvalSpec *s, const char *adapter, const struct eval_result *r) {
     if (!s->json) {
         if (adapter) printf("adapter %s  ", adapter);
         printf("loss %.6f  perplexity %.4f  tokens %lld  samples %lld\n", r->loss, exp(r->loss), (long long)r->targets,
                (long long)r->samples);
-        return 0;
+        return;
     }
     json_t *o = json_object();
-    if (adapter && json_object_set_new(o, "adapter", json_string(adapter))) {
-        json_decref(o);
-        return err_set(adapter, "the path is not valid UTF-8"), err_hint("--json needs UTF-8 paths");
-    }
+    if (adapter) json_object_set_new(o, "adapter", json_string(adapter)); /* UTF-8: eval_cmd checked */
     json_object_set_new(o, "loss", json_number(r->loss));
     json_object_set_new(o, "perplexity", json_number(exp(r->loss)));
     json_object_set_new(o, "tokens", json_integer(r->targets));
@@ -125,7 +126,6 @@ static int result_print(const Lorad__EvalSpec *s, const char *adapter, const str
     printf("%s\n", text);
     free(text);
     json_decref(o);
-    return 0;
 }
 
 int eval_cmd(const struct command_call *call) {
@@ -134,6 +134,11 @@ int eval_cmd(const struct command_call *call) {
     if (s->logits[0] && comm->size > 1) return err_set("--logits", "needs a single process (run without mpirun)");
     gemm_set_threads(s->threads ? s->threads : comm_node_cores(comm));
     if (s->logits[0] && s->n_adapter > 1) return err_set("--logits", "takes a model with at most one --adapter");
+    for (size_t g = 0; s->json && s->n_adapter > 1 && g < s->n_adapter; g++) /* each names its line */
+        if (!utf8_valid(s->adapter[g], strlen(s->adapter[g]))) {
+            err_set(s->adapter[g], "the path is not valid UTF-8");
+            return err_hint("--json names each adapter by its path, which must be UTF-8");
+        }
     const int32_t K = s->n_adapter > 1 ? (int32_t)s->n_adapter : 1;
     struct model m;
     struct tokens ds = {0};
@@ -143,14 +148,14 @@ int eval_cmd(const struct command_call *call) {
     struct eval_result r[LORA_MAX_SETS] = {{0}};
     struct batch b = {0};
     if (comm_agree(comm, rc != 0) == 0) {
-        batch_init(&b, K * s->batch, m.T);
+        batch_init(&b, s->batch, m.T);
         rc = eval_run(comm, &m, &b, &ds, s->batch, s->max_batches, r);
         if (rc == 0 && s->logits[0]) rc = logits_write(&m, &b, &ds, r[0].samples, s->logits);
         batch_free(&b);
     } else {
         rc = -1;
     }
-    for (int32_t g = 0; g < K && rc == 0 && comm->rank == 0; g++) rc = result_print(s, K > 1 ? s->adapter[g] : NULL, &r[g]);
+    for (int32_t g = 0; g < K && rc == 0 && comm->rank == 0; g++) result_print(s, K > 1 ? s->adapter[g] : NULL, &r[g]);
     tokens_close(&ds);
     if (loaded) model_free(&m);
     return rc;

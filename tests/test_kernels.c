@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "batch.h"
 #include "check.h"
 #include "error.h"
 #include "fileio.h"
@@ -712,8 +713,8 @@ static double model_loss(void *p) {
 }
 
 static int model_open(struct model *m, const char *dir, int full, const struct lora_spec *sets, int32_t n_sets,
-                      int32_t B) {
-    struct model_options o = {.dir = dir, .full = full, .max_batch = B, .seq = 5, .sets = sets, .n_sets = n_sets,
+                      int32_t B, int32_t T) {
+    struct model_options o = {.dir = dir, .full = full, .max_batch = B, .seq = T, .sets = sets, .n_sets = n_sets,
                               .head_rows = 3}; /* the head's 10 rows in chunks of 3, 3, 3, 1 */
     if (model_init(m, &o) == 0) {
         /* B starts at zero: give it values so every path carries gradient, keyed by the
@@ -737,7 +738,7 @@ static const uint8_t model_mask[10] = {1, 1, 0, 1, 1, 1, 1, 1, 0, 1};
  * sequences against finite differences; with two sets each owns one sequence. */
 static void test_model(const char *dir, int full, const struct lora_spec *sets, int32_t n_sets, const int32_t *start) {
     struct model m;
-    if (model_open(&m, dir, full, sets, n_sets, 2)) return;
+    if (model_open(&m, dir, full, sets, n_sets, 2, 5)) return;
     int32_t inp[10], tgt[10];
     uint8_t mask[10];
     memcpy(inp, model_inp, sizeof inp), memcpy(tgt, model_tgt, sizeof tgt), memcpy(mask, model_mask, sizeof mask);
@@ -764,7 +765,7 @@ static void test_model(const char *dir, int full, const struct lora_spec *sets, 
  * the set's seed and its own adapter ids), dropout counted within the set's rows. */
 static void test_model_sets_alone(const char *dir, const struct lora_spec *sets, const char *label) {
     struct model both;
-    if (model_open(&both, dir, 0, sets, 2, 2)) return;
+    if (model_open(&both, dir, 0, sets, 2, 2, 5)) return;
     const struct lora_rows rows = {.n_sets = 2, .row0 = {0, 5, 10},
                                    .dp = {{.p = 0.25f, .seed = 1, .step = 2, .first = 3, .T = 5},
                                           {.p = 0.1f, .seed = 4, .step = 6, .first = 0, .T = 5}}};
@@ -772,10 +773,10 @@ static void test_model_sets_alone(const char *dir, const struct lora_spec *sets,
     model_forward(&both, model_inp, NULL, model_tgt, model_mask, 2, &rows, 0.1f);
     model_backward(&both, model_inp, 2, &rows);
     double worst_loss = 0.0, worst_grad = 0.0;
-    size_t at = 0; /* set g's entries follow set g-1's in BOTH */
+    int spans = 1;
     for (int g = 0; g < 2; g++) {
         struct model one;
-        if (model_open(&one, dir, 0, &sets[g], 1, 1)) break;
+        if (model_open(&one, dir, 0, &sets[g], 1, 1, 5)) break;
         const struct lora_rows alone = {.n_sets = 1, .row0 = {0, 5}, .dp = {rows.dp[g]}};
         memset(one.tr.g, 0, one.tr.n * sizeof(float));
         model_forward(&one, model_inp + 5 * g, NULL, model_tgt + 5 * g, model_mask + 5 * g, 1, &alone, 0.1f);
@@ -784,17 +785,64 @@ static void test_model_sets_alone(const char *dir, const struct lora_spec *sets,
             double d = fabs(model_losses(&one)[t] - model_losses(&both)[5 * g + t]);
             if (d > worst_loss) worst_loss = d;
         }
-        for (size_t i = 0; i < one.tr.n; i++) {
-            double d = fabs(one.tr.g[i] - both.tr.g[at + i]) / (fabs(one.tr.g[i]) + 1e-3);
+        /* set g's span of BOTH is laid out as ONE: the same initial values, the gradients */
+        const struct trainable p = model_set_params(&both, g);
+        spans &= p.n == one.tr.n && !memcmp(p.w, one.tr.w, p.n * sizeof(float));
+        for (size_t i = 0; i < one.tr.n && i < p.n; i++) {
+            double d = fabs(one.tr.g[i] - p.g[i]) / (fabs(one.tr.g[i]) + 1e-3);
             if (d > worst_grad) worst_grad = d;
         }
-        at += one.tr.n;
         model_free(&one);
     }
-    int ok = worst_loss < 1e-5 && worst_grad < 1e-4 && at == both.tr.n;
+    spans &= model_set_params(&both, 0).n + model_set_params(&both, 1).n == both.tr.n;
+    int ok = worst_loss < 1e-5 && worst_grad < 1e-4 && spans;
     printf("%-34s loss %.1e grad %.1e %s\n", label, worst_loss, worst_grad, ok ? "ok" : "FAIL");
     checks_note(ok);
     model_free(&both);
+}
+
+/* Two jobs in one joint step (batch_run_jobs): job 0 two sequences of 5 in one
+ * micro-batch, job 1 two of 3 (padded to the model's 5) one at a time, each with its own
+ * dropout: each job's loss sum and gradients are those of the job alone (batch_grads on a
+ * model of its set and its own T). */
+static void test_model_jobs_alone(const char *dir, const struct lora_spec *sets, const char *label) {
+    const int32_t Ts[2] = {5, 3}, micro[2] = {2, 1};
+    struct batch b[2], joint;
+    for (int j = 0; j < 2; j++) {
+        batch_init(&b[j], 2, Ts[j]);
+        b[j].n = 2;
+        for (int32_t i = 0; i < 2 * Ts[j]; i++) {
+            b[j].inp[i] = model_inp[(i + 3 * j) % 10];
+            b[j].tgt[i] = model_tgt[(i + 3 * j) % 10];
+            b[j].mask[i] = model_mask[(i + j) % 10];
+        }
+    }
+    const struct batch_job jobs[2] = {{.b = &b[0], .micro = 2, .p = 0.25f, .seed = 1, .step = 2, .first = 3},
+                                      {.b = &b[1], .micro = 1, .p = 0.1f, .seed = 4, .step = 6, .first = 0}};
+    struct model both;
+    if (model_open(&both, dir, 0, sets, 2, 3, 5)) return;
+    batch_init(&joint, 3, 5);
+    double sums[2] = {0.0, 0.0}, worst_loss = 0.0, worst_grad = 0.0;
+    memset(both.tr.g, 0, both.tr.n * sizeof(float));
+    batch_run_jobs(&both, jobs, 2, &joint, 1, sums);
+    int spans = 1;
+    for (int j = 0; j < 2; j++) {
+        struct model one;
+        if (model_open(&one, dir, 0, &sets[j], 1, micro[j], Ts[j])) break;
+        memset(one.tr.g, 0, one.tr.n * sizeof(float));
+        double alone = batch_grads(&one, &b[j], micro[j], 1.0f, jobs[j].p, jobs[j].seed, jobs[j].step, jobs[j].first);
+        worst_loss = fmax(worst_loss, fabs(alone - sums[j]) / fabs(alone));
+        const struct trainable p = model_set_params(&both, j);
+        spans &= p.n == one.tr.n;
+        for (size_t i = 0; i < one.tr.n && i < p.n; i++)
+            worst_grad = fmax(worst_grad, fabs(one.tr.g[i] - p.g[i]) / (fabs(one.tr.g[i]) + 1e-3));
+        model_free(&one);
+    }
+    int ok = worst_loss < 1e-6 && worst_grad < 1e-4 && spans && sums[0] != 0.0 && sums[1] != 0.0;
+    printf("%-34s loss %.1e grad %.1e %s\n", label, worst_loss, worst_grad, ok ? "ok" : "FAIL");
+    checks_note(ok);
+    model_free(&both);
+    batch_free(&joint), batch_free(&b[0]), batch_free(&b[1]);
 }
 
 int main(void) {
@@ -863,6 +911,7 @@ int main(void) {
     test_model(dir, 0, gpt2_sets, 1, NULL);
     test_model(dir, 0, gpt2_sets, 2, NULL);
     test_model_sets_alone(dir, gpt2_sets, "gpt2 2 sets = each alone");
+    test_model_jobs_alone(dir, gpt2_sets, "gpt2 2 jobs, T 5 and 3 = each alone");
     test_model(dir, 1, NULL, 0, NULL);
     test_model(dir, 1, NULL, 0, starts_2x5);
     const char *llama = scratch_dir("kernels_llama");
@@ -876,6 +925,7 @@ int main(void) {
     test_model(llama, 0, llama_sets, 1, starts_2x5);
     test_model(llama, 0, llama_sets, 2, starts_2x5);
     test_model_sets_alone(llama, llama_sets, "llama 2 sets = each alone");
+    test_model_jobs_alone(llama, llama_sets, "llama 2 jobs, T 5 and 3 = each alone");
     test_model(llama, 1, NULL, 0, NULL);
     return check_finish();
 }

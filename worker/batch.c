@@ -81,23 +81,50 @@ double batch_loss(struct model *m, const struct batch *b, int32_t M) {
     return sum;
 }
 
-void batch_loss_sets(struct model *m, struct batch *b, double *sums) {
-    const int32_t K = m->n_sets, n = b->n;
-    const size_t part = (size_t)n * b->T;
-    CHECK(K >= 1 && K <= LORA_MAX_SETS && K * n <= b->cap);
-    struct lora_rows rows = {.n_sets = K};
-    for (int32_t g = 0; g < K; g++) {
-        rows.row0[g] = (int32_t)(g * part);
-        if (g == 0) continue;
-        memcpy(b->inp + g * part, b->inp, part * sizeof *b->inp);
-        memcpy(b->tgt + g * part, b->tgt, part * sizeof *b->tgt);
-        memcpy(b->mask + g * part, b->mask, part);
-        memcpy(b->start + g * part, b->start, part * sizeof *b->start);
+/* B's sequences [I, I + N) into JOINT's rows from ROW, each padded to JOINT's T. */
+static void rows_join(struct batch *joint, int32_t row, const struct batch *b, int32_t i, int32_t n) {
+    const size_t T = (size_t)joint->T, t = (size_t)b->T;
+    for (int32_t k = 0; k < n; k++) {
+        const size_t to = (size_t)(row + k) * T, from = (size_t)(i + k) * t;
+        memcpy(joint->inp + to, b->inp + from, t * sizeof *b->inp);
+        memcpy(joint->tgt + to, b->tgt + from, t * sizeof *b->tgt);
+        memcpy(joint->mask + to, b->mask + from, t);
+        memset(joint->inp + to + t, 0, (T - t) * sizeof *b->inp);
+        memset(joint->tgt + to + t, 0, (T - t) * sizeof *b->tgt);
+        memset(joint->mask + to + t, 0, T - t);
+        for (size_t c = 0; c < T; c++) /* padding: each position an example of its own */
+            joint->start[to + c] = c >= t ? (int32_t)c : b->packed ? b->start[from + c] : 0;
     }
-    rows.row0[K] = (int32_t)(K * part);
-    model_forward(m, b->inp, batch_start(b, 0), b->tgt, b->mask, K * n, &rows, 0.0f);
-    const float *losses = model_losses(m);
-    for (int32_t g = 0; g < K; g++) /* each set's in row order, as crossentropy_forward sums */
-        for (size_t i = g * part; i < (g + 1) * part; i++)
-            if (b->mask[i]) sums[g] += losses[i];
+}
+
+void batch_run_jobs(struct model *m, const struct batch_job *jobs, int32_t K, struct batch *joint, int grads,
+                    double *sums) {
+    CHECK(K == m->n_sets && joint->T == m->T);
+    int32_t forwards = 0, packed = 0;
+    for (int32_t j = 0; j < K; j++) {
+        const int32_t f = (jobs[j].b->n + jobs[j].micro - 1) / jobs[j].micro;
+        forwards = f > forwards ? f : forwards;
+        packed |= jobs[j].b->packed;
+        CHECK(jobs[j].b->T <= m->T);
+    }
+    for (int32_t f = 0; f < forwards; f++) {
+        struct lora_rows rows = {.n_sets = K};
+        int32_t n = 0;
+        for (int32_t j = 0; j < K; j++) {
+            const struct batch_job *job = &jobs[j];
+            const int32_t i = f * job->micro, k = i >= job->b->n ? 0 : job->b->n - i < job->micro ? job->b->n - i : job->micro;
+            rows.row0[j] = n * m->T;
+            rows.dp[j] = (struct dropout){.p = job->p, .seed = job->seed, .step = job->step, .first = job->first + i,
+                                          .T = m->T};
+            rows_join(joint, n, job->b, i, k);
+            n += k;
+        }
+        rows.row0[K] = n * m->T;
+        model_forward(m, joint->inp, packed ? joint->start : NULL, joint->tgt, joint->mask, n, &rows, grads ? 1.0f : 0.0f);
+        if (grads) model_backward(m, joint->inp, n, &rows);
+        const float *losses = model_losses(m);
+        for (int32_t j = 0; j < K; j++)
+            for (size_t r = (size_t)rows.row0[j]; r < (size_t)rows.row0[j + 1]; r++)
+                if (joint->mask[r]) sums[j] += losses[r];
+    }
 }

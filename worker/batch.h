@@ -39,11 +39,25 @@ int64_t batch_targets(const struct batch *b);
  * sum of counted losses. */
 double batch_grads(struct model *m, const struct batch *b, int32_t M, float scale, float p, uint64_t seed,
                    int64_t step, int64_t first);
+/* One job's part of a joint step (batch_grads_jobs): its loaded samples, of T up to the
+ * model's, its micro-batch size and its dropout (P keyed by SEED, STEP and each row's
+ * position in its global batch, FIRST that of its row 0). */
+struct batch_job {
+    const struct batch *b;
+    int32_t micro;
+    float p;
+    uint64_t seed;
+    int64_t step, first;
+};
+/* Forward (and with GRADS, backward) over K jobs' batches at once, job j through adapter
+ * set j of a model of K sets: forward i holds the i-th micro-batch of every job that has
+ * one, each sequence in a row of the model's T (a shorter one padded: not counted, and
+ * after every token it could change), in JOINT (cap ≥ the micro-batches' sum, T the
+ * model's). SUMS (K) += each job's sum of counted losses; with GRADS each set's gradient
+ * of it accumulates: each as batch_grads (or batch_loss) gives the job alone. Several
+ * jobs may share one batch: one evaluation through several adapters. */
+void batch_run_jobs(struct model *m, const struct batch_job *jobs, int32_t K, struct batch *joint, int grads,
+                    double *sums);
 /* Forward only (no dropout), M at a time; returns the sum of counted losses. */
 double batch_loss(struct model *m, const struct batch *b, int32_t M);
-/* Forward only, in one pass, of the loaded samples once through each of M's K adapter
- * sets (the batch holds K·n ≤ cap rows after it: the n samples repeated K times, part g
- * adapted by set g only); SUMS (K) += each set's sum of counted losses. */
-void batch_loss_sets(struct model *m, struct batch *b, double *sums);
-
 #endif

@@ -22,6 +22,8 @@ void decoder_init(struct decoder *d, struct model *m, int32_t slots, int32_t max
         size_t need = linear_scratch_size(m->sites[s], slots);
         if (need > scratch) scratch = need;
     }
+    /* the adapters' rows (their u) hold the model's B·T rows: a step's rows must fit */
+    CHECK(m->n_adapters == 0 || (int64_t)m->B * m->T >= slots);
     memset(d, 0, sizeof *d);
     d->m = m;
     d->slots = slots;

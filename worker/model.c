@@ -306,6 +306,17 @@ static void adapters_register(struct model *m, int32_t *entry_a) {
     }
 }
 
+/* Where each set's floats lie in the trainable block: from its first adapter's A on
+ * (m->adapters is set by set, and every set has one); full mode: one span of them all. */
+static void sets_span(struct model *m, const int32_t *entry_a) {
+    const int32_t K = m->n_sets > 1 ? m->n_sets : 1;
+    m->set_off[0] = 0;
+    m->set_off[K] = m->tr.n;
+    for (int32_t i = 1; i < m->n_adapters; i++)
+        if (m->adapters[i].set != m->adapters[i - 1].set)
+            m->set_off[m->adapters[i].set] = m->tr.entries[entry_a[i]].offset;
+}
+
 static void adapters_bind(struct model *m, const int32_t *entry_a) {
     for (int32_t i = 0; i < m->n_adapters; i++) {
         struct lora_adapter *ad = &m->adapters[i];
@@ -366,6 +377,7 @@ static int weights_load(struct model *m, const struct model_options *o, int32_t 
         }
         adapters_register(m, entry_a);
         trainable_alloc(&m->tr);
+        sets_span(m, entry_a);
         weights_bind(m, refs, n, found, entry, o);
     }
     free(entry);
@@ -461,6 +473,11 @@ void model_free(struct model *m) {
 }
 
 int64_t model_n_trainable(const struct model *m) { return (int64_t)m->tr.n; }
+
+struct trainable model_set_params(const struct model *m, int32_t set) {
+    CHECK(set >= 0 && set < (m->n_sets > 1 ? m->n_sets : 1));
+    return trainable_view(&m->tr, m->set_off[set], m->set_off[set + 1] - m->set_off[set]);
+}
 
 /* GPT-2's initial value of weight NAME: layernorm gains 1, biases 0, residual
  * projections N(0, 0.02/sqrt(2L)), position embeddings N(0, 0.01), the rest N(0, 0.02). */

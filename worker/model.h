@@ -115,6 +115,8 @@ struct model {
     struct lora_adapter *adapters; /* every set's, set by set */
     int32_t n_adapters;
     struct trainable tr;
+    uint64_t set_off[LORA_MAX_SETS + 1]; /* set g's floats of TR: [set_off[g], set_off[g+1]); one set
+                                          * (or full mode) holds them all */
     int32_t B, T;
     const int32_t *start; /* (B,T) the examples of the last forward's rows, or NULL */
     float *act_block;
@@ -192,5 +194,9 @@ struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype,
 int model_write_random(const struct model_config *cfg, uint64_t seed, const char *dir);
 /* Trainable parameter count (without alignment padding). */
 int64_t model_n_trainable(const struct model *m);
+/* Adapter set SET's parameters, gradient and moments as a trainable of their own (0: all
+ * of them in a model of one set, or in full mode), laid out as in a model of that set
+ * alone: what a job's optimizer, clipping, checkpoints and replica checks work on. */
+struct trainable model_set_params(const struct model *m, int32_t set);
 
 #endif

@@ -38,6 +38,11 @@ void trainable_alloc(struct trainable *t) {
     t->v = t->m + t->n;
 }
 
+struct trainable trainable_view(const struct trainable *t, uint64_t off, uint64_t n) {
+    CHECK(off + n <= t->n);
+    return (struct trainable){.w = t->w + off, .g = t->g + off, .m = t->m + off, .v = t->v + off, .n = n};
+}
+
 float *trainable_w(const struct trainable *t, int32_t entry) { return t->w + t->entries[entry].offset; }
 float *trainable_g(const struct trainable *t, int32_t entry) { return t->g + t->entries[entry].offset; }
 

@@ -33,6 +33,10 @@ struct trainable {
 int32_t trainable_add(struct trainable *t, const char *name, int32_t ndim, const int64_t *shape);
 /* Allocates W, G (+ HDR), M, V, zeroed, for every registered tensor. */
 void trainable_alloc(struct trainable *t);
+/* The floats [OFF, OFF + N) of T's block as a trainable of their own, without entries or
+ * header: AdamW, the norm, the scaling and the checksum over just those (one job's
+ * adapter set when several share the block). */
+struct trainable trainable_view(const struct trainable *t, uint64_t off, uint64_t n);
 /* Entry ENTRY's parameters and gradient inside the block. */
 float *trainable_w(const struct trainable *t, int32_t entry);
 float *trainable_g(const struct trainable *t, int32_t entry);
