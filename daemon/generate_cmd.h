@@ -6,6 +6,11 @@
  * ends at the model's EOS ids, a --stop string, --max-new or the end of the context,
  * and says which on stderr. A model without one is byte-level: the prompt's bytes are
  * its tokens, and each new token is printed as its byte (<|N|> past 255).
+ *
+ * --prompts FILE.jsonl (storage/prompts.h) decodes many prompts together instead, each
+ * line through its --adapter NAME=DIR (unmerged, an adapter set of the model) or the base,
+ * up to --batch at a time in the decoder's slots, and prints one JSON line per prompt in
+ * the file's order: its adapter, prompt, text, ids, log-probabilities and end.
  */
 #ifndef LORAD_GENERATE_CMD_H
 #define LORAD_GENERATE_CMD_H
