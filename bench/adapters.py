@@ -6,8 +6,9 @@ keeps it).
   one step by lorad train, so B is not zero) evaluated in one `lorad eval --adapter A
   --adapter B --adapter C --adapter D` against four separate `lorad eval --adapter X`
   (each merging its adapter into a copy of the weights), and the base alone. Each run's
-  wall time, and its start-up (model load, merge, adapter import) measured as the same
-  command over one sequence, so the table shows where the time goes.
+  wall time (the median of 3 repeats, with their range), and its start-up (model load,
+  merge, adapter import) measured as the same command over one sequence, so the table
+  shows where the time goes.
 
 Every run goes one at a time after the machine is idle (others' CPU share per run in the
 table). Speed is reported, never asserted.
@@ -31,6 +32,7 @@ ADAPTERS = [("c_attn r8", ["--targets", "c_attn", "--rank", 8, "--alpha", 16]),
             ("attn.c_proj r4", ["--targets", "attn.c_proj", "--rank", 4, "--alpha", 8]),
             ("mlp.c_fc r8 rsLoRA", ["--targets", "mlp.c_fc", "--rank", 8, "--alpha", 8, "--rslora"])]
 EVAL_BATCH, EVAL_BATCHES = 8, 8  # 64 sequences of 128 tokens
+REPEATS = 3
 
 
 def adapters_make(lorad, model, data, work):
@@ -57,14 +59,23 @@ def timed_eval(lorad, model, data, adapters, batches):
 
 
 def measure(lorad, model, data, dirs):
+    """Every run REPEATS times, the runs of one repeat one after another (so a slow spell of
+    the machine touches every run of it alike): each row's median and range."""
+    runs = [("base alone", [])] + [(f"--adapter {name}", [d]) for (name, _), d in zip(ADAPTERS, dirs)] \
+        + [("4 adapters in one pass", dirs)]
+    got = {label: [] for label, _ in runs}
+    for rep in range(REPEATS):
+        for label, adapters in runs:
+            full = timed_eval(lorad, model, data, adapters, EVAL_BATCHES)
+            start = timed_eval(lorad, model, data, adapters, 1)
+            got[label].append((full.wall_s, start.wall_s, full.rss_mib, max(full.other_cpu, start.other_cpu)))
+            run.log(f"repeat {rep + 1}: {label}: {full.wall_s:.2f} s (start-up {start.wall_s:.2f} s)")
     rows = []
-    for label, adapters in [("base alone", [])] + [(f"--adapter {name}", [d]) for (name, _), d in zip(ADAPTERS, dirs)] \
-            + [("4 adapters in one pass", dirs)]:
-        full = timed_eval(lorad, model, data, adapters, EVAL_BATCHES)
-        start = timed_eval(lorad, model, data, adapters, 1)
-        rows.append(dict(label=label, n=len(adapters), wall=full.wall_s, start=start.wall_s, rss=full.rss_mib,
-                         others=max(full.other_cpu, start.other_cpu), out=full.stdout.strip()))
-        run.log(f"{label}: {full.wall_s:.2f} s (start-up {start.wall_s:.2f} s)")
+    for label, adapters in runs:
+        walls = sorted(g[0] for g in got[label])
+        rows.append(dict(label=label, n=len(adapters), wall=walls[len(walls) // 2], lo=walls[0], hi=walls[-1],
+                         start=sorted(g[1] for g in got[label])[len(walls) // 2], rss=max(g[2] for g in got[label]),
+                         others=max(g[3] for g in got[label])))
     return rows
 
 
@@ -84,19 +95,21 @@ def section(rows, commit, date):
          f"| mixed eval of 4 adapters ≤ 0.5× the time of 4 separate evals | {ratio:.2f}× | "
          f"**{'met' if ratio <= 0.5 else 'not met'}** | {mixed['wall']:.2f} s against {total:.2f} s |", "",
          "### Mixed-adapter evaluation", "",
-         "| run | wall s | start-up s (one sequence) | evaluation s (wall − start-up) | peak RSS MiB | others' CPU |",
-         "|---|---:|---:|---:|---:|---:|"]
+         f"Medians of {REPEATS} repeats (the range of the wall times beside them):", "",
+         "| run | wall s | wall s, range | start-up s (one sequence) | evaluation s (wall − start-up) | peak RSS MiB | "
+         "others' CPU |",
+         "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        L.append(f"| {r['label']} | {r['wall']:.2f} | {r['start']:.2f} | {r['wall'] - r['start']:.2f} | "
-                 f"{r['rss']:,.0f} | {100 * r['others']:.0f} % |")
+        L.append(f"| {r['label']} | {r['wall']:.2f} | {r['lo']:.2f}–{r['hi']:.2f} | {r['start']:.2f} | "
+                 f"{r['wall'] - r['start']:.2f} | {r['rss']:,.0f} | {100 * r['others']:.0f} % |")
     L += ["", f"Where the time goes: the four separate evals spend {total - compute_sep:.2f} s starting up (each loads "
           f"the model and merges its adapter into a copy of the weights) and {compute_sep:.2f} s evaluating; the one "
-          f"pass spends {mixed['start']:.2f} s and {compute_mixed:.2f} s. Rows can share a frozen product only "
-          "while their inputs are equal, that is up to the first adapted module (in layer 0 for all four adapters "
-          "here): after it every adapter needs its own activations, so the frozen products of the one pass "
-          "run over four times the rows of one eval. What one pass saves is the start-ups and what the larger "
-          f"products gain in speed ({compute_sep / compute_mixed:.2f}× the separate evals' evaluation time here); "
-          "the 0.5× target holds only where an eval is shorter than about three start-ups."]
+          f"pass spends {mixed['start']:.2f} s and {compute_mixed:.2f} s ({compute_mixed / compute_sep:.2f}× the "
+          "separate evals' evaluation: its adapters' thin products run unmerged, beside products of four times "
+          "the rows). Rows can share a frozen product only while their inputs are equal, that is up to the first "
+          "adapted module (in layer 0 for all four adapters here): after it every adapter needs its own "
+          "activations. So what one pass can save is the start-ups, and the 0.5× target holds only where an "
+          "eval is shorter than about three start-ups."]
     return "\n".join(L) + "\n"
 
 

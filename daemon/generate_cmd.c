@@ -395,7 +395,8 @@ int generate_cmd(const struct command_call *call) {
     /* the decoder's slots: one row each a step, which the model's adapter rows must hold */
     const int32_t slots = g.stream ? 1 : (p.n < s->batch ? p.n : s->batch);
     if (rc == 0)
-        rc = infer_model_open(&g.m, s->model, g.stream ? s->adapter : dirs, (int32_t)s->n_adapter, g.stream, slots, 1);
+        rc = infer_model_open(&g.m, s->model, g.stream ? s->adapter : dirs, (int32_t)s->n_adapter, g.stream, slots, 1,
+                              0);
     if (rc) {
         free(names), free(dirs);
         prompts_free(&p);

@@ -52,10 +52,12 @@ static int sets_open(struct model *m, const char *model_dir, char *const *adapte
 }
 
 int infer_model_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int merge, int32_t B,
-                     int32_t T) {
+                     int32_t T, int all_logits) {
     CHECK(!merge || n <= 1);
+    CHECK(!all_logits || merge || n == 0);
     if (!merge && n > 0) return sets_open(m, model_dir, adapters, n, B, T);
-    struct model_options o = {.dir = model_dir, .writable = n == 1, .inference = 1, .max_batch = B, .seq = T};
+    struct model_options o = {.dir = model_dir, .writable = n == 1, .inference = 1, .all_logits = all_logits,
+                              .max_batch = B, .seq = T};
     if (model_init(m, &o)) return -1;
     if (n == 1 && model_merge_adapter(m, adapters[0])) {
         model_free(m);
@@ -142,7 +144,8 @@ int eval_cmd(const struct command_call *call) {
     const int32_t K = s->n_adapter > 1 ? (int32_t)s->n_adapter : 1;
     struct model m;
     struct tokens ds = {0};
-    int rc = infer_model_open(&m, s->model, s->adapter, (int32_t)s->n_adapter, s->n_adapter == 1, s->batch, s->seq);
+    int rc = infer_model_open(&m, s->model, s->adapter, (int32_t)s->n_adapter, s->n_adapter == 1, s->batch, s->seq,
+                              s->logits[0] != '\0');
     int loaded = rc == 0;
     if (rc == 0) rc = data_open(s, comm, &m, &ds);
     struct eval_result r[LORA_MAX_SETS] = {{0}};
@@ -205,7 +208,7 @@ int merge_cmd(const struct command_call *call) {
     if (outputs_claim(s->out, merge_files, s->overwrite, "--out", "a model")) return -1;
     struct model m;
     char *const adapters[1] = {s->adapter};
-    if (infer_model_open(&m, s->model, adapters, 1, 1, 1, 1)) return -1;
+    if (infer_model_open(&m, s->model, adapters, 1, 1, 1, 1, 0)) return -1;
     static const enum st_dtype dtypes[] = {ST_DTYPE_F32, ST_DTYPE_BF16, ST_DTYPE_F16};
     int32_t n;
     struct st_write_entry *e = model_weights(&m, dtypes[s->dtype], &n);

@@ -18,8 +18,9 @@ command_fn merge_cmd;
 
 /* Loads MODEL_DIR into M for inference with B sequences of T tokens (per adapter), with
  * N ADAPTERS: with MERGE one, merged into a private copy of the weights; else each an
- * adapter set of M, unmerged, in their order. -1 with an error. */
+ * adapter set of M, unmerged, in their order. ALL_LOGITS: M keeps every row's logits
+ * (eval --logits); otherwise the head runs a chunk of rows at a time. -1 with an error. */
 int infer_model_open(struct model *m, const char *model_dir, char *const *adapters, int32_t n, int merge, int32_t B,
-                     int32_t T);
+                     int32_t T, int all_logits);
 
 #endif

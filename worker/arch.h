@@ -65,7 +65,8 @@ extern const struct arch arch_gpt2, arch_llama;
 uint64_t model_input_layers(const struct model *m, int32_t site);
 
 /* Layers of activations kept for the backward: all of them, or, with --recompute on,
- * one (the backward recomputes each layer from its input, which stays kept for all). */
+ * one (the backward recomputes each layer from its input, which stays kept for all);
+ * an inference model, which has no backward, keeps one. */
 uint64_t model_kept_layers(const struct model *m);
 /* The slot of layer L among the kept layers. */
 uint64_t model_kept_slot(const struct model *m, int l);

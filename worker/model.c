@@ -437,6 +437,8 @@ int model_init(struct model *m, const struct model_options *o) {
     m->B = o->max_batch;
     m->T = seq;
     m->inference = o->inference;
+    m->all_logits = o->all_logits;
+    CHECK(!o->all_logits || o->inference);
     m->recompute = o->recompute && !o->inference;
     m->head_rows = o->head_rows > 0 ? o->head_rows : MODEL_HEAD_ROWS;
     CHECK(o->full || o->inference || o->n_sets > 0);
@@ -542,7 +544,7 @@ struct st_write_entry *model_weights(const struct model *m, enum st_dtype dtype,
 
 double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
                      const uint8_t *mask, int B, const struct lora_rows *rows, float grad_scale) {
-    CHECK(tgt || m->inference);
+    CHECK(tgt || m->all_logits);
     CHECK(rows ? rows->n_sets == m->n_sets : m->n_sets <= 1);
     m->start = start;
     return m->arch->forward(m, inp, tgt, mask, B, rows, grad_scale);
@@ -556,12 +558,16 @@ const float *model_losses(const struct model *m) {
     return m->cfg.arch == MODEL_ARCH_GPT2 ? m->a.g.losses : m->a.l.losses;
 }
 
-uint64_t model_kept_layers(const struct model *m) { return m->recompute ? 1 : (uint64_t)m->cfg.n_layer; }
+/* Whether the activations of one layer at a time suffice: no backward reads them (an
+ * inference model), or it recomputes them. */
+static int one_layer_kept(const struct model *m) { return m->recompute || m->inference; }
 
-uint64_t model_kept_slot(const struct model *m, int l) { return m->recompute ? 0 : (uint64_t)l; }
+uint64_t model_kept_layers(const struct model *m) { return one_layer_kept(m) ? 1 : (uint64_t)m->cfg.n_layer; }
+
+uint64_t model_kept_slot(const struct model *m, int l) { return one_layer_kept(m) ? 0 : (uint64_t)l; }
 
 uint64_t model_input_layers(const struct model *m, int32_t site) {
-    if (m->recompute) return 1;
+    if (one_layer_kept(m)) return 1;
     for (int32_t l = 0; l < m->cfg.n_layer; l++)
         if (linear_needs_input(&m->layers[l].lin[site])) return (uint64_t)m->cfg.n_layer;
     return 1;
@@ -569,7 +575,7 @@ uint64_t model_input_layers(const struct model *m, int32_t site) {
 
 int32_t model_logit_rows(const struct model *m) {
     const int32_t N = m->B * m->T;
-    return m->inference || N < m->head_rows ? N : m->head_rows;
+    return m->all_logits || N < m->head_rows ? N : m->head_rows;
 }
 
 double model_head(struct model *m, const float *x, float *dx, const int32_t *tgt, const uint8_t *mask, int N,

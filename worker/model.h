@@ -26,9 +26,10 @@ struct model_options {
     int writable;                 /* copy frozen weights instead of mapping them (merging) */
     int inference;                /* nothing trains: no backward, and adapters only where SETS gives some
                                    * (unmerged, their A and B imported after model_init) */
+    int all_logits;               /* inference: m->logits holds every row's, for forwards without targets */
     enum base_dtype base_dtype;   /* the frozen product weights' form: f32, or packed (packed.h) */
     int recompute;                /* keep each layer's input only; the backward recomputes the layer */
-    int32_t head_rows;            /* logit rows at a time when training; 0: MODEL_HEAD_ROWS */
+    int32_t head_rows;            /* logit rows at a time (but with all_logits); 0: MODEL_HEAD_ROWS */
     int32_t max_batch;            /* most sequences per forward */
     int32_t seq;                  /* T; 0: model_seq_default */
     const struct lora_spec *sets; /* the adapter sets (LoRA mode; an inference model may have
@@ -125,7 +126,8 @@ struct model {
         struct gpt2_acts g;
         struct llama_acts l;
     } a;
-    int inference;  /* no backward: m->logits holds every row */
+    int inference;  /* no backward */
+    int all_logits; /* m->logits holds every row (forwards without targets) */
     int recompute;  /* activations of one layer kept: the backward recomputes each layer (arch.h) */
     int32_t head_rows; /* else the rows it holds */
     float *logits;  /* (model_logit_rows, V): logits, then probabilities, then their gradient */
@@ -152,7 +154,7 @@ void model_free(struct model *m);
  * without dropout. Returns the sum of the counted losses, each row's in model_losses.
  * With GRAD_SCALE nonzero it also starts the backward of GRAD_SCALE * (that sum) at the LM head, whose
  * logits are at hand only there (model_head), and model_backward must follow. With TGT
- * NULL (inference models only) it stops at the logits, left in m->logits (B,T,V), and
+ * NULL (models of all_logits only) it stops at the logits, left in m->logits (B,T,V), and
  * returns 0. */
 double model_forward(struct model *m, const int32_t *inp, const int32_t *start, const int32_t *tgt,
                      const uint8_t *mask, int B, const struct lora_rows *rows, float grad_scale);
@@ -163,9 +165,9 @@ void model_backward(struct model *m, const int32_t *inp, int B, const struct lor
 /* (B,T) each row's loss in the last forward with targets, counted or not. */
 const float *model_losses(const struct model *m);
 
-/* Rows of logits the LM head holds at once when training: never the whole (B·T, V). */
+/* Rows of logits the LM head holds at once but with all_logits: never the whole (B·T, V). */
 #define MODEL_HEAD_ROWS 128
-/* The rows m->logits holds: B·T for an inference model, else up to the head rows. */
+/* The rows m->logits holds: B·T for a model of all_logits, else up to the head rows. */
 int32_t model_logit_rows(const struct model *m);
 /* The LM head and the loss over N rows of X (N,C), the final norm's output; LOSSES (N)
  * each row's loss. Returns the sum of the counted losses, computing the logits
